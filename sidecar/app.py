@@ -1,0 +1,58 @@
+"""The sidecar's two HTTP applications: public (clients) and admin (operators)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sidecar.gateway import GATEWAY_KEY, Gateway
+from sidecar.registration import PodRegistration
+from sidecar.websocket_transport import handle_websocket
+
+
+def readiness(gateway: Gateway, registration: PodRegistration) -> tuple[bool, str]:
+    """Ready = registered, not draining, and at least one backend link up."""
+    if gateway.draining:
+        return False, "draining"
+    if not registration.registered:
+        return False, "not registered"
+    if not any(link.is_up for link in gateway.bridge.links):
+        return False, "no backend link is up"
+    return True, "ready"
+
+
+def _health_routes(app: web.Application, gateway: Gateway, registration: PodRegistration) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "pod_id": gateway.settings.pod_id})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, why = readiness(gateway, registration)
+        return web.json_response(
+            {"ready": ready, "reason": why, "pod_id": gateway.settings.pod_id},
+            status=200 if ready else 503,
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def build_public_app(gateway: Gateway, registration: PodRegistration) -> web.Application:
+    app = web.Application()
+    app[GATEWAY_KEY] = gateway
+    app.router.add_get("/ws", handle_websocket)
+    _health_routes(app, gateway, registration)
+    return app
+
+
+def build_admin_app(gateway: Gateway, registration: PodRegistration) -> web.Application:
+    app = web.Application()
+    app[GATEWAY_KEY] = gateway
+
+    async def metrics(_: web.Request) -> web.Response:
+        gateway.metrics.backends_up.set(sum(link.is_up for link in gateway.bridge.links))
+        body = generate_latest(gateway.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", metrics)
+    _health_routes(app, gateway, registration)
+    return app

@@ -1,0 +1,203 @@
+"""The gateway side of the backend bridge (``proto/wsfleet/api/bridge.proto``).
+
+One :class:`BackendLink` per backend address holds one gRPC bidirectional
+stream on which all of this pod's sessions for that backend are multiplexed.
+:class:`BackendBridge` picks a backend per session by consistent hashing of
+its routing key over the links that are up.
+
+A backend that goes away closes its sessions with 1013 (try again later): the
+client reconnects and lands on a backend that is up. Nothing hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+import structlog
+
+from sidecar.hashing import pick_backend
+from wsfleet.api import bridge_pb2 as pb
+
+log = structlog.get_logger()
+
+CONNECT_METHOD = "/wsfleet.bridge.v1.Bridge/Connect"
+CLOSE_BACKEND_LOST = 1013
+
+
+class SessionSink(Protocol):
+    """Where a backend's events for one session go (the client connection)."""
+
+    def deliver(self, data: bytes, binary: bool, droppable: bool) -> None: ...
+
+    def close_requested(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session_id: str
+    user_id: str
+    routing_key: str
+    transport: str
+    pod_id: str
+
+
+class BackendLink:
+    """One backend: a channel, one multiplexed stream, reconnecting with backoff."""
+
+    def __init__(self, address: str, pod_id: str, queue_size: int = 10_000) -> None:
+        self.address = address
+        self._pod_id = pod_id
+        self._sessions: dict[str, SessionSink] = {}
+        self._outbox: asyncio.Queue[pb.GatewayEvent] = asyncio.Queue(queue_size)
+        self._up = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def is_up(self) -> bool:
+        return self._up.is_set()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"backend-link-{self.address}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def wait_up(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), timeout_s)
+        return self.is_up
+
+    def open(self, info: SessionInfo, sink: SessionSink) -> None:
+        self._sessions[info.session_id] = sink
+        session = pb.SessionInfo(
+            session_id=info.session_id,
+            user_id=info.user_id,
+            routing_key=info.routing_key,
+            transport=info.transport,
+            pod_id=info.pod_id,
+        )
+        self._outbox.put_nowait(pb.GatewayEvent(opened=pb.SessionOpened(session=session)))
+
+    async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None:
+        """Queue a client message; waits while the stream is full (backpressure)."""
+        message = pb.ClientMessage(session_id=session_id, seq=seq, data=data, binary=binary)
+        await self._outbox.put(pb.GatewayEvent(message=message))
+
+    def close(self, session_id: str, code: int, reason: str) -> None:
+        if self._sessions.pop(session_id, None) is None:
+            return
+        closed = pb.SessionClosed(session_id=session_id, code=code, reason=reason)
+        with contextlib.suppress(asyncio.QueueFull):
+            self._outbox.put_nowait(pb.GatewayEvent(closed=closed))
+
+    async def _run(self) -> None:
+        delay_s = 0.1
+        while True:
+            try:
+                await self._serve_stream()
+                delay_s = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (grpc.aio.AioRpcError, OSError, TimeoutError) as exc:
+                log.warning("backend_link_down", backend=self.address, error=str(exc)[:200])
+            self._lost()
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 2.0)
+
+    async def _serve_stream(self) -> None:
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            await asyncio.wait_for(channel.channel_ready(), 5.0)
+            call = channel.stream_stream(
+                CONNECT_METHOD,
+                request_serializer=pb.GatewayEvent.SerializeToString,
+                response_deserializer=pb.BackendEvent.FromString,
+            )(metadata=(("x-wsfleet-pod", self._pod_id),))
+            self._drop_queued()
+            writer = asyncio.create_task(self._write(call))
+            self._up.set()
+            log.info("backend_link_up", backend=self.address)
+            try:
+                while True:
+                    event = await call.read()
+                    if event is grpc.aio.EOF:
+                        log.warning("backend_stream_ended", backend=self.address)
+                        return
+                    self._dispatch(event)
+            finally:
+                self._up.clear()
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await writer
+                call.cancel()
+
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            event = await self._outbox.get()
+            await call.write(event)
+
+    def _dispatch(self, event: pb.BackendEvent) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "message":
+            sink = self._sessions.get(event.message.session_id)
+            if sink is not None:
+                sink.deliver(event.message.data, event.message.binary, event.message.droppable)
+        elif kind == "close":
+            sink = self._sessions.pop(event.close.session_id, None)
+            if sink is not None:
+                sink.close_requested(event.close.code or 1000, event.close.reason)
+
+    def _drop_queued(self) -> None:
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+
+    def _lost(self) -> None:
+        """The stream broke: every session on it ends (its client will reconnect)."""
+        self._up.clear()
+        sessions, self._sessions = self._sessions, {}
+        for sink in sessions.values():
+            sink.close_requested(CLOSE_BACKEND_LOST, "backend unavailable")
+
+
+class BackendBridge:
+    """All backend links of this pod; routes each session to one of them."""
+
+    def __init__(self, addresses: Iterable[str], pod_id: str) -> None:
+        self._links = {address: BackendLink(address, pod_id) for address in addresses}
+
+    @property
+    def links(self) -> list[BackendLink]:
+        return list(self._links.values())
+
+    def start(self) -> None:
+        for link in self._links.values():
+            link.start()
+
+    async def stop(self) -> None:
+        for link in self._links.values():
+            await link.stop()
+
+    async def wait_any_up(self, timeout_s: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if any(link.is_up for link in self._links.values()):
+                return True
+            await asyncio.sleep(0.05)
+        return any(link.is_up for link in self._links.values())
+
+    def link_for(self, routing_key: str) -> BackendLink | None:
+        """The up backend that owns ``routing_key``, or None if none is up."""
+        up = [address for address, link in self._links.items() if link.is_up]
+        chosen = pick_backend(routing_key, up)
+        return self._links[chosen] if chosen is not None else None

@@ -1,0 +1,129 @@
+"""Sidecar lifecycle, written once: start, serve, stop (every timeout a setting).
+
+Start: verify settings, open backend links, listen (public + admin), register.
+Stop (SIGTERM/SIGINT): leave the registry (Envoy stops sending new clients),
+close every client with 1001 going away, stop listening, close links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import structlog
+from aiohttp import web
+
+from sidecar.app import build_admin_app, build_public_app
+from sidecar.auth import TokenVerifier
+from sidecar.backend_bridge import BackendBridge
+from sidecar.gateway import Gateway
+from sidecar.metrics import GatewayMetrics
+from sidecar.registration import PodRegistration
+from wsfleet.errors import StartupError
+from wsfleet.readiness import write_ready
+from wsfleet.registry import PodRecord, RegistryUnavailable
+from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet.settings import SidecarSettings
+from wsfleet.tokens import read_auth_key
+
+log = structlog.get_logger()
+
+CLOSE_GOING_AWAY = 1001
+
+
+async def _listen(app: web.Application, host: str, port: int, backlog: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return runner
+
+
+async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
+    verifier = TokenVerifier(read_auth_key(settings.auth_key_file), settings.audience)
+    registry = RedisRegistry(settings.redis_url, settings.namespace)
+    try:
+        await registry.ping()
+    except RegistryUnavailable as exc:
+        await registry.close()
+        raise StartupError(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+    metrics = GatewayMetrics()
+    bridge = BackendBridge(settings.backends, settings.pod_id)
+    gateway = Gateway(settings, verifier, bridge, metrics)
+    bridge.start()
+    await bridge.wait_any_up(5.0)
+
+    registration = PodRegistration(
+        registry,
+        PodRecord(
+            pod_id=settings.pod_id,
+            pool=settings.pool,
+            host=settings.host,
+            port=0,
+            admin_port=0,
+            region=settings.region,
+            zone=settings.zone,
+            started_at=time.time(),
+        ),
+        settings.registry_ttl_s,
+        settings.registry_refresh_s,
+        connection_count=lambda: len(gateway.connections),
+        on_error=metrics.registry_errors.inc,
+    )
+    runners: list[web.AppRunner] = []
+    try:
+        public = await _listen(
+            build_public_app(gateway, registration),
+            settings.host,
+            settings.port,
+            settings.listen_backlog,
+        )
+        runners.append(public)
+        admin = await _listen(
+            build_admin_app(gateway, registration), settings.host, settings.admin_port, 128
+        )
+        runners.append(admin)
+    except StartupError:
+        for runner in runners:
+            await runner.cleanup()
+        await bridge.stop()
+        await registry.close()
+        raise
+    port = public.addresses[0][1]
+    admin_port = admin.addresses[0][1]
+    registration.set_address(port, admin_port)
+    keeper = asyncio.create_task(registration.run())
+    write_ready(settings.ready_file, port=port, admin_port=admin_port, pod_id=settings.pod_id)
+    log.info("sidecar_started", pod_id=settings.pod_id, port=port, admin_port=admin_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("sidecar_stopping", connections=len(gateway.connections))
+        gateway.draining = True
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        await registration.remove()
+        await gateway.close_all(
+            CLOSE_GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s
+        )
+        for runner in reversed(runners):
+            await runner.cleanup()
+        await bridge.stop()
+        await registry.close()
+        log.info("sidecar_stopped")
+
+
+async def run(settings: SidecarSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(settings, stop)

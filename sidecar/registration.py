@@ -1,0 +1,73 @@
+"""This pod's entry in the registry: registered, refreshed, marked, removed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+
+import structlog
+
+from wsfleet.registry import PodRecord, PodState, Registry, RegistryUnavailable
+
+log = structlog.get_logger()
+
+
+class PodRegistration:
+    """Keeps ``pod`` alive in the registry (refresh before its TTL runs out)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        pod: PodRecord,
+        ttl_s: float,
+        refresh_s: float,
+        connection_count: Callable[[], int],
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._registry = registry
+        self._pod = pod
+        self._ttl_s = ttl_s
+        self._refresh_s = refresh_s
+        self._connection_count = connection_count
+        self._on_error = on_error
+        self.registered = False
+
+    @property
+    def pod(self) -> PodRecord:
+        return self._pod
+
+    def set_address(self, port: int, admin_port: int) -> None:
+        """Record where the pod listens (known only once its sockets are bound)."""
+        self._pod = dataclasses.replace(self._pod, port=port, admin_port=admin_port)
+
+    async def refresh(self) -> bool:
+        """Write the pod record now; False (and counted) if the registry is down."""
+        self._pod = dataclasses.replace(
+            self._pod, conns=self._connection_count(), heartbeat_at=time.time()
+        )
+        try:
+            await self._registry.put_pod(self._pod, self._ttl_s)
+        except RegistryUnavailable as exc:
+            self._on_error()
+            log.warning("registry_write_failed", error=str(exc))
+            return False
+        self.registered = True
+        return True
+
+    async def set_state(self, state: PodState) -> None:
+        self._pod = dataclasses.replace(self._pod, state=state)
+        await self.refresh()
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._refresh_s)
+
+    async def remove(self) -> None:
+        try:
+            await self._registry.remove_pod(self._pod.pod_id)
+        except RegistryUnavailable as exc:
+            log.warning("registry_remove_failed", error=str(exc))
+        self.registered = False

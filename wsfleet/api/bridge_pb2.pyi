@@ -1,0 +1,98 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SessionInfo(_message.Message):
+    __slots__ = ("session_id", "user_id", "routing_key", "transport", "pod_id", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    POD_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    user_id: str
+    routing_key: str
+    transport: str
+    pod_id: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., routing_key: _Optional[str] = ..., transport: _Optional[str] = ..., pod_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SessionOpened(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: SessionInfo
+    def __init__(self, session: _Optional[_Union[SessionInfo, _Mapping]] = ...) -> None: ...
+
+class ClientMessage(_message.Message):
+    __slots__ = ("session_id", "seq", "data", "binary")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    seq: int
+    data: bytes
+    binary: bool
+    def __init__(self, session_id: _Optional[str] = ..., seq: _Optional[int] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ...) -> None: ...
+
+class SessionClosed(_message.Message):
+    __slots__ = ("session_id", "code", "reason")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    code: int
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GatewayEvent(_message.Message):
+    __slots__ = ("opened", "message", "closed")
+    OPENED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    opened: SessionOpened
+    message: ClientMessage
+    closed: SessionClosed
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ...) -> None: ...
+
+class ServerMessage(_message.Message):
+    __slots__ = ("session_id", "data", "binary", "droppable")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    DROPPABLE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    data: bytes
+    binary: bool
+    droppable: bool
+    def __init__(self, session_id: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., droppable: _Optional[bool] = ...) -> None: ...
+
+class CloseSession(_message.Message):
+    __slots__ = ("session_id", "code", "reason")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    code: int
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BackendEvent(_message.Message):
+    __slots__ = ("message", "close")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    message: ServerMessage
+    close: CloseSession
+    def __init__(self, message: _Optional[_Union[ServerMessage, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...

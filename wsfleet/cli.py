@@ -1,0 +1,285 @@
+"""``wsfleet``: run the local fleet, its parts, and the tools around them.
+
+Every error ends with one line on stderr (``wsfleet: error: ...``) and an exit
+code != 0; nothing is left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from wsfleet.errors import ConfigError, WsfleetError
+
+DEFAULT_STATE_DIR = Path(os.environ.get("WSFLEET_STATE_DIR", ".wsfleet"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"wsfleet: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wsfleet", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = commands.add_parser(
+        "up", help="run the local fleet (Redis, xDS, Envoy, sidecars, backend)"
+    )
+    up.add_argument(
+        "--sidecars", type=_positive_int, default=2, help="gateway sidecars (default 2)"
+    )
+    up.add_argument("--port", type=_port, default=8080, help="client port on Envoy (default 8080)")
+    up.add_argument(
+        "--admin-port", type=_port, default=8081, help="control-plane admin port (default 8081)"
+    )
+    up.add_argument("--policy", type=Path, help="routing policy YAML (default: embedded)")
+    up.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="keys and run files (default .wsfleet)",
+    )
+    up.add_argument("--delta", action="store_true", help="Envoy uses Delta ADS instead of SotW")
+
+    token = commands.add_parser("token", help="print a token the local fleet accepts")
+    token.add_argument("--user", required=True, help="user id (the token subject)")
+    token.add_argument(
+        "--ttl", type=_positive_float, default=3600.0, help="seconds valid (default 3600)"
+    )
+    token.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
+    connect = commands.add_parser("connect", help="interactive client: type a line, see the reply")
+    connect.add_argument("url", help="e.g. ws://127.0.0.1:8080/ws")
+    connect.add_argument("--user", required=True, help="user id")
+    connect.add_argument("--token", help="token (default: signed with the state dir's key)")
+    connect.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
+    xds = commands.add_parser("xds", help="run the xDS control plane")
+    xds.add_argument("--redis-url", required=True)
+    xds.add_argument("--policy", type=Path)
+    xds.add_argument("--listener-port", type=_port, help="move the policy's first listener here")
+    xds.add_argument("--grpc-port", type=_port, default=18000)
+    xds.add_argument("--admin-port", type=_port, default=18001)
+    xds.add_argument("--namespace", default="wsfleet")
+    xds.add_argument("--ready-file", type=Path)
+
+    sidecar = commands.add_parser("sidecar", help="run one gateway sidecar")
+    sidecar.add_argument("--redis-url", required=True)
+    sidecar.add_argument("--auth-key-file", type=Path, required=True)
+    sidecar.add_argument(
+        "--backend", action="append", required=True, help="backend host:port (repeat)"
+    )
+    sidecar.add_argument("--pod-id")
+    sidecar.add_argument("--pool", default="gateways")
+    sidecar.add_argument("--host", default="127.0.0.1")
+    sidecar.add_argument("--port", type=_port, default=0)
+    sidecar.add_argument("--admin-port", type=_port, default=0)
+    sidecar.add_argument("--region", default="local")
+    sidecar.add_argument("--zone", default="local-a")
+    sidecar.add_argument("--namespace", default="wsfleet")
+    sidecar.add_argument("--heartbeat-interval", type=_positive_float, default=10.0)
+    sidecar.add_argument("--registry-ttl", type=_positive_float, default=5.0)
+    sidecar.add_argument("--registry-refresh", type=_positive_float, default=1.5)
+    sidecar.add_argument("--ready-file", type=Path)
+
+    backend = commands.add_parser("backend", help="run the demo echo backend")
+    backend.add_argument("--host", default="127.0.0.1")
+    backend.add_argument("--port", type=_port, default=0)
+    backend.add_argument("--ready-file", type=Path)
+
+    policy = commands.add_parser("policy", help="check routing policy files")
+    policy_commands = policy.add_subparsers(
+        dest="policy_command", required=True, parser_class=_Parser
+    )
+    validate = policy_commands.add_parser("validate", help="validate a policy file")
+    validate.add_argument("file", type=Path)
+    return parser
+
+
+def _run(coroutine: Coroutine[Any, Any, None], use_uvloop: bool = False) -> None:
+    if use_uvloop:
+        import uvloop
+
+        uvloop.run(coroutine)
+    else:
+        asyncio.run(coroutine)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        _dispatch(args)
+    except WsfleetError as exc:
+        sys.stderr.write(f"wsfleet: error: {exc}\n")
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from wsfleet import logs
+
+    command = args.command
+    if command == "up":
+        logs.configure("launcher", args.log_level, json_output=False)
+        _run(_up(args))
+    elif command == "token":
+        from wsfleet.tokens import key_path, mint_token, read_auth_key
+
+        path = key_path(args.state_dir)
+        if not path.exists():
+            raise ConfigError(
+                f"no auth key in {args.state_dir}: run `wsfleet up` first (or pass --state-dir)"
+            )
+        print(mint_token(read_auth_key(path), args.user, args.ttl))
+    elif command == "connect":
+        from wsfleet.connect import interactive
+
+        _run(interactive(args.url, args.user, args.token, args.state_dir))
+    elif command == "xds":
+        from wsfleet.settings import XdsSettings
+        from xds_server.main import run as run_xds
+
+        logs.configure("xds", args.log_level)
+        _run(
+            run_xds(
+                XdsSettings(
+                    redis_url=args.redis_url,
+                    policy_path=args.policy,
+                    listener_port=args.listener_port,
+                    grpc_port=args.grpc_port,
+                    admin_port=args.admin_port,
+                    namespace=args.namespace,
+                    ready_file=args.ready_file,
+                )
+            )
+        )
+    elif command == "sidecar":
+        from sidecar.main import run as run_sidecar
+        from wsfleet.settings import SidecarSettings, default_pod_id
+
+        logs.configure("sidecar", args.log_level)
+        settings = SidecarSettings(
+            redis_url=args.redis_url,
+            auth_key_file=args.auth_key_file,
+            backends=tuple(args.backend),
+            pod_id=args.pod_id or default_pod_id(),
+            pool=args.pool,
+            host=args.host,
+            port=args.port,
+            admin_port=args.admin_port,
+            region=args.region,
+            zone=args.zone,
+            namespace=args.namespace,
+            heartbeat_interval_s=args.heartbeat_interval,
+            registry_ttl_s=args.registry_ttl,
+            registry_refresh_s=args.registry_refresh,
+            ready_file=args.ready_file,
+        )
+        _run(run_sidecar(settings), use_uvloop=True)
+    elif command == "backend":
+        from wsfleet.demo_backend import run as run_backend
+        from wsfleet.settings import BackendSettings
+
+        logs.configure("backend", args.log_level)
+        _run(run_backend(BackendSettings(args.host, args.port, args.ready_file)))
+    elif command == "policy" and args.policy_command == "validate":
+        from xds_server.policy_loader import load_policy_file
+
+        policy = load_policy_file(args.file)
+        print(
+            f"{args.file}: valid ({len(policy.listeners)} listeners, "
+            f"{len(policy.routes)} routes, {len(policy.pools)} pools)"
+        )
+
+
+async def _up(args: argparse.Namespace) -> None:
+    from wsfleet.launcher.fleet import FleetOptions, LocalFleet
+    from wsfleet.log_view import print_line
+
+    options = FleetOptions(
+        sidecars=args.sidecars,
+        port=args.port,
+        admin_port=args.admin_port,
+        policy_path=args.policy,
+        redis_url=args.redis_url,
+        state_dir=args.state_dir,
+        api_type="DELTA_GRPC" if args.delta else "GRPC",
+        log_level=args.log_level,
+    )
+    fleet = LocalFleet(options, sink=print_line)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    stopping = asyncio.create_task(stop.wait())
+    starting = asyncio.create_task(fleet.start())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        print("wsfleet: stopped before the fleet was up", file=sys.stderr)
+        return
+    starting.result()  # raises the startup error, if any (the fleet already cleaned up)
+    print(
+        f"\nwsfleet is up ({args.sidecars} sidecars). Ctrl-C stops everything.\n{fleet.table()}\n",
+        flush=True,
+    )
+    died = asyncio.create_task(fleet.supervisor.wait_unexpected_exit())
+    await asyncio.wait({stopping, died}, return_when=asyncio.FIRST_COMPLETED)
+    failure = None
+    if died.done():
+        child = died.result()
+        failure = f"{child.name} exited unexpectedly (code {child.process.returncode})"
+    else:
+        died.cancel()
+    print("wsfleet: stopping ...", file=sys.stderr, flush=True)
+    await fleet.stop()
+    print("wsfleet: stopped", file=sys.stderr, flush=True)
+    if failure:
+        from wsfleet.errors import StartupError
+
+        raise StartupError(failure)

@@ -1,0 +1,320 @@
+"""The local fleet: Redis, backend, xDS server, Envoy and N sidecars on loopback.
+
+:class:`LocalFleet` is used by ``wsfleet up`` and by the integration tests, so
+the tests run exactly what a user runs. Every child process is started by the
+:class:`~wsfleet.launcher.children.Supervisor` and stopped by :meth:`LocalFleet.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from wsfleet.errors import StartupError
+from wsfleet.launcher.children import Child, LineSink, Supervisor
+from wsfleet.launcher.embedded_redis import start_embedded_redis, wait_redis
+from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
+from wsfleet.launcher.ports import ensure_port_free, free_port
+from wsfleet.readiness import read_ready
+from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
+
+PROBE_USER = "wsfleet-probe"
+STARTUP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    """What ``wsfleet up`` takes; defaults are the local fleet's."""
+
+    sidecars: int = 2
+    port: int = 8080
+    admin_port: int = 8081
+    policy_path: Path | None = None
+    redis_url: str | None = None
+    state_dir: Path = Path(".wsfleet")
+    api_type: str = "GRPC"
+    envoy_concurrency: int = 1
+    sidecar_args: tuple[str, ...] = ()
+    xds_args: tuple[str, ...] = ()
+    log_level: str = "info"
+
+
+@dataclass
+class SidecarInfo:
+    pod_id: str
+    child: Child
+    port: int
+    admin_port: int
+
+
+@dataclass
+class FleetInfo:
+    """Where everything runs, once started."""
+
+    redis_url: str = ""
+    redis_embedded: bool = False
+    backend_port: int = 0
+    xds_grpc_port: int = 0
+    xds_admin_port: int = 0
+    envoy_admin_port: int = 0
+    sidecars: dict[str, SidecarInfo] = field(default_factory=dict)
+
+
+class LocalFleet:
+    """Start, inspect and stop the whole local topology."""
+
+    def __init__(self, options: FleetOptions, sink: LineSink | None = None) -> None:
+        self.options = options
+        self.state_dir = options.state_dir.resolve()
+        self.run_dir = self.state_dir / "run"
+        self.supervisor = Supervisor(self.run_dir / "logs", sink)
+        self.info = FleetInfo()
+        self._next_sidecar = 1
+        self._auth_key_path = self.state_dir / "auth.key"
+
+    @property
+    def client_url(self) -> str:
+        return f"ws://127.0.0.1:{self.options.port}/ws"
+
+    def token(self, user_id: str, ttl_s: float = 3600) -> str:
+        return mint_token(read_auth_key(self._auth_key_path), user_id, ttl_s)
+
+    # -- start -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bring everything up; on any failure stop what started and raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        options = self.options
+        if options.policy_path is not None:
+            from xds_server.policy_loader import load_policy_file
+
+            load_policy_file(options.policy_path)  # a bad file fails here, clearly
+        if options.sidecars < 1:
+            raise StartupError("--sidecars must be at least 1")
+        ensure_port_free("127.0.0.1", options.port, "client")
+        ensure_port_free("127.0.0.1", options.admin_port, "admin")
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True)
+        self._auth_key_path = ensure_auth_key(self.state_dir)
+
+        if options.redis_url is None:
+            port = free_port()
+            _, url = await start_embedded_redis(self.supervisor, port, self.run_dir / "redis")
+            self.info.redis_url, self.info.redis_embedded = url, True
+        else:
+            await wait_redis(options.redis_url, 3.0)
+            self.info.redis_url = options.redis_url
+
+        backend = await self._start_python("backend", ["backend", "--port", "0"])
+        self.info.backend_port = int(backend["port"])
+
+        xds_argv = [
+            "xds",
+            "--redis-url",
+            self.info.redis_url,
+            "--grpc-port",
+            "0",
+            "--admin-port",
+            str(options.admin_port),
+            "--listener-port",
+            str(options.port),
+            *(["--policy", str(options.policy_path)] if options.policy_path else []),
+            *options.xds_args,
+        ]
+        xds = await self._start_python("xds", xds_argv)
+        self.info.xds_grpc_port = int(xds["grpc_port"])
+        self.info.xds_admin_port = int(xds["admin_port"])
+
+        await self._start_envoy()
+        for _ in range(options.sidecars):
+            await self.start_sidecar()
+        await self.wait_round_trip(STARTUP_TIMEOUT_S)
+
+    async def _start_python(self, name: str, argv: list[str]) -> dict[str, Any]:
+        ready_file = self.run_dir / f"{name}.ready.json"
+        child = await self.supervisor.start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "wsfleet",
+                "--log-level",
+                self.options.log_level,
+                *argv,
+                "--ready-file",
+                str(ready_file),
+            ],
+        )
+        return await self._wait_ready(child, ready_file)
+
+    async def _wait_ready(self, child: Child, ready_file: Path) -> dict[str, Any]:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            facts = read_ready(ready_file)
+            if facts is not None:
+                return facts
+            if not child.running:
+                await child.stop(1.0)
+                raise StartupError(f"{child.name} exited at start:\n{child.tail(5)}")
+            await asyncio.sleep(0.05)
+        raise StartupError(f"{child.name} did not become ready in {STARTUP_TIMEOUT_S:.0f} s")
+
+    async def _start_envoy(self) -> None:
+        bootstrap = self.run_dir / "envoy.yaml"
+        bootstrap.write_text(
+            render_bootstrap(
+                BootstrapParams(
+                    node_id="envoy-1",
+                    xds_port=self.info.xds_grpc_port,
+                    api_type=self.options.api_type,
+                )
+            )
+        )
+        address_file = self.run_dir / "envoy.admin"
+        child = await self.supervisor.start(
+            "envoy",
+            [
+                str(envoy_binary()),
+                "-c",
+                str(bootstrap),
+                "--admin-address-path",
+                str(address_file),
+                "--disable-hot-restart",
+                "--concurrency",
+                str(self.options.envoy_concurrency),
+                "--log-level",
+                "warning",
+            ],
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if address_file.exists() and address_file.read_text().strip():
+                self.info.envoy_admin_port = int(address_file.read_text().strip().rsplit(":", 1)[1])
+                return
+            if not child.running:
+                raise StartupError(f"envoy exited at start:\n{child.tail(5)}")
+            await asyncio.sleep(0.05)
+        raise StartupError("envoy did not open its admin port in time")
+
+    async def start_sidecar(self, extra_args: tuple[str, ...] = ()) -> SidecarInfo:
+        """Start one more sidecar; returns once it listens and is registered."""
+        index = self._next_sidecar
+        self._next_sidecar += 1
+        pod_id = f"sidecar-{index}"
+        argv = [
+            "sidecar",
+            "--pod-id",
+            pod_id,
+            "--redis-url",
+            self.info.redis_url,
+            "--auth-key-file",
+            str(self._auth_key_path),
+            "--backend",
+            f"127.0.0.1:{self.info.backend_port}",
+            *self.options.sidecar_args,
+            *extra_args,
+        ]
+        facts = await self._start_python(pod_id, argv)
+        child = self.supervisor.find(pod_id)
+        assert child is not None
+        info = SidecarInfo(pod_id, child, int(facts["port"]), int(facts["admin_port"]))
+        self.info.sidecars[pod_id] = info
+        return info
+
+    async def stop_sidecar(
+        self, pod_id: str, sig: int = signal.SIGTERM, timeout_s: float = 10.0
+    ) -> int:
+        info = self.info.sidecars.pop(pod_id)
+        return await info.child.stop(timeout_s, sig)
+
+    # -- checks ----------------------------------------------------------
+
+    async def wait_round_trip(self, timeout_s: float) -> None:
+        """Wait until a WebSocket message makes it through Envoy and back."""
+        deadline = time.monotonic() + timeout_s
+        last_error = "no attempt"
+        while time.monotonic() < deadline:
+            try:
+                await self.round_trip(PROBE_USER, "wsfleet-startup-probe")
+                return
+            except (aiohttp.ClientError, OSError, TimeoutError, AssertionError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.2)
+        raise StartupError(
+            f"no WebSocket round trip through Envoy in {timeout_s:.0f} s ({last_error})"
+        )
+
+    async def round_trip(self, user_id: str, text: str) -> str:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(
+                f"{self.client_url}?user={user_id}",
+                headers={"Authorization": f"Bearer {self.token(user_id)}"},
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            ) as ws,
+        ):
+            await ws.send_str(text)
+            message = await ws.receive(timeout=5.0)
+            assert message.type is aiohttp.WSMsgType.TEXT, f"got {message.type.name}"
+            assert message.data == text, f"echo {message.data!r} != {text!r}"
+            return str(message.data)
+
+    def table(self) -> str:
+        rows = [
+            (
+                "clients (WebSocket)",
+                f"{self.client_url}?user=<id>  (token: wsfleet token --user <id>)",
+            ),
+            (
+                "control-plane admin",
+                f"http://127.0.0.1:{self.info.xds_admin_port}/metrics  /debug/nodes  /debug/config",
+            ),
+            ("xDS (ADS gRPC)", f"127.0.0.1:{self.info.xds_grpc_port}  ({self.options.api_type})"),
+            (
+                "Envoy admin",
+                f"http://127.0.0.1:{self.info.envoy_admin_port}/config_dump  /clusters",
+            ),
+            ("Redis", self.info.redis_url + ("  (embedded)" if self.info.redis_embedded else "")),
+            ("demo backend (gRPC)", f"127.0.0.1:{self.info.backend_port}"),
+        ]
+        for info in self.info.sidecars.values():
+            rows.append(
+                (
+                    info.pod_id,
+                    f"ws://127.0.0.1:{info.port}/ws  "
+                    f"admin http://127.0.0.1:{info.admin_port}/metrics  (pid {info.child.pid})",
+                )
+            )
+        rows.append(("state dir", str(self.state_dir)))
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"  {name.ljust(width)}  {where}" for name, where in rows)
+
+    # -- stop ------------------------------------------------------------
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop children in order: sidecars, Envoy, xDS, backend, Redis; remove run files."""
+        order = [info.pod_id for info in self.info.sidecars.values()]
+        order += [c.name for c in self.supervisor.children if c.name.startswith("sidecar-")]
+        await self.supervisor.stop(order, timeout_s)
+        for name in ("envoy", "xds", "backend", "redis"):
+            await self.supervisor.stop([name], timeout_s)
+        await self.supervisor.stop_all(timeout_s)
+        self.info.sidecars.clear()
+        redis_dir = self.run_dir / "redis"
+        if redis_dir.exists():
+            shutil.rmtree(redis_dir, ignore_errors=True)

@@ -1,0 +1,10 @@
+"""The fleet registry: which gateway pods exist and in which state.
+
+One small interface (:class:`Registry`), two implementations: Redis for real
+fleets (:mod:`wsfleet.registry.redis_registry`) and memory for unit tests
+(:mod:`wsfleet.registry.memory`). Both pass the same contract tests.
+"""
+
+from wsfleet.registry.base import PodRecord, PodState, Registry, RegistryUnavailable
+
+__all__ = ["PodRecord", "PodState", "Registry", "RegistryUnavailable"]

@@ -1,0 +1,86 @@
+"""Registry records and the interface every backend implements."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from enum import StrEnum
+from typing import Protocol
+
+
+class PodState(StrEnum):
+    """A gateway pod's state as Envoy should see it."""
+
+    SERVING = "serving"  # takes new sessions (EDS HEALTHY)
+    DRAINING = "draining"  # keeps its sessions, takes no new ones (EDS DRAINING)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodRecord:
+    """One gateway pod, as it registers itself."""
+
+    pod_id: str
+    pool: str
+    host: str
+    port: int
+    admin_port: int
+    state: PodState = PodState.SERVING
+    region: str = "local"
+    zone: str = "local-a"
+    conns: int = 0
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+
+    def to_fields(self) -> dict[str, str]:
+        """Flat string fields, as stored in a Redis hash."""
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> PodRecord:
+        """Parse what :meth:`to_fields` wrote; raises ``ValueError`` on a bad record."""
+        try:
+            return cls(
+                pod_id=fields["pod_id"],
+                pool=fields["pool"],
+                host=fields["host"],
+                port=int(fields["port"]),
+                admin_port=int(fields["admin_port"]),
+                state=PodState(fields.get("state", PodState.SERVING)),
+                region=fields.get("region", "local"),
+                zone=fields.get("zone", "local-a"),
+                conns=int(fields.get("conns", "0")),
+                started_at=float(fields.get("started_at", "0")),
+                heartbeat_at=float(fields.get("heartbeat_at", "0")),
+            )
+        except KeyError as missing:
+            raise ValueError(f"pod record lacks field {missing}") from None
+
+
+class RegistryUnavailable(Exception):
+    """The registry's store cannot be reached right now."""
+
+
+class Registry(Protocol):
+    """What the control plane and the gateways need from the registry."""
+
+    async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
+        """Create or refresh a pod; it disappears unless refreshed within ``ttl_s``."""
+
+    async def remove_pod(self, pod_id: str) -> None:
+        """Remove a pod at once (clean shutdown)."""
+
+    async def list_pods(self, pool: str | None = None) -> list[PodRecord]:
+        """Live pods (refreshed within their TTL), optionally of one pool, by pod id."""
+
+    def membership_changes(self) -> AsyncIterator[str]:
+        """Yields a pod id each time a pod registers, changes state or leaves.
+
+        Expiry of a silent pod is not announced: readers also poll
+        :meth:`list_pods` on an interval.
+        """
+
+    async def ping(self) -> None:
+        """Raise :class:`RegistryUnavailable` unless the store answers."""
+
+    async def close(self) -> None:
+        """Release connections."""

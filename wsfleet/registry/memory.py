@@ -1,0 +1,62 @@
+"""In-memory registry for unit tests: same behaviour as Redis, one process."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+
+from wsfleet.registry.base import PodRecord
+
+
+class MemoryRegistry:
+    """A registry held in a dict; TTLs follow ``clock`` (``time.monotonic`` by default)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._pods: dict[str, tuple[PodRecord, float]] = {}
+        self._listeners: list[asyncio.Queue[str]] = []
+
+    async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
+        previous = self._live(pod.pod_id)
+        self._pods[pod.pod_id] = (pod, self._clock() + ttl_s)
+        if previous is None or previous.state != pod.state:
+            self._announce(pod.pod_id)
+
+    async def remove_pod(self, pod_id: str) -> None:
+        if self._pods.pop(pod_id, None) is not None:
+            self._announce(pod_id)
+
+    async def list_pods(self, pool: str | None = None) -> list[PodRecord]:
+        live = (self._live(pod_id) for pod_id in sorted(self._pods))
+        return [pod for pod in live if pod is not None and (pool is None or pod.pool == pool)]
+
+    async def membership_changes(self) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.remove(queue)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def _live(self, pod_id: str) -> PodRecord | None:
+        entry = self._pods.get(pod_id)
+        if entry is None:
+            return None
+        pod, expires_at = entry
+        if expires_at <= self._clock():
+            del self._pods[pod_id]
+            return None
+        return dataclasses.replace(pod)
+
+    def _announce(self, pod_id: str) -> None:
+        for queue in self._listeners:
+            queue.put_nowait(pod_id)

@@ -1,0 +1,116 @@
+"""Redis registry.
+
+Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default):
+
+- ``{ns}:pod:{pod_id}`` hash of :class:`PodRecord` fields, with a TTL the pod refreshes;
+- ``{ns}:pods`` set of pod ids (members whose hash expired are pruned on read);
+- ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or leaves.
+
+Expiry is left to Redis (key TTL), so no two clocks are ever compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from wsfleet.registry.base import PodRecord, RegistryUnavailable
+
+
+class RedisRegistry:
+    """:class:`~wsfleet.registry.base.Registry` on a Redis server."""
+
+    def __init__(self, url: str, namespace: str = "wsfleet") -> None:
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0
+        )
+        self._ns = namespace
+
+    def _pod_key(self, pod_id: str) -> str:
+        return f"{self._ns}:pod:{pod_id}"
+
+    @property
+    def _pods_key(self) -> str:
+        return f"{self._ns}:pods"
+
+    @property
+    def _channel(self) -> str:
+        return f"{self._ns}:membership"
+
+    async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
+        key = self._pod_key(pod.pod_id)
+        ttl_ms = max(1, int(ttl_s * 1000))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hget(key, "state")
+                fields: dict[Any, Any] = dict(pod.to_fields())
+                pipe.hset(key, mapping=fields)
+                pipe.pexpire(key, ttl_ms)
+                pipe.sadd(self._pods_key, pod.pod_id)
+                previous_state, *_ = await pipe.execute()
+            if previous_state != pod.state.value:
+                await self._redis.publish(self._channel, pod.pod_id)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def remove_pod(self, pod_id: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._pod_key(pod_id))
+                pipe.srem(self._pods_key, pod_id)
+                pipe.publish(self._channel, pod_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def list_pods(self, pool: str | None = None) -> list[PodRecord]:
+        try:
+            pod_ids = sorted(str(pod_id) for pod_id in await self._redis.smembers(self._pods_key))
+            if not pod_ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for pod_id in pod_ids:
+                    pipe.hgetall(self._pod_key(pod_id))
+                rows: list[dict[str, str]] = await pipe.execute()
+            expired = [pod_id for pod_id, row in zip(pod_ids, rows, strict=True) if not row]
+            if expired:
+                await self._redis.srem(self._pods_key, *expired)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        pods = []
+        for row in rows:
+            if not row:
+                continue
+            try:
+                pod = PodRecord.from_fields(row)
+            except ValueError:
+                continue  # a half-written or foreign record: not a member
+            if pool is None or pod.pool == pool:
+                pods.append(pod)
+        return pods
+
+    async def membership_changes(self) -> AsyncIterator[str]:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._channel)
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    yield str(message["data"])
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,75 @@
+"""Typed settings for every process, with every default in one place.
+
+The CLI (:mod:`wsfleet.cli`) fills these from flags; the launcher builds them
+for its children. Units are in the names (``_s`` seconds, ``_bytes``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_REDIS_NAMESPACE = "wsfleet"
+DEFAULT_POOL = "gateways"
+DEFAULT_AUDIENCE = "wsfleet"
+DEFAULT_ISSUER = "wsfleet-local"
+
+
+def default_pod_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class XdsSettings:
+    """The control plane (``wsfleet xds``)."""
+
+    redis_url: str
+    policy_path: Path | None = None  # None: the embedded default policy
+    listener_port: int | None = None  # overrides the first listener's port
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 18000
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 18001
+    namespace: str = DEFAULT_REDIS_NAMESPACE
+    membership_poll_s: float = 1.0
+    policy_poll_s: float = 0.5
+    ready_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """One gateway sidecar (``wsfleet sidecar``)."""
+
+    redis_url: str
+    auth_key_file: Path
+    backends: tuple[str, ...]
+    pod_id: str = field(default_factory=default_pod_id)
+    pool: str = DEFAULT_POOL
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port; the registry records the real one
+    admin_port: int = 0
+    region: str = "local"
+    zone: str = "local-a"
+    namespace: str = DEFAULT_REDIS_NAMESPACE
+    audience: str = DEFAULT_AUDIENCE
+    user_query_parameter: str = "user"  # Envoy's hash key: must equal the token's subject
+    user_header: str = "x-user-id"
+    listen_backlog: int = 4096  # the default 128 loses handshakes in surges (FACTS)
+    max_message_bytes: int = 64 * 1024
+    heartbeat_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 20.0  # interval + timeout <= 30 s: dead sockets found in time
+    registry_ttl_s: float = 5.0
+    registry_refresh_s: float = 1.5
+    shutdown_timeout_s: float = 5.0
+    ready_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """The demo echo backend (``wsfleet backend``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    ready_file: Path | None = None

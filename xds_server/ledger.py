@@ -1,0 +1,119 @@
+"""The per-node ledger: what every connected Envoy asked for, got, ACKed and NACKed.
+
+Plain data, updated by the protocol state machines and read by the debug
+endpoint (``GET /debug/nodes``) and the metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from xds_server import type_urls
+
+
+@dataclass
+class TypeStatus:
+    """One resource type on one node."""
+
+    subscribed: list[str] | None = None  # None: wildcard
+    sent_version: str = ""
+    sent_nonce: str = ""
+    sent_at: float = 0.0
+    acked_version: str = ""
+    acked_at: float = 0.0
+    nacked_version: str = ""
+    nack_message: str = ""
+    nacked_at: float = 0.0
+    last_ack_latency_s: float = 0.0
+    pushes: int = 0
+    acks: int = 0
+    nacks: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subscribed": "*" if self.subscribed is None else self.subscribed,
+            "sent": {"version": self.sent_version, "nonce": self.sent_nonce, "at": self.sent_at},
+            "acked": {"version": self.acked_version, "at": self.acked_at},
+            "nacked": (
+                {"version": self.nacked_version, "message": self.nack_message, "at": self.nacked_at}
+                if self.nacks
+                else None
+            ),
+            "counts": {"pushes": self.pushes, "acks": self.acks, "nacks": self.nacks},
+        }
+
+
+@dataclass
+class NodeStatus:
+    """One Envoy's ADS stream."""
+
+    node_id: str
+    cluster: str
+    protocol: str  # "sotw" | "delta"
+    envoy_version: str = ""
+    connected: bool = True
+    connected_at: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def of(self, type_url: str) -> TypeStatus:
+        return self.types.setdefault(type_url, TypeStatus())
+
+    def record_sent(self, type_url: str, version: str, nonce: str) -> None:
+        status = self.of(type_url)
+        status.sent_version, status.sent_nonce, status.sent_at = version, nonce, time.time()
+        status.pushes += 1
+
+    def record_ack(self, type_url: str, version: str) -> None:
+        status = self.of(type_url)
+        status.acked_version, status.acked_at = version, time.time()
+        status.last_ack_latency_s = status.acked_at - status.sent_at if status.sent_at else 0.0
+        status.acks += 1
+
+    def record_nack(self, type_url: str, version: str, message: str) -> None:
+        status = self.of(type_url)
+        status.nacked_version, status.nack_message = version, message
+        status.nacked_at = time.time()
+        status.nacks += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "cluster": self.cluster,
+            "protocol": self.protocol,
+            "envoy_version": self.envoy_version,
+            "connected": self.connected,
+            "connected_at": self.connected_at,
+            "last_seen": self.last_seen,
+            "types": {
+                type_urls.SHORT_NAMES.get(url, url): status.to_json()
+                for url, status in sorted(self.types.items())
+            },
+        }
+
+
+class Ledger:
+    """All nodes seen since start, by node id (a reconnect replaces the entry)."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, NodeStatus] = {}
+
+    def open(self, node_id: str, cluster: str, protocol: str, envoy_version: str) -> NodeStatus:
+        status = NodeStatus(node_id, cluster, protocol, envoy_version)
+        self._nodes[node_id] = status
+        return status
+
+    def close(self, status: NodeStatus) -> None:
+        if self._nodes.get(status.node_id) is status:
+            status.connected = False
+
+    def nodes(self) -> list[NodeStatus]:
+        return [self._nodes[node_id] for node_id in sorted(self._nodes)]
+
+    def connected(self) -> list[NodeStatus]:
+        return [node for node in self.nodes() if node.connected]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [node.to_json() for node in self.nodes()]

@@ -1,0 +1,137 @@
+"""Run the control plane: ADS over gRPC, admin over HTTP, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import grpc
+import structlog
+from aiohttp import web
+
+from wsfleet.errors import StartupError
+from wsfleet.readiness import write_ready
+from wsfleet.registry import RegistryUnavailable
+from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet.settings import XdsSettings
+from xds_server.admin import build_admin_app
+from xds_server.ads_service import AdsService
+from xds_server.ledger import Ledger
+from xds_server.membership import Membership, MembershipWatcher
+from xds_server.metrics import XdsMetrics
+from xds_server.policy import Policy
+from xds_server.policy_loader import default_policy_text, load_policy_file, parse_policy
+from xds_server.policy_watcher import PolicyWatcher
+from xds_server.publisher import SnapshotPublisher
+from xds_server.snapshot import SnapshotCache
+
+log = structlog.get_logger()
+
+
+def load_initial_policy(settings: XdsSettings) -> Policy:
+    if settings.policy_path is None:
+        policy = parse_policy(default_policy_text(), "<embedded default policy>")
+    else:
+        policy = load_policy_file(settings.policy_path)
+    return _with_overrides(policy, settings)
+
+
+def _with_overrides(policy: Policy, settings: XdsSettings) -> Policy:
+    if settings.listener_port is not None:
+        return policy.with_listener_port(settings.listener_port)
+    return policy
+
+
+async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
+    policy = load_initial_policy(settings)
+    registry = RedisRegistry(settings.redis_url, settings.namespace)
+    try:
+        await registry.ping()
+    except RegistryUnavailable as exc:
+        await registry.close()
+        raise StartupError(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+
+    metrics = XdsMetrics()
+    ledger = Ledger()
+    cache = SnapshotCache()
+    publisher = SnapshotPublisher(cache, metrics, policy)
+
+    async def on_membership(membership: Membership) -> None:
+        publisher.set_membership(membership)
+
+    watcher = MembershipWatcher(registry, on_membership, settings.membership_poll_s)
+    await watcher.refresh()
+    if publisher.snapshot is None:
+        publisher.publish()
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+    )
+    server.add_generic_rpc_handlers([AdsService(cache, ledger, metrics).handler()])
+    try:
+        grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    except RuntimeError:
+        grpc_port = 0
+    if grpc_port == 0:
+        await registry.close()
+        raise StartupError(
+            f"cannot listen for xDS on {settings.grpc_host}:{settings.grpc_port} (port in use?)"
+        )
+    await server.start()
+
+    runner = web.AppRunner(build_admin_app(ledger, metrics, publisher), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.admin_host, settings.admin_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await server.stop(None)
+        await runner.cleanup()
+        await registry.close()
+        raise StartupError(
+            f"cannot listen for admin on {settings.admin_host}:{settings.admin_port}: "
+            f"{exc.strerror}"
+        ) from None
+    admin_port = runner.addresses[0][1]
+
+    tasks = [asyncio.create_task(watcher.run())]
+    if settings.policy_path is not None:
+        policy_watcher = PolicyWatcher(
+            settings.policy_path,
+            publisher.set_policy,
+            metrics,
+            transform=lambda loaded: _with_overrides(loaded, settings),
+            poll_s=settings.policy_poll_s,
+        )
+        tasks.append(asyncio.create_task(policy_watcher.run()))
+
+    write_ready(settings.ready_file, grpc_port=grpc_port, admin_port=admin_port)
+    log.info("xds_server_started", grpc_port=grpc_port, admin_port=admin_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("xds_server_stopping")
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await server.stop(grace=1.0)
+        await runner.cleanup()
+        await registry.close()
+        log.info("xds_server_stopped")
+
+
+async def run(settings: XdsSettings) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await serve(settings, stop)
