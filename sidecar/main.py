@@ -25,7 +25,7 @@ from wsfleet.errors import StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
-from wsfleet.settings import SidecarSettings
+from wsfleet.settings import SidecarSettings, advertised_address
 from wsfleet.tokens import read_auth_key
 
 log = structlog.get_logger()
@@ -65,7 +65,7 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
         PodRecord(
             pod_id=settings.pod_id,
             pool=settings.pool,
-            host=settings.host,
+            host=advertised_address(settings.host, settings.advertise_host),
             port=0,
             admin_port=0,
             region=settings.region,

@@ -13,6 +13,8 @@ from sidecar.gateway import GATEWAY_KEY, Admission, Connection, Gateway, Refusal
 
 log = structlog.get_logger()
 
+POD_HEADER = "x-wsfleet-pod"  # on every accepted handshake: which pod holds the connection
+
 
 class WebSocketConnection(Connection):
     """One client WebSocket; receives backend events as a :class:`SessionSink`."""
@@ -68,6 +70,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         heartbeat=settings.heartbeat_interval_s,
         autoping=True,
     )
+    ws.headers[POD_HEADER] = settings.pod_id
     await ws.prepare(request)
     gateway.metrics.handshakes.labels("accepted").inc()
     connection = WebSocketConnection(ws, admission, gateway)

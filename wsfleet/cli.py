@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -100,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--redis-url", required=True)
     xds.add_argument("--policy", type=Path)
     xds.add_argument("--listener-port", type=_port, help="move the policy's first listener here")
+    xds.add_argument("--grpc-host", default="127.0.0.1")
     xds.add_argument("--grpc-port", type=_port, default=18000)
+    xds.add_argument("--admin-host", default="127.0.0.1")
     xds.add_argument("--admin-port", type=_port, default=18001)
     xds.add_argument("--namespace", default="wsfleet")
     xds.add_argument("--ready-file", type=Path)
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sidecar.add_argument("--pod-id")
     sidecar.add_argument("--pool", default="gateways")
     sidecar.add_argument("--host", default="127.0.0.1")
+    sidecar.add_argument("--advertise-host", help="address Envoy dials (default: --host)")
     sidecar.add_argument("--port", type=_port, default=0)
     sidecar.add_argument("--admin-port", type=_port, default=0)
     sidecar.add_argument("--region", default="local")
@@ -128,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--host", default="127.0.0.1")
     backend.add_argument("--port", type=_port, default=0)
     backend.add_argument("--ready-file", type=Path)
+
+    envoy = commands.add_parser(
+        "envoy", help="run Envoy with a bootstrap pointing at an xDS server"
+    )
+    envoy.add_argument("--xds-host", default="127.0.0.1")
+    envoy.add_argument("--xds-port", type=_port, default=18000)
+    envoy.add_argument("--node-id", default="envoy-1")
+    envoy.add_argument("--node-cluster", default="wsfleet")
+    envoy.add_argument("--admin-host", default="127.0.0.1")
+    envoy.add_argument("--admin-port", type=_port, default=9901)
+    envoy.add_argument("--delta", action="store_true", help="Delta ADS instead of SotW")
+    envoy.add_argument("--concurrency", type=_positive_int, default=1)
+
+    keygen = commands.add_parser("keygen", help="create the state dir's token signing key")
+    keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
     policy = commands.add_parser("policy", help="check routing policy files")
     policy_commands = policy.add_subparsers(
@@ -189,7 +208,9 @@ def _dispatch(args: argparse.Namespace) -> None:
                     redis_url=args.redis_url,
                     policy_path=args.policy,
                     listener_port=args.listener_port,
+                    grpc_host=args.grpc_host,
                     grpc_port=args.grpc_port,
+                    admin_host=args.admin_host,
                     admin_port=args.admin_port,
                     namespace=args.namespace,
                     ready_file=args.ready_file,
@@ -208,6 +229,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             pod_id=args.pod_id or default_pod_id(),
             pool=args.pool,
             host=args.host,
+            advertise_host=args.advertise_host,
             port=args.port,
             admin_port=args.admin_port,
             region=args.region,
@@ -225,6 +247,12 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         logs.configure("backend", args.log_level)
         _run(run_backend(BackendSettings(args.host, args.port, args.ready_file)))
+    elif command == "envoy":
+        _exec_envoy(args)
+    elif command == "keygen":
+        from wsfleet.tokens import ensure_auth_key
+
+        print(ensure_auth_key(args.state_dir))
     elif command == "policy" and args.policy_command == "validate":
         from xds_server.policy_loader import load_policy_file
 
@@ -233,6 +261,39 @@ def _dispatch(args: argparse.Namespace) -> None:
             f"{args.file}: valid ({len(policy.listeners)} listeners, "
             f"{len(policy.routes)} routes, {len(policy.pools)} pools)"
         )
+
+
+def _exec_envoy(args: argparse.Namespace) -> None:
+    """Render a bootstrap for the given xDS server and become Envoy (exec)."""
+    import tempfile
+
+    from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
+
+    params = BootstrapParams(
+        node_id=args.node_id,
+        node_cluster=args.node_cluster,
+        xds_host=socket.gethostbyname(args.xds_host),
+        xds_port=args.xds_port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        api_type="DELTA_GRPC" if args.delta else "GRPC",
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as bootstrap:
+        bootstrap.write(render_bootstrap(params))
+    binary = str(envoy_binary())
+    os.execv(
+        binary,
+        [
+            binary,
+            "-c",
+            bootstrap.name,
+            "--disable-hot-restart",
+            "--concurrency",
+            str(args.concurrency),
+            "--log-level",
+            "warning",
+        ],
+    )
 
 
 async def _up(args: argparse.Namespace) -> None:

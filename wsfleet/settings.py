@@ -21,6 +21,15 @@ def default_pod_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def advertised_address(host: str, advertise_host: str | None) -> str:
+    """The IP address other hosts reach us at (Envoy's EDS wants an IP, not a name)."""
+    if advertise_host:
+        return socket.gethostbyname(advertise_host)
+    if host in ("0.0.0.0", "", "::"):
+        return socket.gethostbyname(socket.gethostname())
+    return host
+
+
 @dataclass(frozen=True)
 class XdsSettings:
     """The control plane (``wsfleet xds``)."""
@@ -48,6 +57,7 @@ class SidecarSettings:
     pod_id: str = field(default_factory=default_pod_id)
     pool: str = DEFAULT_POOL
     host: str = "127.0.0.1"
+    advertise_host: str | None = None  # the IP Envoy dials; default: host (or this host's IP)
     port: int = 0  # 0: any free port; the registry records the real one
     admin_port: int = 0
     region: str = "local"

@@ -19,6 +19,7 @@ class BootstrapParams:
     node_cluster: str = "wsfleet"
     region: str = "local"
     xds_host: str = "127.0.0.1"
+    admin_host: str = "127.0.0.1"
     admin_port: int = 0  # 0: any free port, written to --admin-address-path
     api_type: str = "GRPC"  # or DELTA_GRPC
     max_downstream_connections: int = 100_000

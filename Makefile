@@ -1,0 +1,53 @@
+# wsfleet: the two commands of the README, and the targets a newcomer would guess.
+#   make up     install (runtime) and run the local fleet
+#   make test   install (runtime + dev + test tools) and run lint + the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: up test install install-dev test-deps lint unit integration bench proto clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed-run
+
+install: $(VENV)/.installed-run
+install-dev: $(VENV)/.installed-dev
+
+up: install
+	$(BIN)/wsfleet up $(ARGS)
+
+test-deps:
+	scripts/install-test-deps.sh
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install-dev test-deps lint
+	scripts/run-pytest.sh tests
+
+unit: install-dev
+	scripts/run-pytest.sh tests/unit
+
+integration: install-dev test-deps
+	scripts/run-pytest.sh tests/integration
+
+bench: install-dev
+	$(BIN)/python -m benchmarks $(ARGS)
+
+proto: install-dev
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. proto/wsfleet/api/bridge.proto
+
+clean:
+	rm -rf $(VENV) .wsfleet .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,94 @@
+"""compose.yaml: valid for docker-compose, and every command in it is one wsfleet accepts.
+
+There is no Docker engine here; the same topology runs as local processes in
+the other integration tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from wsfleet.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+
+pytestmark = pytest.mark.integration
+
+
+def _docker_compose() -> str:
+    found = shutil.which("docker-compose")
+    assert found, (
+        "docker-compose is missing: `make test` installs it (Debian package docker-compose)"
+    )
+    return found
+
+
+def _resolved() -> dict[str, object]:
+    result = subprocess.run(
+        [_docker_compose(), "-f", str(COMPOSE), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, object] = yaml.safe_load(result.stdout)
+    return loaded
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    result = subprocess.run(
+        [_docker_compose(), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_rejects_a_broken_copy(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("services:", "servicez:", 1))
+    result = subprocess.run(
+        [_docker_compose(), "-f", str(broken), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "servicez" in result.stderr
+
+
+def test_the_topology_matches_the_local_fleet() -> None:
+    services = _resolved()["services"]
+    assert isinstance(services, dict)
+    assert {"redis", "xds-server", "envoy", "backend", "sidecar-1", "sidecar-2"} <= set(services)
+
+
+def test_every_wsfleet_command_in_the_file_parses() -> None:
+    services = _resolved()["services"]
+    assert isinstance(services, dict)
+    parser = build_parser()
+    checked = 0
+    for name, service in services.items():
+        if service.get("image") != "wsfleet:local":
+            continue
+        args = parser.parse_args(service["command"])
+        assert args.command in {"xds", "sidecar", "backend", "envoy", "keygen"}, name
+        checked += 1
+    assert checked == 6
+
+
+def test_the_compose_policy_is_valid() -> None:
+    from xds_server.policy_loader import load_policy_file
+
+    policy = load_policy_file(ROOT / "deploy" / "compose-policy.yaml")
+    assert policy.listeners[0].address == "0.0.0.0"

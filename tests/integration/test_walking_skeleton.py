@@ -1,0 +1,126 @@
+"""The walking skeleton end to end: real Envoy, real Redis, 2 sidecars, real sockets."""
+
+from __future__ import annotations
+
+import collections
+
+import aiohttp
+import pytest
+
+from tests.helpers import (
+    cluster_hosts,
+    envoy_get,
+    open_ws,
+    pod_of,
+    unlimited_session,
+    wait_for,
+)
+from wsfleet.launcher.fleet import LocalFleet
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_message_round_trips_through_envoy_sidecar_and_backend(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory()
+    async with unlimited_session() as session:
+        ws, pod = await open_ws(fleet, session, "alice")
+        await ws.send_str("hello, fleet")
+        reply = await ws.receive(timeout=5)
+        await ws.close()
+    assert reply.type is aiohttp.WSMsgType.TEXT
+    assert reply.data == "hello, fleet"
+    assert pod in {"sidecar-1", "sidecar-2"}
+
+
+async def test_envoy_takes_everything_but_the_xds_cluster_from_ads(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory()
+    dump = await envoy_get(fleet, "/config_dump")
+    sections = {config["@type"].rsplit(".", 1)[-1]: config for config in dump["configs"]}
+    clusters = sections["ClustersConfigDump"]
+    assert [c["cluster"]["name"] for c in clusters["static_clusters"]] == ["xds_cluster"]
+    assert [c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]] == ["gateways"]
+    listeners = sections["ListenersConfigDump"]
+    assert "static_listeners" not in listeners
+    assert [entry["name"] for entry in listeners["dynamic_listeners"]] == ["public"]
+    routes = sections["RoutesConfigDump"]
+    assert "static_route_configs" not in routes
+    assert [r["route_config"]["name"] for r in routes["dynamic_route_configs"]] == ["public"]
+    cluster = clusters["dynamic_active_clusters"][0]["cluster"]
+    assert cluster["lb_policy"] == "MAGLEV"
+
+
+async def test_users_are_sticky_and_spread_and_a_stopped_sidecar_leaves_envoy(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory()
+    async with unlimited_session() as session:
+        # one user: same sidecar over 20 reconnects
+        pods = {await pod_of(fleet, session, "sticky-user") for _ in range(20)}
+        assert len(pods) == 1, pods
+
+        # 50 users: both sidecars get some
+        placement = {f"user-{n}": await pod_of(fleet, session, f"user-{n}") for n in range(50)}
+        per_pod = collections.Counter(placement.values())
+        assert set(per_pod) == {"sidecar-1", "sidecar-2"}, per_pod
+
+        # stopping one sidecar removes it from Envoy within 5 s
+        assert set(await cluster_hosts(fleet, "gateways")) == {"sidecar-1", "sidecar-2"}
+        await fleet.stop_sidecar("sidecar-2")
+
+        async def gone() -> bool:
+            return set(await cluster_hosts(fleet, "gateways")) == {"sidecar-1"}
+
+        waited = await wait_for(gone, timeout_s=5.0)
+        assert waited < 5.0
+
+        # its users now land on the survivor; the survivor's users did not move
+        moved = [user for user, pod in placement.items() if pod == "sidecar-2"]
+        stayed = [user for user, pod in placement.items() if pod == "sidecar-1"]
+        for user in moved + stayed:
+            assert await pod_of(fleet, session, user) == "sidecar-1"
+
+
+async def test_a_silent_sidecar_disappears_when_its_registration_expires(fleet_factory) -> None:
+    import signal
+
+    fleet: LocalFleet = await fleet_factory(
+        sidecar_args=("--registry-ttl", "2", "--registry-refresh", "0.5")
+    )
+    assert set(await cluster_hosts(fleet, "gateways")) == {"sidecar-1", "sidecar-2"}
+    await fleet.stop_sidecar("sidecar-1", sig=signal.SIGKILL)  # no goodbye: only the TTL tells
+
+    async def gone() -> bool:
+        return set(await cluster_hosts(fleet, "gateways")) == {"sidecar-2"}
+
+    await wait_for(gone, timeout_s=5.0)
+
+
+async def test_the_readme_python_example_gets_its_echo(fleet_factory, tmp_path) -> None:
+    """The README's 10-line example, run as written (only the port differs)."""
+    import asyncio
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = re.search(r"From Python.*?```python\n(.*?)```", readme, re.S)
+    assert example is not None
+    script = tmp_path / "example.py"
+    script.write_text(example.group(1).replace("127.0.0.1:8080", f"127.0.0.1:{fleet.options.port}"))
+    env = {
+        **os.environ,
+        "WSFLEET_STATE_DIR": str(fleet.state_dir),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip() == "hello"
