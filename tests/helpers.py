@@ -71,3 +71,64 @@ async def wait_for(
         if time.monotonic() - start > timeout_s:
             raise TimeoutError(f"condition not met in {timeout_s} s")
         await asyncio.sleep(interval_s)
+
+
+async def xds_get(fleet: LocalFleet, path: str) -> Any:
+    url = f"http://127.0.0.1:{fleet.info.xds_admin_port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        if response.content_type == "application/json":
+            return await response.json()
+        return await response.text()
+
+
+async def envoy_stats(fleet: LocalFleet, prefix: str = "") -> dict[str, int]:
+    text = await envoy_get(fleet, f"/stats?filter={prefix}" if prefix else "/stats")
+    stats: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().lstrip("-").isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+def _strip_versions(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: _strip_versions(item)
+            for key, item in value.items()
+            if key not in ("version_info", "last_updated")
+        }
+    if isinstance(value, list):
+        return [_strip_versions(item) for item in value]
+    return value
+
+
+async def dynamic_config(fleet: LocalFleet) -> dict[str, Any]:
+    """Envoy's dynamic config by kind and name, without versions and timestamps.
+
+    Endpoints are reduced to (pod id, health) per cluster: their ports differ per fleet.
+    """
+    dump = await envoy_get(fleet, "/config_dump?include_eds")
+    view: dict[str, Any] = {"listeners": {}, "routes": {}, "clusters": {}, "endpoints": {}}
+    for section in dump["configs"]:
+        kind = section["@type"].rsplit(".", 1)[-1]
+        if kind == "ListenersConfigDump":
+            for entry in section.get("dynamic_listeners", []):
+                if "active_state" in entry:  # a rejected listener has only an error_state
+                    view["listeners"][entry["name"]] = _strip_versions(entry["active_state"])
+        elif kind == "RoutesConfigDump":
+            for entry in section.get("dynamic_route_configs", []):
+                config = entry["route_config"]
+                view["routes"][config["name"]] = _strip_versions(config)
+        elif kind == "ClustersConfigDump":
+            for entry in section.get("dynamic_active_clusters", []):
+                view["clusters"][entry["cluster"]["name"]] = _strip_versions(entry["cluster"])
+        elif kind == "EndpointsConfigDump":
+            for entry in section.get("dynamic_endpoint_configs", []):
+                config = entry["endpoint_config"]
+                view["endpoints"][config["cluster_name"]] = sorted(
+                    (lb["endpoint"].get("hostname", ""), lb.get("health_status", "HEALTHY"))
+                    for locality in config.get("endpoints", [])
+                    for lb in locality.get("lb_endpoints", [])
+                )
+    return view

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--admin-host", default="127.0.0.1")
     xds.add_argument("--admin-port", type=_port, default=18001)
     xds.add_argument("--namespace", default="wsfleet")
+    xds.add_argument("--policy-poll", type=_positive_float, default=0.5, help="seconds")
+    xds.add_argument("--membership-poll", type=_positive_float, default=1.0, help="seconds")
     xds.add_argument("--ready-file", type=Path)
 
     sidecar = commands.add_parser("sidecar", help="run one gateway sidecar")
@@ -154,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate = policy_commands.add_parser("validate", help="validate a policy file")
     validate.add_argument("file", type=Path)
+    diff = policy_commands.add_parser(
+        "diff", help="what a policy edit would change in Envoy (OLD NEW, or --server URL NEW)"
+    )
+    diff.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OLD NEW, or NEW")
+    diff.add_argument("--server", help="compare NEW with a running control plane's admin URL")
     return parser
 
 
@@ -213,6 +220,8 @@ def _dispatch(args: argparse.Namespace) -> None:
                     admin_host=args.admin_host,
                     admin_port=args.admin_port,
                     namespace=args.namespace,
+                    policy_poll_s=args.policy_poll,
+                    membership_poll_s=args.membership_poll,
                     ready_file=args.ready_file,
                 )
             )
@@ -254,13 +263,18 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         print(ensure_auth_key(args.state_dir))
     elif command == "policy" and args.policy_command == "validate":
-        from xds_server.policy_loader import load_policy_file
+        from xds_server.policy_loader import load_bundle
 
-        policy = load_policy_file(args.file)
+        bundle = load_bundle(args.file)
+        policy = bundle.policy
         print(
-            f"{args.file}: valid ({len(policy.listeners)} listeners, "
-            f"{len(policy.routes)} routes, {len(policy.pools)} pools)"
+            f"{args.file}: valid ({len(policy.listeners)} listeners, {len(policy.routes)} routes, "
+            f"{len(policy.pools)} pools, {len(bundle.certificates)} certificates)"
         )
+    elif command == "policy" and args.policy_command == "diff":
+        from wsfleet.policy_commands import diff_command
+
+        print(diff_command(args.files, args.server))
 
 
 def _exec_envoy(args: argparse.Namespace) -> None:

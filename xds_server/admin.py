@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from aiohttp import web
@@ -11,10 +12,21 @@ from xds_server import envoy_types, type_urls
 from xds_server.ledger import Ledger
 from xds_server.metrics import XdsMetrics
 from xds_server.publisher import SnapshotPublisher
+from xds_server.snapshot import DEFAULT_GROUP, Resource
+
+
+def _redacted(type_url: str, resource: Resource) -> dict[str, Any]:
+    """A resource as JSON; secrets show only what identifies them, never key material."""
+    if type_url == type_urls.SECRET:
+        return {"name": resource.name, "tls_certificate": "<redacted>"}
+    return envoy_types.decode(type_url, resource.body)
 
 
 def build_admin_app(
-    ledger: Ledger, metrics: XdsMetrics, publisher: SnapshotPublisher
+    ledger: Ledger,
+    metrics: XdsMetrics,
+    publisher: SnapshotPublisher,
+    listener_port_override: int | None = None,
 ) -> web.Application:
     app = web.Application()
 
@@ -28,30 +40,42 @@ def build_admin_app(
     async def nodes(_: web.Request) -> web.Response:
         return web.json_response({"nodes": ledger.to_json()})
 
-    async def config(_: web.Request) -> web.Response:
-        snapshot = publisher.snapshot
+    async def config(request: web.Request) -> web.Response:
+        group = request.query.get("group", DEFAULT_GROUP)
+        snapshot = publisher.snapshot_of(group)
         if snapshot is None:
-            return web.json_response({"error": "no snapshot built yet"}, status=503)
+            return web.json_response({"error": f"no snapshot for group {group!r}"}, status=404)
         view: dict[str, Any] = {}
         for url, typed in snapshot.types.items():
             view[type_urls.SHORT_NAMES[url]] = {
                 "version": typed.version,
                 "resources": {
-                    name: {
-                        "version": resource.version,
-                        "config": envoy_types.decode(url, resource.body),
-                    }
+                    name: {"version": resource.version, "config": _redacted(url, resource)}
                     for name, resource in typed.resources.items()
                 },
             }
         return web.json_response(view)
 
     async def policy(_: web.Request) -> web.Response:
-        return web.json_response(publisher.policy.model_dump(mode="json"))
+        return web.json_response(
+            {
+                "policy": publisher.policy.model_dump(mode="json"),
+                "listener_port_override": listener_port_override,
+            }
+        )
+
+    async def membership(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                pool: [dataclasses.asdict(endpoint) for endpoint in endpoints]
+                for pool, endpoints in publisher.membership.items()
+            }
+        )
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/debug/nodes", nodes)
     app.router.add_get("/debug/config", config)
     app.router.add_get("/debug/policy", policy)
+    app.router.add_get("/debug/membership", membership)
     return app

@@ -1,9 +1,11 @@
-"""gRPC glue: Envoy ADS streams <-> the protocol state machines.
+"""gRPC glue: Envoy ADS streams <-> the protocol state machines (SotW and Delta).
 
 Served with ``grpc.aio`` through a generic handler for
 ``envoy.service.discovery.v3.AggregatedDiscoveryService``; requests are
 parsed with envoy-data-plane's betterproto2 types, responses are written as
 bytes by :mod:`xds_server.wire` around each resource's once-serialized body.
+Each stream is one task: requests and snapshot changes are queued to it, and
+it alone touches its state machine.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 import structlog
 
 from xds_server import type_urls, wire
-from xds_server.envoy_types import DiscoveryRequest
+from xds_server.delta import DeltaRequest, DeltaResponse, DeltaStream
+from xds_server.envoy_types import DeltaDiscoveryRequest, DiscoveryRequest
 from xds_server.ledger import Ledger, NodeStatus
 from xds_server.metrics import XdsMetrics
-from xds_server.snapshot import DEFAULT_GROUP, SnapshotCache
+from xds_server.snapshot import DEFAULT_GROUP, Snapshot, SnapshotCache
 from xds_server.sotw import Request, Response, SotwStream
 
 log = structlog.get_logger()
@@ -32,40 +36,100 @@ _END = object()
 _stream_ids = itertools.count(1)
 
 
+class Machine(Protocol):
+    """A protocol state machine: :class:`SotwStream` or :class:`DeltaStream`."""
+
+    status: NodeStatus
+
+    def on_request(self, request: Any, snapshot: Snapshot | None) -> list[Any]: ...
+
+    def on_snapshot(self, snapshot: Snapshot) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class _Protocol:
+    name: str
+    machine: Callable[[NodeStatus], Machine]
+    parse: Callable[[Any], Any]  # betterproto request -> state-machine request
+    encode: Callable[[Any], bytes]  # state-machine response -> wire bytes
+
+
 def node_group(node: Any) -> str:
-    """Envoys are grouped by their ``node.cluster``; no cluster means the default group."""
-    cluster = getattr(node, "cluster", "") if node is not None else ""
-    return str(cluster) or DEFAULT_GROUP
+    """Envoys are grouped by the region of their locality; none means the default group."""
+    locality = getattr(node, "locality", None) if node is not None else None
+    region = getattr(locality, "region", "") if locality is not None else ""
+    return str(region) or DEFAULT_GROUP
 
 
 def _envoy_version(node: Any) -> str:
     build = getattr(node, "user_agent_build_version", None)
     version = getattr(build, "version", None)
     if version is not None:
-        return ".".join(
-            str(getattr(version, part, 0)) for part in ("major_number", "minor_number", "patch")
-        )
+        parts = ("major_number", "minor_number", "patch")
+        return ".".join(str(getattr(version, part, 0)) for part in parts)
     return str(getattr(node, "user_agent_version", "") or "")
 
 
-def to_request(message: Any) -> Request:
+def _error(message: Any) -> str | None:
     error = message.error_detail
+    return (error.message or f"code {error.code}") if error is not None else None
+
+
+def parse_sotw(message: Any) -> Request:
     return Request(
         type_url=message.type_url,
         version_info=message.version_info,
         resource_names=tuple(message.resource_names),
         response_nonce=message.response_nonce,
-        error_message=(error.message or f"code {error.code}") if error is not None else None,
+        error_message=_error(message),
     )
 
 
-class AdsService:
-    """Serves SotW ADS streams from a :class:`SnapshotCache`."""
+def parse_delta(message: Any) -> DeltaRequest:
+    return DeltaRequest(
+        type_url=message.type_url,
+        subscribe=tuple(message.resource_names_subscribe),
+        unsubscribe=tuple(message.resource_names_unsubscribe),
+        initial_versions=dict(message.initial_resource_versions),
+        response_nonce=message.response_nonce,
+        error_message=_error(message),
+    )
 
-    def __init__(self, cache: SnapshotCache, ledger: Ledger, metrics: XdsMetrics) -> None:
+
+def encode_sotw(response: Response) -> bytes:
+    return wire.discovery_response(
+        response.version, response.type_url, response.nonce, (r.body for r in response.resources)
+    )
+
+
+def encode_delta(response: DeltaResponse) -> bytes:
+    return wire.delta_discovery_response(
+        response.system_version,
+        response.type_url,
+        response.nonce,
+        ((r.name, r.version, r.body) for r in response.resources),
+        response.removed,
+    )
+
+
+SOTW = _Protocol("sotw", SotwStream, parse_sotw, encode_sotw)
+DELTA = _Protocol("delta", DeltaStream, parse_delta, encode_delta)
+
+
+class AdsService:
+    """Serves SotW and Delta ADS streams from a :class:`SnapshotCache`."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        ledger: Ledger,
+        metrics: XdsMetrics,
+        on_new_group: Callable[[str], None] = lambda group: None,
+    ) -> None:
         self._cache = cache
         self._ledger = ledger
         self._metrics = metrics
+        self._on_new_group = on_new_group
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -76,20 +140,35 @@ class AdsService:
                     request_deserializer=DiscoveryRequest.parse,
                     response_serializer=bytes,
                 ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream_delta,
+                    request_deserializer=DeltaDiscoveryRequest.parse,
+                    response_serializer=bytes,
+                ),
             },
         )
 
-    async def stream_sotw(
-        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    # grpc.aio streams responses from async generator functions (not plain functions)
+    async def stream_sotw(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[bytes]:
+        async for response in self._serve(requests, SOTW):
+            yield response
+
+    async def stream_delta(
+        self, requests: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[bytes]:
+        async for response in self._serve(requests, DELTA):
+            yield response
+
+    async def _serve(
+        self, requests: AsyncIterator[Any], protocol: _Protocol
     ) -> AsyncIterator[bytes]:
         events: asyncio.Queue[object] = asyncio.Queue()
         stream_id = next(_stream_ids)
         reader = asyncio.create_task(_pump(requests, events))
         watcher: asyncio.Task[None] | None = None
-        status: NodeStatus | None = None
-        machine: SotwStream | None = None
+        machine: Machine | None = None
         group = DEFAULT_GROUP
-        bound = log.bind(stream_id=stream_id, protocol="sotw")
+        bound = log.bind(stream_id=stream_id, protocol=protocol.name)
         try:
             while True:
                 event = await events.get()
@@ -99,30 +178,31 @@ class AdsService:
                     bound.info("ads_stream_error", error=str(event))
                     return
                 if isinstance(event, int):  # a snapshot generation
-                    if machine is None:
-                        continue
                     snapshot = self._cache.get(group)
-                    responses = machine.on_snapshot(snapshot) if snapshot else []
+                    responses = machine.on_snapshot(snapshot) if machine and snapshot else []
                 else:
                     if machine is None:
                         node = getattr(event, "node", None)
                         group = node_group(node)
                         node_id = str(getattr(node, "id", "") or f"anonymous-{stream_id}")
-                        status = self._ledger.open(node_id, group, "sotw", _envoy_version(node))
-                        machine = SotwStream(status)
+                        status = self._ledger.open(
+                            node_id, group, protocol.name, _envoy_version(node)
+                        )
+                        machine = protocol.machine(status)
                         bound = bound.bind(node_id=node_id)
                         bound.info("ads_stream_opened", group=group)
-                        self._metrics.connected_nodes.labels("sotw").inc()
+                        self._metrics.connected_nodes.labels(protocol.name).inc()
+                        self._on_new_group(group)
                         watcher = asyncio.create_task(self._watch(events))
-                    assert status is not None
-                    status.last_seen = time.time()
-                    request = to_request(event)
-                    typed = status.of(request.type_url)
+                    machine.status.last_seen = time.time()
+                    request = protocol.parse(event)
+                    typed = machine.status.of(request.type_url)
                     acks, nacks = typed.acks, typed.nacks
                     responses = machine.on_request(request, self._cache.get(group))
-                    self._count_replies(status, request.type_url, acks, nacks)
+                    self._count_replies(machine.status, request.type_url, acks, nacks)
                 for response in responses:
-                    yield self._encode(response)
+                    self._metrics.pushes.labels(_short(response.type_url)).inc()
+                    yield protocol.encode(response)
         finally:
             reader.cancel()
             if watcher is not None:
@@ -131,15 +211,15 @@ class AdsService:
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            if status is not None:
-                self._ledger.close(status)
-                self._metrics.connected_nodes.labels("sotw").dec()
+            if machine is not None:
+                self._ledger.close(machine.status)
+                self._metrics.connected_nodes.labels(protocol.name).dec()
                 bound.info("ads_stream_closed")
 
     def _count_replies(self, status: NodeStatus, type_url: str, acks: int, nacks: int) -> None:
         """Turn the ledger's ACK/NACK counts, before and after a request, into metrics."""
         typed = status.of(type_url)
-        short = type_urls.SHORT_NAMES.get(type_url, "other")
+        short = _short(type_url)
         if typed.acks > acks:
             self._metrics.acks.labels(short).inc()
             self._metrics.push_to_ack.labels(short).observe(typed.last_ack_latency_s)
@@ -153,20 +233,15 @@ class AdsService:
                 message=typed.nack_message,
             )
 
-    def _encode(self, response: Response) -> bytes:
-        self._metrics.pushes.labels(type_urls.SHORT_NAMES.get(response.type_url, "other")).inc()
-        return wire.discovery_response(
-            response.version,
-            response.type_url,
-            response.nonce,
-            (resource.body for resource in response.resources),
-        )
-
     async def _watch(self, events: asyncio.Queue[object]) -> None:
         generation = self._cache.generation
         while True:
             generation = await self._cache.wait_past(generation)
             events.put_nowait(generation)
+
+
+def _short(type_url: str) -> str:
+    return type_urls.SHORT_NAMES.get(type_url, "other")
 
 
 async def _pump(requests: AsyncIterator[Any], events: asyncio.Queue[object]) -> None:

@@ -1,22 +1,29 @@
-"""Policy + membership -> Envoy resources, as plain dicts in Envoy's config shape.
+"""Policy + certificates + membership -> Envoy resources, as plain dicts.
 
-Pure functions: no I/O, no protobuf. :mod:`xds_server.snapshot` serializes.
-Names: a listener ``L`` has the route configuration ``L``; a pool ``P`` is the
-cluster ``P`` and its ClusterLoadAssignment ``P``.
+Pure functions: no I/O, no protobuf (:mod:`xds_server.snapshot` serializes).
+Names: listener ``L`` has the route configuration ``L``; pool ``P`` is the
+cluster ``P`` and its ClusterLoadAssignment ``P``; certificate ``C`` is the
+SDS secret ``C``.
 
-Only an operator's change to a listener itself changes a Listener resource:
-every filter that may be tuned at runtime is always present in the HTTP
-connection manager, and tuned per route (RDS), because any LDS change drains
-the live connections of that listener (FACTS gotcha 5).
+Only an operator's change to a listener itself changes a Listener resource
+(FACTS gotcha 5: any LDS change drains that listener's live connections).
+Everything tunable at runtime lives elsewhere: routes, upgrade rate limits,
+hash keys and stream timeouts in RDS; pool limits, outlier detection and
+upstream buffers in CDS; members, their health and locality priorities in
+EDS; certificates in SDS. The local rate-limit filter is always present in
+the HTTP connection manager, bucket-less, and switched on per route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from xds_server import type_urls
+from xds_server.certificates import LoadedCertificate
 from xds_server.membership import Endpoint, Membership
-from xds_server.policy import HashKey, Listener, Policy, Pool, Route
+from xds_server.policy import HashKey, Listener, Policy, Pool, Route, RouteKind
 
 HCM = (
     "type.googleapis.com/"
@@ -26,14 +33,31 @@ ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 LOCAL_RATELIMIT = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
+TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
 
 Spec = dict[str, Any]
 Resources = dict[str, dict[str, Spec]]
 
 
-def build_resources(policy: Policy, membership: Membership) -> Resources:
-    """Every resource one Envoy needs, by type URL and name."""
+@dataclass(frozen=True, slots=True)
+class NodeGroup:
+    """What a group of Envoys has in common that changes their config: their region."""
+
+    region: str | None = None
+
+
+ANY_REGION = NodeGroup()
+
+
+def build_resources(
+    policy: Policy,
+    membership: Membership,
+    certificates: Mapping[str, LoadedCertificate] | None = None,
+    group: NodeGroup = ANY_REGION,
+) -> Resources:
+    """Every resource the Envoys of ``group`` need, by type URL and name."""
     return {
         type_urls.LISTENER: {item.name: listener(item) for item in policy.listeners},
         type_urls.ROUTE: {
@@ -41,11 +65,15 @@ def build_resources(policy: Policy, membership: Membership) -> Resources:
         },
         type_urls.CLUSTER: {pool.name: cluster(pool) for pool in policy.pools},
         type_urls.ENDPOINT: {
-            pool.name: load_assignment(pool.name, membership.get(pool.name, ()))
+            pool.name: load_assignment(pool, membership.get(pool.name, ()), group)
             for pool in policy.pools
         },
-        type_urls.SECRET: {},
+        type_urls.SECRET: {name: secret(cert) for name, cert in (certificates or {}).items()},
     }
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def listener(item: Listener) -> Spec:
@@ -55,25 +83,36 @@ def listener(item: Listener) -> Spec:
         "codec_type": "AUTO",
         "rds": {"route_config_name": item.name, "config_source": ADS_SOURCE},
         "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "common_http_protocol_options": {"idle_timeout": _seconds(item.idle_timeout_s)},
         "http_filters": [
             {
-                # Present but bucket-less: routes switch limits on through RDS.
-                "name": "envoy.filters.http.local_ratelimit",
+                "name": RATE_LIMIT_FILTER,
                 "typed_config": {"@type": LOCAL_RATELIMIT, "stat_prefix": "http_local_rate_limit"},
             },
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
         ],
     }
+    chain: Spec = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    }
+    if item.tls is not None:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": TLS_CONTEXT,
+                "common_tls_context": {
+                    "alpn_protocols": ["http/1.1"],
+                    "tls_certificate_sds_secret_configs": [
+                        {"name": item.tls.certificate, "sds_config": ADS_SOURCE}
+                    ],
+                },
+            },
+        }
     return {
         "name": item.name,
         "address": {"socket_address": {"address": item.address, "port_value": item.port}},
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                ]
-            }
-        ],
+        "per_connection_buffer_limit_bytes": item.buffer_limit_bytes,
+        "filter_chains": [chain],
     }
 
 
@@ -89,12 +128,34 @@ def route_entry(route: Route, policy: Policy) -> Spec:
     pool = policy.pool(route.pool)
     action: Spec = {
         "cluster": pool.name,
-        "timeout": "0s",  # upgraded and streaming responses live as long as they like
+        # upgraded, streaming and long-poll responses live as long as they like
+        "timeout": "15s" if route.kind is RouteKind.HTTP else "0s",
         "hash_policy": hash_policy(pool.hash_key),
     }
-    if not route.websocket:
+    if route.kind is not RouteKind.WEBSOCKET:
         action["upgrade_configs"] = [{"upgrade_type": "websocket", "enabled": False}]
-    return {"name": route.name, "match": {"prefix": route.path_prefix}, "route": action}
+    if route.stream_idle_timeout_s is not None:
+        action["idle_timeout"] = _seconds(route.stream_idle_timeout_s)
+    if route.max_duration_s is not None:
+        action["max_stream_duration"] = {"max_stream_duration": _seconds(route.max_duration_s)}
+    entry: Spec = {"name": route.name, "match": {"prefix": route.path_prefix}, "route": action}
+    if route.upgrade_rate_limit is not None:
+        limit = route.upgrade_rate_limit
+        always = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+        entry["typed_per_filter_config"] = {
+            RATE_LIMIT_FILTER: {
+                "@type": LOCAL_RATELIMIT,
+                "stat_prefix": f"route_{route.name}",
+                "token_bucket": {
+                    "max_tokens": limit.burst or limit.per_second,
+                    "tokens_per_fill": limit.per_second,
+                    "fill_interval": "1s",
+                },
+                "filter_enabled": {**always, "runtime_key": f"wsfleet.{route.name}.rl_enabled"},
+                "filter_enforced": {**always, "runtime_key": f"wsfleet.{route.name}.rl_enforced"},
+            }
+        }
+    return entry
 
 
 def hash_policy(key: HashKey) -> list[Spec]:
@@ -110,29 +171,48 @@ def hash_policy(key: HashKey) -> list[Spec]:
 
 
 def cluster(pool: Pool) -> Spec:
-    limit = pool.max_connections
-    return {
+    spec: Spec = {
         "name": pool.name,
         "type": "EDS",
         "eds_cluster_config": {"eds_config": ADS_SOURCE},
-        "connect_timeout": f"{pool.connect_timeout_s}s",
+        "connect_timeout": _seconds(pool.connect_timeout_s),
         "lb_policy": pool.lb_policy.value.upper(),
+        "per_connection_buffer_limit_bytes": pool.buffer_limit_bytes,
         "circuit_breakers": {
             "thresholds": [
                 {
                     "priority": "DEFAULT",
-                    "max_connections": limit,
-                    "max_pending_requests": limit,
-                    "max_requests": limit,
+                    "max_connections": pool.max_connections,
+                    "max_pending_requests": pool.max_pending_requests,
+                    "max_requests": pool.max_requests,
                     "max_retries": 3,
                 }
             ]
         },
     }
+    if pool.outlier_detection is not None:
+        outlier = pool.outlier_detection
+        spec["outlier_detection"] = {
+            "consecutive_5xx": outlier.consecutive_5xx,
+            "interval": _seconds(outlier.interval_s),
+            "base_ejection_time": _seconds(outlier.base_ejection_time_s),
+            "max_ejection_percent": outlier.max_ejection_percent,
+        }
+    return spec
 
 
-def load_assignment(pool_name: str, endpoints: tuple[Endpoint, ...]) -> Spec:
-    """Endpoints grouped by locality; draining pods stay, marked DRAINING."""
+def locality_priority(pool: Pool, region: str, group: NodeGroup) -> int:
+    """0 for the primary region, 1 for the first standby, ...; unlisted regions last."""
+    order = list(pool.locality_priority)
+    if pool.prefer_local_region and group.region:
+        order = [group.region, *(item for item in order if item != group.region)]
+    if not order:
+        return 0
+    return order.index(region) if region in order else len(order)
+
+
+def load_assignment(pool: Pool, endpoints: tuple[Endpoint, ...], group: NodeGroup) -> Spec:
+    """Endpoints grouped by locality, with priorities; draining pods stay, marked DRAINING."""
     localities: dict[tuple[str, str], list[Spec]] = {}
     for endpoint in endpoints:
         localities.setdefault((endpoint.region, endpoint.zone), []).append(
@@ -146,10 +226,34 @@ def load_assignment(pool_name: str, endpoints: tuple[Endpoint, ...]) -> Spec:
                 "health_status": "DRAINING" if endpoint.draining else "HEALTHY",
             }
         )
+    entries = []
+    for (region, zone), lb_endpoints in sorted(localities.items()):
+        entry: Spec = {"locality": {"region": region, "zone": zone}, "lb_endpoints": lb_endpoints}
+        priority = locality_priority(pool, region, group)
+        if priority:
+            entry["priority"] = priority
+        entries.append(entry)
+    return {"cluster_name": pool.name, "endpoints": _contiguous_priorities(entries)}
+
+
+def _contiguous_priorities(entries: list[Spec]) -> list[Spec]:
+    """Envoy refuses gaps in priorities (0, 2 without 1): renumber densely."""
+    used = sorted({entry.get("priority", 0) for entry in entries})
+    dense = {priority: index for index, priority in enumerate(used)}
+    for entry in entries:
+        priority = dense[entry.get("priority", 0)]
+        if priority:
+            entry["priority"] = priority
+        else:
+            entry.pop("priority", None)
+    return entries
+
+
+def secret(cert: LoadedCertificate) -> Spec:
     return {
-        "cluster_name": pool_name,
-        "endpoints": [
-            {"locality": {"region": region, "zone": zone}, "lb_endpoints": lb_endpoints}
-            for (region, zone), lb_endpoints in sorted(localities.items())
-        ],
+        "name": cert.name,
+        "tls_certificate": {
+            "certificate_chain": {"inline_string": cert.chain_pem},
+            "private_key": {"inline_string": cert.key_pem},
+        },
     }

@@ -55,7 +55,16 @@ __all__ = [
 
 def encode(type_url: str, resource: dict[str, Any]) -> bytes:
     """Serialize a resource dict as the protobuf message ``type_url`` names."""
+    consecutive_5xx = None
+    outlier = resource.get("outlier_detection")
+    if type_url == type_urls.CLUSTER and isinstance(outlier, dict) and "consecutive_5xx" in outlier:
+        # betterproto2's from_dict cannot name this field (it looks for "consecutive_5_xx")
+        outlier = dict(outlier)
+        consecutive_5xx = outlier.pop("consecutive_5xx")
+        resource = {**resource, "outlier_detection": outlier}
     message = MESSAGE_TYPES[type_url].from_dict(resource)
+    if consecutive_5xx is not None:
+        message.outlier_detection.consecutive_5xx = consecutive_5xx
     return bytes(message)
 
 

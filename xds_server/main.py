@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 
 import grpc
@@ -20,8 +21,7 @@ from xds_server.ads_service import AdsService
 from xds_server.ledger import Ledger
 from xds_server.membership import Membership, MembershipWatcher
 from xds_server.metrics import XdsMetrics
-from xds_server.policy import Policy
-from xds_server.policy_loader import default_policy_text, load_policy_file, parse_policy
+from xds_server.policy_loader import PolicyBundle, default_bundle, load_bundle
 from xds_server.policy_watcher import PolicyWatcher
 from xds_server.publisher import SnapshotPublisher
 from xds_server.snapshot import SnapshotCache
@@ -29,23 +29,22 @@ from xds_server.snapshot import SnapshotCache
 log = structlog.get_logger()
 
 
-def load_initial_policy(settings: XdsSettings) -> Policy:
+def load_initial_bundle(settings: XdsSettings) -> PolicyBundle:
     if settings.policy_path is None:
-        policy = parse_policy(default_policy_text(), "<embedded default policy>")
-    else:
-        policy = load_policy_file(settings.policy_path)
-    return _with_overrides(policy, settings)
+        return _with_overrides(default_bundle(), settings)
+    return _with_overrides(load_bundle(settings.policy_path), settings)
 
 
-def _with_overrides(policy: Policy, settings: XdsSettings) -> Policy:
+def _with_overrides(bundle: PolicyBundle, settings: XdsSettings) -> PolicyBundle:
     if settings.listener_port is not None:
-        return policy.with_listener_port(settings.listener_port)
-    return policy
+        policy = bundle.policy.with_listener_port(settings.listener_port)
+        return dataclasses.replace(bundle, policy=policy)
+    return bundle
 
 
 async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
-    policy = load_initial_policy(settings)
+    bundle = load_initial_bundle(settings)
     registry = RedisRegistry(settings.redis_url, settings.namespace)
     try:
         await registry.ping()
@@ -56,7 +55,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     metrics = XdsMetrics()
     ledger = Ledger()
     cache = SnapshotCache()
-    publisher = SnapshotPublisher(cache, metrics, policy)
+    publisher = SnapshotPublisher(cache, metrics, bundle)
 
     async def on_membership(membership: Membership) -> None:
         publisher.set_membership(membership)
@@ -73,7 +72,9 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
             ("grpc.keepalive_permit_without_calls", 1),
         ]
     )
-    server.add_generic_rpc_handlers([AdsService(cache, ledger, metrics).handler()])
+    ads = AdsService(cache, ledger, metrics, on_new_group=publisher.ensure_group)
+    server.add_generic_rpc_handlers([ads.handler()])
+    metrics.watch(ledger, lambda: publisher.bundle.certificates)
     try:
         grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     except RuntimeError:
@@ -85,7 +86,9 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         )
     await server.start()
 
-    runner = web.AppRunner(build_admin_app(ledger, metrics, publisher), access_log=None)
+    runner = web.AppRunner(
+        build_admin_app(ledger, metrics, publisher, settings.listener_port), access_log=None
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.admin_host, settings.admin_port)
     try:
@@ -104,9 +107,8 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     if settings.policy_path is not None:
         policy_watcher = PolicyWatcher(
             settings.policy_path,
-            publisher.set_policy,
+            lambda loaded: publisher.set_bundle(_with_overrides(loaded, settings)),
             metrics,
-            transform=lambda loaded: _with_overrides(loaded, settings),
             poll_s=settings.policy_poll_s,
         )
         tasks.append(asyncio.create_task(policy_watcher.run()))

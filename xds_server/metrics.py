@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from xds_server import type_urls
+from xds_server.certificates import LoadedCertificate
+from xds_server.ledger import Ledger
 
 
 class XdsMetrics:
@@ -52,3 +61,52 @@ class XdsMetrics:
         self.registry_errors = Counter(
             "wsfleet_xds_registry_errors_total", "Failed registry reads", registry=self.registry
         )
+
+    def watch(
+        self, ledger: Ledger, certificates: Callable[[], Mapping[str, LoadedCertificate]]
+    ) -> None:
+        """Export the per-node ledger and certificate expiry, read at scrape time."""
+        self.registry.register(_LedgerCollector(ledger, certificates))
+
+
+class _LedgerCollector(Collector):
+    def __init__(
+        self, ledger: Ledger, certificates: Callable[[], Mapping[str, LoadedCertificate]]
+    ) -> None:
+        self._ledger = ledger
+        self._certificates = certificates
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        seen = GaugeMetricFamily(
+            "wsfleet_xds_node_last_seen_age_seconds",
+            "Seconds since a connected Envoy last sent a request",
+            labels=["node_id"],
+        )
+        in_sync = GaugeMetricFamily(
+            "wsfleet_xds_node_in_sync",
+            "1 if the Envoy ACKed the last version sent of this type, else 0",
+            labels=["node_id", "type"],
+        )
+        nacked = GaugeMetricFamily(
+            "wsfleet_xds_node_nacks",
+            "NACKs from this Envoy for this type since its stream opened",
+            labels=["node_id", "type"],
+        )
+        for node in self._ledger.connected():
+            seen.add_metric([node.node_id], now - node.last_seen)
+            for url, status in node.types.items():
+                short = type_urls.SHORT_NAMES.get(url, "other")
+                synced = status.acked_version == status.sent_version and status.acked_at >= (
+                    status.nacked_at
+                )
+                in_sync.add_metric([node.node_id, short], 1.0 if synced else 0.0)
+                nacked.add_metric([node.node_id, short], float(status.nacks))
+        expiry = GaugeMetricFamily(
+            "wsfleet_xds_certificate_expiry_seconds",
+            "Seconds until the certificate served over SDS expires",
+            labels=["certificate"],
+        )
+        for name, cert in self._certificates().items():
+            expiry.add_metric([name], cert.seconds_to_expiry())
+        yield from (seen, in_sync, nacked, expiry)

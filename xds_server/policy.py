@@ -6,11 +6,12 @@ errors name the file, line and problem (:mod:`xds_server.policy_loader`).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 PORT = Annotated[int, Field(ge=1, le=65535)]
@@ -41,6 +42,28 @@ class HashKey(Frozen):
         return self
 
 
+SECONDS = Annotated[float, Field(gt=0, le=86_400 * 7)]
+BYTES = Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)]
+
+
+class RouteKind(StrEnum):
+    """What a route carries; decides upgrades and timeouts."""
+
+    WEBSOCKET = "websocket"  # HTTP/1.1 Upgrade to WebSocket, no request timeout
+    SSE = "sse"  # a long streaming response (EventSource), no request timeout
+    POLL = "poll"  # long polling: requests that wait for messages
+    HTTP = "http"  # ordinary requests
+
+
+class OutlierDetection(Frozen):
+    """Eject a gateway that keeps failing (Envoy outlier detection)."""
+
+    consecutive_5xx: Annotated[int, Field(ge=1)] = 5
+    interval_s: SECONDS = 10.0
+    base_ejection_time_s: SECONDS = 30.0
+    max_ejection_percent: Annotated[int, Field(ge=1, le=100)] = 50
+
+
 class Pool(Frozen):
     """A pool of gateway sidecars; members come from the registry."""
 
@@ -48,9 +71,25 @@ class Pool(Frozen):
     hash_key: HashKey = HashKey()
     lb_policy: LbPolicy = LbPolicy.MAGLEV
     connect_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
-    # Envoy's own default caps a cluster at 1024 upstream connections; a pool
-    # must admit its whole connection count.
+    # Envoy's own default caps a cluster at 1024 upstream connections (and
+    # pending requests, and requests); a pool must admit its whole connection count.
     max_connections: Annotated[int, Field(ge=1)] = 1_000_000
+    max_pending_requests: Annotated[int, Field(ge=1)] = 1_000_000
+    max_requests: Annotated[int, Field(ge=1)] = 1_000_000
+    buffer_limit_bytes: BYTES = 32 * 1024  # per upstream connection
+    outlier_detection: OutlierDetection | None = None
+    # Warm standby: priority 0 is the first region listed, 1 the second, ...;
+    # regions not listed come after. Empty: every region is priority 0.
+    locality_priority: list[NAME] = []
+    # Put the requesting Envoy's own region first (per node-group snapshots).
+    prefer_local_region: bool = False
+
+
+class UpgradeRateLimit(Frozen):
+    """A token bucket on new requests (WebSocket upgrades) of one route, per Envoy."""
+
+    per_second: Annotated[int, Field(ge=1)]
+    burst: Annotated[int, Field(ge=1)] | None = None  # default: per_second
 
 
 class Route(Frozen):
@@ -59,16 +98,51 @@ class Route(Frozen):
     name: NAME
     path_prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")]
     pool: NAME
-    websocket: bool = True
+    kind: RouteKind = RouteKind.WEBSOCKET
+    stream_idle_timeout_s: SECONDS | None = None  # default: Envoy's (5 min); 0 is not allowed
+    max_duration_s: SECONDS | None = None  # cap on a connection's life, e.g. to rebalance
+    upgrade_rate_limit: UpgradeRateLimit | None = None
+
+
+class Tls(Frozen):
+    """TLS termination at Envoy with a certificate named in ``certificates``."""
+
+    certificate: NAME
 
 
 class Listener(Frozen):
-    """An Envoy listener: address, port and the routes it serves, in order."""
+    """An Envoy listener: address, port and the routes it serves, in order.
+
+    Everything here is part of the Listener resource: changing it drains the
+    listener's live connections (Envoy rebuilds the listener).
+    """
 
     name: NAME
     address: str = "127.0.0.1"
     port: PORT
     routes: Annotated[list[NAME], Field(min_length=1)]
+    tls: Tls | None = None
+    idle_timeout_s: SECONDS = 3600.0  # a downstream connection with no streams
+    buffer_limit_bytes: BYTES = 32 * 1024  # per downstream connection
+
+    @field_validator("address")
+    @classmethod
+    def _an_ip_address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address (Envoy binds IPs, not names)"
+            ) from None
+        return value
+
+
+class Certificate(Frozen):
+    """A certificate chain and key, read from files (relative to the policy file)."""
+
+    name: NAME
+    cert_file: str
+    key_file: str
 
 
 class Policy(Frozen):
@@ -77,12 +151,16 @@ class Policy(Frozen):
     listeners: Annotated[list[Listener], Field(min_length=1)]
     routes: Annotated[list[Route], Field(min_length=1)]
     pools: Annotated[list[Pool], Field(min_length=1)]
+    certificates: list[Certificate] = []
 
     def pool(self, name: str) -> Pool:
         return next(pool for pool in self.pools if pool.name == name)
 
     def route(self, name: str) -> Route:
         return next(route for route in self.routes if route.name == name)
+
+    def certificate(self, name: str) -> Certificate:
+        return next(cert for cert in self.certificates if cert.name == name)
 
     def with_listener_port(self, port: int) -> Policy:
         """The same policy with its first listener moved to ``port`` (``wsfleet up --port``)."""
@@ -102,6 +180,7 @@ def reference_problems(policy: Policy) -> list[tuple[Loc, str]]:
         ("listeners", [item.name for item in policy.listeners]),
         ("routes", [item.name for item in policy.routes]),
         ("pools", [item.name for item in policy.pools]),
+        ("certificates", [item.name for item in policy.certificates]),
     ):
         seen: set[str] = set()
         for index, name in enumerate(names):
@@ -120,6 +199,27 @@ def reference_problems(policy: Policy) -> list[tuple[Loc, str]]:
         bound.setdefault(listener.port, listener.name)
     pools = {pool.name for pool in policy.pools}
     routes = {route.name: route for route in policy.routes}
+    certificates = {cert.name for cert in policy.certificates}
+    for index, listener in enumerate(policy.listeners):
+        if listener.tls is not None and listener.tls.certificate not in certificates:
+            problems.append(
+                (
+                    ("listeners", index, "tls", "certificate"),
+                    f"unknown certificate {listener.tls.certificate!r}",
+                )
+            )
+    for index, route in enumerate(policy.routes):
+        limit = route.upgrade_rate_limit
+        if limit is not None and limit.burst is not None and limit.burst < limit.per_second:
+            problems.append(
+                (
+                    ("routes", index, "upgrade_rate_limit", "burst"),
+                    f"burst {limit.burst} is below per_second {limit.per_second}",
+                )
+            )
+    for index, pool in enumerate(policy.pools):
+        if len(set(pool.locality_priority)) != len(pool.locality_priority):
+            problems.append((("pools", index, "locality_priority"), "a region is listed twice"))
     for index, route in enumerate(policy.routes):
         if route.pool not in pools:
             problems.append((("routes", index, "pool"), f"unknown pool {route.pool!r}"))

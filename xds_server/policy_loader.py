@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 
 import yaml
 from pydantic import ValidationError
 
 from wsfleet.errors import ConfigError
+from xds_server.certificates import CertificateProblem, LoadedCertificate, load_certificate
 from xds_server.policy import Policy, reference_problems
 
 
@@ -21,6 +25,46 @@ class PolicyError(ConfigError):
         self.problem = problem
         where = f"{source}:{line}" if line else source
         super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class PolicyBundle:
+    """A validated policy with the certificates it names, read and checked."""
+
+    policy: Policy
+    certificates: Mapping[str, LoadedCertificate] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+
+
+def load_bundle(path: Path) -> PolicyBundle:
+    """Load a policy file and every certificate it names; any problem is a :class:`PolicyError`."""
+    policy = load_policy_file(path)
+    return PolicyBundle(policy, load_certificates(policy, path))
+
+
+def load_certificates(policy: Policy, path: Path) -> Mapping[str, LoadedCertificate]:
+    loaded: dict[str, LoadedCertificate] = {}
+    for index, spec in enumerate(policy.certificates):
+        try:
+            loaded[spec.name] = load_certificate(spec, path.parent)
+        except CertificateProblem as exc:
+            line = _certificate_line(path, index)
+            raise PolicyError(str(path), line, f"certificates.{index}: {exc}") from None
+    return MappingProxyType(loaded)
+
+
+def _certificate_line(path: Path, index: int) -> int | None:
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    return _line_of(root, ("certificates", index))
+
+
+def default_bundle() -> PolicyBundle:
+    """The embedded default policy (it names no certificates)."""
+    return PolicyBundle(parse_policy(default_policy_text(), "<embedded default policy>"))
 
 
 def default_policy_text() -> str:

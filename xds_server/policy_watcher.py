@@ -1,4 +1,9 @@
-"""Watch the policy file; apply valid edits, reject invalid ones, keep the last good."""
+"""Watch the policy file and the certificate files it names.
+
+Any content change reloads the whole bundle (policy + certificates): a valid
+one is applied, an invalid one is logged with file, line and problem, counted,
+and ignored: the last good bundle keeps serving.
+"""
 
 from __future__ import annotations
 
@@ -9,55 +14,67 @@ from pathlib import Path
 
 import structlog
 
+from xds_server.certificates import certificate_files
 from xds_server.metrics import XdsMetrics
-from xds_server.policy import Policy
-from xds_server.policy_loader import PolicyError, load_policy_file
+from xds_server.policy_loader import PolicyBundle, PolicyError, load_bundle, load_policy_file
 
 log = structlog.get_logger()
 
 
 class PolicyWatcher:
-    """Polls ``path`` for content changes (robust to editors that replace files)."""
+    """Polls file contents (robust to editors that replace files, and to mtime games)."""
 
     def __init__(
         self,
         path: Path,
-        apply: Callable[[Policy], None],
+        apply: Callable[[PolicyBundle], None],
         metrics: XdsMetrics,
-        transform: Callable[[Policy], Policy] = lambda policy: policy,
         poll_s: float = 0.5,
     ) -> None:
         self._path = path
         self._apply = apply
         self._metrics = metrics
-        self._transform = transform
         self._poll_s = poll_s
+        self._watched = self._files_named_by_policy()
         self._digest = self._read_digest()
         self.last_error: str | None = None
 
-    def _read_digest(self) -> str | None:
+    def _files_named_by_policy(self) -> list[Path]:
         try:
-            return hashlib.sha256(self._path.read_bytes()).hexdigest()
-        except OSError:
-            return None
+            policy = load_policy_file(self._path)
+        except PolicyError:
+            return []
+        return certificate_files(policy.certificates, self._path.parent)
 
-    def check(self) -> None:
-        """Reload once if the file's content changed."""
+    def _read_digest(self) -> str:
+        digest = hashlib.sha256()
+        for path in [self._path, *self._watched]:
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"\\0missing")
+            digest.update(str(path).encode())
+        return digest.hexdigest()
+
+    def check(self) -> bool:
+        """Reload once if any watched file changed; True if a new bundle was applied."""
         digest = self._read_digest()
-        if digest is None or digest == self._digest:
-            return
-        self._digest = digest
+        if digest == self._digest:
+            return False
+        self._watched = self._files_named_by_policy()
+        self._digest = self._read_digest()
         try:
-            policy = self._transform(load_policy_file(self._path))
+            bundle = load_bundle(self._path)
         except PolicyError as exc:
             self.last_error = str(exc)
             self._metrics.policy_reloads.labels("rejected").inc()
-            log.error("policy_rejected", error=str(exc), note="last good policy keeps serving")
-            return
+            log.error("policy_rejected", error=str(exc), note="the last good policy keeps serving")
+            return False
         self.last_error = None
         self._metrics.policy_reloads.labels("applied").inc()
         log.info("policy_applied", path=str(self._path))
-        self._apply(policy)
+        self._apply(bundle)
+        return True
 
     async def run(self) -> None:
         while True:

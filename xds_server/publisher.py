@@ -1,63 +1,125 @@
-"""Turns the current policy and membership into snapshots in the cache."""
+"""Turns the current policy bundle and membership into snapshots, one per node group.
+
+A node group is the region an Envoy says it is in (``node.locality.region``);
+Envoys without one share the default group. Groups differ only where the
+policy makes them differ (``prefer_local_region``); identical resources are
+serialized once and their bytes shared by every group.
+"""
 
 from __future__ import annotations
 
 import structlog
 
 from xds_server import type_urls
-from xds_server.builders import build_resources
+from xds_server.builders import NodeGroup, build_resources
 from xds_server.membership import Membership
 from xds_server.metrics import XdsMetrics
 from xds_server.policy import Policy
-from xds_server.snapshot import Snapshot, SnapshotCache, VersionClock, build_snapshot
+from xds_server.policy_loader import PolicyBundle
+from xds_server.snapshot import (
+    DEFAULT_GROUP,
+    Interned,
+    Snapshot,
+    SnapshotCache,
+    VersionClock,
+    build_snapshot,
+)
 
 log = structlog.get_logger()
 
 
-class SnapshotPublisher:
-    """Holds the inputs; rebuilds and publishes a snapshot whenever one changes."""
+def group_key(region: str | None) -> str:
+    return region or DEFAULT_GROUP
 
-    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics, policy: Policy) -> None:
+
+class SnapshotPublisher:
+    """Holds the inputs; rebuilds and publishes snapshots whenever one changes."""
+
+    def __init__(self, cache: SnapshotCache, metrics: XdsMetrics, bundle: PolicyBundle) -> None:
         self._cache = cache
         self._metrics = metrics
         self._clock = VersionClock()
-        self._policy = policy
+        self._bundle = bundle
         self._membership: Membership = {}
-        self._snapshot: Snapshot | None = None
+        self._snapshots: dict[str, Snapshot] = {}
+        self._interned: Interned = {}
+        self._groups: set[str] = {DEFAULT_GROUP}
 
     @property
     def policy(self) -> Policy:
-        return self._policy
+        return self._bundle.policy
+
+    @property
+    def bundle(self) -> PolicyBundle:
+        return self._bundle
+
+    @property
+    def membership(self) -> Membership:
+        return self._membership
 
     @property
     def snapshot(self) -> Snapshot | None:
-        return self._snapshot
+        """The default group's snapshot."""
+        return self._snapshots.get(DEFAULT_GROUP)
 
-    def set_policy(self, policy: Policy) -> None:
-        self._policy = policy
+    def snapshot_of(self, group: str) -> Snapshot | None:
+        return self._snapshots.get(group)
+
+    def set_bundle(self, bundle: PolicyBundle) -> None:
+        self._bundle = bundle
         self.publish()
 
     def set_membership(self, membership: Membership) -> None:
         self._membership = membership
         self.publish()
 
+    def ensure_group(self, group: str) -> None:
+        """Build a snapshot for a group seen for the first time."""
+        if group not in self._groups:
+            self._groups.add(group)
+            self._publish_group(group)
+            self._prune()
+
     def publish(self) -> None:
-        resources = build_resources(self._policy, self._membership)
-        snapshot = build_snapshot(resources, self._snapshot, self._clock)
-        if self._snapshot is not None and snapshot.types == self._snapshot.types:
+        changed = [group for group in sorted(self._groups) if self._publish_group(group)]
+        self._prune()
+        if not changed:
             return
-        self._snapshot = snapshot
-        self._cache.set(snapshot)
-        self._metrics.snapshots.inc()
         self._metrics.endpoints.clear()
-        for pool in self._policy.pools:
+        for pool in self.policy.pools:
             endpoints = self._membership.get(pool.name, ())
             draining = sum(1 for endpoint in endpoints if endpoint.draining)
             self._metrics.endpoints.labels(pool.name, "healthy").set(len(endpoints) - draining)
             self._metrics.endpoints.labels(pool.name, "draining").set(draining)
+        snapshot = self._snapshots[changed[0]]
         log.info(
             "snapshot_published",
+            groups=changed,
             versions={
                 type_urls.SHORT_NAMES[url]: typed.version for url, typed in snapshot.types.items()
             },
         )
+
+    def _publish_group(self, group: str) -> bool:
+        region = None if group == DEFAULT_GROUP else group
+        resources = build_resources(
+            self.policy, self._membership, self._bundle.certificates, NodeGroup(region)
+        )
+        previous = self._snapshots.get(group)
+        snapshot = build_snapshot(resources, previous, self._clock, self._interned)
+        if previous is not None and snapshot.types == previous.types:
+            return False
+        self._snapshots[group] = snapshot
+        self._cache.set(snapshot, group)
+        self._metrics.snapshots.inc()
+        return True
+
+    def _prune(self) -> None:
+        live = {
+            (url, name, resource.version)
+            for snapshot in self._snapshots.values()
+            for url, typed in snapshot.types.items()
+            for name, resource in typed.resources.items()
+        }
+        for key in [key for key in self._interned if key not in live]:
+            del self._interned[key]

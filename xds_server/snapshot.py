@@ -83,16 +83,22 @@ class VersionClock:
         return f"{stamp:013d}-{digest[:8]}"
 
 
+Interned = dict[tuple[str, str, str], Resource]  # (type URL, name, version) -> resource
+
+
 def build_snapshot(
     specs: Mapping[str, Mapping[str, Mapping[str, Any]]],
     previous: Snapshot | None,
     clock: VersionClock,
+    interned: Interned | None = None,
 ) -> Snapshot:
     """Serialize ``specs`` (type URL -> name -> resource dict) into a snapshot.
 
-    A resource whose content equals its previous version reuses the previous
-    bytes; a type whose resources are all unchanged keeps its previous version.
+    A resource whose content was serialized before (in ``previous``, or in any
+    snapshot sharing ``interned``) reuses those bytes; a type whose resources
+    are all unchanged keeps its previous version.
     """
+    interned = {} if interned is None else interned
     types: dict[str, TypeSnapshot] = {}
     for type_url, by_name in specs.items():
         before = previous.of(type_url) if previous else EMPTY_TYPE
@@ -102,9 +108,12 @@ def build_snapshot(
             old = before.resources.get(name)
             if old is not None and old.version == version:
                 resources[name] = old
+            elif (type_url, name, version) in interned:
+                resources[name] = interned[(type_url, name, version)]
             else:
                 body = envoy_types.encode(type_url, dict(spec))
                 resources[name] = Resource(name, version, body, MappingProxyType(dict(spec)))
+            interned[(type_url, name, version)] = resources[name]
         candidate = TypeSnapshot("", MappingProxyType(resources))
         if before.version and candidate.content_key() == before.content_key():
             types[type_url] = before

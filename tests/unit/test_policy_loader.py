@@ -25,46 +25,47 @@ def test_the_embedded_default_policy_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("edit", "line", "problem"),
+    ("old", "new", "problem"),
     [
-        (("pool: gateways", "pool: nowhere"), 19, "routes.0.pool: unknown pool 'nowhere'"),
-        (("    websocket: true", "    websockt: true"), 20, "routes.0.websockt: unknown key"),
+        ("pool: gateways", "pool: nowhere", "routes.0.pool: unknown pool 'nowhere'"),
+        ("    kind: websocket", "    knd: websocket", "routes.0.knd: unknown key"),
         (
-            ("port: 8080", "port: 70000"),
-            12,
+            "port: 8080",
+            "port: 70000",
             "listeners.0.port: Input should be less than or equal to 65535",
         ),
         (
-            ("routes: [websocket]", "routes: [websocket, websocket]"),
-            13,
+            "routes: [websocket]",
+            "routes: [websocket, websocket]",
             "a second route for path prefix '/ws'",
         ),
+        ("routes: [websocket]", "routes: [chat]", "listeners.0.routes.0: unknown route 'chat'"),
         (
-            ("routes: [websocket]", "routes: [chat]"),
-            13,
-            "listeners.0.routes.0: unknown route 'chat'",
-        ),
-        (
-            ("lb_policy: maglev", "lb_policy: random"),
-            25,
+            "lb_policy: maglev",
+            "lb_policy: random",
             "pools.0.lb_policy: Input should be 'maglev' or 'ring_hash'",
         ),
         (
-            ("path_prefix: /ws", "path_prefix: ws"),
-            18,
+            "path_prefix: /ws",
+            "path_prefix: ws",
             "routes.0.path_prefix: String should match pattern",
+        ),
+        ("kind: websocket", "kind: carrier-pigeon", "routes.0.kind: Input should be"),
+        (
+            "connect_timeout_s: 2",
+            "connect_timeout_s: -1",
+            "pools.0.connect_timeout_s: Input should be greater than 0",
         ),
     ],
 )
-def test_an_invalid_policy_names_line_and_problem(
-    edit: tuple[str, str], line: int, problem: str
-) -> None:
-    old, new = edit
+def test_an_invalid_policy_names_line_and_problem(old: str, new: str, problem: str) -> None:
     assert old in DEFAULT
+    edited = DEFAULT.replace(old, new, 1)
+    line = next(n for n, text in enumerate(edited.splitlines(), 1) if new.strip() in text)
     with pytest.raises(PolicyError) as caught:
-        parse_policy(DEFAULT.replace(old, new, 1), "edited.yaml")
-    assert caught.value.line == line
+        parse_policy(edited, "edited.yaml")
     assert problem in str(caught.value)
+    assert caught.value.line == line
     assert str(caught.value).startswith(f"edited.yaml:{line}: ")
 
 

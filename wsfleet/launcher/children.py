@@ -114,7 +114,8 @@ class Supervisor:
                     self._sink(child.name, line)
 
     def find(self, name: str) -> Child | None:
-        return next((child for child in self.children if child.name == name), None)
+        """The most recently started child of that name."""
+        return next((child for child in reversed(self.children) if child.name == name), None)
 
     async def wait_unexpected_exit(self) -> Child:
         """Return the first child that exits without having been asked to."""

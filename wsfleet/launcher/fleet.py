@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import ssl
 import sys
 import time
 from dataclasses import dataclass, field
@@ -79,10 +80,12 @@ class LocalFleet:
         self.info = FleetInfo()
         self._next_sidecar = 1
         self._auth_key_path = self.state_dir / "auth.key"
+        self.client_tls: ssl.SSLContext | None = None  # set when the first listener is TLS
 
     @property
     def client_url(self) -> str:
-        return f"ws://127.0.0.1:{self.options.port}/ws"
+        scheme = "wss" if self.client_tls else "ws"
+        return f"{scheme}://127.0.0.1:{self.options.port}/ws"
 
     def token(self, user_id: str, ttl_s: float = 3600) -> str:
         return mint_token(read_auth_key(self._auth_key_path), user_id, ttl_s)
@@ -100,9 +103,12 @@ class LocalFleet:
     async def _start(self) -> None:
         options = self.options
         if options.policy_path is not None:
-            from xds_server.policy_loader import load_policy_file
+            from xds_server.policy_loader import load_bundle
 
-            load_policy_file(options.policy_path)  # a bad file fails here, clearly
+            bundle = load_bundle(options.policy_path)  # a bad file fails here, clearly
+            first = bundle.policy.listeners[0]
+            if first.tls is not None:
+                self.client_tls = _trusting(bundle.certificates[first.tls.certificate].chain_pem)
         if options.sidecars < 1:
             raise StartupError("--sidecars must be at least 1")
         ensure_port_free("127.0.0.1", options.port, "client")
@@ -123,27 +129,36 @@ class LocalFleet:
         backend = await self._start_python("backend", ["backend", "--port", "0"])
         self.info.backend_port = int(backend["port"])
 
-        xds_argv = [
-            "xds",
-            "--redis-url",
-            self.info.redis_url,
-            "--grpc-port",
-            "0",
-            "--admin-port",
-            str(options.admin_port),
-            "--listener-port",
-            str(options.port),
-            *(["--policy", str(options.policy_path)] if options.policy_path else []),
-            *options.xds_args,
-        ]
-        xds = await self._start_python("xds", xds_argv)
-        self.info.xds_grpc_port = int(xds["grpc_port"])
-        self.info.xds_admin_port = int(xds["admin_port"])
+        await self._start_xds(grpc_port=0)
 
         await self._start_envoy()
         for _ in range(options.sidecars):
             await self.start_sidecar()
         await self.wait_round_trip(STARTUP_TIMEOUT_S)
+
+    async def _start_xds(self, grpc_port: int) -> None:
+        options = self.options
+        argv = [
+            "xds",
+            *("--redis-url", self.info.redis_url),
+            *("--grpc-port", str(grpc_port)),
+            *("--admin-port", str(options.admin_port)),
+            *("--listener-port", str(options.port)),
+            *(["--policy", str(options.policy_path)] if options.policy_path else []),
+            *options.xds_args,
+        ]
+        ready = await self._start_python("xds", argv)
+        self.info.xds_grpc_port = int(ready["grpc_port"])
+        self.info.xds_admin_port = int(ready["admin_port"])
+
+    async def restart_xds(self, sig: int = signal.SIGKILL, down_s: float = 0.0) -> None:
+        """Stop the xDS server (killed by default), wait ``down_s``, start it on the same port."""
+        child = self.supervisor.find("xds")
+        assert child is not None
+        await child.stop(5.0, sig)
+        (self.run_dir / "xds.ready.json").unlink(missing_ok=True)
+        await asyncio.sleep(down_s)
+        await self._start_xds(grpc_port=self.info.xds_grpc_port)
 
     async def _start_python(self, name: str, argv: list[str]) -> dict[str, Any]:
         ready_file = self.run_dir / f"{name}.ready.json"
@@ -266,6 +281,7 @@ class LocalFleet:
                 f"{self.client_url}?user={user_id}",
                 headers={"Authorization": f"Bearer {self.token(user_id)}"},
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                ssl=self.client_tls if self.client_tls else True,
             ) as ws,
         ):
             await ws.send_str(text)
@@ -318,3 +334,10 @@ class LocalFleet:
         redis_dir = self.run_dir / "redis"
         if redis_dir.exists():
             shutil.rmtree(redis_dir, ignore_errors=True)
+
+
+def _trusting(chain_pem: str) -> ssl.SSLContext:
+    """A client context that trusts exactly this certificate chain (any host name)."""
+    context = ssl.create_default_context(cadata=chain_pem)
+    context.check_hostname = False
+    return context

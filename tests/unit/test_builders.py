@@ -1,0 +1,103 @@
+"""Resource builders: policy + membership -> Envoy resources that Envoy's types accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xds_server import envoy_types
+from xds_server import type_urls as T
+from xds_server.builders import NodeGroup, build_resources
+from xds_server.membership import Endpoint
+from xds_server.policy_loader import default_policy_text, load_policy_file, parse_policy
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "policy.example.yaml"
+
+
+def _endpoint(pod: str, region: str = "local", draining: bool = False) -> Endpoint:
+    return Endpoint(pod, "127.0.0.1", 9000 + int(pod[-1]), draining, region, f"{region}-1")
+
+
+def test_every_resource_of_the_full_example_encodes_as_envoy_protobuf() -> None:
+    policy = load_policy_file(EXAMPLE)
+    resources = build_resources(policy, {"gateways": (_endpoint("p1", "region-a"),)})
+    for type_url, by_name in resources.items():
+        for spec in by_name.values():
+            assert envoy_types.encode(type_url, spec)  # strict: unknown fields raise
+
+
+def test_the_tls_listener_takes_its_certificate_over_sds() -> None:
+    policy = load_policy_file(EXAMPLE)
+    tls = build_resources(policy, {})[T.LISTENER]["public-tls"]
+    socket = tls["filter_chains"][0]["transport_socket"]["typed_config"]
+    [config] = socket["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    assert config == {"name": "edge", "sds_config": {"ads": {}, "resource_api_version": "V3"}}
+
+
+def test_an_upgrade_rate_limit_lives_on_the_route_not_the_listener() -> None:
+    policy = load_policy_file(EXAMPLE)
+    resources = build_resources(policy, {})
+    route = resources[T.ROUTE]["public"]["virtual_hosts"][0]["routes"][0]
+    bucket = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]["token_bucket"]
+    assert bucket == {"max_tokens": 1000, "tokens_per_fill": 500, "fill_interval": "1s"}
+    # the listener has the filter, bucket-less, whether or not any route limits
+    unlimited = parse_policy(default_policy_text())
+    assert (
+        build_resources(unlimited, {})[T.LISTENER]
+        == build_resources(unlimited.model_copy(), {})[T.LISTENER]
+    )
+    [limit_filter, _router] = resources[T.LISTENER]["public"]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]["http_filters"]
+    assert "token_bucket" not in limit_filter["typed_config"]
+
+
+def test_only_websocket_routes_allow_the_upgrade() -> None:
+    policy = load_policy_file(EXAMPLE)
+    routes = build_resources(policy, {})[T.ROUTE]["public"]["virtual_hosts"][0]["routes"]
+    upgrades = {r["name"]: r["route"].get("upgrade_configs") for r in routes}
+    assert upgrades["websocket"] is None
+    assert upgrades["events"] == [{"upgrade_type": "websocket", "enabled": False}]
+
+
+def test_circuit_breakers_admit_far_more_than_envoys_default_1024() -> None:
+    cluster = build_resources(parse_policy(default_policy_text()), {})[T.CLUSTER]["gateways"]
+    [threshold] = cluster["circuit_breakers"]["thresholds"]
+    assert min(threshold["max_connections"], threshold["max_pending_requests"]) > 1024
+
+
+def test_locality_priorities_make_the_standby_region_priority_one() -> None:
+    policy = load_policy_file(EXAMPLE)
+    members = {"gateways": (_endpoint("p1", "region-b"), _endpoint("p2", "region-a"))}
+    cla = build_resources(policy, members)[T.ENDPOINT]["gateways"]
+    priorities = {e["locality"]["region"]: e.get("priority", 0) for e in cla["endpoints"]}
+    assert priorities == {"region-a": 0, "region-b": 1}
+
+
+def test_prefer_local_region_puts_each_groups_own_region_first() -> None:
+    policy = load_policy_file(EXAMPLE)
+    pool = policy.pools[0].model_copy(update={"prefer_local_region": True})
+    policy = policy.model_copy(update={"pools": [pool]})
+    members = {"gateways": (_endpoint("p1", "region-b"), _endpoint("p2", "region-a"))}
+    cla = build_resources(policy, members, group=NodeGroup("region-b"))[T.ENDPOINT]["gateways"]
+    priorities = {e["locality"]["region"]: e.get("priority", 0) for e in cla["endpoints"]}
+    assert priorities == {"region-a": 1, "region-b": 0}
+
+
+def test_priorities_have_no_gaps() -> None:
+    policy = load_policy_file(EXAMPLE)  # region-a, region-b listed; region-c is not
+    members = {"gateways": (_endpoint("p1", "region-c"), _endpoint("p2", "region-a"))}
+    cla = build_resources(policy, members)[T.ENDPOINT]["gateways"]
+    priorities = {e["locality"]["region"]: e.get("priority", 0) for e in cla["endpoints"]}
+    assert priorities == {"region-a": 0, "region-c": 1}
+
+
+def test_a_draining_pod_stays_in_eds_marked_draining() -> None:
+    policy = parse_policy(default_policy_text())
+    members = {"gateways": (_endpoint("p1"), _endpoint("p2", draining=True))}
+    cla = build_resources(policy, members)[T.ENDPOINT]["gateways"]
+    health = {
+        lb["endpoint"]["hostname"]: lb["health_status"]
+        for locality in cla["endpoints"]
+        for lb in locality["lb_endpoints"]
+    }
+    assert health == {"p1": "HEALTHY", "p2": "DRAINING"}
