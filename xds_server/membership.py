@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
-from wsfleet.registry import PodState, Registry, RegistryUnavailable
+from wsfleet.registry import PodRecord, PodState, Registry, RegistryUnavailable
 
 log = structlog.get_logger()
 
@@ -29,29 +29,38 @@ class Endpoint:
 Membership = Mapping[str, tuple[Endpoint, ...]]  # pool name -> endpoints, sorted
 
 
+def to_endpoint(pod: PodRecord) -> Endpoint:
+    return Endpoint(
+        pod_id=pod.pod_id,
+        host=pod.host,
+        port=pod.port,
+        draining=pod.state is PodState.DRAINING,
+        region=pod.region,
+        zone=pod.zone,
+    )
+
+
+def group_by_pool(pods: Iterable[PodRecord]) -> Membership:
+    pools: dict[str, list[Endpoint]] = {}
+    for pod in pods:
+        pools.setdefault(pod.pool, []).append(to_endpoint(pod))
+    return {pool: tuple(sorted(endpoints)) for pool, endpoints in pools.items()}
+
+
 async def read_membership(registry: Registry) -> Membership:
     """Every live pod of every pool, grouped and sorted."""
-    pools: dict[str, list[Endpoint]] = {}
-    for pod in await registry.list_pods():
-        endpoint = Endpoint(
-            pod_id=pod.pod_id,
-            host=pod.host,
-            port=pod.port,
-            draining=pod.state is PodState.DRAINING,
-            region=pod.region,
-            zone=pod.zone,
-        )
-        pools.setdefault(pod.pool, []).append(endpoint)
-    return {pool: tuple(sorted(endpoints)) for pool, endpoints in pools.items()}
+    return group_by_pool(await registry.list_pods())
 
 
 class MembershipWatcher:
     """Calls ``on_change`` with the new membership whenever it changes.
 
-    Changes announced on the registry's channel arrive at once; pods that
-    expire silently (crashed, partitioned) are noticed by polling every
-    ``poll_interval_s``. A registry outage keeps the last membership (Envoy
-    keeps routing to the pods it knows) and is retried.
+    Announced changes (a pod joins, changes state, leaves) are read one pod at
+    a time, at once. Silent expiries (a crashed or partitioned pod) are found
+    by a cheap presence check every ``poll_interval_s``, and everything is
+    re-read every ``full_resync_s`` in case an announcement was lost. A
+    registry outage keeps the last membership (Envoy keeps routing to the pods
+    it knows) and is retried.
     """
 
     def __init__(
@@ -59,11 +68,15 @@ class MembershipWatcher:
         registry: Registry,
         on_change: Callable[[Membership], Awaitable[None]],
         poll_interval_s: float = 1.0,
+        full_resync_s: float = 30.0,
     ) -> None:
         self._registry = registry
         self._on_change = on_change
         self._poll_interval_s = poll_interval_s
+        self._full_resync_s = full_resync_s
+        self._pods: dict[str, PodRecord] = {}
         self._current: Membership | None = None
+        self._announced: set[str] = set()
         self._wake = asyncio.Event()
         self.registry_errors = 0
 
@@ -72,26 +85,64 @@ class MembershipWatcher:
         return self._current
 
     async def refresh(self) -> None:
-        """Read the registry now and report a change, if any."""
+        """Re-read every pod now and report a change, if any."""
+        await self._guarded(self._read_all())
+
+    async def _read_all(self) -> None:
+        self._pods = {pod.pod_id: pod for pod in await self._registry.list_pods()}
+
+    async def _read_announced(self) -> None:
+        pending, self._announced = self._announced, set()
+        for pod_id in sorted(pending):
+            pod = await self._registry.get_pod(pod_id)
+            if pod is None:
+                self._pods.pop(pod_id, None)
+            else:
+                self._pods[pod_id] = pod
+
+    async def _check_presence(self) -> None:
+        live = await self._registry.live_pod_ids()
+        for pod_id in set(self._pods) - live:
+            del self._pods[pod_id]
+        for pod_id in sorted(live - set(self._pods)):
+            pod = await self._registry.get_pod(pod_id)
+            if pod is not None:
+                self._pods[pod_id] = pod
+
+    async def _guarded(self, step: Awaitable[None]) -> None:
         try:
-            membership = await read_membership(self._registry)
+            await step
         except RegistryUnavailable as exc:
             self.registry_errors += 1
             log.warning("registry_unavailable", error=str(exc))
             return
+        membership = group_by_pool(self._pods.values())
         if membership != self._current:
             self._current = membership
             await self._on_change(membership)
 
     async def run(self) -> None:
-        """Refresh on every announcement and every poll interval, until cancelled."""
+        """Follow the registry until cancelled."""
         listener = asyncio.create_task(self._listen())
+        loop = asyncio.get_running_loop()
+        next_presence = loop.time() + self._poll_interval_s
+        next_full = loop.time() + self._full_resync_s
         try:
+            await self.refresh()
             while True:
-                await self.refresh()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_presence - loop.time()))
                 self._wake.clear()
+                if self._announced:
+                    await self._guarded(self._read_announced())
+                now = loop.time()
+                if now >= next_full:
+                    await self.refresh()
+                    next_full = now + self._full_resync_s
+                    next_presence = now + self._poll_interval_s
+                elif now >= next_presence:
+                    await self._guarded(self._check_presence())
+                    next_presence = now + self._poll_interval_s
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,8 +151,11 @@ class MembershipWatcher:
     async def _listen(self) -> None:
         while True:
             try:
-                async for _pod_id in self._registry.membership_changes():
+                async for pod_id in self._registry.membership_changes():
+                    self._announced.add(pod_id)
                     self._wake.set()
             except RegistryUnavailable as exc:
                 log.debug("membership_channel_lost", error=str(exc))
+            # reconnected (or lost): announcements may have been missed
+            self._wake.set()
             await asyncio.sleep(self._poll_interval_s)

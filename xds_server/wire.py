@@ -33,6 +33,16 @@ def _string(number: int, text: str) -> bytes:
     return _field(number, text.encode()) if text else b""
 
 
+def string_field(number: int, text: str) -> bytes:
+    """A string field (omitted when empty, as protobuf does)."""
+    return _string(number, text)
+
+
+def message_field(number: int, payload: bytes) -> bytes:
+    """An embedded message (or bytes) field."""
+    return _field(number, payload)
+
+
 def any_message(type_url: str, value: bytes) -> bytes:
     """``google.protobuf.Any{type_url=1, value=2}``."""
     return _string(1, type_url) + _field(2, value)

@@ -51,21 +51,20 @@ def test_a_valid_token_names_its_user() -> None:
 @pytest.mark.parametrize(
     ("claims", "key", "reason"),
     [
-        ({"sub": "a", "aud": "wsfleet", "exp": time.time() - 60}, KEY, "expired"),
-        (
-            {"sub": "a", "aud": "wsfleet", "exp": time.time() + 60, "nbf": time.time() + 60},
-            KEY,
-            "not_yet_valid",
-        ),
-        ({"sub": "a", "aud": "other", "exp": time.time() + 60}, KEY, "wrong_audience"),
-        ({"sub": "a", "aud": "wsfleet", "exp": time.time() + 60}, b"x" * 64, "bad_signature"),
-        ({"aud": "wsfleet", "exp": time.time() + 60}, KEY, "invalid"),
+        ({"sub": "a", "aud": "wsfleet", "exp": -60}, KEY, "expired"),
+        ({"sub": "a", "aud": "wsfleet", "exp": 60, "nbf": 60}, KEY, "not_yet_valid"),
+        ({"sub": "a", "aud": "other", "exp": 60}, KEY, "wrong_audience"),
+        ({"sub": "a", "aud": "wsfleet", "exp": 60}, b"x" * 64, "bad_signature"),
+        ({"aud": "wsfleet", "exp": 60}, KEY, "invalid"),
     ],
 )
 def test_bad_tokens_are_refused_with_a_reason(
     claims: dict[str, object], key: bytes, reason: str
 ) -> None:
-    token = jwt.encode(claims, key, algorithm="HS256")
+    """Times in ``claims`` are offsets from now, in seconds."""
+    now = time.time()
+    timed = {k: now + v if k in ("exp", "nbf") else v for k, v in claims.items()}  # type: ignore[operator]
+    token = jwt.encode(timed, key, algorithm="HS256")
     with pytest.raises(AuthError) as caught:
         TokenVerifier(KEY, "wsfleet").verify(token)
     assert caught.value.reason == reason

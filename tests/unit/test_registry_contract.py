@@ -83,3 +83,13 @@ async def test_an_unreachable_redis_raises_registry_unavailable(redis_server: Re
     with pytest.raises(RegistryUnavailable):
         await store.list_pods()
     await store.close()
+
+
+async def test_a_pod_can_be_read_alone_and_presence_checked_cheaply(registry: Registry) -> None:
+    await registry.put_pod(_pod("a"), ttl_s=10)
+    await registry.put_pod(_pod("b"), ttl_s=0.2)
+    assert await registry.get_pod("a") == _pod("a")
+    assert await registry.get_pod("nope") is None
+    await asyncio.sleep(0.3)
+    assert await registry.live_pod_ids() == {"a"}
+    assert await registry.get_pod("b") is None

@@ -78,3 +78,22 @@ async def test_the_cache_wakes_waiters_and_falls_back_to_the_default_group() -> 
     cache.set(snapshot)
     assert await asyncio.wait_for(waiter, 1) == 1
     assert cache.get("some-envoy-cluster") is snapshot
+
+
+def test_load_assignments_assembled_endpoint_by_endpoint_equal_betterprotos_encoding() -> None:
+    from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment
+
+    from xds_server.builders import ANY_REGION, load_assignment
+    from xds_server.membership import Endpoint
+    from xds_server.policy import Pool
+
+    pool = Pool(name="gateways", locality_priority=["region-a", "region-b"])
+    endpoints = tuple(
+        Endpoint(f"pod-{n}", "127.0.0.1", 10_000 + n, n % 5 == 0, f"region-{'ab'[n % 2]}", "z1")
+        for n in range(50)
+    )
+    spec = load_assignment(pool, endpoints, ANY_REGION)
+    assembled = envoy_types.encode(T.ENDPOINT, spec)
+    reference = bytes(ClusterLoadAssignment.from_dict(spec))
+    assert ClusterLoadAssignment.parse(assembled) == ClusterLoadAssignment.parse(reference)
+    assert envoy_types.encode(T.ENDPOINT, spec) == assembled  # cached endpoints, same bytes

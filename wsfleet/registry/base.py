@@ -72,6 +72,12 @@ class Registry(Protocol):
     async def list_pods(self, pool: str | None = None) -> list[PodRecord]:
         """Live pods (refreshed within their TTL), optionally of one pool, by pod id."""
 
+    async def get_pod(self, pod_id: str) -> PodRecord | None:
+        """One live pod, or None if it is gone (removed or expired)."""
+
+    async def live_pod_ids(self) -> set[str]:
+        """Ids of the live pods: cheaper than :meth:`list_pods` when only presence matters."""
+
     def membership_changes(self) -> AsyncIterator[str]:
         """Yields a pod id each time a pod registers, changes state or leaves.
 

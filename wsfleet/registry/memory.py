@@ -32,6 +32,12 @@ class MemoryRegistry:
         live = (self._live(pod_id) for pod_id in sorted(self._pods))
         return [pod for pod in live if pod is not None and (pool is None or pod.pool == pool)]
 
+    async def get_pod(self, pod_id: str) -> PodRecord | None:
+        return self._live(pod_id)
+
+    async def live_pod_ids(self) -> set[str]:
+        return {pod_id for pod_id in list(self._pods) if self._live(pod_id) is not None}
+
     async def membership_changes(self) -> AsyncIterator[str]:
         queue: asyncio.Queue[str] = asyncio.Queue()
         self._listeners.append(queue)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -92,6 +92,32 @@ class RedisRegistry:
             if pool is None or pod.pool == pool:
                 pods.append(pod)
         return pods
+
+    async def get_pod(self, pod_id: str) -> PodRecord | None:
+        try:
+            row = cast(dict[str, str], await self._redis.hgetall(self._pod_key(pod_id)))
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        try:
+            return PodRecord.from_fields(row) if row else None
+        except ValueError:
+            return None
+
+    async def live_pod_ids(self) -> set[str]:
+        try:
+            pod_ids = sorted(str(pod_id) for pod_id in await self._redis.smembers(self._pods_key))
+            if not pod_ids:
+                return set()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for pod_id in pod_ids:
+                    pipe.exists(self._pod_key(pod_id))
+                present: list[int] = await pipe.execute()
+            expired = [pod_id for pod_id, alive in zip(pod_ids, present, strict=True) if not alive]
+            if expired:
+                await self._redis.srem(self._pods_key, *expired)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        return {pod_id for pod_id, alive in zip(pod_ids, present, strict=True) if alive}
 
     async def membership_changes(self) -> AsyncIterator[str]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

@@ -1,0 +1,26 @@
+"""``python -m benchmarks NAME [options]``: run one benchmark and print its figures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from benchmarks import xds_push
+
+BENCHMARKS = {
+    "xds-push": (xds_push, "membership change -> every simulated Envoy has the new EDS"),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    commands = parser.add_subparsers(dest="name", required=True)
+    for name, (module, help_text) in BENCHMARKS.items():
+        module.add_arguments(commands.add_parser(name, help=help_text))
+    args = parser.parse_args()
+    module, _ = BENCHMARKS[args.name]
+    asyncio.run(module.main(args))
+
+
+if __name__ == "__main__":
+    main()
