@@ -1,0 +1,97 @@
+"""Routing features pushed over RDS/EDS, seen through real Envoy traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.helpers import cluster_hosts, envoy_stats, open_ws, pod_of, unlimited_session, wait_for
+from wsfleet.launcher.fleet import LocalFleet
+
+pytestmark = pytest.mark.integration
+
+RATE_LIMITED = """\
+listeners:
+  - name: public
+    port: 8080
+    routes: [websocket]
+routes:
+  - name: websocket
+    path_prefix: /ws
+    pool: gateways
+    upgrade_rate_limit: {per_second: 3, burst: 3}
+pools:
+  - name: gateways
+"""
+
+STANDBY = """\
+listeners:
+  - name: public
+    port: 8080
+    routes: [websocket]
+routes:
+  - name: websocket
+    path_prefix: /ws
+    pool: gateways
+pools:
+  - name: gateways
+    locality_priority: [region-a, region-b]
+"""
+
+
+async def _upgrade_status(fleet: LocalFleet, session: aiohttp.ClientSession, user: str) -> int:
+    try:
+        ws, _ = await open_ws(fleet, session, user)
+    except aiohttp.WSServerHandshakeError as refused:
+        return refused.status
+    await ws.close()
+    return 101
+
+
+async def test_a_route_upgrade_rate_limit_answers_429_past_its_bucket(
+    fleet_factory, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(RATE_LIMITED)
+    fleet: LocalFleet = await fleet_factory(policy_path=policy, sidecars=1)
+    await asyncio.sleep(1.1)  # the startup probe used a token: start from a full bucket
+    async with unlimited_session() as session:
+        statuses = await asyncio.gather(
+            *(_upgrade_status(fleet, session, f"user-{n}") for n in range(12))
+        )
+    counts = collections.Counter(statuses)
+    assert counts[101] <= 4 and counts[101] >= 2, counts  # a bucket of 3 (+1 refill at most)
+    assert counts[429] == 12 - counts[101], counts
+    stats = await envoy_stats(fleet, "route_websocket")
+    assert stats.get("route_websocket.http_local_rate_limit.rate_limited", 0) == counts[429]
+
+
+async def test_the_standby_region_takes_users_only_when_the_primary_is_gone(
+    fleet_factory, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(STANDBY)
+    fleet: LocalFleet = await fleet_factory(
+        policy_path=policy, sidecars=1, sidecar_args=("--region", "region-a")
+    )
+    await fleet.start_sidecar(("--region", "region-b"))  # sidecar-2: the warm standby
+    await wait_for(lambda: _hosts_are(fleet, {"sidecar-1", "sidecar-2"}), 5)
+    async with unlimited_session() as session:
+        primary = {await pod_of(fleet, session, f"user-{n}") for n in range(30)}
+        assert primary == {"sidecar-1"}
+        await fleet.stop_sidecar("sidecar-1")
+        await wait_for(lambda: _hosts_are(fleet, {"sidecar-2"}), 5)
+        standby = {await pod_of(fleet, session, f"user-{n}") for n in range(30)}
+        assert standby == {"sidecar-2"}
+        await fleet.start_sidecar(("--region", "region-a"))  # sidecar-3: primary is back
+        await wait_for(lambda: _hosts_are(fleet, {"sidecar-2", "sidecar-3"}), 5)
+        back = {await pod_of(fleet, session, f"user-{n}") for n in range(30)}
+        assert back == {"sidecar-3"}
+
+
+async def _hosts_are(fleet: LocalFleet, expected: set[str]) -> bool:
+    return set(await cluster_hosts(fleet, "gateways")) == expected
