@@ -1,19 +1,22 @@
 """The gateway side of the backend bridge (``proto/wsfleet/api/bridge.proto``).
 
-One :class:`BackendLink` per backend address holds one gRPC bidirectional
-stream on which all of this pod's sessions for that backend are multiplexed.
-:class:`BackendBridge` picks a backend per session by consistent hashing of
-its routing key over the links that are up.
+One :class:`GrpcBackendLink` per gRPC backend holds one bidirectional stream
+on which all of this pod's sessions for that backend are multiplexed (an idle
+session costs a dict entry). WebSocket backends (``ws://…``) get a
+:class:`~sidecar.backend_ws.WebSocketBackendLink`: one upstream socket per
+session. :class:`BackendBridge` picks a backend per session by consistent
+hashing of its routing key over the links that are up.
 
-A backend that goes away closes its sessions with 1013 (try again later): the
-client reconnects and lands on a backend that is up. Nothing hangs.
+A backend that goes away: its sessions move to the backend that now owns
+their key (``backend_loss="move"``; the new backend gets ``opened`` again) or
+are closed with 1013 (``"close"``, or when no backend is up). Nothing hangs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,15 +29,17 @@ from wsfleet.api import bridge_pb2 as pb
 log = structlog.get_logger()
 
 CONNECT_METHOD = "/wsfleet.bridge.v1.Bridge/Connect"
-CLOSE_BACKEND_LOST = 1013
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class SessionSink(Protocol):
     """Where a backend's events for one session go (the client connection)."""
 
-    def deliver(self, data: bytes, binary: bool, droppable: bool) -> None: ...
+    def deliver(self, data: bytes, binary: bool, droppable: bool, coalesce_key: str) -> None: ...
 
     def close_requested(self, code: int, reason: str) -> None: ...
+
+    def rebind(self, link: BackendLink) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +51,42 @@ class SessionInfo:
     pod_id: str
 
 
-class BackendLink:
-    """One backend: a channel, one multiplexed stream, reconnecting with backoff."""
+LostSessions = list[tuple[SessionInfo, SessionSink]]
+
+
+class BackendLink(Protocol):
+    """One backend, whatever it speaks."""
+
+    address: str
+
+    @property
+    def is_up(self) -> bool: ...
+
+    @property
+    def session_count(self) -> int: ...
+
+    def start(self, on_lost: Callable[[BackendLink, LostSessions], None]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def open(self, info: SessionInfo, sink: SessionSink) -> None: ...
+
+    async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None: ...
+
+    def close(self, session_id: str, code: int, reason: str) -> None: ...
+
+
+class GrpcBackendLink:
+    """A gRPC backend: one multiplexed stream, reconnecting with backoff."""
 
     def __init__(self, address: str, pod_id: str, queue_size: int = 10_000) -> None:
         self.address = address
         self._pod_id = pod_id
-        self._sessions: dict[str, SessionSink] = {}
+        self._sessions: dict[str, tuple[SessionInfo, SessionSink]] = {}
         self._outbox: asyncio.Queue[pb.GatewayEvent] = asyncio.Queue(queue_size)
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._on_lost: Callable[[BackendLink, LostSessions], None] = lambda link, lost: None
 
     @property
     def is_up(self) -> bool:
@@ -65,7 +96,8 @@ class BackendLink:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def start(self) -> None:
+    def start(self, on_lost: Callable[[BackendLink, LostSessions], None]) -> None:
+        self._on_lost = on_lost
         self._task = asyncio.create_task(self._run(), name=f"backend-link-{self.address}")
 
     async def stop(self) -> None:
@@ -74,13 +106,8 @@ class BackendLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def wait_up(self, timeout_s: float) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._up.wait(), timeout_s)
-        return self.is_up
-
     def open(self, info: SessionInfo, sink: SessionSink) -> None:
-        self._sessions[info.session_id] = sink
+        self._sessions[info.session_id] = (info, sink)
         session = pb.SessionInfo(
             session_id=info.session_id,
             user_id=info.user_id,
@@ -150,31 +177,44 @@ class BackendLink:
     def _dispatch(self, event: pb.BackendEvent) -> None:
         kind = event.WhichOneof("event")
         if kind == "message":
-            sink = self._sessions.get(event.message.session_id)
-            if sink is not None:
-                sink.deliver(event.message.data, event.message.binary, event.message.droppable)
+            entry = self._sessions.get(event.message.session_id)
+            if entry is not None:
+                message = event.message
+                entry[1].deliver(
+                    message.data, message.binary, message.droppable, message.coalesce_key
+                )
         elif kind == "close":
-            sink = self._sessions.pop(event.close.session_id, None)
-            if sink is not None:
-                sink.close_requested(event.close.code or 1000, event.close.reason)
+            entry = self._sessions.pop(event.close.session_id, None)
+            if entry is not None:
+                entry[1].close_requested(event.close.code or 1000, event.close.reason)
 
     def _drop_queued(self) -> None:
         while not self._outbox.empty():
             self._outbox.get_nowait()
 
     def _lost(self) -> None:
-        """The stream broke: every session on it ends (its client will reconnect)."""
         self._up.clear()
         sessions, self._sessions = self._sessions, {}
-        for sink in sessions.values():
-            sink.close_requested(CLOSE_BACKEND_LOST, "backend unavailable")
+        if sessions:
+            self._on_lost(self, list(sessions.values()))
 
 
 class BackendBridge:
     """All backend links of this pod; routes each session to one of them."""
 
-    def __init__(self, addresses: Iterable[str], pod_id: str) -> None:
-        self._links = {address: BackendLink(address, pod_id) for address in addresses}
+    def __init__(self, addresses: Iterable[str], pod_id: str, on_loss: str = "move") -> None:
+        from sidecar.backend_ws import WebSocketBackendLink
+
+        if on_loss not in ("move", "close"):
+            raise ValueError(f"backend_loss must be 'move' or 'close', not {on_loss!r}")
+        self._on_loss = on_loss
+        self._links: dict[str, BackendLink] = {}
+        for address in addresses:
+            if address.startswith(("ws://", "wss://")):
+                self._links[address] = WebSocketBackendLink(address)
+            else:
+                self._links[address] = GrpcBackendLink(address, pod_id)
+        self.moved_sessions = 0
 
     @property
     def links(self) -> list[BackendLink]:
@@ -182,7 +222,7 @@ class BackendBridge:
 
     def start(self) -> None:
         for link in self._links.values():
-            link.start()
+            link.start(self._sessions_lost)
 
     async def stop(self) -> None:
         for link in self._links.values():
@@ -201,3 +241,22 @@ class BackendBridge:
         up = [address for address, link in self._links.items() if link.is_up]
         chosen = pick_backend(routing_key, up)
         return self._links[chosen] if chosen is not None else None
+
+    def _sessions_lost(self, link: BackendLink, sessions: LostSessions) -> None:
+        moved = 0
+        for info, sink in sessions:
+            target = self.link_for(info.routing_key) if self._on_loss == "move" else None
+            if target is None or target is link:
+                sink.close_requested(CLOSE_TRY_AGAIN_LATER, "backend unavailable")
+                continue
+            sink.rebind(target)
+            target.open(info, sink)
+            moved += 1
+        self.moved_sessions += moved
+        log.warning(
+            "backend_sessions_lost",
+            backend=link.address,
+            sessions=len(sessions),
+            moved=moved,
+            closed=len(sessions) - moved,
+        )

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
+import structlog
 from aiohttp import web
 
 from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendBridge, BackendLink
 from sidecar.metrics import GatewayMetrics
+from sidecar.session import HeartbeatPolicy, HeartbeatSchedule
+from sidecar.session.rate_limit import LimitSpec
+from sidecar.session_registry import SessionRegistry
+from wsfleet.registry import ConnectionRecord, QuotaExceeded
 from wsfleet.settings import SidecarSettings
+
+log = structlog.get_logger()
 
 
 class Refusal(Exception):
@@ -31,80 +41,212 @@ class Refusal(Exception):
         )
 
 
-class Connection:
-    """What the gateway tracks of any client connection, whatever its transport."""
+class Connection(Protocol):
+    """What the gateway needs of any client connection, whatever its transport."""
 
     session_id: str
     user_id: str
     transport: str
 
-    async def close(self, code: int, reason: str) -> None:
-        raise NotImplementedError
+    def send_ping(self) -> None: ...
+
+    def queued(self) -> tuple[int, int]: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """A handshake that passed: who, and which backend link serves them."""
+    """A handshake that passed: who, which backend serves them, their registry record."""
 
     identity: Identity
-    session_id: str
-    routing_key: str
+    record: ConnectionRecord
     link: BackendLink
     subprotocol: str | None
+
+    @property
+    def session_id(self) -> str:
+        return self.record.connection_id
+
+    @property
+    def routing_key(self) -> str:
+        return self.record.backend_routing_key
+
+
+def routing_key(source: str, identity: Identity, request: web.Request) -> str | None:
+    """The session's backend_routing_key, from where the settings say it is."""
+    if source == "user":
+        return identity.user_id
+    kind, _, name = source.partition(":")
+    value: object = None
+    if kind == "claim":
+        value = identity.claims.get(name)
+    elif kind == "query":
+        value = request.query.get(name)
+    elif kind == "header":
+        value = request.headers.get(name)
+    return str(value) if value not in (None, "") else None
+
+
+def choose_subprotocol(
+    offered: list[str], supported: tuple[str, ...], token_entry: str | None
+) -> str | None:
+    """The first supported application subprotocol the client offered; else echo the token
+    entry (a browser that offered subprotocols fails a handshake that selects none)."""
+    for protocol in offered:
+        if protocol in supported:
+            return protocol
+    return token_entry
 
 
 @dataclass
 class Gateway:
-    """Shared state of one sidecar; transports call :meth:`admit` and :meth:`track`."""
+    """Shared state of one sidecar; transports call :meth:`admit`, :meth:`track` and
+    :meth:`untrack`."""
 
     settings: SidecarSettings
     verifier: TokenVerifier
     bridge: BackendBridge
     metrics: GatewayMetrics
+    sessions: SessionRegistry
     draining: bool = False
     connections: dict[str, Connection] = field(default_factory=dict)
+    heartbeats: HeartbeatSchedule = field(init=False)
+    limits: LimitSpec = field(init=False)
+    _wake_heartbeats: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def admit(self, request: web.Request) -> Admission:
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.heartbeats = HeartbeatSchedule(
+            HeartbeatPolicy(
+                settings.heartbeat_interval_s,
+                settings.heartbeat_timeout_s,
+                settings.heartbeat_jitter,
+            )
+        )
+        self.limits = LimitSpec(
+            messages_per_s=settings.messages_per_s,
+            message_burst=settings.message_burst,
+            bytes_per_s=settings.bytes_per_s,
+            byte_burst=settings.byte_burst,
+            close_on_exceed=settings.rate_limit_action == "close",
+        )
+
+    async def admit(self, request: web.Request, transport: str) -> Admission:
         """Check a handshake; raise :class:`Refusal` with the reason if refused."""
+        settings = self.settings
         try:
-            token, subprotocol = find_token(request.headers, request.query)
+            token, token_entry = find_token(request.headers, request.query)
             identity = self.verifier.verify(token)
         except AuthError as exc:
             raise Refusal(exc.status, exc.reason, exc.message) from None
-        hashed_user = request.headers.get(self.settings.user_header) or request.query.get(
-            self.settings.user_query_parameter
+        hashed_user = request.headers.get(settings.user_header) or request.query.get(
+            settings.user_query_parameter
         )
         if hashed_user != identity.user_id:
             raise Refusal(
                 403,
                 "user_mismatch",
-                f"the routing user (?{self.settings.user_query_parameter}= or "
-                f"{self.settings.user_header}) must equal the token subject",
+                f"the routing user (?{settings.user_query_parameter}= or "
+                f"{settings.user_header}) must equal the token subject",
             )
         if self.draining:
             raise Refusal(503, "draining", "this gateway is draining", retry_after_s=1)
-        routing_key = identity.user_id
-        link = self.bridge.link_for(routing_key)
+        key = routing_key(settings.routing_key_source, identity, request)
+        if key is None:
+            raise Refusal(
+                400, "no_routing_key", f"no backend routing key ({settings.routing_key_source})"
+            )
+        link = self.bridge.link_for(key)
         if link is None:
             raise Refusal(503, "no_backend", "no backend is available", retry_after_s=2)
-        return Admission(identity, uuid.uuid4().hex, routing_key, link, subprotocol)
+        record = ConnectionRecord(
+            connection_id=uuid.uuid4().hex,
+            user_id=identity.user_id,
+            shard=settings.pod_id,
+            backend_routing_key=key,
+            transport=transport,
+            connected_at=time.time(),
+        )
+        try:
+            await self.sessions.add(record)
+        except QuotaExceeded:
+            raise Refusal(
+                429,
+                "user_quota",
+                f"user already holds {settings.max_connections_per_user} connections",
+                retry_after_s=5,
+            ) from None
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        subprotocol = choose_subprotocol(
+            [p for p in offered if p], settings.subprotocols, token_entry
+        )
+        return Admission(identity, record, link, subprotocol)
 
     def track(self, connection: Connection) -> None:
         self.connections[connection.session_id] = connection
         self.metrics.connections.labels(connection.transport).inc()
+        self.heartbeats.add(connection.session_id, asyncio.get_running_loop().time())
+        self._wake_heartbeats.set()
 
-    def untrack(self, connection: Connection, code: int) -> None:
+    async def untrack(self, connection: Connection, code: int) -> None:
+        self.heartbeats.remove(connection.session_id)
         if self.connections.pop(connection.session_id, None) is not None:
             self.metrics.connections.labels(connection.transport).dec()
             self.metrics.closes.labels(str(code)).inc()
+        await self.sessions.remove(connection.session_id)
+
+    def pong(self, session_id: str) -> None:
+        now = asyncio.get_running_loop().time()
+        rtt = self.heartbeats.pong(session_id, now)
+        if rtt is not None:
+            self.metrics.ping_rtt.observe(rtt)
+        self.sessions.touch(session_id, time.time())
+
+    def activity(self, session_id: str) -> None:
+        self.heartbeats.activity(session_id, asyncio.get_running_loop().time())
+
+    def queued(self) -> tuple[int, int]:
+        messages = size = 0
+        for connection in self.connections.values():
+            count, length = connection.queued()
+            messages += count
+            size += length
+        return messages, size
+
+    async def run_heartbeats(self) -> None:
+        """One task pings every connection on schedule and cuts the dead ones."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wake = self.heartbeats.next_wakeup()
+            delay = 1.0 if wake is None else max(0.0, wake - loop.time())
+            self._wake_heartbeats.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_heartbeats.wait(), min(delay, 1.0))
+            tick = self.heartbeats.tick(loop.time())
+            for session_id in tick.ping:
+                connection = self.connections.get(session_id)
+                if connection is not None:
+                    connection.send_ping()
+            for session_id in tick.dead:
+                connection = self.connections.get(session_id)
+                if connection is not None:
+                    self.metrics.dead.inc()
+                    log.info(
+                        "connection_dead", connection_id=session_id, user_id=connection.user_id
+                    )
+                    connection.abort()
 
     async def close_all(self, code: int, reason: str, timeout_s: float) -> None:
         """Close every connection (pod shutdown); give up waiting after ``timeout_s``."""
-        closing = [connection.close(code, reason) for connection in list(self.connections.values())]
+        closing = [
+            asyncio.ensure_future(connection.close(code, reason))
+            for connection in list(self.connections.values())
+        ]
         if closing:
-            await asyncio.wait(
-                [asyncio.ensure_future(close) for close in closing], timeout=timeout_s
-            )
+            await asyncio.wait(closing, timeout=timeout_s)
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)

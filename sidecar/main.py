@@ -12,16 +12,19 @@ import contextlib
 import signal
 import time
 
+import aiohttp
 import structlog
 from aiohttp import web
 
 from sidecar.app import build_admin_app, build_public_app
-from sidecar.auth import TokenVerifier
+from sidecar.auth import KeySet, TokenVerifier
 from sidecar.backend_bridge import BackendBridge
 from sidecar.gateway import Gateway
+from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
 from sidecar.registration import PodRegistration
-from wsfleet.errors import StartupError
+from sidecar.session_registry import SessionRegistry
+from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -45,9 +48,23 @@ async def _listen(app: web.Application, host: str, port: int, backlog: int) -> w
     return runner
 
 
+async def build_verifier(settings: SidecarSettings) -> TokenVerifier:
+    """Keys from the shared secret file and/or the JWKS; at least one is needed."""
+    if settings.auth_key_file is None and settings.jwks is None:
+        raise ConfigError("a sidecar needs --auth-key-file or --jwks (or both)")
+    secret = read_auth_key(settings.auth_key_file) if settings.auth_key_file else None
+    keys = KeySet(secret=secret)
+    if settings.jwks is not None:
+        try:
+            keys = await load_keys(settings.jwks, secret)
+        except (OSError, ValueError, aiohttp.ClientError) as exc:
+            raise ConfigError(f"cannot load JWKS {settings.jwks}: {exc}") from None
+    return TokenVerifier(keys, settings.audience, settings.issuer)
+
+
 async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
-    verifier = TokenVerifier(read_auth_key(settings.auth_key_file), settings.audience)
+    verifier = await build_verifier(settings)
     registry = RedisRegistry(settings.redis_url, settings.namespace)
     try:
         await registry.ping()
@@ -55,8 +72,16 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
         await registry.close()
         raise StartupError(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
     metrics = GatewayMetrics()
-    bridge = BackendBridge(settings.backends, settings.pod_id)
-    gateway = Gateway(settings, verifier, bridge, metrics)
+    bridge = BackendBridge(settings.backends, settings.pod_id, settings.backend_loss)
+    sessions = SessionRegistry(
+        registry,
+        settings.connection_ttl_s,
+        settings.connection_flush_s,
+        settings.max_connections_per_user,
+        on_error=metrics.registry_errors.inc,
+    )
+    gateway = Gateway(settings, verifier, bridge, metrics, sessions)
+    metrics.watch_queues(gateway.queued)
     bridge.start()
     await bridge.wait_any_up(5.0)
 
@@ -99,7 +124,14 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
     port = public.addresses[0][1]
     admin_port = admin.addresses[0][1]
     registration.set_address(port, admin_port)
-    keeper = asyncio.create_task(registration.run())
+    tasks = [
+        asyncio.create_task(registration.run()),
+        asyncio.create_task(sessions.run()),
+        asyncio.create_task(gateway.run_heartbeats()),
+    ]
+    if settings.jwks is not None:
+        refresher = JwksRefresher(verifier, settings.jwks, settings.jwks_refresh_s)
+        tasks.append(asyncio.create_task(refresher.run()))
     write_ready(settings.ready_file, port=port, admin_port=admin_port, pod_id=settings.pod_id)
     log.info("sidecar_started", pod_id=settings.pod_id, port=port, admin_port=admin_port)
     try:
@@ -107,9 +139,11 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
     finally:
         log.info("sidecar_stopping", connections=len(gateway.connections))
         gateway.draining = True
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await registration.remove()
         await gateway.close_all(
             CLOSE_GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s

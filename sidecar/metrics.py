@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+import os
+import resource
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class GatewayMetrics:
@@ -10,41 +18,84 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        r = self.registry
         self.connections = Gauge(
-            "wsfleet_gateway_connections",
-            "Open client connections",
-            ["transport"],
-            registry=self.registry,
+            "wsfleet_gateway_connections", "Open client connections", ["transport"], registry=r
         )
         self.handshakes = Counter(
-            "wsfleet_gateway_handshakes_total",
-            "Handshakes by outcome",
-            ["outcome"],
-            registry=self.registry,
+            "wsfleet_gateway_handshakes_total", "Handshakes by outcome", ["outcome"], registry=r
         )
         self.closes = Counter(
-            "wsfleet_gateway_closes_total",
-            "Closed connections by close code",
-            ["code"],
-            registry=self.registry,
+            "wsfleet_gateway_closes_total", "Closed connections by close code", ["code"], registry=r
+        )
+        self.dead = Counter(
+            "wsfleet_gateway_dead_connections_total",
+            "Connections closed because heartbeats went unanswered",
+            registry=r,
+        )
+        self.ping_rtt = Histogram(
+            "wsfleet_gateway_ping_rtt_seconds",
+            "Ping to pong round trips",
+            buckets=RTT_BUCKETS,
+            registry=r,
         )
         self.messages_in = Counter(
-            "wsfleet_gateway_messages_in_total", "Messages from clients", registry=self.registry
+            "wsfleet_gateway_messages_in_total", "Messages from clients", registry=r
         )
         self.messages_out = Counter(
-            "wsfleet_gateway_messages_out_total", "Messages to clients", registry=self.registry
+            "wsfleet_gateway_messages_out_total", "Messages to clients", registry=r
         )
         self.bytes_in = Counter(
-            "wsfleet_gateway_bytes_in_total", "Payload bytes from clients", registry=self.registry
+            "wsfleet_gateway_bytes_in_total", "Payload bytes from clients", registry=r
         )
         self.bytes_out = Counter(
-            "wsfleet_gateway_bytes_out_total", "Payload bytes to clients", registry=self.registry
+            "wsfleet_gateway_bytes_out_total", "Payload bytes to clients", registry=r
+        )
+        self.drops = Counter(
+            "wsfleet_gateway_dropped_messages_total",
+            "Messages to clients dropped or coalesced under backpressure",
+            ["why"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "wsfleet_gateway_rate_limited_total",
+            "Client messages over the per-connection rate limits",
+            ["action"],
+            registry=r,
         )
         self.registry_errors = Counter(
-            "wsfleet_gateway_registry_errors_total",
-            "Failed registry writes",
-            registry=self.registry,
+            "wsfleet_gateway_registry_errors_total", "Failed registry operations", registry=r
         )
         self.backends_up = Gauge(
-            "wsfleet_gateway_backends_up", "Backend links that are up", registry=self.registry
+            "wsfleet_gateway_backends_up", "Backend links that are up", registry=r
         )
+        self.backend_moves = Counter(
+            "wsfleet_gateway_backend_moved_sessions_total",
+            "Sessions moved to another backend when theirs went away",
+            registry=r,
+        )
+
+    def watch_queues(self, depth: Callable[[], tuple[int, int]]) -> None:
+        """Export queued messages/bytes (read at scrape) and open file descriptors vs limit."""
+        self.registry.register(_ProcessCollector(depth))
+
+
+class _ProcessCollector(Collector):
+    def __init__(self, depth: Callable[[], tuple[int, int]]) -> None:
+        self._depth = depth
+
+    def collect(self) -> Iterator[Metric]:
+        messages, size = self._depth()
+        queued = GaugeMetricFamily(
+            "wsfleet_gateway_queued_messages", "Messages waiting in send queues"
+        )
+        queued.add_metric([], messages)
+        queued_bytes = GaugeMetricFamily(
+            "wsfleet_gateway_queued_bytes", "Bytes waiting in send queues"
+        )
+        queued_bytes.add_metric([], size)
+        fds = GaugeMetricFamily("wsfleet_gateway_open_fds", "Open file descriptors")
+        fds.add_metric([], len(os.listdir("/proc/self/fd")))
+        limit = GaugeMetricFamily("wsfleet_gateway_max_fds", "File descriptor limit (soft)")
+        limit.add_metric([], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        yield from (queued, queued_bytes, fds, limit)

@@ -1,65 +1,210 @@
-"""``/ws``: the WebSocket transport (aiohttp glue around the gateway's rules)."""
+"""``/ws``: the WebSocket transport, aiohttp glue around the gateway's rules.
+
+Reading: every frame is liveness; pongs feed the heartbeat schedule; messages
+pass the per-connection limits, then go to the backend (awaiting its stream:
+a full backend stream pauses reading from this client). Writing: backend
+messages enter the bounded :class:`~sidecar.session.SendQueue`; one writer
+task per connection, alive only while there is something to send, drains it;
+a client that reads too slowly is cut with 1013.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
+import json
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSMsgType, web
 
-from sidecar.backend_bridge import SessionInfo
-from sidecar.gateway import GATEWAY_KEY, Admission, Connection, Gateway, Refusal
+from sidecar.backend_bridge import BackendLink, SessionInfo
+from sidecar.gateway import GATEWAY_KEY, Admission, Gateway, Refusal
+from sidecar.session import (
+    CloseCode,
+    InboundLimits,
+    InboundVerdict,
+    Outgoing,
+    PushResult,
+    SendQueue,
+)
 
 log = structlog.get_logger()
 
 POD_HEADER = "x-wsfleet-pod"  # on every accepted handshake: which pod holds the connection
+CLOSE_TIMEOUT_S = 2.0
+_RATE_NOTICE = json.dumps({"type": "notice", "reason": "rate_limited"}).encode()
 
 
-class WebSocketConnection(Connection):
-    """One client WebSocket; receives backend events as a :class:`SessionSink`."""
+class WebSocketConnection:
+    """One client WebSocket; receives backend events as a ``SessionSink``."""
 
     transport = "websocket"
+    __slots__ = (
+        "_closing",
+        "_gateway",
+        "_limits",
+        "_pinging",
+        "_queue",
+        "_request",
+        "_writer",
+        "_ws",
+        "close_code",
+        "link",
+        "session_id",
+        "user_id",
+    )
 
-    def __init__(self, ws: web.WebSocketResponse, admission: Admission, gateway: Gateway):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        admission: Admission,
+        gateway: Gateway,
+    ) -> None:
         self.session_id = admission.session_id
         self.user_id = admission.identity.user_id
+        self.link: BackendLink = admission.link
         self._ws = ws
+        self._request = request
         self._gateway = gateway
-        self._outbox: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._queue: SendQueue | None = None  # created with the first outbound message
         self._writer: asyncio.Task[None] | None = None
-        self._closing: asyncio.Future[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._pinging: asyncio.Task[None] | None = None
+        limits = gateway.limits
+        limited = limits.messages_per_s > 0 or limits.bytes_per_s > 0
+        self._limits = InboundLimits(limits) if limited else None
         self.close_code: int | None = None
 
-    def deliver(self, data: bytes, binary: bool, droppable: bool) -> None:
-        self._outbox.append((data, binary))
+    # -- backend -> client --------------------------------------------------
+
+    def deliver(self, data: bytes, binary: bool, droppable: bool, coalesce_key: str) -> None:
+        if self.close_code is not None:
+            return
+        settings = self._gateway.settings
+        if self._queue is None:
+            self._queue = SendQueue(
+                settings.send_queue_messages,
+                settings.send_queue_bytes,
+                settings.slow_consumer_grace_s,
+            )
+        now = asyncio.get_running_loop().time()
+        result = self._queue.push(Outgoing(data, binary, droppable, coalesce_key or None), now)
+        if result is PushResult.DROPPED or result is PushResult.SHED_OLDER:
+            self._gateway.metrics.drops.labels("shed").inc()
+        elif result is PushResult.COALESCED:
+            self._gateway.metrics.drops.labels("coalesced").inc()
+        verdict = self._queue.verdict(now)
+        if verdict is not None:
+            self._cut(verdict, "slow consumer")
+            return
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
+        queue = self._queue
+        assert queue is not None
         metrics = self._gateway.metrics
-        while self._outbox and not self._ws.closed:
-            data, binary = self._outbox.popleft()
-            if binary:
-                await self._ws.send_bytes(data)
-            else:
-                await self._ws.send_str(data.decode("utf-8", errors="replace"))
+        grace = self._gateway.settings.slow_consumer_grace_s
+        loop = asyncio.get_running_loop()
+        while (message := queue.pop(loop.time())) is not None and not self._ws.closed:
+            send = (
+                self._ws.send_bytes(message.data)
+                if message.binary
+                else self._ws.send_str(message.data.decode("utf-8", errors="replace"))
+            )
+            try:
+                await asyncio.wait_for(send, grace)
+            except TimeoutError:
+                self._cut(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+                return
+            except ConnectionError:
+                return
             metrics.messages_out.inc()
-            metrics.bytes_out.inc(len(data))
+            metrics.bytes_out.inc(len(message.data))
+
+    def queued(self) -> tuple[int, int]:
+        return (len(self._queue), self._queue.bytes_queued) if self._queue else (0, 0)
 
     def close_requested(self, code: int, reason: str) -> None:
-        self._closing = asyncio.ensure_future(self.close(code, reason))
+        self._cut(code, reason)
+
+    def rebind(self, link: BackendLink) -> None:
+        self.link = link
+
+    # -- liveness -------------------------------------------------------------
+
+    def send_ping(self) -> None:
+        if self._pinging is None or self._pinging.done():
+            self._pinging = asyncio.create_task(self._ping())
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._ws.ping()
+
+    # -- closing ----------------------------------------------------------------
+
+    def _cut(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = asyncio.create_task(self.close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
         if self.close_code is None:
             self.close_code = code
-        await self._ws.close(code=code, message=reason.encode()[:123])
+        try:
+            await asyncio.wait_for(
+                self._ws.close(code=code, message=reason.encode()[:123]), CLOSE_TIMEOUT_S
+            )
+        except (TimeoutError, ConnectionError):
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the socket at once (a dead or stuck peer cannot take a close frame)."""
+        if self.close_code is None:
+            self.close_code = 1006
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+    # -- client -> backend --------------------------------------------------------
+
+    async def receive(self) -> None:
+        gateway = self._gateway
+        metrics = gateway.metrics
+        loop = asyncio.get_running_loop()
+        async for message in self._ws:
+            gateway.activity(self.session_id)
+            if message.type is WSMsgType.PONG:
+                gateway.pong(self.session_id)
+                continue
+            if message.type is WSMsgType.PING:
+                await self._ws.pong(message.data)
+                continue
+            if message.type is WSMsgType.TEXT:
+                data, binary = message.data.encode(), False
+            elif message.type is WSMsgType.BINARY:
+                data, binary = message.data, True
+            else:
+                break
+            metrics.messages_in.inc()
+            metrics.bytes_in.inc(len(data))
+            if self._limits is not None:
+                verdict = self._limits.check(len(data), loop.time())
+                if verdict is InboundVerdict.CLOSE:
+                    metrics.rate_limited.labels("close").inc()
+                    await self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                    break
+                if verdict is InboundVerdict.DROP:
+                    metrics.rate_limited.labels("drop").inc()
+                    self.deliver(_RATE_NOTICE, False, True, "notice:rate_limited")
+                    continue
+            await self.link.send(self.session_id, data, binary)
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     try:
-        admission = gateway.admit(request)
+        admission = await gateway.admit(request, WebSocketConnection.transport)
     except Refusal as refusal:
         gateway.metrics.handshakes.labels(refusal.reason).inc()
         return refusal.response()
@@ -67,16 +212,19 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         protocols=(admission.subprotocol,) if admission.subprotocol else (),
         max_msg_size=settings.max_message_bytes,
-        heartbeat=settings.heartbeat_interval_s,
-        autoping=True,
+        autoping=False,  # pongs feed the heartbeat schedule
+        compress=settings.compression,
     )
     ws.headers[POD_HEADER] = settings.pod_id
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except (ConnectionError, web.HTTPException):
+        await gateway.sessions.remove(admission.session_id)
+        raise
     gateway.metrics.handshakes.labels("accepted").inc()
-    connection = WebSocketConnection(ws, admission, gateway)
+    connection = WebSocketConnection(ws, request, admission, gateway)
     bound = log.bind(connection_id=admission.session_id, user_id=connection.user_id)
-    link = admission.link
-    link.open(
+    connection.link.open(
         SessionInfo(
             session_id=admission.session_id,
             user_id=connection.user_id,
@@ -87,23 +235,12 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         connection,
     )
     gateway.track(connection)
-    bound.debug("connection_opened", backend=link.address)
+    bound.debug("connection_opened", backend=connection.link.address)
     try:
-        async for message in ws:
-            if message.type is WSMsgType.TEXT:
-                data = message.data.encode()
-                binary = False
-            elif message.type is WSMsgType.BINARY:
-                data = message.data
-                binary = True
-            else:
-                break
-            gateway.metrics.messages_in.inc()
-            gateway.metrics.bytes_in.inc(len(data))
-            await link.send(admission.session_id, data, binary)
+        await connection.receive()
     finally:
-        code = connection.close_code or ws.close_code or WSCloseCode.ABNORMAL_CLOSURE
-        link.close(admission.session_id, code, "client closed")
-        gateway.untrack(connection, code)
+        code = connection.close_code or ws.close_code or 1006
+        connection.link.close(admission.session_id, code, "client closed")
+        await gateway.untrack(connection, code)
         bound.debug("connection_closed", code=code)
     return ws

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wsfleet.errors import ConfigError, WsfleetError
+from wsfleet.settings import SidecarSettings, default_pod_id
 
 DEFAULT_STATE_DIR = Path(os.environ.get("WSFLEET_STATE_DIR", ".wsfleet"))
 
@@ -111,28 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--ready-file", type=Path)
 
     sidecar = commands.add_parser("sidecar", help="run one gateway sidecar")
-    sidecar.add_argument("--redis-url", required=True)
-    sidecar.add_argument("--auth-key-file", type=Path, required=True)
-    sidecar.add_argument(
-        "--backend", action="append", required=True, help="backend host:port (repeat)"
-    )
-    sidecar.add_argument("--pod-id")
-    sidecar.add_argument("--pool", default="gateways")
-    sidecar.add_argument("--host", default="127.0.0.1")
-    sidecar.add_argument("--advertise-host", help="address Envoy dials (default: --host)")
-    sidecar.add_argument("--port", type=_port, default=0)
-    sidecar.add_argument("--admin-port", type=_port, default=0)
-    sidecar.add_argument("--region", default="local")
-    sidecar.add_argument("--zone", default="local-a")
-    sidecar.add_argument("--namespace", default="wsfleet")
-    sidecar.add_argument("--heartbeat-interval", type=_positive_float, default=10.0)
-    sidecar.add_argument("--registry-ttl", type=_positive_float, default=5.0)
-    sidecar.add_argument("--registry-refresh", type=_positive_float, default=1.5)
-    sidecar.add_argument("--ready-file", type=Path)
+    _add_sidecar_arguments(sidecar)
 
     backend = commands.add_parser("backend", help="run the demo echo backend")
     backend.add_argument("--host", default="127.0.0.1")
     backend.add_argument("--port", type=_port, default=0)
+    backend.add_argument("--name", default="backend", help="what /whoami answers")
     backend.add_argument("--ready-file", type=Path)
 
     envoy = commands.add_parser(
@@ -162,6 +148,120 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OLD NEW, or NEW")
     diff.add_argument("--server", help="compare NEW with a running control plane's admin URL")
     return parser
+
+
+def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every SidecarSettings field as a flag (defaults in wsfleet.settings)."""
+    defaults = SidecarSettings(redis_url="", backends=())
+    add = parser.add_argument
+    add("--redis-url", required=True)
+    add(
+        "--backend",
+        action="append",
+        required=True,
+        dest="backends",
+        help="host:port (gRPC bridge) or ws://host:port/path (WebSocket); repeat for several",
+    )
+    add("--auth-key-file", type=Path, help="HS256 shared secret (the local fleet's auth.key)")
+    add("--jwks", help="JWKS file or URL with RS256/ES256 keys (re-read on rotation)")
+    add(
+        "--jwks-refresh",
+        type=_positive_float,
+        default=defaults.jwks_refresh_s,
+        dest="jwks_refresh_s",
+    )
+    add("--issuer", help="required token issuer (iss)")
+    add("--audience", default=defaults.audience)
+    add("--pod-id")
+    add("--pool", default=defaults.pool)
+    add("--host", default=defaults.host)
+    add("--advertise-host", help="address Envoy dials (default: --host)")
+    add("--port", type=_port, default=0)
+    add("--admin-port", type=_port, default=0)
+    add("--region", default=defaults.region)
+    add("--zone", default=defaults.zone)
+    add("--namespace", default=defaults.namespace)
+    add(
+        "--routing-key",
+        default=defaults.routing_key_source,
+        dest="routing_key_source",
+        help="user | claim:NAME | query:NAME | header:NAME",
+    )
+    add("--backend-loss", choices=["move", "close"], default=defaults.backend_loss)
+    add(
+        "--subprotocol",
+        action="append",
+        default=[],
+        dest="subprotocols",
+        help="an application subprotocol to accept (repeat, in preference order)",
+    )
+    add(
+        "--no-compression",
+        action="store_false",
+        dest="compression",
+        help="refuse permessage-deflate",
+    )
+    add("--max-message-bytes", type=_positive_int, default=defaults.max_message_bytes)
+    add(
+        "--heartbeat-interval",
+        type=_positive_float,
+        default=defaults.heartbeat_interval_s,
+        dest="heartbeat_interval_s",
+    )
+    add(
+        "--heartbeat-timeout",
+        type=_positive_float,
+        default=defaults.heartbeat_timeout_s,
+        dest="heartbeat_timeout_s",
+    )
+    add("--send-queue-messages", type=_positive_int, default=defaults.send_queue_messages)
+    add("--send-queue-bytes", type=_positive_int, default=defaults.send_queue_bytes)
+    add(
+        "--slow-consumer-grace",
+        type=_positive_float,
+        default=defaults.slow_consumer_grace_s,
+        dest="slow_consumer_grace_s",
+    )
+    add("--messages-per-second", type=_positive_float, default=None, dest="messages_per_s")
+    add("--message-burst", type=_positive_float, default=None)
+    add("--bytes-per-second", type=_positive_float, default=None, dest="bytes_per_s")
+    add("--byte-burst", type=_positive_float, default=None)
+    add("--rate-limit-action", choices=["close", "drop"], default=defaults.rate_limit_action)
+    add("--max-connections-per-user", type=_positive_int, default=None)
+    add(
+        "--registry-ttl",
+        type=_positive_float,
+        default=defaults.registry_ttl_s,
+        dest="registry_ttl_s",
+    )
+    add(
+        "--registry-refresh",
+        type=_positive_float,
+        default=defaults.registry_refresh_s,
+        dest="registry_refresh_s",
+    )
+    add(
+        "--connection-ttl",
+        type=_positive_float,
+        default=defaults.connection_ttl_s,
+        dest="connection_ttl_s",
+    )
+    add(
+        "--connection-flush",
+        type=_positive_float,
+        default=defaults.connection_flush_s,
+        dest="connection_flush_s",
+    )
+    add("--ready-file", type=Path)
+
+
+def _sidecar_settings(args: argparse.Namespace) -> SidecarSettings:
+    fields = {f.name for f in dataclasses.fields(SidecarSettings)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values["backends"] = tuple(args.backends)
+    values["subprotocols"] = tuple(args.subprotocols)
+    values["pod_id"] = args.pod_id or default_pod_id()
+    return SidecarSettings(**values)
 
 
 def _run(coroutine: Coroutine[Any, Any, None], use_uvloop: bool = False) -> None:
@@ -228,34 +328,15 @@ def _dispatch(args: argparse.Namespace) -> None:
         )
     elif command == "sidecar":
         from sidecar.main import run as run_sidecar
-        from wsfleet.settings import SidecarSettings, default_pod_id
 
         logs.configure("sidecar", args.log_level)
-        settings = SidecarSettings(
-            redis_url=args.redis_url,
-            auth_key_file=args.auth_key_file,
-            backends=tuple(args.backend),
-            pod_id=args.pod_id or default_pod_id(),
-            pool=args.pool,
-            host=args.host,
-            advertise_host=args.advertise_host,
-            port=args.port,
-            admin_port=args.admin_port,
-            region=args.region,
-            zone=args.zone,
-            namespace=args.namespace,
-            heartbeat_interval_s=args.heartbeat_interval,
-            registry_ttl_s=args.registry_ttl,
-            registry_refresh_s=args.registry_refresh,
-            ready_file=args.ready_file,
-        )
-        _run(run_sidecar(settings), use_uvloop=True)
+        _run(run_sidecar(_sidecar_settings(args)), use_uvloop=True)
     elif command == "backend":
         from wsfleet.demo_backend import run as run_backend
         from wsfleet.settings import BackendSettings
 
         logs.configure("backend", args.log_level)
-        _run(run_backend(BackendSettings(args.host, args.port, args.ready_file)))
+        _run(run_backend(BackendSettings(args.host, args.port, args.ready_file, args.name)))
     elif command == "envoy":
         _exec_envoy(args)
     elif command == "keygen":

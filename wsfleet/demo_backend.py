@@ -1,7 +1,15 @@
 """The demo backend: a bridge service (``proto/wsfleet/api/bridge.proto``) that echoes.
 
-Every client message comes back to the same session unchanged. It also shows
-how small a backend can be: read gateway events, write backend events.
+Every client message comes back to the same session unchanged, except a few
+commands that show (and let tests drive) what backends can do:
+
+| message | the backend sends back |
+|---|---|
+| ``/whoami`` | its ``--name`` |
+| ``/flood N SIZE`` | N messages of SIZE bytes, as fast as it can |
+| ``/presence N`` | N droppable messages (``presence:<n>``) |
+| ``/typing N`` | N messages with the coalesce key ``typing`` (``typing:<n>``) |
+| ``/close CODE REASON`` | ends the session: the gateway closes the client with CODE |
 """
 
 from __future__ import annotations
@@ -22,12 +30,52 @@ from wsfleet.settings import BackendSettings
 log = structlog.get_logger()
 
 SERVICE = "wsfleet.bridge.v1.Bridge"
+MAX_FLOOD = 1_000_000
+
+
+def _message(session_id: str, data: bytes, **flags: Any) -> pb.BackendEvent:
+    return pb.BackendEvent(message=pb.ServerMessage(session_id=session_id, data=data, **flags))
+
+
+def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.BackendEvent]:
+    """What the demo backend answers to one client message."""
+    words = data.decode(errors="replace").split() if not binary else []
+    command = words[0] if words and words[0].startswith("/") else None
+    try:
+        if command == "/whoami":
+            return [_message(session_id, name.encode())]
+        if command == "/flood":
+            count, size = min(int(words[1]), MAX_FLOOD), int(words[2])
+            return [_message(session_id, b"f" * size) for _ in range(count)]
+        if command == "/presence":
+            count = min(int(words[1]), MAX_FLOOD)
+            return [
+                _message(session_id, f"presence:{n}".encode(), droppable=True) for n in range(count)
+            ]
+        if command == "/typing":
+            count = min(int(words[1]), MAX_FLOOD)
+            return [
+                _message(session_id, f"typing:{n}".encode(), droppable=True, coalesce_key="typing")
+                for n in range(count)
+            ]
+        if command == "/close":
+            code = int(words[1])
+            reason = " ".join(words[2:])
+            return [
+                pb.BackendEvent(
+                    close=pb.CloseSession(session_id=session_id, code=code, reason=reason)
+                )
+            ]
+    except (IndexError, ValueError):
+        return [_message(session_id, f"bad command: {data.decode(errors='replace')}".encode())]
+    return [_message(session_id, data, binary=binary)]
 
 
 class EchoBackend:
-    """Echo each message; count open sessions per gateway pod."""
+    """Echo each message; keep each gateway's open sessions."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "backend") -> None:
+        self.name = name
         self.sessions: dict[str, pb.SessionInfo] = {}
 
     async def connect(
@@ -43,13 +91,11 @@ class EchoBackend:
                     self.sessions[event.opened.session.session_id] = event.opened.session
                     mine.add(event.opened.session.session_id)
                 elif kind == "message":
-                    yield pb.BackendEvent(
-                        message=pb.ServerMessage(
-                            session_id=event.message.session_id,
-                            data=event.message.data,
-                            binary=event.message.binary,
-                        )
-                    )
+                    message = event.message
+                    for reply in replies(
+                        self.name, message.session_id, message.data, message.binary
+                    ):
+                        yield reply
                 elif kind == "closed":
                     self.sessions.pop(event.closed.session_id, None)
                     mine.discard(event.closed.session_id)
@@ -74,7 +120,7 @@ class EchoBackend:
 async def start_backend(settings: BackendSettings) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the port it listens on."""
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers([EchoBackend().handler()])
+    server.add_generic_rpc_handlers([EchoBackend(settings.name).handler()])
     try:
         port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     except RuntimeError:
@@ -92,7 +138,7 @@ async def run(settings: BackendSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     server, port = await start_backend(settings)
     write_ready(settings.ready_file, port=port)
-    log.info("backend_started", port=port)
+    log.info("backend_started", port=port, name=settings.name)
     await stop.wait()
     await server.stop(grace=1.0)
     log.info("backend_stopped")

@@ -52,8 +52,11 @@ class SidecarSettings:
     """One gateway sidecar (``wsfleet sidecar``)."""
 
     redis_url: str
-    auth_key_file: Path
-    backends: tuple[str, ...]
+    backends: tuple[str, ...]  # host:port (gRPC bridge) or ws://host:port/path (WebSocket)
+    auth_key_file: Path | None = None  # HS256 shared secret
+    jwks: str | None = None  # JWKS file path or URL (RS256/ES256 keys by kid)
+    jwks_refresh_s: float = 60.0
+    issuer: str | None = None  # when set, tokens must carry this "iss"
     pod_id: str = field(default_factory=default_pod_id)
     pool: str = DEFAULT_POOL
     host: str = "127.0.0.1"
@@ -66,12 +69,30 @@ class SidecarSettings:
     audience: str = DEFAULT_AUDIENCE
     user_query_parameter: str = "user"  # Envoy's hash key: must equal the token's subject
     user_header: str = "x-user-id"
+    # where a session's backend_routing_key comes from: "user", "claim:NAME",
+    # "query:NAME" or "header:NAME"
+    routing_key_source: str = "user"
+    backend_loss: str = "move"  # "move" sessions to another backend, or "close" them (1013)
+    subprotocols: tuple[str, ...] = ()  # application subprotocols offered, in preference order
+    compression: bool = True  # permessage-deflate when the client offers it
     listen_backlog: int = 4096  # the default 128 loses handshakes in surges (FACTS)
-    max_message_bytes: int = 64 * 1024
+    max_message_bytes: int = 64 * 1024  # larger messages close the connection with 1009
     heartbeat_interval_s: float = 10.0
     heartbeat_timeout_s: float = 20.0  # interval + timeout <= 30 s: dead sockets found in time
+    heartbeat_jitter: float = 0.2
+    send_queue_messages: int = 1000
+    send_queue_bytes: int = 1 << 20
+    slow_consumer_grace_s: float = 5.0
+    messages_per_s: float = 0.0  # per connection; 0: unlimited
+    message_burst: float = 0.0
+    bytes_per_s: float = 0.0
+    byte_burst: float = 0.0
+    rate_limit_action: str = "close"  # "close" (1008) or "drop" (with a notice)
+    max_connections_per_user: int = 0  # fleet-wide, through the registry; 0: unlimited
     registry_ttl_s: float = 5.0
     registry_refresh_s: float = 1.5
+    connection_ttl_s: float = 60.0  # about 2x the dead-socket window
+    connection_flush_s: float = 2.0  # last_ping writes are batched this often
     shutdown_timeout_s: float = 5.0
     ready_file: Path | None = None
 
@@ -83,3 +104,4 @@ class BackendSettings:
     host: str = "127.0.0.1"
     port: int = 0
     ready_file: Path | None = None
+    name: str = "backend"  # what /whoami answers

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from tests.conftest import RedisProcess
-from wsfleet.registry import PodRecord, PodState, Registry, RegistryUnavailable
+from wsfleet.registry import (
+    ConnectionRecord,
+    PodRecord,
+    PodState,
+    QuotaExceeded,
+    Registry,
+    RegistryUnavailable,
+)
 from wsfleet.registry.memory import MemoryRegistry
 from wsfleet.registry.redis_registry import RedisRegistry
 
@@ -93,3 +101,52 @@ async def test_a_pod_can_be_read_alone_and_presence_checked_cheaply(registry: Re
     await asyncio.sleep(0.3)
     assert await registry.live_pod_ids() == {"a"}
     assert await registry.get_pod("b") is None
+
+
+def _conn(conn_id: str, user: str = "alice", pod: str = "p1") -> ConnectionRecord:
+    return ConnectionRecord(conn_id, user, pod, f"room-{user}", "websocket", connected_at=10.0)
+
+
+async def test_a_connection_is_recorded_and_found_by_id_user_and_pod(registry: Registry) -> None:
+    await registry.add_connection(_conn("c1"), ttl_s=10, max_per_user=0)
+    await registry.add_connection(_conn("c2", pod="p2"), ttl_s=10, max_per_user=0)
+    await registry.add_connection(_conn("c3", user="bob"), ttl_s=10, max_per_user=0)
+    assert await registry.get_connection("c1") == _conn("c1")
+    assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["c1", "c2"]
+    assert [c.connection_id for c in await registry.connections_of_pod("p1")] == ["c1", "c3"]
+    await registry.remove_connection(_conn("c1"))
+    assert await registry.get_connection("c1") is None
+    assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["c2"]
+
+
+async def test_the_per_user_quota_refuses_the_next_connection(registry: Registry) -> None:
+    for n in range(3):
+        await registry.add_connection(_conn(f"c{n}", pod=f"p{n}"), ttl_s=10, max_per_user=3)
+    with pytest.raises(QuotaExceeded):
+        await registry.add_connection(_conn("c9"), ttl_s=10, max_per_user=3)
+    await registry.add_connection(_conn("b1", user="bob"), ttl_s=10, max_per_user=3)
+    await registry.remove_connection(_conn("c0", pod="p0"))
+    await registry.add_connection(_conn("c9"), ttl_s=10, max_per_user=3)
+
+
+async def test_expired_connections_stop_counting_against_the_quota(registry: Registry) -> None:
+    await registry.add_connection(_conn("old"), ttl_s=0.2, max_per_user=1)
+    await asyncio.sleep(0.3)
+    await registry.add_connection(_conn("new"), ttl_s=10, max_per_user=1)
+    assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["new"]
+
+
+async def test_touching_refreshes_last_ping_and_keeps_connections_alive(registry: Registry) -> None:
+    await registry.add_connection(_conn("c1"), ttl_s=0.3, max_per_user=0)
+    for step in range(4):
+        await asyncio.sleep(0.15)
+        touched = dataclasses.replace(_conn("c1"), last_ping=100.0 + step)
+        await registry.touch_connections([touched], ttl_s=0.3)
+    record = await registry.get_connection("c1")
+    assert record is not None and record.last_ping == 103.0
+
+
+async def test_put_connections_rewrites_a_pods_whole_set(registry: Registry) -> None:
+    records = [_conn(f"c{n}", user=f"u{n}") for n in range(5)]
+    await registry.put_connections(records, ttl_s=10)
+    assert await registry.connections_of_pod("p1") == records

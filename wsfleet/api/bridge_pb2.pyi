@@ -68,16 +68,18 @@ class GatewayEvent(_message.Message):
     def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("session_id", "data", "binary", "droppable")
+    __slots__ = ("session_id", "data", "binary", "droppable", "coalesce_key")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     BINARY_FIELD_NUMBER: _ClassVar[int]
     DROPPABLE_FIELD_NUMBER: _ClassVar[int]
+    COALESCE_KEY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     data: bytes
     binary: bool
     droppable: bool
-    def __init__(self, session_id: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., droppable: _Optional[bool] = ...) -> None: ...
+    coalesce_key: str
+    def __init__(self, session_id: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., droppable: _Optional[bool] = ..., coalesce_key: _Optional[str] = ...) -> None: ...
 
 class CloseSession(_message.Message):
     __slots__ = ("session_id", "code", "reason")

@@ -36,6 +36,7 @@ class FleetOptions:
     """What ``wsfleet up`` takes; defaults are the local fleet's."""
 
     sidecars: int = 2
+    backends: int = 1
     port: int = 8080
     admin_port: int = 8081
     policy_path: Path | None = None
@@ -62,7 +63,7 @@ class FleetInfo:
 
     redis_url: str = ""
     redis_embedded: bool = False
-    backend_port: int = 0
+    backend_ports: dict[str, int] = field(default_factory=dict)  # name -> gRPC port
     xds_grpc_port: int = 0
     xds_admin_port: int = 0
     envoy_admin_port: int = 0
@@ -126,8 +127,10 @@ class LocalFleet:
             await wait_redis(options.redis_url, 3.0)
             self.info.redis_url = options.redis_url
 
-        backend = await self._start_python("backend", ["backend", "--port", "0"])
-        self.info.backend_port = int(backend["port"])
+        for index in range(1, options.backends + 1):
+            name = f"backend-{index}"
+            ready = await self._start_python(name, ["backend", "--port", "0", "--name", name])
+            self.info.backend_ports[name] = int(ready["port"])
 
         await self._start_xds(grpc_port=0)
 
@@ -239,8 +242,11 @@ class LocalFleet:
             self.info.redis_url,
             "--auth-key-file",
             str(self._auth_key_path),
-            "--backend",
-            f"127.0.0.1:{self.info.backend_port}",
+            *(
+                item
+                for port in self.info.backend_ports.values()
+                for item in ("--backend", f"127.0.0.1:{port}")
+            ),
             *self.options.sidecar_args,
             *extra_args,
         ]
@@ -250,6 +256,22 @@ class LocalFleet:
         info = SidecarInfo(pod_id, child, int(facts["port"]), int(facts["admin_port"]))
         self.info.sidecars[pod_id] = info
         return info
+
+    async def stop_backend(self, name: str, sig: int = signal.SIGTERM) -> int:
+        child = self.supervisor.find(name)
+        assert child is not None, name
+        return await child.stop(5.0, sig)
+
+    async def stop_redis(self) -> None:
+        """Stop the embedded Redis (a registry outage); :meth:`start_redis` brings it back."""
+        child = self.supervisor.find("redis")
+        assert child is not None and self.info.redis_embedded
+        await child.stop(5.0, signal.SIGKILL)
+
+    async def start_redis(self) -> None:
+        """Start the embedded Redis again on its port, empty (what a failover looks like)."""
+        port = int(self.info.redis_url.rsplit(":", 1)[1].split("/")[0])
+        await start_embedded_redis(self.supervisor, port, self.run_dir / "redis")
 
     async def stop_sidecar(
         self, pod_id: str, sig: int = signal.SIGTERM, timeout_s: float = 10.0
@@ -306,7 +328,10 @@ class LocalFleet:
                 f"http://127.0.0.1:{self.info.envoy_admin_port}/config_dump  /clusters",
             ),
             ("Redis", self.info.redis_url + ("  (embedded)" if self.info.redis_embedded else "")),
-            ("demo backend (gRPC)", f"127.0.0.1:{self.info.backend_port}"),
+            *(
+                (f"{name} (gRPC)", f"127.0.0.1:{port}")
+                for name, port in self.info.backend_ports.items()
+            ),
         ]
         for info in self.info.sidecars.values():
             rows.append(
@@ -327,8 +352,10 @@ class LocalFleet:
         order = [info.pod_id for info in self.info.sidecars.values()]
         order += [c.name for c in self.supervisor.children if c.name.startswith("sidecar-")]
         await self.supervisor.stop(order, timeout_s)
-        for name in ("envoy", "xds", "backend", "redis"):
-            await self.supervisor.stop([name], timeout_s)
+        await self.supervisor.stop(["envoy"], timeout_s)
+        await self.supervisor.stop(["xds"], timeout_s)
+        await self.supervisor.stop(list(self.info.backend_ports), timeout_s)
+        await self.supervisor.stop(["redis"], timeout_s)
         await self.supervisor.stop_all(timeout_s)
         self.info.sidecars.clear()
         redis_dir = self.run_dir / "redis"

@@ -5,6 +5,20 @@ fleets (:mod:`wsfleet.registry.redis_registry`) and memory for unit tests
 (:mod:`wsfleet.registry.memory`). Both pass the same contract tests.
 """
 
-from wsfleet.registry.base import PodRecord, PodState, Registry, RegistryUnavailable
+from wsfleet.registry.base import (
+    ConnectionRecord,
+    PodRecord,
+    PodState,
+    QuotaExceeded,
+    Registry,
+    RegistryUnavailable,
+)
 
-__all__ = ["PodRecord", "PodState", "Registry", "RegistryUnavailable"]
+__all__ = [
+    "ConnectionRecord",
+    "PodRecord",
+    "PodState",
+    "QuotaExceeded",
+    "Registry",
+    "RegistryUnavailable",
+]

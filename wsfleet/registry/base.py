@@ -56,6 +56,41 @@ class PodRecord:
             raise ValueError(f"pod record lacks field {missing}") from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """One client connection: who, where (``shard`` = pod id), how, since when."""
+
+    connection_id: str
+    user_id: str
+    shard: str
+    backend_routing_key: str
+    transport: str
+    connected_at: float
+    last_ping: float = 0.0
+
+    def to_fields(self) -> dict[str, str]:
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> ConnectionRecord:
+        try:
+            return cls(
+                connection_id=fields["connection_id"],
+                user_id=fields["user_id"],
+                shard=fields["shard"],
+                backend_routing_key=fields.get("backend_routing_key", ""),
+                transport=fields.get("transport", ""),
+                connected_at=float(fields.get("connected_at", "0")),
+                last_ping=float(fields.get("last_ping", "0")),
+            )
+        except KeyError as missing:
+            raise ValueError(f"connection record lacks field {missing}") from None
+
+
+class QuotaExceeded(Exception):
+    """The user already holds the most connections allowed."""
+
+
 class RegistryUnavailable(Exception):
     """The registry's store cannot be reached right now."""
 
@@ -84,6 +119,30 @@ class Registry(Protocol):
         Expiry of a silent pod is not announced: readers also poll
         :meth:`list_pods` on an interval.
         """
+
+    async def add_connection(
+        self, record: ConnectionRecord, ttl_s: float, max_per_user: int
+    ) -> None:
+        """Record a connection, atomically refusing it (:class:`QuotaExceeded`) when the user
+        already has ``max_per_user`` live connections fleet-wide (0: no limit)."""
+
+    async def remove_connection(self, record: ConnectionRecord) -> None:
+        """Forget a closed connection."""
+
+    async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
+        """Refresh many connections at once, ``last_ping`` and TTLs (one round trip)."""
+
+    async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
+        """Write whole records (a pod re-syncing its set after a registry outage)."""
+
+    async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
+        """A live connection, or None."""
+
+    async def connections_of_user(self, user_id: str) -> list[ConnectionRecord]:
+        """The user's live connections, on any pod."""
+
+    async def connections_of_pod(self, pod_id: str) -> list[ConnectionRecord]:
+        """The pod's live connections."""
 
     async def ping(self) -> None:
         """Raise :class:`RegistryUnavailable` unless the store answers."""

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
-from wsfleet.registry.base import PodRecord
+from wsfleet.registry.base import ConnectionRecord, PodRecord, QuotaExceeded
 
 
 class MemoryRegistry:
@@ -16,6 +16,7 @@ class MemoryRegistry:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._pods: dict[str, tuple[PodRecord, float]] = {}
+        self._connections: dict[str, tuple[ConnectionRecord, float]] = {}
         self._listeners: list[asyncio.Queue[str]] = []
 
     async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
@@ -46,6 +47,44 @@ class MemoryRegistry:
                 yield await queue.get()
         finally:
             self._listeners.remove(queue)
+
+    async def add_connection(
+        self, record: ConnectionRecord, ttl_s: float, max_per_user: int
+    ) -> None:
+        if max_per_user and len(await self.connections_of_user(record.user_id)) >= max_per_user:
+            raise QuotaExceeded(record.user_id)
+        self._connections[record.connection_id] = (record, self._clock() + ttl_s)
+
+    async def remove_connection(self, record: ConnectionRecord) -> None:
+        self._connections.pop(record.connection_id, None)
+
+    async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
+        for record in records:
+            if await self.get_connection(record.connection_id) is not None:
+                self._connections[record.connection_id] = (record, self._clock() + ttl_s)
+
+    async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
+        for record in records:
+            self._connections[record.connection_id] = (record, self._clock() + ttl_s)
+
+    async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
+        entry = self._connections.get(connection_id)
+        if entry is None or entry[1] <= self._clock():
+            self._connections.pop(connection_id, None)
+            return None
+        return entry[0]
+
+    async def connections_of_user(self, user_id: str) -> list[ConnectionRecord]:
+        return [r for r in await self._live_connections() if r.user_id == user_id]
+
+    async def connections_of_pod(self, pod_id: str) -> list[ConnectionRecord]:
+        return [r for r in await self._live_connections() if r.shard == pod_id]
+
+    async def _live_connections(self) -> list[ConnectionRecord]:
+        live = [
+            await self.get_connection(connection_id) for connection_id in list(self._connections)
+        ]
+        return sorted((r for r in live if r is not None), key=lambda r: r.connection_id)
 
     async def ping(self) -> None:
         return None

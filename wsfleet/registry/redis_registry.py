@@ -18,7 +18,37 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from wsfleet.registry.base import PodRecord, RegistryUnavailable
+from wsfleet.registry.base import (
+    ConnectionRecord,
+    PodRecord,
+    QuotaExceeded,
+    RegistryUnavailable,
+)
+
+# Record a connection unless its user already holds the maximum (0: no maximum).
+# The user's set is pruned of connections whose records expired, so a crashed pod's
+# connections stop counting after their TTL.
+_ADD_CONNECTION = """
+local live = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+    live = live + 1
+  else
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+local limit = tonumber(ARGV[2])
+if limit > 0 and live >= limit then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
 
 
 class RedisRegistry:
@@ -29,9 +59,19 @@ class RedisRegistry:
             url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0
         )
         self._ns = namespace
+        self._add_connection = self._redis.register_script(_ADD_CONNECTION)
 
     def _pod_key(self, pod_id: str) -> str:
         return f"{self._ns}:pod:{pod_id}"
+
+    def _conn_key(self, connection_id: str) -> str:
+        return f"{self._ns}:conn:{connection_id}"
+
+    def _user_key(self, user_id: str) -> str:
+        return f"{self._ns}:user:{user_id}"
+
+    def _pod_conns_key(self, pod_id: str) -> str:
+        return f"{self._ns}:podconns:{pod_id}"
 
     @property
     def _pods_key(self) -> str:
@@ -118,6 +158,113 @@ class RedisRegistry:
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
         return {pod_id for pod_id, alive in zip(pod_ids, present, strict=True) if alive}
+
+    async def add_connection(
+        self, record: ConnectionRecord, ttl_s: float, max_per_user: int
+    ) -> None:
+        fields = [item for pair in record.to_fields().items() for item in pair]
+        try:
+            added = await self._add_connection(
+                keys=[
+                    self._user_key(record.user_id),
+                    self._conn_key(record.connection_id),
+                    self._pod_conns_key(record.shard),
+                ],
+                args=[
+                    record.connection_id,
+                    max_per_user,
+                    max(1, int(ttl_s * 1000)),
+                    f"{self._ns}:conn:",
+                    *fields,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        if not added:
+            raise QuotaExceeded(record.user_id)
+
+    async def remove_connection(self, record: ConnectionRecord) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._conn_key(record.connection_id))
+                pipe.srem(self._user_key(record.user_id), record.connection_id)
+                pipe.srem(self._pod_conns_key(record.shard), record.connection_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
+        if not records:
+            return
+        ttl_ms = max(1, int(ttl_s * 1000))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for record in records:
+                    key = self._conn_key(record.connection_id)
+                    pipe.hset(key, "last_ping", str(record.last_ping))
+                    pipe.pexpire(key, ttl_ms)
+                    pipe.pexpire(self._user_key(record.user_id), ttl_ms)
+                for shard in {record.shard for record in records}:
+                    pipe.pexpire(self._pod_conns_key(shard), ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
+        ttl_ms = max(1, int(ttl_s * 1000))
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for record in records:
+                    key = self._conn_key(record.connection_id)
+                    fields: dict[Any, Any] = dict(record.to_fields())
+                    pipe.hset(key, mapping=fields)
+                    pipe.pexpire(key, ttl_ms)
+                    pipe.sadd(self._user_key(record.user_id), record.connection_id)
+                    pipe.pexpire(self._user_key(record.user_id), ttl_ms)
+                    pipe.sadd(self._pod_conns_key(record.shard), record.connection_id)
+                    pipe.pexpire(self._pod_conns_key(record.shard), ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
+        try:
+            row = cast(dict[str, str], await self._redis.hgetall(self._conn_key(connection_id)))
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        try:
+            return ConnectionRecord.from_fields(row) if row else None
+        except ValueError:
+            return None
+
+    async def connections_of_user(self, user_id: str) -> list[ConnectionRecord]:
+        return await self._connections_in(self._user_key(user_id))
+
+    async def connections_of_pod(self, pod_id: str) -> list[ConnectionRecord]:
+        return await self._connections_in(self._pod_conns_key(pod_id))
+
+    async def _connections_in(self, set_key: str) -> list[ConnectionRecord]:
+        try:
+            ids = sorted(str(i) for i in await self._redis.smembers(set_key))
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for connection_id in ids:
+                    pipe.hgetall(self._conn_key(connection_id))
+                rows: list[dict[str, str]] = await pipe.execute()
+            gone = [i for i, row in zip(ids, rows, strict=True) if not row]
+            if gone:
+                await self._redis.srem(set_key, *gone)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        records = []
+        for row in rows:
+            if row:
+                try:
+                    records.append(ConnectionRecord.from_fields(row))
+                except ValueError:
+                    continue
+        return records
 
     async def membership_changes(self) -> AsyncIterator[str]:
         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)

@@ -1,0 +1,102 @@
+"""This pod's connections in the registry.
+
+A connection is added (with the fleet-wide per-user quota checked atomically)
+before its handshake completes, and removed when it closes. ``last_ping``
+updates are only marked here and written in one pipeline every
+``flush_s``, never one round trip per pong; the same write refreshes TTLs.
+
+A registry outage never drops a live connection: operations fail open (the
+connection is served, the error counted), and once the registry answers
+again the pod writes its whole set back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+import structlog
+
+from wsfleet.registry import ConnectionRecord, Registry, RegistryUnavailable
+
+log = structlog.get_logger()
+
+
+class SessionRegistry:
+    """Keeps the registry's view of this pod's connections true."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        ttl_s: float,
+        flush_s: float,
+        max_per_user: int,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._registry = registry
+        self._ttl_s = ttl_s
+        self._flush_s = flush_s
+        self._max_per_user = max_per_user
+        self._on_error = on_error
+        self._records: dict[str, ConnectionRecord] = {}
+        self._pings: dict[str, float] = {}
+        self.needs_resync = False
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def records(self) -> list[ConnectionRecord]:
+        return list(self._records.values())
+
+    async def add(self, record: ConnectionRecord) -> None:
+        """Record a new connection; raises ``QuotaExceeded`` past the per-user maximum."""
+        try:
+            await self._registry.add_connection(record, self._ttl_s, self._max_per_user)
+        except RegistryUnavailable as exc:
+            self._failed("add", exc)
+        self._records[record.connection_id] = record
+
+    async def remove(self, connection_id: str) -> None:
+        record = self._records.pop(connection_id, None)
+        self._pings.pop(connection_id, None)
+        if record is None:
+            return
+        try:
+            await self._registry.remove_connection(record)
+        except RegistryUnavailable as exc:
+            self._failed("remove", exc)  # its entry expires with its TTL
+
+    def touch(self, connection_id: str, now: float) -> None:
+        """Mark a pong; written with the next flush."""
+        if connection_id in self._records:
+            self._pings[connection_id] = now
+
+    async def flush(self) -> None:
+        pings, self._pings = self._pings, {}
+        for connection_id, at in pings.items():
+            record = self._records.get(connection_id)
+            if record is not None:
+                self._records[connection_id] = dataclasses.replace(record, last_ping=at)
+        try:
+            if self.needs_resync:
+                await self._registry.put_connections(self.records, self._ttl_s)
+                self.needs_resync = False
+                log.info("registry_resynced", connections=len(self._records))
+            else:
+                touched = [self._records[c] for c in pings if c in self._records]
+                await self._registry.touch_connections(touched, self._ttl_s)
+        except RegistryUnavailable as exc:
+            self._failed("flush", exc)
+
+    def _failed(self, operation: str, exc: RegistryUnavailable) -> None:
+        self._on_error()
+        if not self.needs_resync:
+            log.warning("registry_write_failed", operation=operation, error=str(exc))
+        self.needs_resync = True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_s)
+            await self.flush()
