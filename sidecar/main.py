@@ -101,6 +101,7 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
         settings.registry_refresh_s,
         connection_count=lambda: len(gateway.connections),
         on_error=metrics.registry_errors.inc,
+        on_record_lost=sessions.mark_resync,
     )
     runners: list[web.AppRunner] = []
     try:

@@ -25,6 +25,7 @@ class PodRegistration:
         refresh_s: float,
         connection_count: Callable[[], int],
         on_error: Callable[[], None] = lambda: None,
+        on_record_lost: Callable[[], None] = lambda: None,
     ) -> None:
         self._registry = registry
         self._pod = pod
@@ -32,6 +33,8 @@ class PodRegistration:
         self._refresh_s = refresh_s
         self._connection_count = connection_count
         self._on_error = on_error
+        self._on_record_lost = on_record_lost
+        self._failed = False
         self.registered = False
 
     @property
@@ -48,11 +51,19 @@ class PodRegistration:
             self._pod, conns=self._connection_count(), heartbeat_at=time.time()
         )
         try:
-            await self._registry.put_pod(self._pod, self._ttl_s)
+            existed = await self._registry.put_pod(self._pod, self._ttl_s)
         except RegistryUnavailable as exc:
             self._on_error()
-            log.warning("registry_write_failed", error=str(exc))
+            if not self._failed:
+                log.warning("registry_write_failed", error=str(exc))
+            self._failed = True
             return False
+        if self.registered and (self._failed or not existed):
+            # an outage, or the store lost our record (restarted empty): whatever else
+            # this pod wrote is probably gone too
+            log.info("registry_back", record_lost=not existed)
+            self._on_record_lost()
+        self._failed = False
         self.registered = True
         return True
 

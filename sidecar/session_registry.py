@@ -90,6 +90,10 @@ class SessionRegistry:
         except RegistryUnavailable as exc:
             self._failed("flush", exc)
 
+    def mark_resync(self) -> None:
+        """Write the whole set with the next flush (the registry was away or lost data)."""
+        self.needs_resync = True
+
     def _failed(self, operation: str, exc: RegistryUnavailable) -> None:
         self._on_error()
         if not self.needs_resync:

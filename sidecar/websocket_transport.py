@@ -173,10 +173,10 @@ class WebSocketConnection:
         metrics = gateway.metrics
         loop = asyncio.get_running_loop()
         async for message in self._ws:
-            gateway.activity(self.session_id)
             if message.type is WSMsgType.PONG:
                 gateway.pong(self.session_id)
                 continue
+            gateway.activity(self.session_id)
             if message.type is WSMsgType.PING:
                 await self._ws.pong(message.data)
                 continue

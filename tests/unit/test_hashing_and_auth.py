@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from sidecar.auth import AuthError, TokenVerifier, find_token
+from sidecar.auth import AuthError, KeySet, TokenVerifier, find_token
 from sidecar.hashing import pick_backend
 from wsfleet.tokens import mint_token
 
@@ -44,7 +44,7 @@ def test_tokens_are_found_in_header_query_or_subprotocol() -> None:
 
 
 def test_a_valid_token_names_its_user() -> None:
-    identity = TokenVerifier(KEY, "wsfleet").verify(mint_token(KEY, "alice"))
+    identity = TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(mint_token(KEY, "alice"))
     assert identity.user_id == "alice"
 
 
@@ -66,7 +66,7 @@ def test_bad_tokens_are_refused_with_a_reason(
     timed = {k: now + v if k in ("exp", "nbf") else v for k, v in claims.items()}  # type: ignore[operator]
     token = jwt.encode(timed, key, algorithm="HS256")
     with pytest.raises(AuthError) as caught:
-        TokenVerifier(KEY, "wsfleet").verify(token)
+        TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(token)
     assert caught.value.reason == reason
 
 
@@ -75,5 +75,5 @@ def test_an_unsigned_token_is_refused() -> None:
         {"sub": "a", "aud": "wsfleet", "exp": time.time() + 60}, None, algorithm="none"
     )
     with pytest.raises(AuthError) as caught:
-        TokenVerifier(KEY, "wsfleet").verify(token)
+        TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(token)
     assert caught.value.status == 401

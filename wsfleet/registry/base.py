@@ -98,8 +98,11 @@ class RegistryUnavailable(Exception):
 class Registry(Protocol):
     """What the control plane and the gateways need from the registry."""
 
-    async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
-        """Create or refresh a pod; it disappears unless refreshed within ``ttl_s``."""
+    async def put_pod(self, pod: PodRecord, ttl_s: float) -> bool:
+        """Create or refresh a pod; it disappears unless refreshed within ``ttl_s``.
+
+        Returns True if the pod was already registered (False: new, or its record was lost,
+        e.g. the store restarted empty: whoever owns it should write its state again)."""
 
     async def remove_pod(self, pod_id: str) -> None:
         """Remove a pod at once (clean shutdown)."""

@@ -19,11 +19,12 @@ class MemoryRegistry:
         self._connections: dict[str, tuple[ConnectionRecord, float]] = {}
         self._listeners: list[asyncio.Queue[str]] = []
 
-    async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
+    async def put_pod(self, pod: PodRecord, ttl_s: float) -> bool:
         previous = self._live(pod.pod_id)
         self._pods[pod.pod_id] = (pod, self._clock() + ttl_s)
         if previous is None or previous.state != pod.state:
             self._announce(pod.pod_id)
+        return previous is not None
 
     async def remove_pod(self, pod_id: str) -> None:
         if self._pods.pop(pod_id, None) is not None:

@@ -81,7 +81,7 @@ class RedisRegistry:
     def _channel(self) -> str:
         return f"{self._ns}:membership"
 
-    async def put_pod(self, pod: PodRecord, ttl_s: float) -> None:
+    async def put_pod(self, pod: PodRecord, ttl_s: float) -> bool:
         key = self._pod_key(pod.pod_id)
         ttl_ms = max(1, int(ttl_s * 1000))
         try:
@@ -96,6 +96,7 @@ class RedisRegistry:
                 await self._redis.publish(self._channel, pod.pod_id)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
+        return previous_state is not None
 
     async def remove_pod(self, pod_id: str) -> None:
         try:

@@ -1,0 +1,386 @@
+"""The gateway under real clients: heartbeats, limits, backpressure, quotas, backends, Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import aiohttp
+import psutil
+import pytest
+from aiohttp import web
+
+from tests.helpers import open_ws, unlimited_session, wait_for
+from wsfleet.launcher.fleet import LocalFleet, SidecarInfo
+from wsfleet.registry.redis_registry import RedisRegistry
+
+pytestmark = pytest.mark.integration
+
+
+async def _direct(
+    fleet: LocalFleet,
+    sidecar: SidecarInfo,
+    session: aiohttp.ClientSession,
+    user: str,
+    **kwargs: object,
+) -> aiohttp.ClientWebSocketResponse:
+    """Connect straight to one sidecar (bypassing Envoy's hashing)."""
+    return await session.ws_connect(
+        f"ws://127.0.0.1:{sidecar.port}/ws?user={user}",
+        headers={"Authorization": f"Bearer {fleet.token(user)}"},
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def _metrics(session: aiohttp.ClientSession, sidecar: SidecarInfo) -> dict[str, float]:
+    async with session.get(f"http://127.0.0.1:{sidecar.admin_port}/metrics") as response:
+        text = await response.text()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+async def _registered(fleet: LocalFleet, user: str) -> list[str]:
+    registry = RedisRegistry(fleet.info.redis_url)
+    try:
+        return [c.connection_id for c in await registry.connections_of_user(user)]
+    finally:
+        await registry.close()
+
+
+async def test_a_client_that_stops_answering_pings_is_cut_and_unregistered(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1,
+        sidecar_args=(
+            "--heartbeat-interval",
+            "1",
+            "--heartbeat-timeout",
+            "2",
+            "--connection-flush",
+            "0.5",
+        ),
+    )
+    sidecar = fleet.info.sidecars["sidecar-1"]
+    async with unlimited_session() as session:
+        healthy = await _direct(fleet, sidecar, session, "healthy")  # autoping: answers pings
+        silent = await _direct(fleet, sidecar, session, "silent", autoping=False)
+        answering = asyncio.create_task(healthy.receive())  # keeps reading, so it pongs
+        assert len(await _registered(fleet, "silent")) == 1
+        started = asyncio.get_running_loop().time()
+
+        async def cut() -> bool:
+            return (await _metrics(session, sidecar)).get(
+                "wsfleet_gateway_dead_connections_total", 0
+            ) == 1
+
+        await wait_for(cut, timeout_s=6)
+        waited = asyncio.get_running_loop().time() - started
+        assert waited <= 1 + 2 + 1.0  # interval + timeout (+ slack for the poll)
+        assert await _registered(fleet, "silent") == []
+        assert len(await _registered(fleet, "healthy")) == 1
+        assert not answering.done()  # the answering client is untouched
+        metrics = await _metrics(session, sidecar)
+        assert metrics["wsfleet_gateway_ping_rtt_seconds_count"] >= 1
+        answering.cancel()
+        await healthy.close()
+        await silent.close()
+
+
+async def test_a_message_over_the_size_limit_closes_with_1009(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1, sidecar_args=("--max-message-bytes", "1024")
+    )
+    async with unlimited_session() as session:
+        ws, _ = await open_ws(fleet, session, "alice")
+        await ws.send_str("x" * 1000)
+        assert (await ws.receive(timeout=5)).data == "x" * 1000
+        await ws.send_str("x" * 2000)
+        closing = await ws.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1009
+
+
+async def test_per_connection_rate_limits_close_with_1008_or_drop_with_a_notice(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1, sidecar_args=("--messages-per-second", "5", "--message-burst", "5")
+    )
+    async with unlimited_session() as session:
+        ws, _ = await open_ws(fleet, session, "chatty")
+        for n in range(10):
+            await ws.send_str(f"m{n}")
+        received = []
+        while True:
+            message = await ws.receive(timeout=5)
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                break
+            received.append(message.data)
+        assert received == [f"m{n}" for n in range(len(received))]  # echoes beat the close, or not
+        assert len(received) <= 5
+        assert ws.close_code == 1008
+    dropping: LocalFleet = await fleet_factory(
+        sidecars=1,
+        sidecar_args=(
+            "--messages-per-second",
+            "5",
+            "--message-burst",
+            "5",
+            "--rate-limit-action",
+            "drop",
+        ),
+    )
+    async with unlimited_session() as session:
+        ws, _ = await open_ws(dropping, session, "chatty")
+        for n in range(8):
+            await ws.send_str(f"m{n}")
+        replies = [(await ws.receive(timeout=5)).data for _ in range(6)]
+        assert sorted(replies) == sorted(
+            [f"m{n}" for n in range(5)] + ['{"type": "notice", "reason": "rate_limited"}']
+        )
+        assert not ws.closed
+
+
+async def test_a_client_that_never_reads_is_cut_with_1013_and_memory_stays_flat(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1,
+        sidecar_args=("--slow-consumer-grace", "1", "--send-queue-bytes", "262144"),
+    )
+    sidecar = fleet.info.sidecars["sidecar-1"]
+    process = psutil.Process(sidecar.child.pid)
+    async with unlimited_session() as session:
+        reader, _ = await open_ws(fleet, session, "reader")
+        baseline = process.memory_info().rss
+        stuck, _ = await open_ws(fleet, session, "stuck")
+        # ask for 200 MB it will never read (the backend sends as fast as it can)
+        for _ in range(4):
+            await stuck.send_str("/flood 1000 50000")
+
+        async def cut() -> bool:
+            return (await _metrics(session, sidecar)).get(
+                'wsfleet_gateway_closes_total{code="1013"}', 0
+            ) >= 1 or (await _metrics(session, sidecar)).get(
+                'wsfleet_gateway_closes_total{code="1006"}', 0
+            ) >= 1
+
+        peak = baseline
+        for _ in range(150):
+            peak = max(peak, process.memory_info().rss)
+            if await cut():
+                break
+            await asyncio.sleep(0.1)
+        assert await cut()
+        assert (peak - baseline) / 2**20 < 40, f"sidecar grew {(peak - baseline) / 2**20:.1f} MB"
+        await reader.send_str("still here")  # the other client is served throughout
+        assert (await reader.receive(timeout=5)).data == "still here"
+        await reader.close()
+
+
+async def test_droppable_messages_are_shed_and_typing_is_coalesced_for_a_slow_reader(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1, sidecar_args=("--send-queue-messages", "10", "--slow-consumer-grace", "30")
+    )
+    sidecar = fleet.info.sidecars["sidecar-1"]
+    async with unlimited_session() as session:
+        ws, _ = await open_ws(fleet, session, "alice")
+        await ws.send_str("/presence 5000")
+        await ws.send_str("/typing 5000")
+        await ws.send_str("done")
+        seen = []
+        while not seen or seen[-1] != "done":
+            seen.append((await ws.receive(timeout=10)).data)
+        presence = [m for m in seen if m.startswith("presence:")]
+        typing = [m for m in seen if m.startswith("typing:")]
+        assert len(presence) < 5000 or len(typing) < 5000  # something was shed or coalesced
+        assert typing and typing[-1] == "typing:4999"  # the newest typing state always arrives
+        metrics = await _metrics(session, sidecar)
+        shed = metrics.get('wsfleet_gateway_dropped_messages_total{why="shed"}', 0)
+        coalesced = metrics.get('wsfleet_gateway_dropped_messages_total{why="coalesced"}', 0)
+        assert shed + coalesced == 10_000 - len(presence) - len(typing)
+        assert not ws.closed
+
+
+async def test_the_per_user_quota_is_fleet_wide(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=2, sidecar_args=("--max-connections-per-user", "3")
+    )
+    one, two = fleet.info.sidecars["sidecar-1"], fleet.info.sidecars["sidecar-2"]
+    async with unlimited_session() as session:
+        held = [
+            await _direct(fleet, one, session, "alice"),
+            await _direct(fleet, one, session, "alice"),
+            await _direct(fleet, two, session, "alice"),
+        ]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await _direct(fleet, two, session, "alice")
+        assert refused.value.status == 429
+        other = await _direct(fleet, two, session, "bob")  # other users are not affected
+        await held[0].close()
+        await wait_for(lambda: _count_is(fleet, "alice", 2), 5)
+        held.append(await _direct(fleet, one, session, "alice"))
+        for ws in [*held, other]:
+            await ws.close()
+
+
+async def _count_is(fleet: LocalFleet, user: str, count: int) -> bool:
+    return len(await _registered(fleet, user)) == count
+
+
+async def test_sessions_of_a_lost_backend_move_to_another_and_keep_talking(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1, backends=2)
+    async with unlimited_session() as session:
+        sockets = {}
+        for n in range(20):
+            ws, _ = await open_ws(fleet, session, f"user-{n}")
+            await ws.send_str("/whoami")
+            sockets[f"user-{n}"] = (ws, (await ws.receive(timeout=5)).data)
+        per_backend = collections.Counter(backend for _, backend in sockets.values())
+        assert set(per_backend) == {"backend-1", "backend-2"}  # consistent hashing spreads keys
+        await fleet.stop_backend("backend-2")
+        for user, (ws, _) in sockets.items():
+            await ws.send_str("/whoami")
+            after = (await ws.receive(timeout=10)).data
+            assert after == "backend-1", user
+            assert not ws.closed
+        for ws, _ in sockets.values():
+            await ws.close()
+
+
+async def test_with_close_policy_a_lost_backend_closes_its_sessions_with_1013(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1, backends=2, sidecar_args=("--backend-loss", "close")
+    )
+    async with unlimited_session() as session:
+        sockets = []
+        for n in range(20):
+            ws, _ = await open_ws(fleet, session, f"user-{n}")
+            await ws.send_str("/whoami")
+            sockets.append((ws, (await ws.receive(timeout=5)).data))
+        await fleet.stop_backend("backend-2")
+        for ws, backend in sockets:
+            if backend == "backend-2":
+                message = await ws.receive(timeout=10)
+                assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                assert ws.close_code == 1013
+            else:
+                await ws.send_str("/whoami")
+                assert (await ws.receive(timeout=5)).data == "backend-1"
+                await ws.close()
+
+
+async def test_a_redis_outage_drops_no_connection_and_the_registry_is_resynced(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=2, sidecar_args=("--connection-flush", "0.5", "--registry-refresh", "0.5")
+    )
+    async with unlimited_session() as session:
+        sockets = [(await open_ws(fleet, session, f"user-{n}"))[0] for n in range(30)]
+        await fleet.stop_redis()
+        for n, ws in enumerate(sockets):
+            await ws.send_str(f"during-{n}")
+            assert (await ws.receive(timeout=5)).data == f"during-{n}"
+        newcomer, _ = await open_ws(fleet, session, "newcomer")  # Envoy, sidecars keep serving
+        await asyncio.sleep(1.5)
+        await fleet.start_redis()  # back, and empty
+
+        async def resynced() -> bool:
+            registry = RedisRegistry(fleet.info.redis_url)
+            try:
+                pods = {pod.pod_id for pod in await registry.list_pods()}
+                held = [len(await registry.connections_of_user(f"user-{n}")) for n in range(30)]
+                new = len(await registry.connections_of_user("newcomer"))
+            finally:
+                await registry.close()
+            return pods == {"sidecar-1", "sidecar-2"} and held == [1] * 30 and new == 1
+
+        await wait_for(resynced, timeout_s=10, interval_s=0.25)
+        assert all(not ws.closed for ws in sockets)
+        metrics = await _metrics(session, fleet.info.sidecars["sidecar-1"])
+        assert metrics["wsfleet_gateway_registry_errors_total"] >= 1
+        for ws in [*sockets, newcomer]:
+            await ws.close()
+
+
+async def test_compression_and_subprotocols_are_negotiated_as_configured(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1, sidecar_args=("--subprotocol", "chat.v1"))
+    async with unlimited_session() as session:
+        url = f"{fleet.client_url}?user=alice"
+        auth = {"Authorization": f"Bearer {fleet.token('alice')}"}
+        ws = await session.ws_connect(
+            url, headers=auth, protocols=("chat.v2", "chat.v1"), compress=15
+        )
+        assert ws.protocol == "chat.v1"
+        assert ws.compress == 15
+        await ws.send_str("squeezed " * 100)
+        assert (await ws.receive(timeout=5)).data == "squeezed " * 100
+        await ws.close()
+        ws = await session.ws_connect(url, protocols=(f"bearer.{fleet.token('alice')}",))
+        assert ws.protocol.startswith("bearer.")  # a browser needs one of its offers selected
+        await ws.close()
+    plain: LocalFleet = await fleet_factory(sidecars=1, sidecar_args=("--no-compression",))
+    async with unlimited_session() as session:
+        ws, _ = await open_ws(plain, session, "alice")
+        assert ws.compress == 0
+        await ws.close()
+
+
+async def test_a_websocket_backend_gets_the_session_and_relays_both_ways(fleet_factory) -> None:
+    seen_queries: list[dict[str, str]] = []
+
+    async def backend(request: web.Request) -> web.WebSocketResponse:
+        seen_queries.append(dict(request.query))
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for message in ws:
+            if message.data == "bye":
+                await ws.close(code=4001, message=b"backend says bye")
+            elif message.data == "/whoami":
+                await ws.send_str("ws-backend")
+            else:
+                await ws.send_str(message.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/socket", backend)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        fleet: LocalFleet = await fleet_factory(
+            sidecars=1, sidecar_args=("--backend", f"ws://127.0.0.1:{port}/socket")
+        )
+        async with unlimited_session() as session:
+            on_ws_backend = []
+            for n in range(20):  # the two backends split the users (consistent hashing)
+                ws, pod = await open_ws(fleet, session, f"user-{n}")
+                await ws.send_str("/whoami")
+                if (await ws.receive(timeout=5)).data == "ws-backend":
+                    on_ws_backend.append((f"user-{n}", ws, pod))
+                else:
+                    await ws.close()
+            assert 0 < len(on_ws_backend) < 20
+            user, ws, pod = on_ws_backend[0]
+            await ws.send_str("hello")
+            assert (await ws.receive(timeout=5)).data == "hello"
+            [query] = [q for q in seen_queries if q["user_id"] == user]
+            assert query["pod_id"] == pod and query["transport"] == "websocket"
+            assert query["routing_key"] == user and len(query["session_id"]) == 32
+            await ws.send_str("bye")
+            await ws.receive(timeout=5)
+            assert ws.close_code == 4001  # the backend's close code reaches the client
+            for _, other, _ in on_ws_backend[1:]:
+                await other.close()
+    finally:
+        await runner.cleanup()
