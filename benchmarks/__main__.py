@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from benchmarks import xds_push
+from benchmarks import idle_connections, xds_push
 
 BENCHMARKS = {
+    "idle-connections": (
+        idle_connections,
+        "idle connections on one sidecar vs a bare aiohttp server: KB/conn, handshakes/s, RTT",
+    ),
     "xds-push": (xds_push, "membership change -> every simulated Envoy has the new EDS"),
 }
 

@@ -11,7 +11,6 @@ a client that reads too slowly is cut with 1013.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 import structlog
@@ -32,6 +31,8 @@ log = structlog.get_logger()
 
 POD_HEADER = "x-wsfleet-pod"  # on every accepted handshake: which pod holds the connection
 CLOSE_TIMEOUT_S = 2.0
+PING_FRAME = b"\x89\x00"  # FIN + opcode 0x9 (ping), unmasked, empty payload
+PING_SKIP_BUFFER_BYTES = 64 * 1024
 _RATE_NOTICE = json.dumps({"type": "notice", "reason": "rate_limited"}).encode()
 
 
@@ -43,7 +44,6 @@ class WebSocketConnection:
         "_closing",
         "_gateway",
         "_limits",
-        "_pinging",
         "_queue",
         "_request",
         "_writer",
@@ -70,7 +70,6 @@ class WebSocketConnection:
         self._queue: SendQueue | None = None  # created with the first outbound message
         self._writer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._pinging: asyncio.Task[None] | None = None
         limits = gateway.limits
         limited = limits.messages_per_s > 0 or limits.bytes_per_s > 0
         self._limits = InboundLimits(limits) if limited else None
@@ -135,12 +134,17 @@ class WebSocketConnection:
     # -- liveness -------------------------------------------------------------
 
     def send_ping(self) -> None:
-        if self._pinging is None or self._pinging.done():
-            self._pinging = asyncio.create_task(self._ping())
+        """Write an empty ping frame straight to the socket: no task, no await.
 
-    async def _ping(self) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self._ws.ping()
+        A server's frames are unmasked, and a transport write is whole, so this never
+        interleaves with aiohttp's own frames. A socket whose write buffer is already
+        full is not pinged: it is not reading, and will be found dead if it never answers.
+        """
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() < PING_SKIP_BUFFER_BYTES:
+            transport.write(PING_FRAME)
 
     # -- closing ----------------------------------------------------------------
 
@@ -223,7 +227,6 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         raise
     gateway.metrics.handshakes.labels("accepted").inc()
     connection = WebSocketConnection(ws, request, admission, gateway)
-    bound = log.bind(connection_id=admission.session_id, user_id=connection.user_id)
     connection.link.open(
         SessionInfo(
             session_id=admission.session_id,
@@ -234,13 +237,18 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         ),
         connection,
     )
+    del admission  # an idle connection keeps only what it needs (not the token's claims)
     gateway.track(connection)
-    bound.debug("connection_opened", backend=connection.link.address)
     try:
         await connection.receive()
     finally:
         code = connection.close_code or ws.close_code or 1006
-        connection.link.close(admission.session_id, code, "client closed")
+        connection.link.close(connection.session_id, code, "client closed")
         await gateway.untrack(connection, code)
-        bound.debug("connection_closed", code=code)
+        log.debug(
+            "connection_closed",
+            connection_id=connection.session_id,
+            user_id=connection.user_id,
+            code=code,
+        )
     return ws

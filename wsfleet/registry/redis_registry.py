@@ -54,10 +54,18 @@ return 1
 class RedisRegistry:
     """:class:`~wsfleet.registry.base.Registry` on a Redis server."""
 
-    def __init__(self, url: str, namespace: str = "wsfleet") -> None:
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2.0, socket_timeout=5.0
+    def __init__(self, url: str, namespace: str = "wsfleet", max_connections: int = 32) -> None:
+        # A bounded pool: a handshake surge waits for a connection instead of opening
+        # hundreds (each with its own buffers) that then stay idle.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=5.0,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
         )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._ns = namespace
         self._add_connection = self._redis.register_script(_ADD_CONNECTION)
 
