@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sidecar.admin_api import add_admin_routes
+from sidecar.drain import Drainer
 from sidecar.gateway import GATEWAY_KEY, Gateway
 from sidecar.registration import PodRegistration
 from sidecar.websocket_transport import handle_websocket
@@ -44,12 +46,19 @@ def build_public_app(gateway: Gateway, registration: PodRegistration) -> web.App
     return app
 
 
-def build_admin_app(gateway: Gateway, registration: PodRegistration) -> web.Application:
+def build_admin_app(
+    gateway: Gateway, registration: PodRegistration, drainer: Drainer, token: str | None
+) -> web.Application:
     app = web.Application()
     app[GATEWAY_KEY] = gateway
+    add_admin_routes(app, gateway, drainer, token)
+
+    _moves_seen = [0]
 
     async def metrics(_: web.Request) -> web.Response:
         gateway.metrics.backends_up.set(sum(link.is_up for link in gateway.bridge.links))
+        gateway.metrics.backend_moves.inc(gateway.bridge.moved_sessions - _moves_seen[0])
+        _moves_seen[0] = gateway.bridge.moved_sessions
         body = generate_latest(gateway.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -14,9 +14,8 @@ from aiohttp import web
 
 from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendBridge, BackendLink
+from sidecar.core import HeartbeatPolicy, HeartbeatSchedule, InboundLimits
 from sidecar.metrics import GatewayMetrics
-from sidecar.session import HeartbeatPolicy, HeartbeatSchedule
-from sidecar.session.rate_limit import LimitSpec
 from sidecar.session_registry import SessionRegistry
 from wsfleet.registry import ConnectionRecord, QuotaExceeded
 from wsfleet.settings import SidecarSettings
@@ -114,7 +113,6 @@ class Gateway:
     draining: bool = False
     connections: dict[str, Connection] = field(default_factory=dict)
     heartbeats: HeartbeatSchedule = field(init=False)
-    limits: LimitSpec = field(init=False)
     _wake_heartbeats: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -126,13 +124,18 @@ class Gateway:
                 settings.heartbeat_jitter,
             )
         )
-        self.limits = LimitSpec(
-            messages_per_s=settings.messages_per_s,
-            message_burst=settings.message_burst,
-            bytes_per_s=settings.bytes_per_s,
-            byte_burst=settings.byte_burst,
-            close_on_exceed=settings.rate_limit_action == "close",
+
+    def new_limits(self) -> InboundLimits | None:
+        """Per-connection inbound limits, or None when the settings set none."""
+        settings = self.settings
+        limits = InboundLimits(
+            messages_per_s=settings.messages_per_s or None,
+            message_burst=settings.message_burst or None,
+            bytes_per_s=settings.bytes_per_s or None,
+            byte_burst=settings.byte_burst or None,
+            on_exceed="close" if settings.rate_limit_action == "close" else "drop",
         )
+        return None if limits.unlimited else limits
 
     async def admit(self, request: web.Request, transport: str) -> Admission:
         """Check a handshake; raise :class:`Refusal` with the reason if refused."""
@@ -208,6 +211,12 @@ class Gateway:
     def activity(self, session_id: str) -> None:
         self.heartbeats.activity(session_id, asyncio.get_running_loop().time())
 
+    def counts_by_transport(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for connection in self.connections.values():
+            counts[connection.transport] = counts.get(connection.transport, 0) + 1
+        return counts
+
     def queued(self) -> tuple[int, int]:
         messages = size = 0
         for connection in self.connections.values():
@@ -225,12 +234,12 @@ class Gateway:
             self._wake_heartbeats.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_heartbeats.wait(), min(delay, 1.0))
-            tick = self.heartbeats.tick(loop.time())
-            for session_id in tick.ping:
+            now = loop.time()
+            for session_id in self.heartbeats.due(now):
                 connection = self.connections.get(session_id)
                 if connection is not None:
                     connection.send_ping()
-            for session_id in tick.dead:
+            for session_id in self.heartbeats.dead(now):
                 connection = self.connections.get(session_id)
                 if connection is not None:
                     self.metrics.dead.inc()

@@ -19,11 +19,13 @@ from aiohttp import web
 from sidecar.app import build_admin_app, build_public_app
 from sidecar.auth import KeySet, TokenVerifier
 from sidecar.backend_bridge import BackendBridge
+from sidecar.drain import Drainer
 from sidecar.gateway import Gateway
 from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
 from sidecar.registration import PodRegistration
 from sidecar.session_registry import SessionRegistry
+from wsfleet.admin_auth import read_admin_token
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, RegistryUnavailable
@@ -62,7 +64,9 @@ async def build_verifier(settings: SidecarSettings) -> TokenVerifier:
     return TokenVerifier(keys, settings.audience, settings.issuer)
 
 
-async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
+async def serve(
+    settings: SidecarSettings, stop: asyncio.Event, hurry: asyncio.Event | None = None
+) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
     verifier = await build_verifier(settings)
     registry = RedisRegistry(settings.redis_url, settings.namespace)
@@ -99,10 +103,12 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
         ),
         settings.registry_ttl_s,
         settings.registry_refresh_s,
-        connection_count=lambda: len(gateway.connections),
+        connection_counts=gateway.counts_by_transport,
         on_error=metrics.registry_errors.inc,
         on_record_lost=sessions.mark_resync,
     )
+    drainer = Drainer(gateway, registration, settings.drain_retry_hint_ms)
+    admin_token = read_admin_token(settings.admin_token_file)
     runners: list[web.AppRunner] = []
     try:
         public = await _listen(
@@ -113,7 +119,10 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
         )
         runners.append(public)
         admin = await _listen(
-            build_admin_app(gateway, registration), settings.host, settings.admin_port, 128
+            build_admin_app(gateway, registration, drainer, admin_token),
+            settings.host,
+            settings.admin_port,
+            128,
         )
         runners.append(admin)
     except StartupError:
@@ -133,10 +142,16 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
     if settings.jwks is not None:
         refresher = JwksRefresher(verifier, settings.jwks, settings.jwks_refresh_s)
         tasks.append(asyncio.create_task(refresher.run()))
+    if hurry is not None:
+        tasks.append(asyncio.create_task(_hurry_on(hurry, drainer)))
     write_ready(settings.ready_file, port=port, admin_port=admin_port, pod_id=settings.pod_id)
     log.info("sidecar_started", pod_id=settings.pod_id, port=port, admin_port=admin_port)
     try:
         await stop.wait()
+        # SIGTERM: drain first (no new sessions, paced 1012 closes), unless one already ran
+        drainer.start(settings.drain_budget_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drainer.done.wait(), settings.drain_budget_s + 15)
     finally:
         log.info("sidecar_stopping", connections=len(gateway.connections))
         gateway.draining = True
@@ -156,9 +171,23 @@ async def serve(settings: SidecarSettings, stop: asyncio.Event) -> None:
         log.info("sidecar_stopped")
 
 
+async def _hurry_on(hurry: asyncio.Event, drainer: Drainer) -> None:
+    await hurry.wait()
+    log.info("drain_hurried")
+    drainer.hurry()
+
+
 async def run(settings: SidecarSettings) -> None:
+    """Serve until SIGTERM/SIGINT, which starts a drain; a second signal hurries it."""
     stop = asyncio.Event()
+    hurry = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await serve(settings, stop)
+        loop.add_signal_handler(signum, on_signal)
+    await serve(settings, stop, hurry)

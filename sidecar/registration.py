@@ -23,7 +23,7 @@ class PodRegistration:
         pod: PodRecord,
         ttl_s: float,
         refresh_s: float,
-        connection_count: Callable[[], int],
+        connection_counts: Callable[[], dict[str, int]],
         on_error: Callable[[], None] = lambda: None,
         on_record_lost: Callable[[], None] = lambda: None,
     ) -> None:
@@ -31,10 +31,11 @@ class PodRegistration:
         self._pod = pod
         self._ttl_s = ttl_s
         self._refresh_s = refresh_s
-        self._connection_count = connection_count
+        self._connection_counts = connection_counts
         self._on_error = on_error
         self._on_record_lost = on_record_lost
         self._failed = False
+        self._left = False  # removed on purpose (drained): do not come back by refreshing
         self.registered = False
 
     @property
@@ -47,8 +48,12 @@ class PodRegistration:
 
     async def refresh(self) -> bool:
         """Write the pod record now; False (and counted) if the registry is down."""
+        counts = self._connection_counts()
         self._pod = dataclasses.replace(
-            self._pod, conns=self._connection_count(), heartbeat_at=time.time()
+            self._pod,
+            conns=sum(counts.values()),
+            transports=",".join(f"{name}={count}" for name, count in sorted(counts.items())),
+            heartbeat_at=time.time(),
         )
         try:
             existed = await self._registry.put_pod(self._pod, self._ttl_s)
@@ -73,10 +78,17 @@ class PodRegistration:
 
     async def run(self) -> None:
         while True:
-            await self.refresh()
+            if not self._left:
+                await self.refresh()
             await asyncio.sleep(self._refresh_s)
 
+    async def rejoin(self, state: PodState = PodState.SERVING) -> None:
+        """Come back after :meth:`remove` (a cancelled drain)."""
+        self._left = False
+        await self.set_state(state)
+
     async def remove(self) -> None:
+        self._left = True
         try:
             await self._registry.remove_pod(self._pod.pod_id)
         except RegistryUnavailable as exc:

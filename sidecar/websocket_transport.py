@@ -3,7 +3,7 @@
 Reading: every frame is liveness; pongs feed the heartbeat schedule; messages
 pass the per-connection limits, then go to the backend (awaiting its stream:
 a full backend stream pauses reading from this client). Writing: backend
-messages enter the bounded :class:`~sidecar.session.SendQueue`; one writer
+messages enter the bounded :class:`~sidecar.core.SendQueue`; one writer
 task per connection, alive only while there is something to send, drains it;
 a client that reads too slowly is cut with 1013.
 """
@@ -17,15 +17,14 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from sidecar.backend_bridge import BackendLink, SessionInfo
-from sidecar.gateway import GATEWAY_KEY, Admission, Gateway, Refusal
-from sidecar.session import (
+from sidecar.core import (
     CloseCode,
-    InboundLimits,
     InboundVerdict,
     Outgoing,
     PushResult,
     SendQueue,
 )
+from sidecar.gateway import GATEWAY_KEY, Admission, Gateway, Refusal
 
 log = structlog.get_logger()
 
@@ -70,9 +69,7 @@ class WebSocketConnection:
         self._queue: SendQueue | None = None  # created with the first outbound message
         self._writer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
-        limits = gateway.limits
-        limited = limits.messages_per_s > 0 or limits.bytes_per_s > 0
-        self._limits = InboundLimits(limits) if limited else None
+        self._limits = gateway.new_limits()
         self.close_code: int | None = None
 
     # -- backend -> client --------------------------------------------------
@@ -105,8 +102,7 @@ class WebSocketConnection:
         assert queue is not None
         metrics = self._gateway.metrics
         grace = self._gateway.settings.slow_consumer_grace_s
-        loop = asyncio.get_running_loop()
-        while (message := queue.pop(loop.time())) is not None and not self._ws.closed:
+        while (message := queue.pop()) is not None and not self._ws.closed:
             send = (
                 self._ws.send_bytes(message.data)
                 if message.binary

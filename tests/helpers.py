@@ -75,7 +75,8 @@ async def wait_for(
 
 async def xds_get(fleet: LocalFleet, path: str) -> Any:
     url = f"http://127.0.0.1:{fleet.info.xds_admin_port}{path}"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    headers = {"Authorization": f"Bearer {fleet.admin_token}"}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
         if response.content_type == "application/json":
             return await response.json()
         return await response.text()

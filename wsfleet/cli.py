@@ -39,6 +39,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -109,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--admin-port", type=_port, default=18001)
     xds.add_argument("--namespace", default="wsfleet")
     xds.add_argument("--policy-poll", type=_positive_float, default=0.5, help="seconds")
+    xds.add_argument("--admin-token-file", type=Path, help="bearer token for the admin API")
     xds.add_argument("--membership-poll", type=_positive_float, default=1.0, help="seconds")
     xds.add_argument("--ready-file", type=Path)
 
@@ -136,6 +147,46 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="create the state dir's token signing key")
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
+    pods = commands.add_parser("pods", help="list the gateway pods (state, connections)")
+    _add_admin_arguments(pods)
+
+    drain = commands.add_parser("drain", help="drain pods: paced 1012 closes within a budget")
+    drain.add_argument("pods", nargs="*", metavar="POD", help="pod ids")
+    drain.add_argument("--region", help="drain every pod of this region")
+    drain.add_argument(
+        "--budget", type=_non_negative_float, default=30.0, help="seconds (default 30)"
+    )
+    drain.add_argument("--wait", action="store_true", help="follow progress until done")
+    _add_admin_arguments(drain)
+
+    disconnect = commands.add_parser("disconnect", help="close a user's or a connection's sockets")
+    disconnect.add_argument("--user", help="every connection of this user, on any pod")
+    disconnect.add_argument("--connection", help="one connection id")
+    disconnect.add_argument("--code", type=int, default=1000, help="close code (default 1000)")
+    disconnect.add_argument("--reason", default="disconnected by operator")
+    _add_admin_arguments(disconnect)
+
+    rollout = commands.add_parser("rollout", help="blue/green the local fleet's sidecar pool")
+    rollout.add_argument(
+        "--sidecars", type=_positive_int, help="green pods (default: as many as blue)"
+    )
+    rollout.add_argument(
+        "--budget", type=_non_negative_float, default=10.0, help="blue drain budget, s"
+    )
+    rollout.add_argument(
+        "--min-success",
+        type=float,
+        default=0.999,
+        help="roll back when green's handshake success drops below (default 0.999)",
+    )
+    rollout.add_argument(
+        "--green-arg",
+        action="append",
+        default=[],
+        help="an extra flag for the green sidecars (repeat)",
+    )
+    rollout.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+
     policy = commands.add_parser("policy", help="check routing policy files")
     policy_commands = policy.add_subparsers(
         dest="policy_command", required=True, parser_class=_Parser
@@ -147,7 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("files", type=Path, nargs="+", metavar="FILE", help="OLD NEW, or NEW")
     diff.add_argument("--server", help="compare NEW with a running control plane's admin URL")
+    diff.add_argument("--admin-token", help="admin token (default: the state dir's)")
+    diff.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     return parser
+
+
+def _add_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--admin-url", default="http://127.0.0.1:8081", help="control-plane admin")
+    parser.add_argument("--admin-token", help="admin token (default: the state dir's admin.token)")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
 
 def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
@@ -252,6 +311,15 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.connection_flush_s,
         dest="connection_flush_s",
     )
+    add(
+        "--drain-budget",
+        type=_non_negative_float,
+        default=defaults.drain_budget_s,
+        dest="drain_budget_s",
+        help="seconds a SIGTERM drain takes (default 30)",
+    )
+    add("--drain-retry-hint-ms", type=_positive_int, default=defaults.drain_retry_hint_ms)
+    add("--admin-token-file", type=Path, help="bearer token for the admin API")
     add("--ready-file", type=Path)
 
 
@@ -321,6 +389,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                     admin_port=args.admin_port,
                     namespace=args.namespace,
                     policy_poll_s=args.policy_poll,
+                    admin_token_file=args.admin_token_file,
                     membership_poll_s=args.membership_poll,
                     ready_file=args.ready_file,
                 )
@@ -355,7 +424,16 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif command == "policy" and args.policy_command == "diff":
         from wsfleet.policy_commands import diff_command
 
-        print(diff_command(args.files, args.server))
+        token = None
+        if args.server:
+            from wsfleet.admin_client import admin_token
+
+            token = admin_token(args.admin_token, args.state_dir)
+        print(diff_command(args.files, args.server, token))
+    elif command in ("pods", "drain", "disconnect", "rollout"):
+        from wsfleet import ops_commands
+
+        print(getattr(ops_commands, f"{command}_command")(args))
 
 
 def _exec_envoy(args: argparse.Namespace) -> None:
@@ -420,6 +498,10 @@ async def _up(args: argparse.Namespace) -> None:
         print("wsfleet: stopped before the fleet was up", file=sys.stderr)
         return
     starting.result()  # raises the startup error, if any (the fleet already cleaned up)
+    from wsfleet.launcher.control import LauncherControl
+
+    control = LauncherControl(fleet)
+    await control.start()
     print(
         f"\nwsfleet is up ({args.sidecars} sidecars). Ctrl-C stops everything.\n{fleet.table()}\n",
         flush=True,
@@ -433,6 +515,7 @@ async def _up(args: argparse.Namespace) -> None:
     else:
         died.cancel()
     print("wsfleet: stopping ...", file=sys.stderr, flush=True)
+    await control.stop()
     await fleet.stop()
     print("wsfleet: stopped", file=sys.stderr, flush=True)
     if failure:

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-from wsfleet.errors import ConfigError, StartupError
-
-
-def _fetch(base_url: str, path: str) -> Any:
-    url = base_url.rstrip("/") + path
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise StartupError(f"cannot read {url}: {exc}") from None
+from wsfleet.admin_client import AdminClient
+from wsfleet.errors import ConfigError
 
 
-def diff_command(files: list[Path], server: str | None) -> str:
+def diff_command(files: list[Path], server: str | None, token: str | None = None) -> str:
     from xds_server.membership import Endpoint
     from xds_server.policy_diff import diff_versions, render, resource_versions
     from xds_server.policy_loader import load_bundle
@@ -33,12 +21,13 @@ def diff_command(files: list[Path], server: str | None) -> str:
         return render(diff_versions(resource_versions(old, {}), resource_versions(new, {})))
     if len(files) != 1:
         raise ConfigError("policy diff --server URL takes one file: NEW")
-    current = _fetch(server, "/debug/policy")
+    client = AdminClient(server, token or "")
+    current = client.call("GET", "/debug/policy")
     membership = {
         pool: tuple(Endpoint(**endpoint) for endpoint in endpoints)
-        for pool, endpoints in _fetch(server, "/debug/membership").items()
+        for pool, endpoints in client.call("GET", "/debug/membership").items()
     }
-    config = _fetch(server, "/debug/config")
+    config = client.call("GET", "/debug/config")
     served = {
         short: {name: entry["version"] for name, entry in typed["resources"].items()}
         for short, typed in config.items()

@@ -44,6 +44,7 @@ class XdsSettings:
     namespace: str = DEFAULT_REDIS_NAMESPACE
     membership_poll_s: float = 1.0
     policy_poll_s: float = 0.5
+    admin_token_file: Path | None = None  # protects /debug/* and the fleet admin API
     ready_file: Path | None = None
 
 
@@ -94,6 +95,9 @@ class SidecarSettings:
     connection_ttl_s: float = 60.0  # about 2x the dead-socket window
     connection_flush_s: float = 2.0  # last_ping writes are batched this often
     shutdown_timeout_s: float = 5.0
+    drain_budget_s: float = 30.0  # SIGTERM drains over this; POST /drain may say otherwise
+    drain_retry_hint_ms: int = 250  # carried in the 1012 close reason (randomized +-50%)
+    admin_token_file: Path | None = None  # protects POST /drain, POST /disconnect
     ready_file: Path | None = None
 
 

@@ -8,7 +8,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from wsfleet.admin_auth import require_token
+from wsfleet.registry import Registry, RegistryUnavailable
 from xds_server import envoy_types, type_urls
+from xds_server.fleet_admin import FleetAdmin, registry_errors
 from xds_server.ledger import Ledger
 from xds_server.metrics import XdsMetrics
 from xds_server.publisher import SnapshotPublisher
@@ -26,14 +29,23 @@ def build_admin_app(
     ledger: Ledger,
     metrics: XdsMetrics,
     publisher: SnapshotPublisher,
+    fleet: FleetAdmin,
+    registry: Registry,
+    token: str | None,
     listener_port_override: int | None = None,
 ) -> web.Application:
-    app = web.Application()
+    """Open: /healthz, /metrics. Behind the admin token: /debug/* and the fleet API."""
+    app = web.Application(middlewares=[registry_errors])
+    fleet.add_routes(app)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def metrics_view(_: web.Request) -> web.Response:
+        try:
+            metrics.set_fleet(await registry.list_pods(), fleet.drains_in_progress)
+        except RegistryUnavailable:
+            metrics.registry_errors.inc()
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -74,8 +86,8 @@ def build_admin_app(
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
-    app.router.add_get("/debug/nodes", nodes)
-    app.router.add_get("/debug/config", config)
-    app.router.add_get("/debug/policy", policy)
-    app.router.add_get("/debug/membership", membership)
+    app.router.add_get("/debug/nodes", require_token(token, nodes))
+    app.router.add_get("/debug/config", require_token(token, config))
+    app.router.add_get("/debug/policy", require_token(token, policy))
+    app.router.add_get("/debug/membership", require_token(token, membership))
     return app

@@ -11,6 +11,7 @@ import grpc
 import structlog
 from aiohttp import web
 
+from wsfleet.admin_auth import read_admin_token
 from wsfleet.errors import StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import RegistryUnavailable
@@ -18,6 +19,7 @@ from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.settings import XdsSettings
 from xds_server.admin import build_admin_app
 from xds_server.ads_service import AdsService
+from xds_server.fleet_admin import FleetAdmin
 from xds_server.ledger import Ledger
 from xds_server.membership import Membership, MembershipWatcher
 from xds_server.metrics import XdsMetrics
@@ -86,9 +88,17 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         )
     await server.start()
 
-    runner = web.AppRunner(
-        build_admin_app(ledger, metrics, publisher, settings.listener_port), access_log=None
+    token = read_admin_token(settings.admin_token_file)
+    admin_app = build_admin_app(
+        ledger,
+        metrics,
+        publisher,
+        FleetAdmin(registry, token),
+        registry,
+        token,
+        settings.listener_port,
     )
+    runner = web.AppRunner(admin_app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.admin_host, settings.admin_port)
     try:

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wsfleet.registry import PodRecord
 from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
 from xds_server.ledger import Ledger
@@ -61,6 +62,42 @@ class XdsMetrics:
         self.registry_errors = Counter(
             "wsfleet_xds_registry_errors_total", "Failed registry reads", registry=self.registry
         )
+        self.fleet_connections = Gauge(
+            "wsfleet_fleet_connections",
+            "Client connections per pod",
+            ["pod", "region"],
+            registry=self.registry,
+        )
+        self.fleet_transports = Gauge(
+            "wsfleet_fleet_connections_by_transport",
+            "Client connections per transport",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.fleet_pods = Gauge(
+            "wsfleet_fleet_pods", "Registered gateway pods", ["state"], registry=self.registry
+        )
+        self.drains_in_progress = Gauge(
+            "wsfleet_fleet_drains_in_progress", "Fleet drains not finished", registry=self.registry
+        )
+
+    def set_fleet(self, pods: list[PodRecord], drains_in_progress: int) -> None:
+        """Fleet aggregates from the registry's pod records (called at scrape time)."""
+        self.fleet_connections.clear()
+        self.fleet_transports.clear()
+        self.fleet_pods.clear()
+        transports: dict[str, int] = {}
+        states: dict[str, int] = {}
+        for pod in pods:
+            self.fleet_connections.labels(pod.pod_id, pod.region).set(pod.conns)
+            states[pod.state.value] = states.get(pod.state.value, 0) + 1
+            for name, count in pod.connections_by_transport().items():
+                transports[name] = transports.get(name, 0) + count
+        for name, count in transports.items():
+            self.fleet_transports.labels(name).set(count)
+        for state, count in states.items():
+            self.fleet_pods.labels(state).set(count)
+        self.drains_in_progress.set(drains_in_progress)
 
     def watch(
         self, ledger: Ledger, certificates: Callable[[], Mapping[str, LoadedCertificate]]

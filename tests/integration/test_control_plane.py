@@ -331,7 +331,10 @@ async def test_policy_diff_against_the_running_server_names_what_would_change(
 
     def diff(path: Path) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "wsfleet", "policy", "diff", "--server", server, str(path)],
+            [
+                *(sys.executable, "-m", "wsfleet", "policy", "diff", "--server", server),
+                *("--state-dir", str(fleet.state_dir), str(path)),
+            ],
             capture_output=True,
             text=True,
             timeout=60,

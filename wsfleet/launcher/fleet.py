@@ -19,12 +19,14 @@ from typing import Any
 
 import aiohttp
 
+from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
 from wsfleet.errors import StartupError
 from wsfleet.launcher.children import Child, LineSink, Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis, wait_redis
 from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
 from wsfleet.launcher.ports import ensure_port_free, free_port
 from wsfleet.readiness import read_ready
+from wsfleet.settings import DEFAULT_POOL
 from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
 
 PROBE_USER = "wsfleet-probe"
@@ -47,6 +49,7 @@ class FleetOptions:
     sidecar_args: tuple[str, ...] = ()
     xds_args: tuple[str, ...] = ()
     log_level: str = "info"
+    drain_budget_s: float = 3.0  # a sidecar's SIGTERM drain (Ctrl-C of the local fleet)
 
 
 @dataclass
@@ -81,12 +84,21 @@ class LocalFleet:
         self.info = FleetInfo()
         self._next_sidecar = 1
         self._auth_key_path = self.state_dir / "auth.key"
+        self.admin_token_path = self.state_dir / TOKEN_FILE
         self.client_tls: ssl.SSLContext | None = None  # set when the first listener is TLS
 
     @property
     def client_url(self) -> str:
         scheme = "wss" if self.client_tls else "ws"
         return f"{scheme}://127.0.0.1:{self.options.port}/ws"
+
+    @property
+    def admin_token(self) -> str:
+        return self.admin_token_path.read_text().strip()
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.info.xds_admin_port}"
 
     def token(self, user_id: str, ttl_s: float = 3600) -> str:
         return mint_token(read_auth_key(self._auth_key_path), user_id, ttl_s)
@@ -118,6 +130,7 @@ class LocalFleet:
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True)
         self._auth_key_path = ensure_auth_key(self.state_dir)
+        self.admin_token_path = ensure_admin_token(self.state_dir)
 
         if options.redis_url is None:
             port = free_port()
@@ -147,6 +160,7 @@ class LocalFleet:
             *("--grpc-port", str(grpc_port)),
             *("--admin-port", str(options.admin_port)),
             *("--listener-port", str(options.port)),
+            *("--admin-token-file", str(self.admin_token_path)),
             *(["--policy", str(options.policy_path)] if options.policy_path else []),
             *options.xds_args,
         ]
@@ -242,6 +256,10 @@ class LocalFleet:
             self.info.redis_url,
             "--auth-key-file",
             str(self._auth_key_path),
+            "--admin-token-file",
+            str(self.admin_token_path),
+            "--drain-budget",
+            str(self.options.drain_budget_s),
             *(
                 item
                 for port in self.info.backend_ports.values()
@@ -278,6 +296,27 @@ class LocalFleet:
     ) -> int:
         info = self.info.sidecars.pop(pod_id)
         return await info.child.stop(timeout_s, sig)
+
+    async def wait_hosts_healthy(self, pod_ids: set[str], timeout_s: float) -> None:
+        """Wait until Envoy lists exactly these pods, all HEALTHY, in the gateway cluster."""
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{self.info.envoy_admin_port}/clusters?format=json"
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                async with session.get(url) as response:
+                    status = await response.json(content_type=None)
+                hosts = {
+                    host.get("hostname", ""): host.get("health_status", {}).get(
+                        "eds_health_status", "HEALTHY"
+                    )
+                    for cluster in status.get("cluster_statuses", [])
+                    if cluster.get("name") == DEFAULT_POOL
+                    for host in cluster.get("host_statuses", [])
+                }
+                if set(hosts) == pod_ids and set(hosts.values()) == {"HEALTHY"}:
+                    return
+                await asyncio.sleep(0.1)
+        raise StartupError(f"Envoy did not list {sorted(pod_ids)} as healthy in {timeout_s} s")
 
     # -- checks ----------------------------------------------------------
 

@@ -28,12 +28,21 @@ class PodRecord:
     region: str = "local"
     zone: str = "local-a"
     conns: int = 0
+    transports: str = ""  # connections per transport: "websocket=10,sse=2"
     started_at: float = 0.0
     heartbeat_at: float = 0.0
 
     def to_fields(self) -> dict[str, str]:
         """Flat string fields, as stored in a Redis hash."""
         return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def connections_by_transport(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.transports.split(","):
+            name, _, count = item.partition("=")
+            if name and count.isdigit():
+                counts[name] = int(count)
+        return counts
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> PodRecord:
@@ -49,6 +58,7 @@ class PodRecord:
                 region=fields.get("region", "local"),
                 zone=fields.get("zone", "local-a"),
                 conns=int(fields.get("conns", "0")),
+                transports=fields.get("transports", ""),
                 started_at=float(fields.get("started_at", "0")),
                 heartbeat_at=float(fields.get("heartbeat_at", "0")),
             )

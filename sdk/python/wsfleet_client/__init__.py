@@ -1,8 +1,16 @@
-"""Python client SDK for wsfleet (asyncio)."""
+"""Python client SDK for wsfleet (asyncio).
+
+- :class:`~wsfleet_client.client.Client`: connects with a token, reconnects with
+  backoff (full jitter, server retry hints), watches heartbeats, and yields messages.
+- :class:`~wsfleet_client.backoff.Backoff`: the delay policy on its own.
+- :func:`connect_url`: the URL with the ``user`` parameter Envoy hashes on.
+"""
 
 from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from wsfleet_client.backoff import Backoff
 
 
 def connect_url(url: str, user_id: str) -> str:
@@ -12,4 +20,4 @@ def connect_url(url: str, user_id: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/ws", query, parts.fragment))
 
 
-__all__ = ["connect_url"]
+__all__ = ["Backoff", "connect_url"]

@@ -1,0 +1,63 @@
+"""The WebSocket close codes the gateway sends, and the retry hint a close reason carries."""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+
+MAX_REASON_BYTES = 123
+"""RFC 6455 §5.5: a control frame carries at most 125 bytes, 2 of them the close code."""
+
+_HINT_KEY = "retry_after_ms"
+_HINT = re.compile(rf"\b{_HINT_KEY}=(\d+)\b")
+
+
+class CloseCode(IntEnum):
+    """Why the gateway ends a connection; clients choose whether and when to reconnect by it."""
+
+    NORMAL = 1000
+    """The session is over: either side closed it on purpose. No reconnect is expected."""
+
+    GOING_AWAY = 1001
+    """The gateway is shutting down now, with no drain: reconnect with backoff."""
+
+    POLICY_VIOLATION = 1008
+    """Auth failed, a quota is used up or the client sent too fast: reconnecting at once
+    does not help."""
+
+    MESSAGE_TOO_BIG = 1009
+    """The client sent a message larger than the maximum message size."""
+
+    INTERNAL_ERROR = 1011
+    """The gateway failed unexpectedly: reconnect with backoff."""
+
+    SERVICE_RESTART = 1012
+    """Drain: this pod is leaving. The reason carries a retry hint
+    (:func:`retry_hint_reason`); reconnecting after it lands on another pod."""
+
+    TRY_AGAIN_LATER = 1013
+    """Overload: the client read too slowly, the gateway is full or the session's backend
+    was lost. Reconnect with backoff."""
+
+
+def retry_hint_reason(reason: str, retry_after_ms: int) -> str:
+    """A close reason that carries a retry hint: ``"drain; retry_after_ms=1500"``.
+
+    The text of ``reason`` is cut (on a character boundary) so that the whole reason
+    fits :data:`MAX_REASON_BYTES` of UTF-8; the hint itself is never cut.
+    """
+    if retry_after_ms < 0:
+        raise ValueError(f"retry_after_ms must not be negative, got {retry_after_ms}")
+    hint = f"{_HINT_KEY}={int(retry_after_ms)}"
+    if len(hint) > MAX_REASON_BYTES:
+        raise ValueError(f"retry_after_ms={retry_after_ms} does not fit a close reason")
+    suffix = "; " + hint
+    room = MAX_REASON_BYTES - len(suffix)
+    text = reason.encode()[: max(0, room)].decode(errors="ignore")
+    return text + suffix if text else hint
+
+
+def parse_retry_hint(reason: str) -> int | None:
+    """The milliseconds hinted in a close reason (the last hint, if several), else None."""
+    hints = _HINT.findall(reason)
+    return int(hints[-1]) if hints else None

@@ -1,0 +1,129 @@
+"""Draining this pod: stop taking sessions, close the ones it has, paced, then leave.
+
+Order (written once, here): the pod turns DRAINING in the registry at once (the
+control plane marks it DRAINING in EDS: Envoy sends it no new sessions, but
+keeps existing upgraded connections, so the pod must close them itself) and
+fails readiness; its clients are closed with 1012 and a retry hint in the
+reason, spread evenly over the budget (:class:`~sidecar.core.DrainPlan`),
+so the reconnect rate the fleet sees stays flat; at the budget whatever is left
+is closed at once; then the pod leaves the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Any
+
+import structlog
+
+from sidecar.core import CloseCode, DrainPlan, retry_hint_reason
+from sidecar.gateway import Gateway
+from sidecar.registration import PodRegistration
+from wsfleet.registry import PodState
+
+log = structlog.get_logger()
+
+TICK_MAX_S = 0.25
+
+
+class Drainer:
+    """Runs at most one drain of this pod and reports its progress."""
+
+    def __init__(
+        self, gateway: Gateway, registration: PodRegistration, retry_hint_ms: int = 250
+    ) -> None:
+        self._gateway = gateway
+        self._registration = registration
+        self._retry_hint_ms = retry_hint_ms
+        self._plan: DrainPlan | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._started_wall = 0.0
+        self.state = "serving"  # serving | draining | drained
+        self.done = asyncio.Event()
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None
+
+    def start(self, budget_s: float) -> bool:
+        """Begin draining over ``budget_s``; False if a drain already runs or ran."""
+        if self._task is not None:
+            return False
+        self.state = "draining"
+        self._gateway.draining = True
+        self._started_wall = time.time()
+        self._task = asyncio.create_task(self._run(budget_s))
+        return True
+
+    async def cancel(self) -> bool:
+        """Stop a drain (a rollback): serve again; already closed clients simply reconnect."""
+        if self._task is None:
+            return False
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        self._plan = None
+        self.done = asyncio.Event()
+        self._gateway.draining = False
+        await self._registration.rejoin(PodState.SERVING)
+        self.state = "serving"
+        log.info("drain_cancelled")
+        return True
+
+    def hurry(self) -> None:
+        """Close everything now (a second SIGTERM)."""
+        if self._plan is not None:
+            self._plan.budget_s = 0.0
+
+    async def _run(self, budget_s: float) -> None:
+        gateway = self._gateway
+        loop = asyncio.get_running_loop()
+        await self._registration.set_state(PodState.DRAINING)
+        pending = list(gateway.connections.values())
+        random.shuffle(pending)  # no user or age order: every cohort drains evenly
+        plan = self._plan = DrainPlan(len(pending), budget_s, loop.time())
+        log.info("drain_started", connections=len(pending), budget_s=budget_s)
+        while pending:
+            still = [c for c in pending if c.session_id in gateway.connections]
+            plan.closed(len(pending) - len(still))  # clients that left by themselves
+            pending = still
+            now = loop.time()
+            due = plan.due(now)
+            for connection in pending[:due]:
+                hint = int(self._retry_hint_ms * random.uniform(0.5, 1.5))
+                reason = retry_hint_reason("drain", hint)
+                task = asyncio.create_task(connection.close(CloseCode.SERVICE_RESTART, reason))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            plan.closed(min(due, len(pending)))
+            pending = pending[due:]
+            if pending:
+                wake = plan.next_wakeup()
+                delay = TICK_MAX_S if wake is None else min(TICK_MAX_S, wake - now)
+                await asyncio.sleep(max(0.005, delay))
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=5.0)
+        await self._registration.remove()
+        self.state = "drained"
+        log.info("drain_finished", closed=plan.total)
+        self.done.set()
+
+    def progress(self) -> dict[str, Any]:
+        if self._plan is None:
+            return {"state": self.state, "total": 0, "closed": 0, "left": 0, "eta_s": 0.0}
+        open_left = len(self._gateway.connections)
+        progress = self._plan.progress(asyncio.get_running_loop().time())
+        return {
+            "state": self.state,
+            "started_at": self._started_wall,
+            "budget_s": self._plan.budget_s,
+            "total": progress.total,
+            "closed": progress.total - min(progress.total, open_left),
+            "left": open_left,
+            "eta_s": progress.eta_s,
+        }

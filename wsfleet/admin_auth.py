@@ -1,0 +1,78 @@
+"""Bearer-token protection for admin HTTP APIs (control plane and sidecars).
+
+The token lives in a file (``<state dir>/admin.token`` for the local fleet).
+A request without the right ``Authorization: Bearer`` gets 401 and changes
+nothing; with no token configured, protected endpoints answer 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from wsfleet.errors import ConfigError
+
+TOKEN_FILE = "admin.token"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def ensure_admin_token(state_dir: Path) -> Path:
+    path = state_dir / TOKEN_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+    return path
+
+
+def read_admin_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read admin token {path}: {exc.strerror}") from None
+    if len(token) < 16:
+        raise ConfigError(f"admin token {path} is too short (need at least 16 characters)")
+    return token
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def require_token(token: str | None, handler: Handler) -> Handler:
+    """Wrap ``handler`` so that it runs only for ``Authorization: Bearer <token>``."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if token is None:
+            return error(403, "admin API disabled: no admin token configured")
+        offered = request.headers.get("Authorization", "")
+        if not offered.startswith("Bearer ") or not hmac.compare_digest(
+            offered[7:].strip().encode(), token.encode()
+        ):
+            return error(401, "missing or wrong admin token (Authorization: Bearer <token>)")
+        return await handler(request)
+
+    return guarded
+
+
+async def json_body(request: web.Request) -> dict[str, object]:
+    """The request's JSON object, or an HTTPBadRequest with a JSON message."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text='{"error": "the body must be a JSON object"}', content_type="application/json"
+        ) from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "the body must be a JSON object"}', content_type="application/json"
+        )
+    return body

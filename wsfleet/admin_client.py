@@ -1,0 +1,57 @@
+"""A small synchronous client of the control plane's admin API, for the CLI."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from wsfleet.admin_auth import TOKEN_FILE
+from wsfleet.errors import ConfigError, WsfleetError
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
+
+
+class AdminError(WsfleetError):
+    """The admin API refused a call; the message is its answer."""
+
+
+def admin_token(token: str | None, state_dir: Path) -> str:
+    """``--admin-token``, else the state dir's token file."""
+    if token:
+        return token
+    path = state_dir / TOKEN_FILE
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise ConfigError(
+            f"no --admin-token and no {path}: run `wsfleet up` first (or pass --state-dir)"
+        ) from None
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str) -> None:
+        self._url = url.rstrip("/")
+        self._token = token
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self._url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.load(exc).get("error", exc.reason)
+            except ValueError:
+                message = exc.reason
+            raise AdminError(f"{method} {path}: HTTP {exc.code}: {message}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise AdminError(f"cannot reach the control plane at {self._url}: {exc}") from None

@@ -1,0 +1,83 @@
+"""The launcher's own control API, on a Unix socket in the state dir (``run/launcher.sock``).
+
+Only ``wsfleet up`` serves it; ``wsfleet rollout`` uses it, because starting and
+stopping pods is the launcher's job (a Kubernetes deployment does the same with
+its own controller plus ``wsfleet drain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from wsfleet.admin_auth import error, json_body
+from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.launcher.rollout import RolloutStatus, rollout
+
+SOCKET = "launcher.sock"
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / "run" / SOCKET
+
+
+class LauncherControl:
+    def __init__(self, fleet: LocalFleet) -> None:
+        self._fleet = fleet
+        self._status = RolloutStatus()
+        self._task: asyncio.Task[RolloutStatus] | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> Path:
+        app = web.Application()
+        app.router.add_post("/rollout", self._start_rollout)
+        app.router.add_get("/rollout", self._rollout_status)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        path = socket_path(self._fleet.state_dir)
+        path.unlink(missing_ok=True)
+        await web.UnixSite(self._runner, str(path)).start()
+        path.chmod(0o600)
+        return path
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _start_rollout(self, request: web.Request) -> web.Response:
+        if self._task is not None and not self._task.done():
+            return error(409, f"a rollout is already running ({self._status.phase})")
+        body = await json_body(request)
+        try:
+            budget = float(body.get("budget_s", 10))  # type: ignore[arg-type]
+            min_success = float(body.get("min_success", 0.999))  # type: ignore[arg-type]
+            count = body.get("sidecars")
+            green_args = tuple(str(arg) for arg in body.get("green_args", []))  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            return error(400, "budget_s and min_success are numbers, green_args a list")
+        if budget < 0 or not 0 <= min_success <= 1:
+            return error(400, "budget_s >= 0 and 0 <= min_success <= 1")
+        if count is not None and (not isinstance(count, int) or count < 1):
+            return error(400, "sidecars must be a positive integer")
+        self._status = RolloutStatus()
+        self._task = asyncio.create_task(self._guarded(count, budget, min_success, green_args))
+        return web.json_response(self._status.to_json(), status=202)
+
+    async def _guarded(
+        self, count: int | None, budget: float, min_success: float, green_args: tuple[str, ...]
+    ) -> RolloutStatus:
+        try:
+            return await rollout(
+                self._fleet, self._status, count, budget, min_success, green_args=green_args
+            )
+        except Exception as exc:  # reported to the operator, never lost
+            self._status.phase = "failed"
+            self._status.message = f"{type(exc).__name__}: {exc}"
+            return self._status
+
+    async def _rollout_status(self, _: web.Request) -> web.Response:
+        return web.json_response(self._status.to_json())

@@ -1,0 +1,258 @@
+"""The fleet admin API on the control plane: drain, disconnect, placement lookups.
+
+JSON over HTTP, every endpoint behind the admin bearer token (see
+docs/openapi/control-plane.yaml). The control plane finds pods and
+connections in the registry and tells the owning pods through their local
+admin API (``POST /drain``, ``POST /disconnect`` on each sidecar's admin port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from wsfleet.admin_auth import error, json_body, require_token
+from wsfleet.registry import ConnectionRecord, PodRecord, Registry, RegistryUnavailable
+
+log = structlog.get_logger()
+
+MAX_BUDGET_S = 24 * 3600
+POD_TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+
+@dataclass
+class DrainRecord:
+    """One fleet drain: which pods, the budget, and the last progress each pod reported."""
+
+    drain_id: str
+    pods: list[PodRecord]
+    budget_s: float
+    started_at: float = field(default_factory=time.time)
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _connection_json(record: ConnectionRecord) -> dict[str, Any]:
+    return {
+        "connection_id": record.connection_id,
+        "user_id": record.user_id,
+        "pod_id": record.shard,
+        "backend_routing_key": record.backend_routing_key,
+        "transport": record.transport,
+        "connected_at": record.connected_at,
+        "last_ping": record.last_ping,
+    }
+
+
+class FleetAdmin:
+    """Handlers of the fleet admin API; one per control plane."""
+
+    def __init__(self, registry: Registry, token: str | None) -> None:
+        self._registry = registry
+        self._token = token
+        self._drains: dict[str, DrainRecord] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def drains_in_progress(self) -> int:
+        return sum(1 for drain in self._drains.values() if not _finished(drain))
+
+    def add_routes(self, app: web.Application) -> None:
+        guard = self._token
+        app.router.add_post("/drain", require_token(guard, self.start_drain))
+        app.router.add_get("/drain/{drain_id}", require_token(guard, self.drain_status))
+        app.router.add_post("/disconnect", require_token(guard, self.disconnect))
+        app.router.add_get("/connections", require_token(guard, self.connections_of_user))
+        app.router.add_get("/connections/{connection_id}", require_token(guard, self.connection))
+        app.router.add_get("/pods", require_token(guard, self.pods))
+        app.on_cleanup.append(self._close)
+
+    async def _close(self, _: web.Application) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def _pod_call(
+        self, pod: PodRecord, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=POD_TIMEOUT)
+        url = f"http://{pod.host}:{pod.admin_port}{path}"
+        headers = {"Authorization": f"Bearer {self._token}"}
+        try:
+            async with self._http.request(method, url, json=body, headers=headers) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            return 502, {"error": f"pod {pod.pod_id} did not answer: {exc}"}
+
+    # -- drain ---------------------------------------------------------------------
+
+    async def start_drain(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        budget = body.get("budget_s", 30)
+        if isinstance(budget, bool) or not isinstance(budget, int | float):
+            return error(400, "budget_s must be a number of seconds")
+        if not 0 <= budget <= MAX_BUDGET_S:
+            return error(400, f"budget_s must be between 0 and {MAX_BUDGET_S}")
+        chosen = [key for key in ("pod", "pods", "region") if key in body]
+        if len(chosen) != 1:
+            return error(400, "name exactly one of: pod (an id), pods (a list of ids), region")
+        live = await self._registry.list_pods()
+        by_id = {pod.pod_id: pod for pod in live}
+        if "region" in body:
+            region = body["region"]
+            if not isinstance(region, str):
+                return error(400, "region must be a string")
+            pods = [pod for pod in live if pod.region == region]
+            if not pods:
+                return error(404, f"no live pod in region {region!r}")
+        else:
+            wanted = [body["pod"]] if "pod" in body else body["pods"]
+            if (
+                not isinstance(wanted, list)
+                or not wanted
+                or not all(isinstance(p, str) for p in wanted)
+            ):
+                return error(400, "pod must be a string, pods a non-empty list of strings")
+            unknown = [pod_id for pod_id in wanted if pod_id not in by_id]
+            if unknown:
+                return error(404, f"unknown pod(s): {', '.join(map(str, unknown))}")
+            pods = [by_id[str(pod_id)] for pod_id in wanted]
+        drain = DrainRecord(secrets.token_hex(8), pods, float(budget))
+        results = await asyncio.gather(
+            *(self._pod_call(pod, "POST", "/drain", {"budget_s": budget}) for pod in pods)
+        )
+        for pod, (status, answer) in zip(pods, results, strict=True):
+            drain.progress[pod.pod_id] = answer if status < 300 else {"state": "error", **answer}
+        self._drains[drain.drain_id] = drain
+        log.info("fleet_drain_started", drain_id=drain.drain_id, pods=[p.pod_id for p in pods])
+        return web.json_response(await self._drain_view(drain, refresh=False), status=202)
+
+    async def drain_status(self, request: web.Request) -> web.Response:
+        drain = self._drains.get(request.match_info["drain_id"])
+        if drain is None:
+            return error(404, f"unknown drain id {request.match_info['drain_id']!r}")
+        return web.json_response(await self._drain_view(drain, refresh=True))
+
+    async def _drain_view(self, drain: DrainRecord, refresh: bool) -> dict[str, Any]:
+        if refresh and not _finished(drain):
+            live = {pod.pod_id for pod in await self._registry.list_pods()}
+            for pod in drain.pods:
+                last = drain.progress.get(pod.pod_id, {})
+                if last.get("state") == "drained":
+                    continue
+                status, answer = await self._pod_call(pod, "GET", "/drain")
+                if status == 200:
+                    drain.progress[pod.pod_id] = answer
+                elif pod.pod_id not in live:  # the pod finished and went away
+                    drain.progress[pod.pod_id] = {**last, "state": "drained", "left": 0, "eta_s": 0}
+        total = sum(int(p.get("total", 0)) for p in drain.progress.values())
+        left = sum(int(p.get("left", 0)) for p in drain.progress.values())
+        return {
+            "drain_id": drain.drain_id,
+            "state": "done" if _finished(drain) else "running",
+            "budget_s": drain.budget_s,
+            "started_at": drain.started_at,
+            "total": total,
+            "closed": max(0, total - left),
+            "left": left,
+            "eta_s": max((float(p.get("eta_s", 0)) for p in drain.progress.values()), default=0.0),
+            "pods": drain.progress,
+        }
+
+    # -- disconnect ------------------------------------------------------------------
+
+    async def disconnect(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        code, reason = body.get("code", 1000), body.get("reason", "disconnected by operator")
+        if ("connection_id" in body) == ("user_id" in body):
+            return error(400, "give exactly one of connection_id or user_id")
+        if "connection_id" in body:
+            record = await self._registry.get_connection(str(body["connection_id"]))
+            records = [record] if record is not None else []
+            what = f"connection {body['connection_id']!r}"
+        else:
+            records = await self._registry.connections_of_user(str(body["user_id"]))
+            what = f"user {body['user_id']!r}"
+        if not records:
+            return error(404, f"no live connection for {what}")
+        pods = {pod.pod_id: pod for pod in await self._registry.list_pods()}
+        by_pod: dict[str, list[str]] = {}
+        for record in records:
+            by_pod.setdefault(record.shard, []).append(record.connection_id)
+        closed, failures = 0, {}
+        for pod_id, ids in by_pod.items():
+            pod = pods.get(pod_id)
+            if pod is None:
+                failures[pod_id] = "pod is gone"
+                continue
+            status, answer = await self._pod_call(
+                pod, "POST", "/disconnect", {"connection_ids": ids, "code": code, "reason": reason}
+            )
+            if status == 400:
+                return web.json_response(answer, status=400)  # the pod judged code/reason
+            if status != 200:
+                failures[pod_id] = str(answer.get("error", status))
+                continue
+            closed += int(answer.get("closed", 0))
+        return web.json_response({"closed": closed, "pods": sorted(by_pod), "failures": failures})
+
+    # -- lookups -----------------------------------------------------------------------
+
+    async def connections_of_user(self, request: web.Request) -> web.Response:
+        user = request.query.get("user_id")
+        if not user:
+            return error(400, "give ?user_id=")
+        records = await self._registry.connections_of_user(user)
+        return web.json_response({"connections": [_connection_json(r) for r in records]})
+
+    async def connection(self, request: web.Request) -> web.Response:
+        record = await self._registry.get_connection(request.match_info["connection_id"])
+        if record is None:
+            return error(404, f"no live connection {request.match_info['connection_id']!r}")
+        return web.json_response(_connection_json(record))
+
+    async def pods(self, _: web.Request) -> web.Response:
+        now = time.time()
+        return web.json_response(
+            {
+                "pods": [
+                    {
+                        "pod_id": pod.pod_id,
+                        "pool": pod.pool,
+                        "state": pod.state.value,
+                        "address": f"{pod.host}:{pod.port}",
+                        "admin": f"{pod.host}:{pod.admin_port}",
+                        "region": pod.region,
+                        "zone": pod.zone,
+                        "connections": pod.conns,
+                        "connections_by_transport": pod.connections_by_transport(),
+                        "heartbeat_age_s": round(now - pod.heartbeat_at, 3),
+                        "started_at": pod.started_at,
+                    }
+                    for pod in await self._registry.list_pods()
+                ]
+            }
+        )
+
+
+def _finished(drain: DrainRecord) -> bool:
+    return all(
+        drain.progress.get(pod.pod_id, {}).get("state") in ("drained", "error")
+        for pod in drain.pods
+    )
+
+
+@web.middleware
+async def registry_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A registry outage is a 503 with a message, not a stack trace."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except RegistryUnavailable as exc:
+        return error(503, f"registry unavailable: {exc}")
