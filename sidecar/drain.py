@@ -83,7 +83,8 @@ class Drainer:
     async def _run(self, budget_s: float) -> None:
         gateway = self._gateway
         loop = asyncio.get_running_loop()
-        await self._registration.set_state(PodState.DRAINING)
+        with contextlib.suppress(TimeoutError):  # a dead registry must not stall the drain
+            await asyncio.wait_for(self._registration.set_state(PodState.DRAINING), 2.0)
         pending = list(gateway.connections.values())
         random.shuffle(pending)  # no user or age order: every cohort drains evenly
         plan = self._plan = DrainPlan(len(pending), budget_s, loop.time())
@@ -108,7 +109,8 @@ class Drainer:
                 await asyncio.sleep(max(0.005, delay))
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=5.0)
-        await self._registration.remove()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._registration.remove(), 2.0)
         self.state = "drained"
         log.info("drain_finished", closed=plan.total)
         self.done.set()

@@ -160,7 +160,8 @@ async def serve(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await registration.remove()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(registration.remove(), 2.0)
         await gateway.close_all(
             CLOSE_GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s
         )

@@ -89,7 +89,7 @@ def test_a_killed_launcher_takes_its_children_with_it(tmp_path: Path) -> None:
     children = psutil.Process(launcher.pid).children(recursive=True)
     launcher.kill()
     launcher.wait(10)
-    _, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs(children, timeout=30)
     assert [child.pid for child in alive if child.status() != "zombie"] == []
 
 
