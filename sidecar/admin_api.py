@@ -66,7 +66,7 @@ def add_admin_routes(
         chosen = [
             connection
             for connection in list(gateway.connections.values())
-            if (ids is not None and connection.session_id in ids)
+            if (ids is not None and connection.connection_id in ids)
             or (user is not None and connection.user_id == user)
         ]
         for connection in chosen:
@@ -75,7 +75,7 @@ def add_admin_routes(
             {
                 "pod_id": gateway.settings.pod_id,
                 "closed": len(chosen),
-                "connection_ids": [c.session_id for c in chosen],
+                "connection_ids": [c.connection_id for c in chosen],
             }
         )
 

@@ -35,7 +35,13 @@ CLOSE_TRY_AGAIN_LATER = 1013
 class SessionSink(Protocol):
     """Where a backend's events for one session go (the client connection)."""
 
-    def deliver(self, data: bytes, binary: bool, droppable: bool, coalesce_key: str) -> None: ...
+    @property
+    def backend_last_id(self) -> int:
+        """The highest backend message_id made durable for this session."""
+
+    def deliver(
+        self, data: bytes, binary: bool, droppable: bool, coalesce_key: str, message_id: int
+    ) -> None: ...
 
     def close_requested(self, code: int, reason: str) -> None: ...
 
@@ -69,9 +75,13 @@ class BackendLink(Protocol):
 
     async def stop(self) -> None: ...
 
-    def open(self, info: SessionInfo, sink: SessionSink) -> None: ...
+    def open(
+        self, info: SessionInfo, sink: SessionSink, resumed: bool = False, last_message_id: int = 0
+    ) -> None: ...
 
     async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None: ...
+
+    def persisted(self, session_id: str, message_id: int) -> None: ...
 
     def close(self, session_id: str, code: int, reason: str) -> None: ...
 
@@ -106,7 +116,9 @@ class GrpcBackendLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def open(self, info: SessionInfo, sink: SessionSink) -> None:
+    def open(
+        self, info: SessionInfo, sink: SessionSink, resumed: bool = False, last_message_id: int = 0
+    ) -> None:
         self._sessions[info.session_id] = (info, sink)
         session = pb.SessionInfo(
             session_id=info.session_id,
@@ -115,7 +127,14 @@ class GrpcBackendLink:
             transport=info.transport,
             pod_id=info.pod_id,
         )
-        self._outbox.put_nowait(pb.GatewayEvent(opened=pb.SessionOpened(session=session)))
+        opened = pb.SessionOpened(session=session, resumed=resumed, last_message_id=last_message_id)
+        self._outbox.put_nowait(pb.GatewayEvent(opened=opened))
+
+    def persisted(self, session_id: str, message_id: int) -> None:
+        if session_id in self._sessions:
+            event = pb.Persisted(session_id=session_id, message_id=message_id)
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(pb.GatewayEvent(persisted=event))
 
     async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None:
         """Queue a client message; waits while the stream is full (backpressure)."""
@@ -181,7 +200,11 @@ class GrpcBackendLink:
             if entry is not None:
                 message = event.message
                 entry[1].deliver(
-                    message.data, message.binary, message.droppable, message.coalesce_key
+                    message.data,
+                    message.binary,
+                    message.droppable,
+                    message.coalesce_key,
+                    message.message_id,
                 )
         elif kind == "close":
             entry = self._sessions.pop(event.close.session_id, None)
@@ -250,7 +273,7 @@ class BackendBridge:
                 sink.close_requested(CLOSE_TRY_AGAIN_LATER, "backend unavailable")
                 continue
             sink.rebind(target)
-            target.open(info, sink)
+            target.open(info, sink, resumed=True, last_message_id=sink.backend_last_id)
             moved += 1
         self.moved_sessions += moved
         log.warning(

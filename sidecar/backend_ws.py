@@ -89,10 +89,15 @@ class WebSocketBackendLink:
                 self._up = False
             await asyncio.sleep(PROBE_INTERVAL_S)
 
-    def open(self, info: SessionInfo, sink: SessionSink) -> None:
+    def open(
+        self, info: SessionInfo, sink: SessionSink, resumed: bool = False, last_message_id: int = 0
+    ) -> None:
         upstream = _Upstream(info, sink)
         self._sessions[info.session_id] = upstream
         upstream.task = asyncio.create_task(self._relay(upstream))
+
+    def persisted(self, session_id: str, message_id: int) -> None:
+        """WebSocket backends have no acknowledgements."""
 
     async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None:
         upstream = self._sessions.get(session_id)
@@ -124,9 +129,9 @@ class WebSocketBackendLink:
                 try:
                     async for message in ws:
                         if message.type is aiohttp.WSMsgType.TEXT:
-                            upstream.sink.deliver(message.data.encode(), False, False, "")
+                            upstream.sink.deliver(message.data.encode(), False, False, "", 0)
                         elif message.type is aiohttp.WSMsgType.BINARY:
-                            upstream.sink.deliver(message.data, True, False, "")
+                            upstream.sink.deliver(message.data, True, False, "", 0)
                 finally:
                     writer.cancel()
                 if self._sessions.pop(info.session_id, None) is not None:

@@ -90,7 +90,7 @@ class Drainer:
         plan = self._plan = DrainPlan(len(pending), budget_s, loop.time())
         log.info("drain_started", connections=len(pending), budget_s=budget_s)
         while pending:
-            still = [c for c in pending if c.session_id in gateway.connections]
+            still = [c for c in pending if c.connection_id in gateway.connections]
             plan.closed(len(pending) - len(still))  # clients that left by themselves
             pending = still
             now = loop.time()

@@ -16,6 +16,7 @@ from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendBridge, BackendLink
 from sidecar.core import HeartbeatPolicy, HeartbeatSchedule, InboundLimits
 from sidecar.metrics import GatewayMetrics
+from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet.registry import ConnectionRecord, QuotaExceeded
 from wsfleet.settings import SidecarSettings
@@ -43,7 +44,7 @@ class Refusal(Exception):
 class Connection(Protocol):
     """What the gateway needs of any client connection, whatever its transport."""
 
-    session_id: str
+    connection_id: str
     user_id: str
     transport: str
 
@@ -66,7 +67,7 @@ class Admission:
     subprotocol: str | None
 
     @property
-    def session_id(self) -> str:
+    def connection_id(self) -> str:
         return self.record.connection_id
 
     @property
@@ -110,6 +111,8 @@ class Gateway:
     bridge: BackendBridge
     metrics: GatewayMetrics
     sessions: SessionRegistry
+    replay_store: ReplayStore
+    replay: ReplayWriter
     draining: bool = False
     connections: dict[str, Connection] = field(default_factory=dict)
     heartbeats: HeartbeatSchedule = field(init=False)
@@ -189,27 +192,28 @@ class Gateway:
         return Admission(identity, record, link, subprotocol)
 
     def track(self, connection: Connection) -> None:
-        self.connections[connection.session_id] = connection
+        self.connections[connection.connection_id] = connection
         self.metrics.connections.labels(connection.transport).inc()
-        self.heartbeats.add(connection.session_id, asyncio.get_running_loop().time())
-        self._wake_heartbeats.set()
+        if connection.transport == "websocket":  # SSE and poll have their own liveness
+            self.heartbeats.add(connection.connection_id, asyncio.get_running_loop().time())
+            self._wake_heartbeats.set()
 
     async def untrack(self, connection: Connection, code: int) -> None:
-        self.heartbeats.remove(connection.session_id)
-        if self.connections.pop(connection.session_id, None) is not None:
+        self.heartbeats.remove(connection.connection_id)
+        if self.connections.pop(connection.connection_id, None) is not None:
             self.metrics.connections.labels(connection.transport).dec()
             self.metrics.closes.labels(str(code)).inc()
-        await self.sessions.remove(connection.session_id)
+        await self.sessions.remove(connection.connection_id)
 
-    def pong(self, session_id: str) -> None:
+    def pong(self, connection_id: str) -> None:
         now = asyncio.get_running_loop().time()
-        rtt = self.heartbeats.pong(session_id, now)
+        rtt = self.heartbeats.pong(connection_id, now)
         if rtt is not None:
             self.metrics.ping_rtt.observe(rtt)
-        self.sessions.touch(session_id, time.time())
+        self.sessions.touch(connection_id, time.time())
 
-    def activity(self, session_id: str) -> None:
-        self.heartbeats.activity(session_id, asyncio.get_running_loop().time())
+    def activity(self, connection_id: str) -> None:
+        self.heartbeats.activity(connection_id, asyncio.get_running_loop().time())
 
     def counts_by_transport(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -235,16 +239,16 @@ class Gateway:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_heartbeats.wait(), min(delay, 1.0))
             now = loop.time()
-            for session_id in self.heartbeats.due(now):
-                connection = self.connections.get(session_id)
+            for connection_id in self.heartbeats.due(now):
+                connection = self.connections.get(connection_id)
                 if connection is not None:
                     connection.send_ping()
-            for session_id in self.heartbeats.dead(now):
-                connection = self.connections.get(session_id)
+            for connection_id in self.heartbeats.dead(now):
+                connection = self.connections.get(connection_id)
                 if connection is not None:
                     self.metrics.dead.inc()
                     log.info(
-                        "connection_dead", connection_id=session_id, user_id=connection.user_id
+                        "connection_dead", connection_id=connection_id, user_id=connection.user_id
                     )
                     connection.abort()
 

@@ -24,6 +24,7 @@ from sidecar.gateway import Gateway
 from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
 from sidecar.registration import PodRegistration
+from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet.admin_auth import read_admin_token
 from wsfleet.errors import ConfigError, StartupError
@@ -84,7 +85,15 @@ async def serve(
         settings.max_connections_per_user,
         on_error=metrics.registry_errors.inc,
     )
-    gateway = Gateway(settings, verifier, bridge, metrics, sessions)
+    replay_store = ReplayStore(
+        settings.redis_url,
+        settings.namespace,
+        settings.replay_max_messages,
+        settings.replay_max_age_s,
+    )
+    replay = ReplayWriter(replay_store, on_error=metrics.registry_errors.inc)
+    replay.start()
+    gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay)
     metrics.watch_queues(gateway.queued)
     bridge.start()
     await bridge.wait_any_up(5.0)
@@ -168,6 +177,8 @@ async def serve(
         for runner in reversed(runners):
             await runner.cleanup()
         await bridge.stop()
+        await replay.stop()
+        await replay_store.close()
         await registry.close()
         log.info("sidecar_stopped")
 

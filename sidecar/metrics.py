@@ -66,6 +66,11 @@ class GatewayMetrics:
         self.registry_errors = Counter(
             "wsfleet_gateway_registry_errors_total", "Failed registry operations", registry=r
         )
+        self.replayed = Counter(
+            "wsfleet_gateway_replayed_messages_total",
+            "Messages replayed to resuming clients",
+            registry=r,
+        )
         self.backends_up = Gauge(
             "wsfleet_gateway_backends_up", "Backend links that are up", registry=r
         )

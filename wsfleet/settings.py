@@ -90,6 +90,12 @@ class SidecarSettings:
     byte_burst: float = 0.0
     rate_limit_action: str = "close"  # "close" (1008) or "drop" (with a notice)
     max_connections_per_user: int = 0  # fleet-wide, through the registry; 0: unlimited
+    replay_max_messages: int = 1000  # the replay window: this many messages per session ...
+    replay_max_age_s: float = (
+        300.0  # ... and a session's buffer lives this long after its last write
+    )
+    poll_wait_s: float = 25.0  # a long poll waits this long for messages
+    poll_timeout_s: float = 60.0  # a poll session with no request for this long is gone
     registry_ttl_s: float = 5.0
     registry_refresh_s: float = 1.5
     connection_ttl_s: float = 60.0  # about 2x the dead-socket window

@@ -38,6 +38,7 @@ class Outgoing:
     binary: bool
     droppable: bool = False
     coalesce_key: str | None = None
+    seq: int = 0  # the session's sequence number (protocol v1), 0 when unnumbered
 
 
 class PushResult(Enum):

@@ -30,10 +30,22 @@ class SessionInfo(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., routing_key: _Optional[str] = ..., transport: _Optional[str] = ..., pod_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "resumed", "last_message_id")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    LAST_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     session: SessionInfo
-    def __init__(self, session: _Optional[_Union[SessionInfo, _Mapping]] = ...) -> None: ...
+    resumed: bool
+    last_message_id: int
+    def __init__(self, session: _Optional[_Union[SessionInfo, _Mapping]] = ..., resumed: _Optional[bool] = ..., last_message_id: _Optional[int] = ...) -> None: ...
+
+class Persisted(_message.Message):
+    __slots__ = ("session_id", "message_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    message_id: int
+    def __init__(self, session_id: _Optional[str] = ..., message_id: _Optional[int] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
     __slots__ = ("session_id", "seq", "data", "binary")
@@ -58,28 +70,32 @@ class SessionClosed(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class GatewayEvent(_message.Message):
-    __slots__ = ("opened", "message", "closed")
+    __slots__ = ("opened", "message", "closed", "persisted")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_FIELD_NUMBER: _ClassVar[int]
     opened: SessionOpened
     message: ClientMessage
     closed: SessionClosed
-    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ...) -> None: ...
+    persisted: Persisted
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ..., persisted: _Optional[_Union[Persisted, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("session_id", "data", "binary", "droppable", "coalesce_key")
+    __slots__ = ("session_id", "data", "binary", "droppable", "coalesce_key", "message_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     BINARY_FIELD_NUMBER: _ClassVar[int]
     DROPPABLE_FIELD_NUMBER: _ClassVar[int]
     COALESCE_KEY_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     data: bytes
     binary: bool
     droppable: bool
     coalesce_key: str
-    def __init__(self, session_id: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., droppable: _Optional[bool] = ..., coalesce_key: _Optional[str] = ...) -> None: ...
+    message_id: int
+    def __init__(self, session_id: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., droppable: _Optional[bool] = ..., coalesce_key: _Optional[str] = ..., message_id: _Optional[int] = ...) -> None: ...
 
 class CloseSession(_message.Message):
     __slots__ = ("session_id", "code", "reason")

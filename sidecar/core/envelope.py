@@ -1,0 +1,97 @@
+"""wsfleet protocol v1 frames: JSON envelopes around messages, with sequence numbers.
+
+Server -> client::
+
+    {"type": "welcome", "session": S, "seq": N, "resumed": bool, "replayed": n,
+     "resync": bool, "transport": T, "pod": P}
+    {"type": "message", "seq": N, "data": "text"}          (or "data_b64" for binary)
+    {"type": "notice", "reason": "rate_limited"}
+    {"type": "close", "code": 1012, "reason": "drain; retry_after_ms=250"}   (SSE, poll)
+
+Client -> server::
+
+    {"type": "message", "cseq": N, "data": "text"}          (or "data_b64"; cseq 0: unnumbered)
+
+Raw WebSocket clients (no ``wsfleet.v1`` subprotocol) see bare messages instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL = "wsfleet.v1"
+
+
+class EnvelopeError(ValueError):
+    """A client frame that is not a v1 message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMessage:
+    cseq: int
+    data: bytes
+    binary: bool
+
+
+def message(seq: int, data: bytes, binary: bool) -> str:
+    if binary:
+        body: dict[str, Any] = {
+            "type": "message",
+            "seq": seq,
+            "data_b64": base64.b64encode(data).decode(),
+        }
+    else:
+        body = {"type": "message", "seq": seq, "data": data.decode("utf-8", errors="replace")}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def welcome(
+    session: str, seq: int, resumed: bool, replayed: int, resync: bool, transport: str, pod: str
+) -> str:
+    return json.dumps(
+        {
+            "type": "welcome",
+            "session": session,
+            "seq": seq,
+            "resumed": resumed,
+            "replayed": replayed,
+            "resync": resync,
+            "transport": transport,
+            "pod": pod,
+        },
+        separators=(",", ":"),
+    )
+
+
+def notice(reason: str) -> str:
+    return json.dumps({"type": "notice", "reason": reason}, separators=(",", ":"))
+
+
+def close(code: int, reason: str) -> str:
+    return json.dumps({"type": "close", "code": code, "reason": reason}, separators=(",", ":"))
+
+
+def parse_client(text: str) -> ClientMessage:
+    """A client's v1 frame; raises :class:`EnvelopeError` naming what is wrong."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise EnvelopeError('not JSON: a v1 frame is {"type": "message", ...}') from None
+    if not isinstance(body, dict) or body.get("type") != "message":
+        raise EnvelopeError('a v1 frame needs "type": "message"')
+    cseq = body.get("cseq", 0)
+    if isinstance(cseq, bool) or not isinstance(cseq, int) or cseq < 0:
+        raise EnvelopeError('"cseq" must be a non-negative integer')
+    if "data_b64" in body:
+        try:
+            return ClientMessage(cseq, base64.b64decode(body["data_b64"], validate=True), True)
+        except (binascii.Error, TypeError):
+            raise EnvelopeError('"data_b64" is not base64') from None
+    data = body.get("data")
+    if not isinstance(data, str):
+        raise EnvelopeError('"data" must be a string')
+    return ClientMessage(cseq, data.encode(), False)
