@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sidecar.admin_api import add_admin_routes
 from sidecar.drain import Drainer
 from sidecar.gateway import GATEWAY_KEY, Gateway
+from sidecar.http_transports import add_http_transport_routes
 from sidecar.registration import PodRegistration
 from sidecar.websocket_transport import handle_websocket
 
@@ -42,6 +43,7 @@ def build_public_app(gateway: Gateway, registration: PodRegistration) -> web.App
     app = web.Application()
     app[GATEWAY_KEY] = gateway
     app.router.add_get("/ws", handle_websocket)
+    add_http_transport_routes(app)
     _health_routes(app, gateway, registration)
     return app
 

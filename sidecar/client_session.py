@@ -40,6 +40,9 @@ class Channel(Protocol):
 
     def ping(self) -> None: ...
 
+    def idle_for(self, now: float) -> float:
+        """Seconds since the client last showed up (long polling); 0 for streams."""
+
 
 class ClientSession:
     """A client connection as the gateway sees it; the backend's ``SessionSink``."""
@@ -231,6 +234,9 @@ class ClientSession:
     def send_ping(self) -> None:
         self.channel.ping()
 
+    def idle_for(self, now: float) -> float:
+        return self.channel.idle_for(now)
+
     def cut(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._closing = asyncio.ensure_future(self.close(code, reason))
@@ -319,6 +325,7 @@ async def open_session(
             bool(plan and plan.resync),
             transport,
             settings.pod_id,
+            sequencer.last_cseq,
         )
         await channel.send(hello.encode(), False, 0)
         for entry in entries:

@@ -45,12 +45,15 @@ class Connection(Protocol):
     """What the gateway needs of any client connection, whatever its transport."""
 
     connection_id: str
+    session_id: str
     user_id: str
     transport: str
 
     def send_ping(self) -> None: ...
 
     def queued(self) -> tuple[int, int]: ...
+
+    def idle_for(self, now: float) -> float: ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -114,7 +117,8 @@ class Gateway:
     replay_store: ReplayStore
     replay: ReplayWriter
     draining: bool = False
-    connections: dict[str, Connection] = field(default_factory=dict)
+    connections: dict[str, Connection] = field(default_factory=dict)  # by connection id
+    by_session: dict[str, Connection] = field(default_factory=dict)  # by session id
     heartbeats: HeartbeatSchedule = field(init=False)
     _wake_heartbeats: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -140,8 +144,9 @@ class Gateway:
         )
         return None if limits.unlimited else limits
 
-    async def admit(self, request: web.Request, transport: str) -> Admission:
-        """Check a handshake; raise :class:`Refusal` with the reason if refused."""
+    def authenticate(self, request: web.Request) -> tuple[Identity, str | None]:
+        """The verified identity (and the subprotocol entry the token came in, if any);
+        raises :class:`Refusal`. The user Envoy hashed on must be the token's subject."""
         settings = self.settings
         try:
             token, token_entry = find_token(request.headers, request.query)
@@ -158,6 +163,12 @@ class Gateway:
                 f"the routing user (?{settings.user_query_parameter}= or "
                 f"{settings.user_header}) must equal the token subject",
             )
+        return identity, token_entry
+
+    async def admit(self, request: web.Request, transport: str) -> Admission:
+        """Check a handshake; raise :class:`Refusal` with the reason if refused."""
+        settings = self.settings
+        identity, token_entry = self.authenticate(request)
         if self.draining:
             raise Refusal(503, "draining", "this gateway is draining", retry_after_s=1)
         key = routing_key(settings.routing_key_source, identity, request)
@@ -193,6 +204,7 @@ class Gateway:
 
     def track(self, connection: Connection) -> None:
         self.connections[connection.connection_id] = connection
+        self.by_session[connection.session_id] = connection
         self.metrics.connections.labels(connection.transport).inc()
         if connection.transport == "websocket":  # SSE and poll have their own liveness
             self.heartbeats.add(connection.connection_id, asyncio.get_running_loop().time())
@@ -200,6 +212,8 @@ class Gateway:
 
     async def untrack(self, connection: Connection, code: int) -> None:
         self.heartbeats.remove(connection.connection_id)
+        if self.by_session.get(connection.session_id) is connection:
+            del self.by_session[connection.session_id]
         if self.connections.pop(connection.connection_id, None) is not None:
             self.metrics.connections.labels(connection.transport).dec()
             self.metrics.closes.labels(str(code)).inc()
@@ -250,6 +264,22 @@ class Gateway:
                     log.info(
                         "connection_dead", connection_id=connection_id, user_id=connection.user_id
                     )
+                    connection.abort()
+
+    async def run_keepalives(self) -> None:
+        """SSE streams get a comment every heartbeat interval; poll sessions that stopped
+        polling for ``poll_timeout_s`` are gone (their liveness is their requests)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            now = loop.time()
+            for connection in list(self.connections.values()):
+                if connection.transport == "sse":
+                    connection.send_ping()
+                elif connection.transport == "poll" and connection.idle_for(now) > (
+                    self.settings.poll_timeout_s
+                ):
+                    self.metrics.dead.inc()
                     connection.abort()
 
     async def close_all(self, code: int, reason: str, timeout_s: float) -> None:

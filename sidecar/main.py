@@ -147,6 +147,7 @@ async def serve(
         asyncio.create_task(registration.run()),
         asyncio.create_task(sessions.run()),
         asyncio.create_task(gateway.run_heartbeats()),
+        asyncio.create_task(gateway.run_keepalives()),
     ]
     if settings.jwks is not None:
         refresher = JwksRefresher(verifier, settings.jwks, settings.jwks_refresh_s)

@@ -44,6 +44,9 @@ class WebSocketChannel:
         if transport is not None:
             transport.abort()
 
+    def idle_for(self, now: float) -> float:
+        return 0.0
+
     def ping(self) -> None:
         """Write an empty ping frame straight to the socket: no task, no await.
 

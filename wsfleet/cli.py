@@ -287,6 +287,19 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
     add("--byte-burst", type=_positive_float, default=None)
     add("--rate-limit-action", choices=["close", "drop"], default=defaults.rate_limit_action)
     add("--max-connections-per-user", type=_positive_int, default=None)
+    add("--replay-max-messages", type=_positive_int, default=defaults.replay_max_messages)
+    add(
+        "--replay-max-age",
+        type=_positive_float,
+        default=defaults.replay_max_age_s,
+        dest="replay_max_age_s",
+    )
+    add(
+        "--poll-timeout",
+        type=_positive_float,
+        default=defaults.poll_timeout_s,
+        dest="poll_timeout_s",
+    )
     add(
         "--registry-ttl",
         type=_positive_float,

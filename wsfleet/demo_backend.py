@@ -10,6 +10,11 @@ commands that show (and let tests drive) what backends can do:
 | ``/presence N`` | N droppable messages (``presence:<n>``) |
 | ``/typing N`` | N messages with the coalesce key ``typing`` (``typing:<n>``) |
 | ``/close CODE REASON`` | ends the session: the gateway closes the client with CODE |
+| ``/stream N MS`` | ``stream-1`` ... ``stream-N``, one every MS milliseconds, with ids |
+
+Streamed messages carry ``message_id``s; the backend keeps them until the gateway
+acknowledges them durable (``Persisted``) and sends the rest again when the session
+reopens, resumed, on any pod: this is how a session survives its pod being killed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -31,6 +37,7 @@ log = structlog.get_logger()
 
 SERVICE = "wsfleet.bridge.v1.Bridge"
 MAX_FLOOD = 1_000_000
+MAX_UNACKED = 100_000  # messages a session may have in flight to the gateway
 
 
 def _message(session_id: str, data: bytes, **flags: Any) -> pb.BackendEvent:
@@ -71,38 +78,115 @@ def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.Ba
     return [_message(session_id, data, binary=binary)]
 
 
+@dataclass
+class _Session:
+    """What the backend keeps of a session between pods: where it is, what is unacked."""
+
+    pod: str = ""
+    out: asyncio.Queue[pb.BackendEvent | None] | None = None
+    next_id: int = 1
+    unacked: dict[int, bytes] = field(default_factory=dict)
+    stream: asyncio.Task[None] | None = None
+
+    def send(self, session_id: str, data: bytes) -> None:
+        """Send with a message id; kept until the gateway says it is durable."""
+        message_id = self.next_id
+        self.next_id += 1
+        self.unacked[message_id] = data
+        while len(self.unacked) > MAX_UNACKED:
+            del self.unacked[next(iter(self.unacked))]
+        if self.out is not None:
+            self.out.put_nowait(_message(session_id, data, message_id=message_id))
+
+
 class EchoBackend:
-    """Echo each message; keep each gateway's open sessions."""
+    """Echo each message; stream on request; re-send unacknowledged messages on resume."""
 
     def __init__(self, name: str = "backend") -> None:
         self.name = name
-        self.sessions: dict[str, pb.SessionInfo] = {}
+        self.sessions: dict[str, _Session] = {}
 
     async def connect(
         self, events: AsyncIterator[pb.GatewayEvent], context: Any
     ) -> AsyncIterator[pb.BackendEvent]:
         pod = dict(context.invocation_metadata() or ()).get("x-wsfleet-pod", "?")
         log.info("gateway_connected", pod_id=pod)
-        mine: set[str] = set()
+        out: asyncio.Queue[pb.BackendEvent | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._read(events, out, pod))
+        try:
+            while (event := await out.get()) is not None:
+                yield event
+        finally:
+            reader.cancel()
+            for state in self.sessions.values():
+                if state.out is out:
+                    state.out = None  # unacked messages wait for the session to reopen
+            log.info("gateway_disconnected", pod_id=pod)
+
+    async def _read(
+        self,
+        events: AsyncIterator[pb.GatewayEvent],
+        out: asyncio.Queue[pb.BackendEvent | None],
+        pod: str,
+    ) -> None:
         try:
             async for event in events:
                 kind = event.WhichOneof("event")
                 if kind == "opened":
-                    self.sessions[event.opened.session.session_id] = event.opened.session
-                    mine.add(event.opened.session.session_id)
+                    self._opened(event.opened, out, pod)
                 elif kind == "message":
                     message = event.message
+                    state = self.sessions.get(message.session_id)
+                    words = message.data.decode(errors="replace").split()
+                    if state is not None and words[:1] == ["/stream"]:
+                        self._start_stream(message.session_id, state, words)
+                        continue
                     for reply in replies(
                         self.name, message.session_id, message.data, message.binary
                     ):
-                        yield reply
+                        out.put_nowait(reply)
+                elif kind == "persisted":
+                    state = self.sessions.get(event.persisted.session_id)
+                    if state is not None:
+                        for message_id in [
+                            m for m in state.unacked if m <= event.persisted.message_id
+                        ]:
+                            del state.unacked[message_id]
                 elif kind == "closed":
-                    self.sessions.pop(event.closed.session_id, None)
-                    mine.discard(event.closed.session_id)
+                    state = self.sessions.get(event.closed.session_id)
+                    if state is not None and state.out is out:
+                        state.out = None
+                        if state.stream is None or state.stream.done():
+                            del self.sessions[event.closed.session_id]
         finally:
-            for session_id in mine:
-                self.sessions.pop(session_id, None)
-            log.info("gateway_disconnected", pod_id=pod)
+            out.put_nowait(None)
+
+    def _opened(
+        self, opened: pb.SessionOpened, out: asyncio.Queue[pb.BackendEvent | None], pod: str
+    ) -> None:
+        session_id = opened.session.session_id
+        state = self.sessions.setdefault(session_id, _Session())
+        state.out, state.pod = out, pod
+        if opened.resumed:  # what the gateway had not made durable comes again, in order
+            for message_id, data in state.unacked.items():
+                if message_id > opened.last_message_id:
+                    out.put_nowait(_message(session_id, data, message_id=message_id))
+
+    def _start_stream(self, session_id: str, state: _Session, words: list[str]) -> None:
+        try:
+            count, interval_ms = min(int(words[1]), MAX_FLOOD), float(words[2])
+        except (IndexError, ValueError):
+            if state.out is not None:
+                state.out.put_nowait(_message(session_id, b"bad command: /stream N INTERVAL_MS"))
+            return
+
+        async def stream() -> None:
+            for n in range(1, count + 1):
+                state.send(session_id, f"stream-{n}".encode())
+                await asyncio.sleep(interval_ms / 1000)
+
+        if state.stream is None or state.stream.done():
+            state.stream = asyncio.create_task(stream())
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(

@@ -2,7 +2,7 @@
 
 Server -> client::
 
-    {"type": "welcome", "session": S, "seq": N, "resumed": bool, "replayed": n,
+    {"type": "welcome", "session": S, "seq": N, "cseq": C, "resumed": bool, "replayed": n,
      "resync": bool, "transport": T, "pod": P}
     {"type": "message", "seq": N, "data": "text"}          (or "data_b64" for binary)
     {"type": "notice", "reason": "rate_limited"}
@@ -50,13 +50,22 @@ def message(seq: int, data: bytes, binary: bool) -> str:
 
 
 def welcome(
-    session: str, seq: int, resumed: bool, replayed: int, resync: bool, transport: str, pod: str
+    session: str,
+    seq: int,
+    resumed: bool,
+    replayed: int,
+    resync: bool,
+    transport: str,
+    pod: str,
+    cseq: int = 0,
 ) -> str:
+    """``seq``: the last seq sent so far; ``cseq``: the last client seq delivered."""
     return json.dumps(
         {
             "type": "welcome",
             "session": session,
             "seq": seq,
+            "cseq": cseq,
             "resumed": resumed,
             "replayed": replayed,
             "resync": resync,

@@ -35,11 +35,15 @@ def test_the_embedded_default_policy_is_valid() -> None:
             "listeners.0.port: Input should be less than or equal to 65535",
         ),
         (
-            "routes: [websocket]",
+            "routes: [websocket, events, poll]",
             "routes: [websocket, websocket]",
             "a second route for path prefix '/ws'",
         ),
-        ("routes: [websocket]", "routes: [chat]", "listeners.0.routes.0: unknown route 'chat'"),
+        (
+            "routes: [websocket, events, poll]",
+            "routes: [chat]",
+            "listeners.0.routes.0: unknown route 'chat'",
+        ),
         (
             "lb_policy: maglev",
             "lb_policy: random",

@@ -1,21 +1,29 @@
-"""The reconnecting WebSocket client.
+"""The client: one logical session with wsfleet that survives drains, pod losses and
+networks that block WebSockets.
 
 ``async with Client(url, user, token) as client: async for message in client: ...``
 
-It keeps one connection open: on a close or a network error it reconnects
-after a :class:`~wsfleet_client.backoff.Backoff` delay, honouring the
-server's hint (``retry_after_ms`` in a 1012/1013 close reason, ``Retry-After`` on
-a 429/503 handshake answer). It stops for good on a refusal that retrying cannot
-fix (``max_auth_refusals`` 401/403 in a row, a 1008 close) or when the backoff's
-time budget runs out.
-A watchdog reconnects when the server goes silent (no frame, not even a ping,
-for ``silence_timeout_s``). Messages sent while disconnected wait (bounded) and
-go out after the reconnect.
+- **Transports**: WebSocket, then SSE, then long polling (``transports``), each in
+  protocol v1; a transport that does not get through (upgrade stripped, route refusing
+  it) is skipped, and the one that worked is tried first from then on.
+- **Reconnects** after a :class:`~wsfleet_client.backoff.Backoff` delay (full jitter),
+  honouring the server's hint (``retry_after_ms`` in a 1012/1013 close reason,
+  ``Retry-After`` on a 429/503). It stops for good after ``max_auth_refusals``
+  401/403 in a row, on a 1008 close, or when the backoff's time budget runs out.
+- **Resume**: it reconnects with its session id and the last sequence number it saw;
+  the gateway replays exactly what it missed, on any pod. If the gap fell out of the
+  replay window, the welcome says ``resync`` (``on_resync`` is called).
+- **No duplicate sends**: each sent message has a client sequence number; after a
+  reconnect, messages the gateway did not acknowledge (welcome ``cseq``) are sent again,
+  and the gateway drops any it already had.
+- **Watchdog**: no frame, ping or keep-alive for ``silence_timeout_s`` means the path is
+  dead: reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import re
@@ -25,17 +33,24 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from wsfleet_client import connect_url
 from wsfleet_client.backoff import Backoff
+from wsfleet_client.transports import OPENERS, Frame, Link, Refused, TransportBlocked
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
 _HINT = re.compile(r"retry_after_ms=(\d+)")
 FATAL_CLOSES = frozenset({1008})
-POD_HEADER = "x-wsfleet-pod"
 
 
 class ClientGaveUp(Exception):
-    """The client stopped reconnecting; ``reason`` says why."""
+    """The client stopped reconnecting; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message from the server: its sequence number in the session, and its data."""
+
+    seq: int
+    data: str | bytes
 
 
 @dataclass
@@ -46,12 +61,16 @@ class ClientStats:
     connects: int = 0
     failures: int = 0  # handshakes refused or failed
     pods: list[str] = field(default_factory=list)  # the pod of each connect
+    transports: list[str] = field(default_factory=list)  # the transport of each connect
     disconnected_s: list[float] = field(default_factory=list)  # each gap between connections
     closes: list[tuple[int, str]] = field(default_factory=list)
+    resumes: int = 0
+    replayed: int = 0
+    resyncs: int = 0
 
 
 class Client:
-    """One logical connection to wsfleet that survives pod losses and drains."""
+    """One logical connection to wsfleet."""
 
     def __init__(
         self,
@@ -59,27 +78,40 @@ class Client:
         user_id: str,
         token: TokenSource,
         backoff: Backoff | None = None,
+        transports: tuple[str, ...] = ("websocket", "sse", "poll"),
         silence_timeout_s: float = 45.0,
         max_pending: int = 1000,
         session: aiohttp.ClientSession | None = None,
         on_connect: Callable[[str], None] | None = None,
         on_close: Callable[[int, str], None] | None = None,
+        on_resync: Callable[[], None] | None = None,
         max_auth_refusals: int = 3,
     ) -> None:
-        self._url = connect_url(url, user_id)
+        unknown = [name for name in transports if name not in OPENERS]
+        if unknown or not transports:
+            raise ValueError(f"transports must be some of {sorted(OPENERS)}, not {unknown}")
+        self._url = url
+        self._user_id = user_id
         self._token = token
         self._backoff = backoff or Backoff()
+        self._transports = list(transports)
         self._silence_timeout_s = silence_timeout_s
-        self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
-        self._outbox: collections.deque[str | bytes] = collections.deque(maxlen=max_pending)
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._unsent: collections.deque[Frame] = collections.deque(maxlen=max_pending)
+        self._sent: collections.deque[Frame] = collections.deque(maxlen=max_pending)
         self._own_session = session is None
-        self._session = session
+        self._http = session
         self._on_connect = on_connect
         self._on_close = on_close
+        self._on_resync = on_resync
         self._max_auth_refusals = max_auth_refusals
+        self._link: Link | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._cseq = 0
+        self.session_id = ""
+        self.last_seq = 0
+        self.transport = ""
         self.stats = ClientStats()
         self.error: ClientGaveUp | None = None
         self.connected = asyncio.Event()
@@ -96,37 +128,44 @@ class Client:
         await self.close()
 
     def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._run())
 
     async def close(self) -> None:
         self._closing = True
-        if self._ws is not None:
+        if self._link is not None:
             with contextlib.suppress(Exception):
-                await self._ws.close()
+                await self._link.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._own_session and self._session is not None:
-            await self._session.close()
+        if self._own_session and self._http is not None:
+            await self._http.close()
 
     async def send(self, data: str | bytes) -> None:
-        """Send now if connected, else after the next connect (oldest dropped past the bound)."""
-        ws = self._ws
-        if ws is not None and not ws.closed:
+        """Send a message (now, or after the next connect); it is delivered once."""
+        self._cseq += 1
+        frame: Frame = {"type": "message", "cseq": self._cseq}
+        if isinstance(data, bytes):
+            frame["data_b64"] = base64.b64encode(data).decode()
+        else:
+            frame["data"] = data
+        link = self._link
+        if link is not None and self.connected.is_set():
             try:
-                await (ws.send_str(data) if isinstance(data, str) else ws.send_bytes(data))
+                await link.send(frame)
+                self._sent.append(frame)
                 return
-            except (ConnectionError, RuntimeError):
+            except (ConnectionError, RuntimeError, aiohttp.ClientError):
                 pass
-        self._outbox.append(data)
+        self._unsent.append(frame)
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
+    def __aiter__(self) -> AsyncIterator[Message]:
         return self._messages()
 
-    async def _messages(self) -> AsyncIterator[str | bytes]:
+    async def _messages(self) -> AsyncIterator[Message]:
         while True:
             item = await self._inbox.get()
             if item is None:
@@ -142,6 +181,26 @@ class Client:
         value = token()
         return value if isinstance(value, str) else await value
 
+    async def _open(self) -> tuple[str, Link]:
+        """Try the transports, the last one that worked first."""
+        params = {"user": self._user_id}
+        if self.session_id:
+            params.update(session=self.session_id, last_seq=str(self.last_seq))
+        token = await self._token_value()
+        assert self._http is not None
+        blocked: list[str] = []
+        for name in list(self._transports):
+            try:
+                link = await OPENERS[name](self._http, self._url, params, token)
+            except TransportBlocked as exc:
+                blocked.append(f"{name}: {exc}")
+                continue
+            if self._transports[0] != name:  # remember what worked
+                self._transports.remove(name)
+                self._transports.insert(0, name)
+            return name, link
+        raise TransportBlocked("; ".join(blocked))
+
     async def _run(self) -> None:
         refused_auth = 0
         gap_started = time.monotonic()
@@ -150,29 +209,20 @@ class Client:
                 hint_s: float | None = None
                 self.stats.attempts += 1
                 try:
-                    token = await self._token_value()
-                    assert self._session is not None
-                    ws = await self._session.ws_connect(
-                        self._url,
-                        headers={"Authorization": f"Bearer {token}"},
-                        heartbeat=None,
-                        autoping=True,
-                    )
-                except aiohttp.WSServerHandshakeError as refused:
+                    transport, link = await self._open()
+                except Refused as refused:
                     self.stats.failures += 1
                     if refused.status in (401, 403):
                         refused_auth += 1
                         if refused_auth >= self._max_auth_refusals:
-                            raise ClientGaveUp(
-                                f"handshake refused: HTTP {refused.status}"
-                            ) from None
-                    hint_s = _retry_after(refused.headers)
-                except (aiohttp.ClientError, OSError, TimeoutError):
+                            raise ClientGaveUp(str(refused)) from None
+                    hint_s = refused.retry_after_s
+                except (TransportBlocked, aiohttp.ClientError, OSError, TimeoutError):
                     self.stats.failures += 1
                 else:
                     refused_auth = 0
                     self.stats.disconnected_s.append(time.monotonic() - gap_started)
-                    code, reason = await self._serve(ws)
+                    code, reason = await self._serve(transport, link)
                     gap_started = time.monotonic()
                     if self._closing:
                         return
@@ -191,50 +241,72 @@ class Client:
             self.error = gave_up
             self._inbox.put_nowait(None)
 
-    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
-        """Hold one connection until it ends; returns its close code and reason."""
-        self._ws = ws
-        pod = ws._response.headers.get(POD_HEADER, "") if ws._response is not None else ""
-        self.stats.connects += 1
-        self.stats.pods.append(pod)
-        self.connected.set()
-        if self._on_connect is not None:
-            self._on_connect(pod)
+    async def _serve(self, transport: str, link: Link) -> tuple[int, str]:
+        """Hold one link until it ends; returns its close code and reason."""
+        self._link = link
         held_since = time.monotonic()
-        code, reason = 1006, ""
+        code, reason = 1006, "link lost"
+        frames = link.frames().__aiter__()
         try:
-            while self._outbox and not ws.closed:
-                item = self._outbox.popleft()
-                await (ws.send_str(item) if isinstance(item, str) else ws.send_bytes(item))
             while True:
                 try:
-                    message = await ws.receive(timeout=self._silence_timeout_s)
-                except TimeoutError:  # the server went silent: assume the path is dead
-                    code, reason = 1006, "silent server"
+                    frame = await asyncio.wait_for(frames.__anext__(), self._silence_timeout_s)
+                except (TimeoutError, StopAsyncIteration):
+                    reason = "silent server" if not self.connected.is_set() else reason
                     break
-                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    self._inbox.put_nowait(message.data)
-                elif message.type is aiohttp.WSMsgType.CLOSE:
-                    code, reason = int(message.data or 1005), str(message.extra or "")
+                kind = frame.get("type")
+                if kind == "welcome":
+                    await self._welcome(transport, link, frame)
+                elif kind == "message":
+                    seq = int(frame.get("seq", 0))
+                    if seq and seq <= self.last_seq:
+                        continue  # already had it
+                    self.last_seq = max(self.last_seq, seq)
+                    data = (
+                        base64.b64decode(frame["data_b64"])
+                        if "data_b64" in frame
+                        else frame.get("data", "")
+                    )
+                    self._inbox.put_nowait(Message(seq, data))
+                elif kind == "close":
+                    code, reason = int(frame.get("code", 1006)), str(frame.get("reason", ""))
                     break
-                elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                    code = ws.close_code or 1006
-                    break
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, aiohttp.ClientError, ValueError):
             code = 1006
         finally:
             self.connected.clear()
-            self._ws = None
+            self._link = None
             with contextlib.suppress(Exception):
-                await ws.close()
+                await link.close()
         if time.monotonic() - held_since > 5.0:
             self._backoff.reset()  # it held: the next loss starts from a small window
         return code, reason
 
-
-def _retry_after(headers: object) -> float | None:
-    value = getattr(headers, "get", lambda _key: None)("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+    async def _welcome(self, transport: str, link: Link, frame: Frame) -> None:
+        resumed = bool(frame.get("resumed"))
+        if resumed:
+            self.stats.resumes += 1
+            self.stats.replayed += int(frame.get("replayed", 0))
+        if frame.get("resync"):
+            self.stats.resyncs += 1
+            self.last_seq = int(frame.get("seq", 0))  # start over from what exists now
+            if self._on_resync is not None:
+                self._on_resync()
+        if not resumed:
+            self._sent.clear()  # a new session has none of our old messages: nothing to resend
+        self.session_id = str(frame.get("session", ""))
+        self.transport = transport
+        delivered = int(frame.get("cseq", 0))
+        again = [f for f in self._sent if int(f["cseq"]) > delivered] if resumed else []
+        pending = [*again, *self._unsent]
+        self._sent.clear()
+        self._unsent.clear()
+        for item in pending:
+            await link.send(item)
+            self._sent.append(item)
+        self.stats.connects += 1
+        self.stats.pods.append(link.pod)
+        self.stats.transports.append(transport)
+        self.connected.set()
+        if self._on_connect is not None:
+            self._on_connect(link.pod)
