@@ -70,7 +70,8 @@ class WebSocketLink:
 
     async def frames(self) -> AsyncIterator[Frame]:
         close_reason = ""
-        async for message in self._ws:
+        while True:
+            message = await self._ws.receive()
             if message.type is aiohttp.WSMsgType.TEXT:
                 yield json.loads(message.data)
             elif message.type is aiohttp.WSMsgType.PING:
@@ -78,6 +79,9 @@ class WebSocketLink:
                 yield LIVENESS
             elif message.type is aiohttp.WSMsgType.CLOSE:
                 close_reason = str(message.extra or "")
+                break
+            elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                break
         yield {"type": "close", "code": self._ws.close_code or 1006, "reason": close_reason}
 
     async def send(self, frame: Frame) -> None:
