@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # System tools the test suite needs beyond Python packages (installed by pip):
 #   docker-compose  validates compose.yaml (no Docker engine is needed for that)
+#   chromium        runs the JavaScript SDK's browser tests (headless, DevTools protocol)
 # Installs missing ones with apt-get (CI runs as root on Debian).
 set -euo pipefail
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi

@@ -203,6 +203,10 @@ class ClientSession:
                 self._notice(f"bad_frame: {exc}")
                 return True
             cseq, data, binary = parsed.cseq, parsed.data, parsed.binary
+            if cseq < 0:  # an application-level ping
+                task = asyncio.ensure_future(self.channel.send(envelope.pong().encode(), False, 0))
+                task.add_done_callback(lambda done: done.exception())
+                return True
             if not self.sequencer.accept_client(cseq):
                 metrics.drops.labels("duplicate").inc()
                 return True

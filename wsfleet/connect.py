@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from wsfleet_client import connect_url
 
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.tokens import key_path, mint_token, read_auth_key
+from wsfleet_client import connect_url
 
 HANDSHAKE_HINTS = {
     401: "token missing, expired or invalid",

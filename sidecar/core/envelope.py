@@ -11,6 +11,7 @@ Server -> client::
 Client -> server::
 
     {"type": "message", "cseq": N, "data": "text"}          (or "data_b64"; cseq 0: unnumbered)
+    {"type": "ping"}                                        (answered {"type": "pong"})
 
 Raw WebSocket clients (no ``wsfleet.v1`` subprotocol) see bare messages instead.
 """
@@ -35,6 +36,14 @@ class ClientMessage:
     cseq: int
     data: bytes
     binary: bool
+
+
+PING = "ping"  # a client frame {"type": "ping"} is answered {"type": "pong"}: browsers
+# cannot see WebSocket ping frames, so their SDK checks liveness this way
+
+
+def pong() -> str:
+    return '{"type":"pong"}'
 
 
 def message(seq: int, data: bytes, binary: bool) -> str:
@@ -90,8 +99,10 @@ def parse_client(text: str) -> ClientMessage:
         body = json.loads(text)
     except ValueError:
         raise EnvelopeError('not JSON: a v1 frame is {"type": "message", ...}') from None
+    if isinstance(body, dict) and body.get("type") == PING:
+        return ClientMessage(-1, b"", False)
     if not isinstance(body, dict) or body.get("type") != "message":
-        raise EnvelopeError('a v1 frame needs "type": "message"')
+        raise EnvelopeError('a v1 frame needs "type": "message" (or "ping")')
     cseq = body.get("cseq", 0)
     if isinstance(cseq, bool) or not isinstance(cseq, int) or cseq < 0:
         raise EnvelopeError('"cseq" must be a non-negative integer')

@@ -13,12 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from wsfleet_client import Backoff
-from wsfleet_client.client import Client
 
 from tests.helpers import unlimited_session, wait_for
 from wsfleet.launcher.fleet import LocalFleet
 from wsfleet.launcher.rollout import RolloutStatus, rollout
+from wsfleet_client import Backoff
+from wsfleet_client.client import Client
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import time
 
 import aiohttp
 import pytest
-from wsfleet_client import Backoff
-from wsfleet_client.client import Client
 
 from tests.helpers import unlimited_session, wait_for
 from wsfleet.launcher.fleet import LocalFleet
+from wsfleet_client import Backoff
+from wsfleet_client.client import Client
 
 pytestmark = pytest.mark.integration
 

@@ -50,6 +50,7 @@ class FleetOptions:
     xds_args: tuple[str, ...] = ()
     log_level: str = "info"
     drain_budget_s: float = 3.0  # a sidecar's SIGTERM drain (Ctrl-C of the local fleet)
+    probe: str = "websocket"  # the startup round trip: websocket, sse or poll
 
 
 @dataclass
@@ -326,7 +327,7 @@ class LocalFleet:
         last_error = "no attempt"
         while time.monotonic() < deadline:
             try:
-                await self.round_trip(PROBE_USER, "wsfleet-startup-probe")
+                await self.round_trip(PROBE_USER, "wsfleet-startup-probe", self.options.probe)
                 return
             except (aiohttp.ClientError, OSError, TimeoutError, AssertionError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -335,7 +336,9 @@ class LocalFleet:
             f"no WebSocket round trip through Envoy in {timeout_s:.0f} s ({last_error})"
         )
 
-    async def round_trip(self, user_id: str, text: str) -> str:
+    async def round_trip(self, user_id: str, text: str, transport: str = "websocket") -> str:
+        if transport != "websocket":
+            return await self._sdk_round_trip(user_id, text, transport)
         async with (
             aiohttp.ClientSession() as session,
             session.ws_connect(
@@ -350,6 +353,25 @@ class LocalFleet:
             assert message.type is aiohttp.WSMsgType.TEXT, f"got {message.type.name}"
             assert message.data == text, f"echo {message.data!r} != {text!r}"
             return str(message.data)
+
+    async def _sdk_round_trip(self, user_id: str, text: str, transport: str) -> str:
+        from wsfleet_client.backoff import Backoff
+        from wsfleet_client.client import Client
+
+        client = Client(
+            self.client_url,
+            user_id,
+            self.token(user_id),
+            transports=(transport,),
+            backoff=Backoff(base_s=0.05, cap_s=0.2, max_elapsed_s=2.0),
+        )
+        async with client:
+            await asyncio.wait_for(client.connected.wait(), 5.0)
+            await client.send(text)
+            async for message in client:
+                assert message.data == text, f"echo {message.data!r} != {text!r}"
+                return text
+        raise AssertionError("no echo")
 
     def table(self) -> str:
         rows = [
