@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -133,3 +134,14 @@ async def dynamic_config(fleet: LocalFleet) -> dict[str, Any]:
                     for lb in locality.get("lb_endpoints", [])
                 )
     return view
+
+
+def reconnect_peak_to_mean(times: list[float], bucket_s: float = 0.1) -> float:
+    """Peak over mean of reconnects per ``bucket_s``, the mean taken over the buckets that
+    saw reconnects (quiet gaps between a burst and a few stragglers would otherwise make
+    any burst look spread): 1.0 is perfectly even, a storm is far above."""
+    if not times:
+        return 0.0
+    start = min(times)
+    buckets = collections.Counter(int((t - start) / bucket_s) for t in times)
+    return max(buckets.values()) / (len(times) / len(buckets))

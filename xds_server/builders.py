@@ -35,6 +35,9 @@ LOCAL_RATELIMIT = (
 )
 TLS_CONTEXT = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+PREVIOUS_HOSTS = (
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+)
 ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
 
 Spec = dict[str, Any]
@@ -134,6 +137,20 @@ def route_entry(route: Route, policy: Policy) -> Spec:
     }
     if route.kind is not RouteKind.WEBSOCKET:
         action["upgrade_configs"] = [{"upgrade_type": "websocket", "enabled": False}]
+    if route.kind is not RouteKind.HTTP:
+        # A gateway that just died is still in EDS until its registration expires: a new
+        # session that cannot connect to it is retried on another gateway at once.
+        action["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream",
+            "num_retries": 2,
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": PREVIOUS_HOSTS},
+                }
+            ],
+            "host_selection_retry_max_attempts": 3,
+        }
     if route.stream_idle_timeout_s is not None:
         action["idle_timeout"] = _seconds(route.stream_idle_timeout_s)
     if route.max_duration_s is not None:

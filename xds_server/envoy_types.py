@@ -16,6 +16,7 @@ from typing import Any
 import envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3
 import envoy_data_plane.envoy.extensions.filters.http.router.v3
 import envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3
+import envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3
 import envoy_data_plane.envoy.extensions.upstreams.http.v3  # noqa: F401
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.endpoint.v3 import (
