@@ -142,14 +142,14 @@ def route_entry(route: Route, policy: Policy) -> Spec:
         # session that cannot connect to it is retried on another gateway at once.
         action["retry_policy"] = {
             "retry_on": "connect-failure,refused-stream",
-            "num_retries": 2,
+            "num_retries": 4,
             "retry_host_predicate": [
                 {
                     "name": "envoy.retry_host_predicates.previous_hosts",
                     "typed_config": {"@type": PREVIOUS_HOSTS},
                 }
             ],
-            "host_selection_retry_max_attempts": 3,
+            "host_selection_retry_max_attempts": 5,
         }
     if route.stream_idle_timeout_s is not None:
         action["idle_timeout"] = _seconds(route.stream_idle_timeout_s)
@@ -195,6 +195,9 @@ def cluster(pool: Pool) -> Spec:
         "connect_timeout": _seconds(pool.connect_timeout_s),
         "lb_policy": pool.lb_policy.value.upper(),
         "per_connection_buffer_limit_bytes": pool.buffer_limit_bytes,
+        # Envoy's default panic mode (below 50 % healthy, balance over every host, dead ones
+        # included) would send new sessions to crashed gateways: never panic.
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
         "circuit_breakers": {
             "thresholds": [
                 {
@@ -207,10 +210,27 @@ def cluster(pool: Pool) -> Spec:
             ]
         },
     }
+    if pool.health_check is not None:
+        check = pool.health_check
+        spec["health_checks"] = [
+            {
+                "timeout": _seconds(check.timeout_s),
+                "interval": _seconds(check.interval_s),
+                "unhealthy_threshold": check.unhealthy_threshold,
+                "healthy_threshold": check.healthy_threshold,
+                "tcp_health_check": {},
+                "no_traffic_interval": _seconds(check.interval_s),
+            }
+        ]
     if pool.outlier_detection is not None:
         outlier = pool.outlier_detection
         spec["outlier_detection"] = {
-            "consecutive_5xx": outlier.consecutive_5xx,
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": outlier.consecutive_connect_failures,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "consecutive_5xx": outlier.consecutive_5xx or 5,
+            "enforcing_consecutive_5xx": 100 if outlier.consecutive_5xx else 0,
+            "enforcing_success_rate": 0,
             "interval": _seconds(outlier.interval_s),
             "base_ejection_time": _seconds(outlier.base_ejection_time_s),
             "max_ejection_percent": outlier.max_ejection_percent,

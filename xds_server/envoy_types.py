@@ -63,16 +63,18 @@ def encode(type_url: str, resource: dict[str, Any]) -> bytes:
     """Serialize a resource dict as the protobuf message ``type_url`` names."""
     if type_url == type_urls.ENDPOINT:
         return _LOAD_ASSIGNMENTS.encode(resource)
-    consecutive_5xx = None
+    misnamed: dict[str, Any] = {}
     outlier = resource.get("outlier_detection")
-    if type_url == type_urls.CLUSTER and isinstance(outlier, dict) and "consecutive_5xx" in outlier:
-        # betterproto2's from_dict cannot name this field (it looks for "consecutive_5_xx")
-        outlier = dict(outlier)
-        consecutive_5xx = outlier.pop("consecutive_5xx")
-        resource = {**resource, "outlier_detection": outlier}
+    if type_url == type_urls.CLUSTER and isinstance(outlier, dict):
+        # betterproto2's from_dict cannot name fields like consecutive_5xx (it looks for
+        # "consecutive_5_xx"): set them on the message instead
+        misnamed = {key: value for key, value in outlier.items() if "5xx" in key}
+        if misnamed:
+            outlier = {key: value for key, value in outlier.items() if key not in misnamed}
+            resource = {**resource, "outlier_detection": outlier}
     message = MESSAGE_TYPES[type_url].from_dict(resource)
-    if consecutive_5xx is not None:
-        message.outlier_detection.consecutive_5xx = consecutive_5xx
+    for key, value in misnamed.items():
+        setattr(message.outlier_detection, key, value)
     return bytes(message)
 
 

@@ -55,13 +55,27 @@ class RouteKind(StrEnum):
     HTTP = "http"  # ordinary requests
 
 
-class OutlierDetection(Frozen):
-    """Eject a gateway that keeps failing (Envoy outlier detection)."""
+class HealthCheck(Frozen):
+    """Envoy's active TCP check of each gateway: a crashed one (still in EDS until its
+    registration expires) stops getting new sessions within ``interval_s``."""
 
-    consecutive_5xx: Annotated[int, Field(ge=1)] = 5
-    interval_s: SECONDS = 10.0
-    base_ejection_time_s: SECONDS = 30.0
-    max_ejection_percent: Annotated[int, Field(ge=1, le=100)] = 50
+    interval_s: SECONDS = 1.0
+    timeout_s: SECONDS = 1.0
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 1
+    healthy_threshold: Annotated[int, Field(ge=1)] = 1
+
+
+class OutlierDetection(Frozen):
+    """Eject a gateway that keeps failing (Envoy outlier detection). Off by default: Envoy
+    counts the end of an upgraded connection as a local-origin failure, so counting those
+    would eject healthy gateways whose clients simply left.
+    """
+
+    consecutive_connect_failures: Annotated[int, Field(ge=1)] = 2
+    consecutive_5xx: Annotated[int, Field(ge=1)] | None = None
+    interval_s: SECONDS = 1.0
+    base_ejection_time_s: SECONDS = 10.0
+    max_ejection_percent: Annotated[int, Field(ge=1, le=100)] = 100
 
 
 class Pool(Frozen):
@@ -77,6 +91,7 @@ class Pool(Frozen):
     max_pending_requests: Annotated[int, Field(ge=1)] = 1_000_000
     max_requests: Annotated[int, Field(ge=1)] = 1_000_000
     buffer_limit_bytes: BYTES = 32 * 1024  # per upstream connection
+    health_check: HealthCheck | None = HealthCheck()  # null: off
     outlier_detection: OutlierDetection | None = None
     # Warm standby: priority 0 is the first region listed, 1 the second, ...;
     # regions not listed come after. Empty: every region is priority 0.

@@ -67,6 +67,12 @@ class ClientStats:
     resumes: int = 0
     replayed: int = 0
     resyncs: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # failed attempts by kind
+    attempted_at: list[float] = field(default_factory=list)  # time.monotonic() of each attempt
+
+    def failed(self, kind: str) -> None:
+        self.failures += 1
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 class Client:
@@ -208,17 +214,21 @@ class Client:
             while not self._closing:
                 hint_s: float | None = None
                 self.stats.attempts += 1
+                self.stats.attempted_at.append(time.monotonic())
                 try:
                     transport, link = await self._open()
                 except Refused as refused:
-                    self.stats.failures += 1
+                    self.stats.failed(f"HTTP {refused.status}")
                     if refused.status in (401, 403):
                         refused_auth += 1
                         if refused_auth >= self._max_auth_refusals:
                             raise ClientGaveUp(str(refused)) from None
                     hint_s = refused.retry_after_s
-                except (TransportBlocked, aiohttp.ClientError, OSError, TimeoutError):
-                    self.stats.failures += 1
+                except (TransportBlocked, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    self.stats.failed(
+                        type(exc).__name__
+                        + (f": {exc}"[:60] if isinstance(exc, TransportBlocked) else "")
+                    )
                 else:
                     refused_auth = 0
                     self.stats.disconnected_s.append(time.monotonic() - gap_started)
