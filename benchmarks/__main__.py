@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from benchmarks import idle_connections, xds_push
+from benchmarks import heartbeat_sweep, idle_connections, load, xds_push
 
 BENCHMARKS = {
+    "heartbeat-sweep": (
+        heartbeat_sweep,
+        "heartbeat settings vs loss and latency: false positives, time to detect",
+    ),
+    "load": (load, "surge, sustained, latency, throughput: wsfleet vs Envoy+bare vs bare"),
     "idle-connections": (
         idle_connections,
         "idle connections on one sidecar vs a bare aiohttp server: KB/conn, handshakes/s, RTT",

@@ -187,6 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollout.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
+    capacity = commands.add_parser(
+        "capacity", help="pods, Envoys and Redis for N connections, from measured costs"
+    )
+    capacity.add_argument("--connections", type=_positive_int, required=True, help="per region")
+    capacity.add_argument(
+        "--message-rate",
+        type=float,
+        default=0.05,
+        help="messages per connection per second, both ways (default 0.05)",
+    )
+    capacity.add_argument("--headroom", type=float, default=0.3, help="kept free (default 0.3)")
+    capacity.add_argument("--pod-memory-gib", type=_positive_float, default=2.0)
+    capacity.add_argument("--envoy-memory-gib", type=_positive_float, default=8.0)
+    capacity.add_argument(
+        "--from",
+        dest="results",
+        type=Path,
+        action="append",
+        default=[],
+        help="benchmark results JSON (repeat); default: the recorded figures",
+    )
+    capacity.add_argument("--json", action="store_true", help="print the plan as JSON")
+
     policy = commands.add_parser("policy", help="check routing policy files")
     policy_commands = policy.add_subparsers(
         dest="policy_command", required=True, parser_class=_Parser
@@ -443,6 +466,27 @@ def _dispatch(args: argparse.Namespace) -> None:
 
             token = admin_token(args.admin_token, args.state_dir)
         print(diff_command(args.files, args.server, token))
+    elif command == "capacity":
+        import json
+
+        from wsfleet.capacity import load_measured, plan, render
+
+        for path in args.results:
+            if not path.exists():
+                raise ConfigError(f"no benchmark results at {path}")
+        measured = load_measured(args.results)
+        try:
+            result = plan(
+                args.connections,
+                measured,
+                message_rate=args.message_rate,
+                headroom=args.headroom,
+                pod_memory_gib=args.pod_memory_gib,
+                envoy_memory_gib=args.envoy_memory_gib,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        print(json.dumps(result.to_json(), indent=2) if args.json else render(result, measured))
     elif command in ("pods", "drain", "disconnect", "rollout"):
         from wsfleet import ops_commands
 

@@ -51,6 +51,7 @@ class FleetOptions:
     log_level: str = "info"
     drain_budget_s: float = 3.0  # a sidecar's SIGTERM drain (Ctrl-C of the local fleet)
     probe: str = "websocket"  # the startup round trip: websocket, sse or poll
+    region: str = "local"  # the region of the Envoy (node locality) and of the sidecars
 
 
 @dataclass
@@ -59,6 +60,16 @@ class SidecarInfo:
     child: Child
     port: int
     admin_port: int
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An extra region's entry point (``LocalFleet.add_edge``)."""
+
+    region: str
+    client_url: str
+    envoy_admin_port: int
+    xds_admin_port: int
 
 
 @dataclass
@@ -87,6 +98,7 @@ class LocalFleet:
         self._auth_key_path = self.state_dir / "auth.key"
         self.admin_token_path = self.state_dir / TOKEN_FILE
         self.client_tls: ssl.SSLContext | None = None  # set when the first listener is TLS
+        self.edges: dict[str, Edge] = {}
 
     @property
     def client_url(self) -> str:
@@ -154,20 +166,38 @@ class LocalFleet:
         await self.wait_round_trip(STARTUP_TIMEOUT_S)
 
     async def _start_xds(self, grpc_port: int) -> None:
+        self.info.xds_grpc_port, self.info.xds_admin_port = await self._spawn_xds(
+            "xds", grpc_port, self.options.admin_port, self.options.port
+        )
+
+    async def _spawn_xds(
+        self, name: str, grpc_port: int, admin_port: int, listener_port: int
+    ) -> tuple[int, int]:
         options = self.options
         argv = [
             "xds",
             *("--redis-url", self.info.redis_url),
             *("--grpc-port", str(grpc_port)),
-            *("--admin-port", str(options.admin_port)),
-            *("--listener-port", str(options.port)),
+            *("--admin-port", str(admin_port)),
+            *("--listener-port", str(listener_port)),
             *("--admin-token-file", str(self.admin_token_path)),
             *(["--policy", str(options.policy_path)] if options.policy_path else []),
             *options.xds_args,
         ]
-        ready = await self._start_python("xds", argv)
-        self.info.xds_grpc_port = int(ready["grpc_port"])
-        self.info.xds_admin_port = int(ready["admin_port"])
+        ready = await self._start_python(name, argv)
+        return int(ready["grpc_port"]), int(ready["admin_port"])
+
+    async def add_edge(self, region: str) -> Edge:
+        """Another region's edge: its own control plane (same registry and policy) and its
+        own Envoy, on a port of its own. Its Envoy says it is in ``region``, so a policy with
+        ``prefer_local_region`` sends its clients to that region's gateways first."""
+        port = free_port()
+        name = f"edge-{region}"
+        grpc_port, admin_port = await self._spawn_xds(f"xds-{region}", 0, free_port(), port)
+        envoy_admin = await self._spawn_envoy(f"envoy-{region}", grpc_port, region, node_id=name)
+        edge = Edge(region, f"ws://127.0.0.1:{port}/ws", envoy_admin, admin_port)
+        self.edges[region] = edge
+        return edge
 
     async def restart_xds(self, sig: int = signal.SIGKILL, down_s: float = 0.0) -> None:
         """Stop the xDS server (killed by default), wait ``down_s``, start it on the same port."""
@@ -208,19 +238,27 @@ class LocalFleet:
         raise StartupError(f"{child.name} did not become ready in {STARTUP_TIMEOUT_S:.0f} s")
 
     async def _start_envoy(self) -> None:
-        bootstrap = self.run_dir / "envoy.yaml"
+        self.info.envoy_admin_port = await self._spawn_envoy(
+            "envoy", self.info.xds_grpc_port, self.options.region
+        )
+
+    async def _spawn_envoy(
+        self, name: str, xds_port: int, region: str, node_id: str = "envoy-1"
+    ) -> int:
+        bootstrap = self.run_dir / f"{name}.yaml"
         bootstrap.write_text(
             render_bootstrap(
                 BootstrapParams(
-                    node_id="envoy-1",
-                    xds_port=self.info.xds_grpc_port,
+                    node_id=node_id,
+                    xds_port=xds_port,
                     api_type=self.options.api_type,
+                    region=region,
                 )
             )
         )
-        address_file = self.run_dir / "envoy.admin"
+        address_file = self.run_dir / f"{name}.admin"
         child = await self.supervisor.start(
-            "envoy",
+            name,
             [
                 str(envoy_binary()),
                 "-c",
@@ -237,8 +275,7 @@ class LocalFleet:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if address_file.exists() and address_file.read_text().strip():
-                self.info.envoy_admin_port = int(address_file.read_text().strip().rsplit(":", 1)[1])
-                return
+                return int(address_file.read_text().strip().rsplit(":", 1)[1])
             if not child.running:
                 raise StartupError(f"envoy exited at start:\n{child.tail(5)}")
             await asyncio.sleep(0.05)
@@ -253,6 +290,8 @@ class LocalFleet:
             "sidecar",
             "--pod-id",
             pod_id,
+            "--region",
+            self.options.region,
             "--redis-url",
             self.info.redis_url,
             "--auth-key-file",
@@ -413,8 +452,8 @@ class LocalFleet:
         order = [info.pod_id for info in self.info.sidecars.values()]
         order += [c.name for c in self.supervisor.children if c.name.startswith("sidecar-")]
         await self.supervisor.stop(order, timeout_s)
-        await self.supervisor.stop(["envoy"], timeout_s)
-        await self.supervisor.stop(["xds"], timeout_s)
+        await self.supervisor.stop(["envoy", *(f"envoy-{r}" for r in self.edges)], timeout_s)
+        await self.supervisor.stop(["xds", *(f"xds-{r}" for r in self.edges)], timeout_s)
         await self.supervisor.stop(list(self.info.backend_ports), timeout_s)
         await self.supervisor.stop(["redis"], timeout_s)
         await self.supervisor.stop_all(timeout_s)

@@ -1,0 +1,198 @@
+"""One load-generator process: opens WebSockets at a set rate from a source address,
+holds them, and measures on command. Several run side by side (``ulimit -n`` is per
+process). JSON lines on stdout:
+
+- ``{"event": "progress", "open": n}`` every 0.5 s while connecting;
+- ``{"event": "connected", "opened", "errors": {kind: n}, "handshake_s": [...]}``;
+- on ``{"cmd": "rtt", "mode": "ping"|"echo", "per_second": r}``:
+  ``{"event": "rtt", "rtt_s": [...], "lost": n}``;
+- on ``{"cmd": "throughput", "messages": m, "size": s}``:
+  ``{"event": "throughput", "sent", "received", "seconds"}``;
+- exits on ``{"cmd": "close"}`` or when stdin closes.
+
+Every loop is bounded by a count and a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+from wsfleet.tokens import mint_token, read_auth_key
+
+
+def say(**event: object) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+class Held:
+    __slots__ = ("echoes", "pongs", "ws")
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.pongs: asyncio.Queue[float] = asyncio.Queue()
+        self.echoes: asyncio.Queue[float] = asyncio.Queue()
+
+    async def read(self) -> None:
+        async for message in self.ws:
+            if message.type is aiohttp.WSMsgType.PING:
+                await self.ws.pong(message.data)
+            elif message.type is aiohttp.WSMsgType.PONG:
+                self.pongs.put_nowait(time.perf_counter())
+            elif message.type is aiohttp.WSMsgType.TEXT:
+                self.echoes.put_nowait(time.perf_counter())
+
+
+async def run(args: argparse.Namespace) -> None:
+    key = read_auth_key(args.key_file) if args.key_file else None
+    connector = aiohttp.TCPConnector(
+        limit=0, force_close=True, local_addr=(args.source_ip, 0) if args.source_ip else None
+    )
+    session = aiohttp.ClientSession(connector=connector)
+    held: list[Held] = []
+    readers: list[asyncio.Task[None]] = []
+    handshakes: list[float] = []
+    errors: dict[str, int] = {}
+    deadline = time.monotonic() + args.deadline_s
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def open_one(n: int) -> None:
+        user = f"{args.prefix}-{n}"
+        headers = {"Authorization": f"Bearer {mint_token(key, user)}"} if key else {}
+        async with gate:
+            if time.monotonic() > deadline:
+                errors["deadline"] = errors.get("deadline", 0) + 1
+                return
+            started = time.perf_counter()
+            try:
+                ws = await session.ws_connect(
+                    f"{args.url}?user={user}",
+                    headers=headers,
+                    autoping=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=1),
+                )
+            except aiohttp.WSServerHandshakeError as refused:
+                kind = f"HTTP {refused.status}"
+                errors[kind] = errors.get(kind, 0) + 1
+                return
+            except Exception as exc:  # counted by kind, never raised
+                kind = type(exc).__name__
+                errors[kind] = errors.get(kind, 0) + 1
+                return
+            handshakes.append(time.perf_counter() - started)
+        item = Held(ws)
+        held.append(item)
+        readers.append(asyncio.create_task(item.read()))
+
+    async def progress() -> None:
+        while True:
+            say(event="progress", open=len(held))
+            await asyncio.sleep(0.5)
+
+    reporter = asyncio.create_task(progress())
+    tasks = []
+    interval = 1.0 / args.rate if args.rate > 0 else 0.0
+    started = time.perf_counter()
+    for n in range(args.count):  # rate control: start the n-th handshake at n / rate
+        if interval:
+            await asyncio.sleep(max(0.0, started + n * interval - time.perf_counter()))
+        tasks.append(asyncio.create_task(open_one(n)))
+    await asyncio.gather(*tasks)
+    reporter.cancel()
+    say(
+        event="connected",
+        opened=len(held),
+        errors=errors,
+        seconds=time.perf_counter() - started,
+        handshake_s=handshakes,
+    )
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    while line := await stdin.readline():
+        command = json.loads(line)
+        if command["cmd"] == "close":
+            break
+        if command["cmd"] == "rtt":
+            await _rtt(held, command)
+        elif command["cmd"] == "throughput":
+            await _throughput(held, command)
+    for task in readers:
+        task.cancel()
+    await session.close()
+
+
+async def _rtt(held: list[Held], command: dict[str, object]) -> None:
+    rtts: list[float] = []
+    lost = 0
+    pause = 1.0 / float(command.get("per_second", 2000))  # type: ignore[arg-type]
+    echo = command.get("mode") == "echo"
+    for item in held[: int(command.get("sample", len(held)))]:  # type: ignore[call-overload]
+        queue = item.echoes if echo else item.pongs
+        while not queue.empty():
+            queue.get_nowait()
+        sent = time.perf_counter()
+        try:
+            await (item.ws.send_str("rtt") if echo else item.ws.ping())
+            rtts.append(await asyncio.wait_for(queue.get(), 5.0) - sent)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            lost += 1
+        await asyncio.sleep(pause)
+    say(event="rtt", rtt_s=rtts, lost=lost, open=sum(not item.ws.closed for item in held))
+
+
+async def _throughput(held: list[Held], command: dict[str, object]) -> None:
+    count = int(command.get("messages", 10))  # type: ignore[call-overload]
+    payload = "x" * int(command.get("size", 64))  # type: ignore[call-overload]
+    for item in held:
+        while not item.echoes.empty():
+            item.echoes.get_nowait()
+    started = time.perf_counter()
+
+    async def one(item: Held) -> int:
+        got = 0
+        for _ in range(count):
+            await item.ws.send_str(payload)
+        deadline = time.monotonic() + 30
+        while got < count and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(item.echoes.get(), max(0.01, deadline - time.monotonic()))
+                got += 1
+            except TimeoutError:
+                break
+        return got
+
+    received = sum(await asyncio.gather(*(one(item) for item in held)))
+    say(
+        event="throughput",
+        sent=count * len(held),
+        received=received,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="handshakes/s (0: as fast as possible)"
+    )
+    parser.add_argument("--source-ip", help="e.g. 127.0.0.2: spreads client ports over addresses")
+    parser.add_argument("--prefix", default="load")
+    parser.add_argument("--key-file", type=Path)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--deadline-s", type=float, default=300.0)
+    uvloop.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

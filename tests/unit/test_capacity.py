@@ -1,0 +1,93 @@
+"""The capacity model: measured costs in, pods/Envoys/Redis out, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsfleet.capacity import Measured, hpa_manifest, load_measured, plan
+
+
+def test_memory_bounds_connections_per_pod_with_headroom() -> None:
+    measured = Measured(sidecar_kb_per_connection=20.0, sidecar_base_mb=0.0)
+    result = plan(1_000_000, measured, message_rate=0.0, headroom=0.5, pod_memory_gib=1.0)
+    assert result.connections_per_pod == int(1024 * 1024 / 20 * 0.5)  # 26,214
+    assert result.pods == -(-1_000_000 // result.connections_per_pod)
+
+
+def test_message_rate_can_be_the_bound() -> None:
+    measured = Measured(sidecar_messages_per_s=5000.0)
+    result = plan(1_000_000, measured, message_rate=1.0, headroom=0.0)
+    assert result.connections_per_pod == 5000  # one core echoes 5000 msg/s
+
+
+def test_more_connections_never_need_fewer_resources() -> None:
+    small, large = plan(100_000, Measured()), plan(5_000_000, Measured())
+    assert large.pods >= small.pods and large.envoy_instances >= small.envoy_instances
+    assert large.redis_memory_gib >= small.redis_memory_gib
+
+
+def test_results_files_override_the_recorded_figures(tmp_path: Path) -> None:
+    results = tmp_path / "idle.json"
+    results.write_text(
+        json.dumps(
+            {
+                "benchmark": "idle_connections",
+                "results": {
+                    "sidecar": {
+                        "base_rss_mb": 50.0,
+                        "steps": [
+                            {"held": 5000, "kb_per_connection": 30.0, "handshakes_per_s": 700.0},
+                            {"held": 10000, "kb_per_connection": 25.0, "handshakes_per_s": 500.0},
+                        ],
+                    }
+                },
+            }
+        )
+    )
+    measured = load_measured([results])
+    assert (measured.sidecar_kb_per_connection, measured.sidecar_handshakes_per_s) == (25.0, 500.0)
+
+
+def test_the_hpa_targets_connections_per_pod() -> None:
+    manifest = hpa_manifest(plan(5_000_000, Measured()))
+    assert "kind: HorizontalPodAutoscaler" in manifest
+    assert "wsfleet_gateway_connections" in manifest
+
+
+def test_nonsense_is_refused() -> None:
+    with pytest.raises(ValueError):
+        plan(0, Measured())
+    with pytest.raises(ValueError):
+        plan(10, Measured(), headroom=1.0)
+
+
+def test_the_cli_prints_the_plan_and_refuses_missing_results(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "wsfleet", "capacity", "--connections", "5000000", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["pods"] > 0
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wsfleet",
+            "capacity",
+            "--connections",
+            "5",
+            "--from",
+            str(tmp_path / "x.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and "no benchmark results" in missing.stderr

@@ -1,0 +1,199 @@
+"""Capacity model: from measured per-connection costs to pods, Envoys and Redis per region.
+
+Every input is a measurement (``benchmarks/results/*.json`` from this repo's benchmarks, or
+the figures recorded in docs/capacity.md, which are the defaults); the model only divides,
+adds headroom and rounds up. ``wsfleet capacity --connections 5000000`` prints the plan
+and a Kubernetes HorizontalPodAutoscaler for the gateway pool.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Per-connection and per-process costs, as measured on the benchmark machine."""
+
+    sidecar_kb_per_connection: float = 19.2  # idle-connections, 10k held
+    sidecar_base_mb: float = 70.0  # a sidecar with no connection
+    sidecar_handshakes_per_s: float = 906.0  # one sidecar process (one core) under a surge
+    sidecar_messages_per_s: float = 6000.0  # echo messages per sidecar core (throughput)
+    envoy_kb_per_connection: float = 49.0  # FACTS.md; `python -m benchmarks load` measures it
+    envoy_handshakes_per_s_per_worker: float = 5000.0
+    redis_bytes_per_connection: float = 400.0  # conn hash + user set + pod set entries
+    redis_bytes_per_replayed_message: float = 120.0  # stream entry overhead + payload
+    fds_per_sidecar_connection: int = 1
+    fds_per_envoy_connection: int = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one region needs."""
+
+    connections: int
+    message_rate_per_connection: float
+    headroom: float
+    connections_per_pod: int
+    pods: int
+    pod_memory_gib: float
+    envoy_instances: int
+    envoy_memory_gib: float
+    redis_memory_gib: float
+    redis_ops_per_s: int
+    redis_shards: int
+    fleet_handshakes_per_s: float
+    full_reconnect_s: float  # every client of the region reconnecting at once
+    pod_loss_reconnect_s: float  # one pod's clients, spread over the survivors
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_measured(paths: list[Path]) -> Measured:
+    """Defaults, overridden by whatever the given benchmark results contain."""
+    measured = Measured()
+    for path in paths:
+        document = json.loads(path.read_text())
+        name = document.get("benchmark")
+        if name == "idle_connections":
+            sidecar = document["results"]["sidecar"]
+            largest = max(sidecar["steps"], key=lambda step: step["held"])
+            measured = replace(
+                measured,
+                sidecar_kb_per_connection=largest["kb_per_connection"],
+                sidecar_base_mb=sidecar["base_rss_mb"],
+                sidecar_handshakes_per_s=min(s["handshakes_per_s"] for s in sidecar["steps"]),
+            )
+        elif name == "load" and "envoy_kb_per_connection" in document:
+            measured = replace(
+                measured,
+                envoy_kb_per_connection=document["envoy_kb_per_connection"],
+                sidecar_messages_per_s=document.get(
+                    "sidecar_messages_per_s", measured.sidecar_messages_per_s
+                ),
+            )
+        elif name == "redis_cost":
+            measured = replace(
+                measured, redis_bytes_per_connection=document["bytes_per_connection"]
+            )
+    return measured
+
+
+def plan(
+    connections: int,
+    measured: Measured,
+    message_rate: float = 0.05,  # messages per connection per second, both ways
+    headroom: float = 0.3,
+    pod_memory_gib: float = 2.0,
+    pod_fd_limit: int = 65536,
+    envoy_memory_gib: float = 8.0,
+    envoy_workers: int = 4,
+    heartbeat_interval_s: float = 10.0,
+    replay_max_messages: int = 1000,
+    replay_max_age_s: float = 300.0,
+    redis_ops_per_shard: float = 250_000.0,
+) -> Plan:
+    if connections < 1 or not 0 <= headroom < 1 or message_rate < 0:
+        raise ValueError("connections >= 1, 0 <= headroom < 1, message_rate >= 0")
+    usable = 1 - headroom
+    by_memory = (
+        (pod_memory_gib * 1024 - measured.sidecar_base_mb)
+        * 1024
+        / measured.sidecar_kb_per_connection
+    )
+    by_fds = pod_fd_limit / measured.fds_per_sidecar_connection - 100
+    by_cpu = measured.sidecar_messages_per_s / message_rate if message_rate else math.inf
+    per_pod = int(min(by_memory, by_fds, by_cpu) * usable)
+    pods = math.ceil(connections / per_pod)
+    envoy_by_memory = envoy_memory_gib * GIB / (measured.envoy_kb_per_connection * 1024)
+    envoy_by_fds = 1_000_000 / measured.fds_per_envoy_connection
+    envoys = math.ceil(connections / (min(envoy_by_memory, envoy_by_fds) * usable))
+    kept = min(replay_max_messages, message_rate * replay_max_age_s)  # per session, at most
+    replay_bytes = connections * kept * measured.redis_bytes_per_replayed_message
+    redis_bytes = connections * measured.redis_bytes_per_connection + replay_bytes
+    touches = connections / heartbeat_interval_s * 3  # HSET + 2 PEXPIRE per pong, pipelined
+    persists = connections * message_rate * 4  # XADD + HSET + 2 PEXPIRE per message
+    fleet_handshakes = min(
+        pods * measured.sidecar_handshakes_per_s,
+        envoys * envoy_workers * measured.envoy_handshakes_per_s_per_worker,
+    )
+    return Plan(
+        connections=connections,
+        message_rate_per_connection=message_rate,
+        headroom=headroom,
+        connections_per_pod=per_pod,
+        pods=pods,
+        pod_memory_gib=pod_memory_gib,
+        envoy_instances=envoys,
+        envoy_memory_gib=envoy_memory_gib,
+        redis_memory_gib=round(redis_bytes / GIB * (1 + headroom), 2),
+        redis_ops_per_s=int((touches + persists) * (1 + headroom)),
+        redis_shards=math.ceil((touches + persists) * (1 + headroom) / redis_ops_per_shard),
+        fleet_handshakes_per_s=fleet_handshakes,
+        full_reconnect_s=round(connections / fleet_handshakes, 1),
+        pod_loss_reconnect_s=round(
+            per_pod / (fleet_handshakes - measured.sidecar_handshakes_per_s), 2
+        ),
+    )
+
+
+def hpa_manifest(result: Plan, namespace: str = "wsfleet", name: str = "gateways") -> str:
+    """A HorizontalPodAutoscaler on connections per pod (a Prometheus adapter metric)."""
+    target = int(result.connections_per_pod)
+    return f"""apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: {name}}}
+  minReplicas: {max(2, math.ceil(result.pods * 0.5))}
+  maxReplicas: {math.ceil(result.pods * 1.5)}
+  metrics:
+    - type: Pods
+      pods:
+        metric: {{name: wsfleet_gateway_connections}}
+        target: {{type: AverageValue, averageValue: "{target}"}}
+  behavior:
+    scaleUp:   # a surge: add pods fast, new sessions land on them at once (Maglev)
+      stabilizationWindowSeconds: 0
+      policies: [{{type: Percent, value: 50, periodSeconds: 30}}]
+    scaleDown: # removing a pod drains its clients: slowly, one pod at a time
+      stabilizationWindowSeconds: 600
+      policies: [{{type: Pods, value: 1, periodSeconds: 120}}]
+"""
+
+
+def render(result: Plan, measured: Measured) -> str:
+    lines = [
+        f"capacity plan for {result.connections:,} connections per region "
+        f"({result.message_rate_per_connection:g} msg/s each, {result.headroom:.0%} headroom)",
+        "",
+        f"  gateway pods       {result.pods:>10,}   "
+        f"({result.connections_per_pod:,} connections each, {result.pod_memory_gib:g} GiB)",
+        f"  Envoy instances    {result.envoy_instances:>10,}   "
+        f"({result.envoy_memory_gib:g} GiB each)",
+        f"  Redis memory       {result.redis_memory_gib:>10,} GiB",
+        f"  Redis ops/s        {result.redis_ops_per_s:>10,}   ({result.redis_shards} shards)",
+        f"  handshakes/s       {result.fleet_handshakes_per_s:>10,.0f}   (the whole pool)",
+        f"  full reconnect     {result.full_reconnect_s:>10,} s   (every client at once: size the"
+        " backoff window above this)",
+        f"  one pod lost       {result.pod_loss_reconnect_s:>10,} s   "
+        "(its clients onto the survivors)",
+        "",
+        "measured inputs:",
+        *(f"  {key:<36} {value}" for key, value in asdict(measured).items()),
+        "",
+        "autoscaling (scale-up lead time: a new pod takes sessions as soon as it is HEALTHY in"
+        " EDS, ~1 s after it registers; scale before a surge, never during a drain):",
+        "",
+        hpa_manifest(result),
+    ]
+    return "\n".join(lines)
