@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from benchmarks import heartbeat_sweep, idle_connections, load, xds_push
+from benchmarks import chaos, heartbeat_sweep, idle_connections, load, xds_push
 
 BENCHMARKS = {
+    "chaos": (chaos, "pods killed in batches under SDK clients: who reconnects, how spread, loss"),
     "heartbeat-sweep": (
         heartbeat_sweep,
         "heartbeat settings vs loss and latency: false positives, time to detect",

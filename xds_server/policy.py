@@ -57,7 +57,8 @@ class RouteKind(StrEnum):
 
 class HealthCheck(Frozen):
     """Envoy's active TCP check of each gateway: a crashed one (still in EDS until its
-    registration expires) stops getting new sessions within ``interval_s``."""
+    registration expires) stops getting new sessions within ``interval_s``. A *new*
+    gateway gets sessions once its first check passes (within ``interval_s``)."""
 
     interval_s: SECONDS = 1.0
     timeout_s: SECONDS = 1.0

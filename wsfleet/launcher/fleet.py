@@ -309,6 +309,8 @@ class LocalFleet:
             *extra_args,
         ]
         facts = await self._start_python(pod_id, argv)
+        if self.info.envoy_admin_port:  # Envoy sends it sessions once its health check passed
+            await self.wait_host_routable(pod_id, STARTUP_TIMEOUT_S)
         child = self.supervisor.find(pod_id)
         assert child is not None
         info = SidecarInfo(pod_id, child, int(facts["port"]), int(facts["admin_port"]))
@@ -337,6 +339,49 @@ class LocalFleet:
         info = self.info.sidecars.pop(pod_id)
         return await info.child.stop(timeout_s, sig)
 
+    async def wait_host_routable(self, pod_id: str, timeout_s: float) -> None:
+        """Wait until Envoy lists ``pod_id`` as healthy *and* has health-checked every host
+        of the pool since (Envoy keeps a new host out of rotation until its first check
+        passes, while its admin page already says healthy)."""
+        deadline = time.monotonic() + timeout_s
+        base = f"http://127.0.0.1:{self.info.envoy_admin_port}"
+        checks_then: int | None = None
+        hosts = 0
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if checks_then is None:
+                    async with session.get(f"{base}/clusters?format=json") as response:
+                        status = await response.json(content_type=None)
+                    pool = [
+                        host
+                        for cluster in status.get("cluster_statuses", [])
+                        if cluster.get("name") == DEFAULT_POOL
+                        for host in cluster.get("host_statuses", [])
+                    ]
+                    if any(
+                        host.get("hostname") == pod_id
+                        and _routable(host.get("health_status", {})) == "HEALTHY"
+                        for host in pool
+                    ):
+                        hosts, checks_then = len(pool), await self._checks(session, base)
+                else:
+                    checks = await self._checks(session, base)
+                    if checks is None or checks >= checks_then + hosts:
+                        return
+                await asyncio.sleep(0.05)
+        raise StartupError(f"Envoy did not route to {pod_id} within {timeout_s} s")
+
+    async def _checks(self, session: aiohttp.ClientSession, base: str) -> int | None:
+        """Successful health checks of the gateway pool so far (None: no health checking)."""
+        stat = f"cluster.{DEFAULT_POOL}.health_check.success"
+        async with session.get(f"{base}/stats?filter=^{stat}$") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            if name == stat:
+                return int(value)
+        return None
+
     async def wait_hosts_healthy(self, pod_ids: set[str], timeout_s: float) -> None:
         """Wait until Envoy lists exactly these pods, all HEALTHY, in the gateway cluster."""
         deadline = time.monotonic() + timeout_s
@@ -346,9 +391,7 @@ class LocalFleet:
                 async with session.get(url) as response:
                     status = await response.json(content_type=None)
                 hosts = {
-                    host.get("hostname", ""): host.get("health_status", {}).get(
-                        "eds_health_status", "HEALTHY"
-                    )
+                    host.get("hostname", ""): _routable(host.get("health_status", {}))
                     for cluster in status.get("cluster_statuses", [])
                     if cluster.get("name") == DEFAULT_POOL
                     for host in cluster.get("host_statuses", [])
@@ -468,3 +511,10 @@ def _trusting(chain_pem: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cadata=chain_pem)
     context.check_hostname = False
     return context
+
+
+def _routable(health: dict[str, Any]) -> str:
+    """HEALTHY when EDS says so and no active health check failed (or is pending)."""
+    if health.get("failed_active_health_check") or health.get("pending_active_hc"):
+        return "UNHEALTHY"
+    return str(health.get("eds_health_status", "HEALTHY"))

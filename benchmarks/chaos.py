@@ -1,0 +1,161 @@
+"""Pod batches killed under load, at full size: 4 sidecars, ``--clients`` SDK clients over
+several processes, each receiving a stream; SIGKILL one pod, then two at once.
+
+Reports: who reconnected (only the killed pods' clients should), reconnect attempts per
+100 ms after each kill (peak/mean over the window of the middle 90 %; target <= 3),
+handshake success (target >= 99.95 %), and whether every client received its whole stream
+exactly once. Plot: reconnect attempts per 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import math
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import RESULTS, publish, table
+from wsfleet.launcher.fleet import FleetOptions, LocalFleet
+from wsfleet.launcher.ports import free_port
+
+
+def peak_to_mean(times: list[float], bucket_s: float = 0.1) -> float:
+    if len(times) < 2:
+        return 1.0
+    ordered = sorted(times)
+    low, high = ordered[int(len(ordered) * 0.05)], ordered[max(0, int(len(ordered) * 0.95) - 1)]
+    window = [t for t in ordered if low <= t <= high]
+    spans = max(1, math.ceil((high - low) / bucket_s))
+    buckets = collections.Counter(int((t - ordered[0]) / bucket_s) for t in ordered)
+    return max(buckets.values()) / (len(window) / spans)
+
+
+async def _line(process: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+    if not line:
+        raise RuntimeError("an SDK worker exited early")
+    message: dict[str, Any] = json.loads(line)
+    return message
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="wsfleet-chaos-") as tmp:
+        fleet = LocalFleet(
+            FleetOptions(
+                sidecars=4,
+                port=free_port(),
+                admin_port=free_port(),
+                state_dir=Path(tmp),
+                log_level="warning",
+            )
+        )
+        await fleet.start()
+        try:
+            per = -(-args.clients // args.processes)
+            workers = []
+            for index in range(args.processes):
+                workers.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "benchmarks.sdk_workers",
+                        "--url",
+                        fleet.client_url,
+                        "--key-file",
+                        str(fleet.state_dir / "auth.key"),
+                        "--count",
+                        str(min(per, args.clients - index * per)),
+                        "--prefix",
+                        f"w{index}",
+                        "--stream",
+                        str(args.stream),
+                        "--interval-ms",
+                        "1000",
+                        stdin=asyncio.subprocess.PIPE,
+                        stdout=asyncio.subprocess.PIPE,
+                    )
+                )
+            for worker in workers:
+                await _line(worker, 300)
+            await asyncio.sleep(args.stream * 0.2)
+            first_kill = time.time()
+            await fleet.stop_sidecar("sidecar-1", sig=signal.SIGKILL)
+            await asyncio.sleep(args.stream * 0.3)
+            second_kill = time.time()
+            for pod in ("sidecar-2", "sidecar-3"):
+                fleet.info.sidecars[pod].child.process.send_signal(signal.SIGKILL)
+            for pod in ("sidecar-2", "sidecar-3"):
+                await fleet.stop_sidecar(pod, sig=signal.SIGKILL)
+            reports = []
+            for worker in workers:
+                assert worker.stdin is not None
+                worker.stdin.write(b'{"cmd": "report"}\n')
+                await worker.stdin.drain()
+            for worker in workers:
+                reports.append(await _line(worker, args.stream + 300))
+                await worker.wait()
+        finally:
+            await fleet.stop()
+    clients = [c for report in reports for c in report["clients"]]
+    attempts = [t for c in clients for t in c["attempts"]]
+    first = [t for t in attempts if first_kill <= t < second_kill]
+    second = [t for t in attempts if t >= second_kill]
+    failures = sum(c["failures"] for c in clients)
+    reconnected = [c for c in clients if len(c["pods"]) > 1]
+    untouched_ok = all(c["pods"][0] == "sidecar-4" for c in clients if len(c["pods"]) == 1)
+    figures = {
+        "clients": len(clients),
+        "exact_streams": sum(c["exact"] for c in clients),
+        "reconnected_clients": len(reconnected),
+        "only_killed_pods_clients_reconnected": untouched_ok
+        and all(c["pods"][0] != "sidecar-4" for c in reconnected),
+        "first_kill": {"pods": 1, "attempts": len(first), "peak_to_mean": peak_to_mean(first)},
+        "second_kill": {"pods": 2, "attempts": len(second), "peak_to_mean": peak_to_mean(second)},
+        "handshake_success": 1 - failures / max(1, len(attempts)),
+        "handshake_attempts": len(attempts),
+    }
+    _plot(first, second, first_kill, second_kill)
+    rows = [
+        ("kill 1 of 4", figures["first_kill"]["attempts"], figures["first_kill"]["peak_to_mean"]),
+        ("kill 2 of 3", figures["second_kill"]["attempts"], figures["second_kill"]["peak_to_mean"]),
+    ]
+    readable = table(rows, ["event", "reconnect attempts", "peak/mean per 100 ms"])
+    readable += (
+        f"\n\n{figures['exact_streams']}/{figures['clients']} clients: whole stream, exactly once;"
+        f" handshake success {figures['handshake_success']:.5f} over {len(attempts)} attempts;"
+        f" only killed pods' clients reconnected: {figures['only_killed_pods_clients_reconnected']}"
+    )
+    publish("chaos", figures, readable)
+
+
+def _plot(first: list[float], second: list[float], first_kill: float, second_kill: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for axis, times, start, title in (
+        (axes[0], first, first_kill, "SIGKILL 1 of 4 pods"),
+        (axes[1], second, second_kill, "SIGKILL 2 of 3 pods"),
+    ):
+        counts = collections.Counter(int((t - start) / 0.1) for t in times)
+        xs = range(max(counts) + 1 if counts else 1)
+        axis.bar([x / 10 for x in xs], [counts.get(x, 0) for x in xs], width=0.1)
+        axis.set(title=title, xlabel="seconds after the kill", ylabel="reconnect attempts / 100 ms")
+    RESULTS.mkdir(exist_ok=True)
+    figure.savefig(RESULTS / "chaos-reconnects.png", dpi=100, bbox_inches="tight")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=4000)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--stream", type=int, default=40, help="messages per client, 1 a second")
