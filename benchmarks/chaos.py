@@ -81,6 +81,7 @@ async def main(args: argparse.Namespace) -> None:
                         "1000",
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
+                        limit=1 << 28,  # a worker report is one (large) JSON line
                     )
                 )
             for worker in workers:
