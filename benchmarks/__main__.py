@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from benchmarks import chaos, heartbeat_sweep, idle_connections, load, xds_push
+from benchmarks import chaos, envoy_share, heartbeat_sweep, idle_connections, load, xds_push
 
 BENCHMARKS = {
     "chaos": (chaos, "pods killed in batches under SDK clients: who reconnects, how spread, loss"),
+    "envoy-share": (
+        envoy_share,
+        "Envoy's memory per proxied WebSocket under each setting (one run, same load)",
+    ),
     "heartbeat-sweep": (
         heartbeat_sweep,
         "heartbeat settings vs loss and latency: false positives, time to detect",

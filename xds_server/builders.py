@@ -87,6 +87,7 @@ def listener(item: Listener) -> Spec:
         "rds": {"route_config_name": item.name, "config_source": ADS_SOURCE},
         "upgrade_configs": [{"upgrade_type": "websocket"}],
         "common_http_protocol_options": {"idle_timeout": _seconds(item.idle_timeout_s)},
+        "generate_request_id": item.request_ids,
         "http_filters": [
             {
                 "name": RATE_LIMIT_FILTER,

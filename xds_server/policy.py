@@ -140,6 +140,9 @@ class Listener(Frozen):
     tls: Tls | None = None
     idle_timeout_s: SECONDS = 3600.0  # a downstream connection with no streams
     buffer_limit_bytes: BYTES = 32 * 1024  # per downstream connection
+    # Envoy's x-request-id on every request: nothing in wsfleet reads it, and it costs
+    # memory for the whole life of an upgraded stream (benchmarks/envoy_share.py)
+    request_ids: bool = False
 
     @field_validator("address")
     @classmethod

@@ -101,3 +101,18 @@ def test_a_draining_pod_stays_in_eds_marked_draining() -> None:
         for lb in locality["lb_endpoints"]
     }
     assert health == {"p1": "HEALTHY", "p2": "DRAINING"}
+
+
+def test_request_ids_are_off_unless_a_listener_asks_for_them() -> None:
+    def hcm(text: str) -> dict[str, object]:
+        listener = build_resources(parse_policy(text, "p.yaml"), {})[T.LISTENER]["public"]
+        return listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+    quiet = hcm(default_policy_text())
+    loud = hcm(
+        default_policy_text().replace(
+            "    port: 8080\n", "    port: 8080\n    request_ids: true\n", 1
+        )
+    )
+    assert quiet["generate_request_id"] is False
+    assert loud["generate_request_id"] is True

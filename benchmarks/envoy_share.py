@@ -1,0 +1,230 @@
+"""Which Envoy settings change its memory per proxied idle WebSocket? One run, same load.
+
+Envoy (one worker unless said) proxies N idle WebSockets to the bare aiohttp echo server,
+once per variant: Envoy's defaults, the settings wsfleet's xDS delivers (32 KiB buffer
+limits, no request ids), then each further knob on top (4 KiB buffers, no idle timers,
+the legacy HTTP/1 parser, two workers), and last an L4 ``tcp_proxy`` as the floor (no
+HTTP routing, so no hashing on the user id: a reference, not an option). For each: RSS
+per connection and tcmalloc's live ``allocated`` bytes per connection (from Envoy's
+``/memory``), so memory the allocator merely keeps is told apart from memory in use.
+
+The xDS-delivered before/after through the whole fleet is ``load --envoy-variants``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.load import Target, _read, _send, _spawn, _static_envoy_config, _wait_file
+from benchmarks.report import publish, table
+from wsfleet.launcher.children import Supervisor
+from wsfleet.launcher.envoy_bootstrap import envoy_binary
+from wsfleet.launcher.ports import free_port
+
+Config = dict[str, Any]
+TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+
+def _hcm(config: Config) -> Config:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][  # type: ignore[no-any-return]
+        "typed_config"
+    ]
+
+
+def _buffers(size: int) -> Callable[[Config], None]:
+    def apply(config: Config) -> None:
+        config["static_resources"]["listeners"][0]["per_connection_buffer_limit_bytes"] = size
+        config["static_resources"]["clusters"][0]["per_connection_buffer_limit_bytes"] = size
+
+    return apply
+
+
+def _request_ids(on: bool) -> Callable[[Config], None]:
+    def apply(config: Config) -> None:
+        _hcm(config)["generate_request_id"] = on
+
+    return apply
+
+
+def _no_idle_timers(config: Config) -> None:
+    hcm = _hcm(config)
+    hcm["stream_idle_timeout"] = "0s"
+    hcm["request_timeout"] = "0s"
+    hcm["common_http_protocol_options"] = {"idle_timeout": "0s"}
+
+
+def _legacy_parser(config: Config) -> None:
+    _hcm(config)["http_protocol_options"] = {"use_balsa_parser": False}
+
+
+def _tcp_proxy(config: Config) -> None:
+    listener = config["static_resources"]["listeners"][0]
+    listener["filter_chains"] = [
+        {
+            "filters": [
+                {
+                    "name": "envoy.filters.network.tcp_proxy",
+                    "typed_config": {"@type": TCP_PROXY, "stat_prefix": "tcp", "cluster": "bare"},
+                }
+            ]
+        }
+    ]
+
+
+WSFLEET = [_buffers(32 * 1024), _request_ids(False)]  # what the default policy delivers
+FEWER_BUFFERS = [*WSFLEET, _buffers(4096)]
+NO_TIMERS = [*FEWER_BUFFERS, _no_idle_timers]
+
+# name, changes applied to the static Envoy -> bare config, Envoy workers
+VARIANTS: list[tuple[str, list[Callable[[Config], None]], int]] = [
+    ("envoy defaults", [_buffers(1 << 20), _request_ids(True)], 1),
+    ("wsfleet (xDS)", WSFLEET, 1),
+    ("+ 4 KiB buffers", FEWER_BUFFERS, 1),
+    ("+ no idle timers", NO_TIMERS, 1),
+    ("+ legacy parser", [*NO_TIMERS, _legacy_parser], 1),
+    ("wsfleet, 2 workers", WSFLEET, 2),
+    ("tcp_proxy (L4 floor)", [_tcp_proxy], 1),
+]
+
+
+def variant_config(bare_port: int, changes: list[Callable[[Config], None]]) -> Config:
+    config = _static_envoy_config(0, bare_port, 0)
+    for change in changes:
+        change(config)
+    return config
+
+
+def _memory(admin_port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/memory", timeout=5) as answer:
+        raw = json.loads(answer.read())
+    return {key: int(value) for key, value in raw.items() if str(value).isdigit()}
+
+
+async def measure(
+    name: str, config: Config, workers: int, run_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    port, admin = free_port(), free_port()
+    config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    config["admin"]["address"]["socket_address"]["port_value"] = admin
+    path = run_dir / "envoy.json"
+    path.write_text(json.dumps(config))
+    supervisor = Supervisor(run_dir / "logs")
+    child = await supervisor.start(
+        "envoy",
+        [
+            str(envoy_binary()),
+            "-c",
+            str(path),
+            "--disable-hot-restart",
+            "--concurrency",
+            str(workers),
+            "-l",
+            "warning",
+        ],
+    )
+    generators: list[asyncio.subprocess.Process] = []
+    try:
+        await asyncio.sleep(1.5)
+        process = psutil.Process(child.pid)
+        rss_before = process.memory_info().rss
+        memory_before = await asyncio.to_thread(_memory, admin)
+        target = Target(name, f"ws://127.0.0.1:{port}/ws", {}, None, None)
+        share = -(-args.connections // args.clients)
+        generators = [
+            await _spawn(target, min(share, args.connections - i * share), args.rate, i)
+            for i in range(args.clients)
+        ]
+        progress: dict[int, int] = {}
+        results = await asyncio.gather(
+            *(
+                _read(g, "connected", progress, i, args.max_seconds)
+                for i, g in enumerate(generators)
+            )
+        )
+        await asyncio.sleep(args.hold)
+        opened = sum(r["opened"] for r in results)
+        rss = process.memory_info().rss
+        memory = await asyncio.to_thread(_memory, admin)
+        per = max(1, opened)
+        return {
+            "variant": name,
+            "workers": workers,
+            "connections": opened,
+            "rss_kb_per_connection": (rss - rss_before) / 1024 / per,
+            "allocated_kb_per_connection": (memory["allocated"] - memory_before["allocated"])
+            / 1024
+            / per,
+            "heap_kb_per_connection": (memory["heap_size"] - memory_before["heap_size"])
+            / 1024
+            / per,
+        }
+    finally:
+        for generator in generators:
+            if generator.returncode is None:
+                await _send(generator, cmd="close")
+        for generator in generators:
+            await generator.wait()
+        await supervisor.stop_all(10)
+
+
+async def main(args: argparse.Namespace) -> None:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="wsfleet-envoy-share-") as tmp:
+        supervisor = Supervisor(Path(tmp) / "logs")
+        ready = Path(tmp) / "bare.ready.json"
+        await supervisor.start(
+            "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
+        )
+        try:
+            bare_port = int((await _wait_file(ready))["port"])
+            for index, (name, changes, workers) in enumerate(VARIANTS):
+                config = variant_config(bare_port, changes)
+                started = time.monotonic()
+                run_dir = Path(tmp) / f"v{index}"
+                run_dir.mkdir()
+                rows.append(await measure(name, config, workers, run_dir, args))
+                sys.stderr.write(
+                    f"  {name:<22} {rows[-1]['rss_kb_per_connection']:6.1f} KB/conn"
+                    f"  ({time.monotonic() - started:.0f} s)\n"
+                )
+        finally:
+            await supervisor.stop_all(10)
+    before = rows[0]["rss_kb_per_connection"]
+    for row in rows:
+        row["vs_envoy_defaults"] = row["rss_kb_per_connection"] / max(0.001, before)
+    readable = table(
+        [
+            (
+                r["variant"],
+                r["workers"],
+                r["connections"],
+                r["rss_kb_per_connection"],
+                r["allocated_kb_per_connection"],
+                f"{r['vs_envoy_defaults']:.3f}",
+            )
+            for r in rows
+        ],
+        ["Envoy variant", "workers", "conns", "RSS KB/conn", "allocated KB/conn", "vs defaults"],
+    )
+    publish("envoy-share", {"connections": args.connections, "variants": rows}, readable)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connections", type=int, default=4000)
+    parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--rate", type=float, default=1000.0, help="handshakes/s per process")
+    parser.add_argument("--hold", type=float, default=3.0, help="seconds held before measuring")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="a bound on every phase")
