@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from benchmarks.report import RESULTS, publish, table
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.launcher.ports import free_port
@@ -78,7 +80,9 @@ async def main(args: argparse.Namespace) -> None:
                         "--stream",
                         str(args.stream),
                         "--interval-ms",
-                        "1000",
+                        str(args.interval_ms),
+                        "--backoff-base",
+                        str(args.backoff_base),
                         stdin=asyncio.subprocess.PIPE,
                         stdout=asyncio.subprocess.PIPE,
                         limit=1 << 28,  # a worker report is one (large) JSON line
@@ -86,10 +90,10 @@ async def main(args: argparse.Namespace) -> None:
                 )
             for worker in workers:
                 await _line(worker, 300)
-            await asyncio.sleep(args.stream * 0.2)
+            await asyncio.sleep(args.stream * args.interval_ms / 1000 * 0.2)
             first_kill = time.time()
             await fleet.stop_sidecar("sidecar-1", sig=signal.SIGKILL)
-            await asyncio.sleep(args.stream * 0.3)
+            await asyncio.sleep(args.stream * args.interval_ms / 1000 * 0.3)
             second_kill = time.time()
             for pod in ("sidecar-2", "sidecar-3"):
                 fleet.info.sidecars[pod].child.process.send_signal(signal.SIGKILL)
@@ -101,8 +105,9 @@ async def main(args: argparse.Namespace) -> None:
                 worker.stdin.write(b'{"cmd": "report"}\n')
                 await worker.stdin.drain()
             for worker in workers:
-                reports.append(await _line(worker, args.stream + 300))
+                reports.append(await _line(worker, args.stream * args.interval_ms / 1000 + 300))
                 await worker.wait()
+            envoy_stats = await _envoy_stats(fleet.info.envoy_admin_port)
         finally:
             await fleet.stop()
     clients = [c for report in reports for c in report["clients"]]
@@ -110,6 +115,9 @@ async def main(args: argparse.Namespace) -> None:
     first = [t for t in attempts if first_kill <= t < second_kill]
     second = [t for t in attempts if t >= second_kill]
     failures = sum(c["failures"] for c in clients)
+    errors: collections.Counter[str] = collections.Counter()
+    for client in clients:
+        errors.update(client["errors"])
     reconnected = [c for c in clients if len(c["pods"]) > 1]
     untouched_ok = all(c["pods"][0] == "sidecar-4" for c in clients if len(c["pods"]) == 1)
     figures = {
@@ -122,6 +130,8 @@ async def main(args: argparse.Namespace) -> None:
         "second_kill": {"pods": 2, "attempts": len(second), "peak_to_mean": peak_to_mean(second)},
         "handshake_success": 1 - failures / max(1, len(attempts)),
         "handshake_attempts": len(attempts),
+        "failed_attempts_by_kind": dict(errors.most_common()),
+        "envoy_counters": envoy_stats,
     }
     _plot(first, second, first_kill, second_kill)
     rows = [
@@ -133,8 +143,26 @@ async def main(args: argparse.Namespace) -> None:
         f"\n\n{figures['exact_streams']}/{figures['clients']} clients: whole stream, exactly once;"
         f" handshake success {figures['handshake_success']:.5f} over {len(attempts)} attempts;"
         f" only killed pods' clients reconnected: {figures['only_killed_pods_clients_reconnected']}"
+        f"\nfailed attempts by kind: {figures['failed_attempts_by_kind']}"
+        f"\nEnvoy: {envoy_stats}"
     )
     publish("chaos", figures, readable)
+
+
+ENVOY_STATS = (
+    r"cluster\.gateways\.(upstream_cx_connect_fail|upstream_rq_retry|upstream_rq_retry_limit_exceeded"
+    r"|upstream_rq_retry_success|upstream_cx_none_healthy|upstream_rq_503|upstream_rq_pending_overflow"
+    r"|upstream_cx_connect_timeout|upstream_rq_pending_failure_eject|upstream_rq_rx_reset"
+    r"|upstream_rq_tx_reset)$|http\.public\.downstream_rq_5xx$"
+)
+
+
+async def _envoy_stats(admin_port: int) -> dict[str, int]:
+    """The Envoy counters that explain failed handshakes."""
+    url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter={ENVOY_STATS}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        stats = (await response.json())["stats"]
+    return {s["name"]: int(s["value"]) for s in stats if "value" in s}
 
 
 def _plot(first: list[float], second: list[float], first_kill: float, second_kill: float) -> None:
@@ -157,6 +185,20 @@ def _plot(first: list[float], second: list[float], first_kill: float, second_kil
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backoff-base",
+        type=float,
+        default=2.0,
+        help="the SDK's first reconnect window, s: a lost pod's clients spread over it (size it"
+        " to what the survivors can handshake: docs/capacity.md)",
+    )
     parser.add_argument("--clients", type=int, default=4000)
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--stream", type=int, default=40, help="messages per client, 1 a second")
+    parser.add_argument("--stream", type=int, default=25, help="messages per client")
+    parser.add_argument(
+        "--interval-ms",
+        type=int,
+        default=2000,
+        help="between a client's messages (4000 clients at 2 s: 2000 msg/s, under what this"
+        " 2-core machine's fleet sustains, so timings measure the fleet, not an overload)",
+    )

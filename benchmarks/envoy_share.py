@@ -1,9 +1,12 @@
 """Which Envoy settings change its memory per proxied idle WebSocket? One run, same load.
 
 Envoy (one worker unless said) proxies N idle WebSockets to the bare aiohttp echo server,
-once per variant: Envoy's defaults, the settings wsfleet's xDS delivers (32 KiB buffer
-limits, no request ids), then each further knob on top (4 KiB buffers, no idle timers,
-the legacy HTTP/1 parser, two workers), and last an L4 ``tcp_proxy`` as the floor (no
+once per variant: a plain HTTP proxy with Envoy's defaults (1 MiB buffer limits, request
+ids); the listener, routes and cluster that wsfleet's xDS builds for the default policy
+(inlined into a static config: same resources, no ADS), and the same without each feature
+that costs per stream (route retries, the upgrade rate-limit filter) or with request ids;
+then further knobs on top (4 KiB buffers, no idle timers, the legacy HTTP/1 parser, two
+workers), and last an L4 ``tcp_proxy`` as the floor (no
 HTTP routing, so no hashing on the user id: a reference, not an option). For each: RSS
 per connection and tcmalloc's live ``allocated`` bytes per connection (from Envoy's
 ``/memory``), so memory the allocator merely keeps is told apart from memory in use.
@@ -32,6 +35,8 @@ from benchmarks.report import publish, table
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.envoy_bootstrap import envoy_binary
 from wsfleet.launcher.ports import free_port
+from xds_server import builders
+from xds_server.policy_loader import default_policy_text, parse_policy
 
 Config = dict[str, Any]
 TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
@@ -69,6 +74,45 @@ def _legacy_parser(config: Config) -> None:
     _hcm(config)["http_protocol_options"] = {"use_balsa_parser": False}
 
 
+def _wsfleet_resources(config: Config) -> None:
+    """The listener, routes and cluster wsfleet's xDS serves for the default policy, inlined
+    (routes instead of RDS, the bare server as the one static endpoint)."""
+    policy = parse_policy(default_policy_text())
+    item = policy.listeners[0]
+    listener = config["static_resources"]["listeners"][0]
+    generated = builders.listener(item)
+    hcm = generated["filter_chains"][0]["filters"][0]["typed_config"]
+    del hcm["rds"]
+    hcm["route_config"] = builders.route_configuration(item, policy)
+    listener["filter_chains"] = generated["filter_chains"]
+    listener["per_connection_buffer_limit_bytes"] = generated["per_connection_buffer_limit_bytes"]
+    [static] = config["static_resources"]["clusters"]
+    pool = builders.cluster(policy.pools[0])
+    del pool["eds_cluster_config"]
+    pool.update(
+        type="STATIC", load_assignment={**static["load_assignment"], "cluster_name": pool["name"]}
+    )
+    config["static_resources"]["clusters"] = [pool]
+
+
+def _route(config: Config) -> Config:
+    virtual_host = _hcm(config)["route_config"]["virtual_hosts"][0]
+    [route] = [r for r in virtual_host["routes"] if r["name"] == "websocket"]
+    return route  # type: ignore[no-any-return]
+
+
+def _no_retries(config: Config) -> None:
+    del _route(config)["route"]["retry_policy"]
+
+
+def _no_rate_limit_filter(config: Config) -> None:
+    hcm = _hcm(config)
+    hcm["http_filters"] = [
+        f for f in hcm["http_filters"] if f["name"] != builders.RATE_LIMIT_FILTER
+    ]
+    _route(config).pop("typed_per_filter_config", None)
+
+
 def _tcp_proxy(config: Config) -> None:
     listener = config["static_resources"]["listeners"][0]
     listener["filter_chains"] = [
@@ -83,14 +127,17 @@ def _tcp_proxy(config: Config) -> None:
     ]
 
 
-WSFLEET = [_buffers(32 * 1024), _request_ids(False)]  # what the default policy delivers
+WSFLEET: list[Callable[[Config], None]] = [_wsfleet_resources]  # what xDS delivers by default
 FEWER_BUFFERS = [*WSFLEET, _buffers(4096)]
 NO_TIMERS = [*FEWER_BUFFERS, _no_idle_timers]
 
 # name, changes applied to the static Envoy -> bare config, Envoy workers
 VARIANTS: list[tuple[str, list[Callable[[Config], None]], int]] = [
     ("envoy defaults", [_buffers(1 << 20), _request_ids(True)], 1),
-    ("wsfleet (xDS)", WSFLEET, 1),
+    ("wsfleet (xDS resources)", WSFLEET, 1),
+    ("  without route retries", [*WSFLEET, _no_retries], 1),
+    ("  without rate-limit filter", [*WSFLEET, _no_rate_limit_filter], 1),
+    ("  with request ids", [*WSFLEET, _request_ids(True)], 1),
     ("+ 4 KiB buffers", FEWER_BUFFERS, 1),
     ("+ no idle timers", NO_TIMERS, 1),
     ("+ legacy parser", [*NO_TIMERS, _legacy_parser], 1),

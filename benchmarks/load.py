@@ -11,8 +11,9 @@ processes on 127.0.0.2, .3, ...: success %, latency p50/p99/max, errors by kind)
 connections **sustained** for T seconds (RSS and CPU of every server process, cost per
 connection), **keep-alive latency** (echo round trips while all are held), and
 **throughput** (echo messages/s, and per server core). wsfleet's cost is reported as a
-ratio to each peer. ``--envoy-variants`` also runs wsfleet with Envoy's default buffer
-limits (1 MiB) to show what the policy's 32 KiB and fewer workers save.
+ratio to each peer. ``--envoy-variants`` also runs wsfleet with Envoy's defaults delivered
+over xDS (1 MiB buffer limits, request ids) and with two Envoy workers: the before/after of
+the settings wsfleet's policy delivers (``envoy-share`` isolates each knob).
 
 Output: JSON, a Markdown table, and PNG plots in benchmarks/results/.
 """
@@ -419,7 +420,7 @@ async def main(args: argparse.Namespace) -> None:
         if args.envoy_variants:
             defaults = Path(tmp) / "envoy-defaults.yaml"
             defaults.write_text(ENVOY_DEFAULT_BUFFERS)
-            variants.append(("wsfleet/envoy-1MiB", defaults, 1))
+            variants.append(("wsfleet/envoy-defaults", defaults, 1))
             variants.append(("wsfleet/2-workers", None, 2))
         for name, policy, concurrency in variants:
             target = await start_wsfleet(
@@ -509,6 +510,7 @@ listeners:
     port: 8080
     routes: [websocket]
     buffer_limit_bytes: 1048576
+    request_ids: true
 routes:
   - name: websocket
     path_prefix: /ws
@@ -528,5 +530,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--messages", type=int, default=5, help="echo messages per connection")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="a bound on every phase")
     parser.add_argument(
-        "--envoy-variants", action="store_true", help="also Envoy 1 MiB buffers, 2 workers"
+        "--envoy-variants", action="store_true", help="also Envoy's defaults (over xDS), 2 workers"
     )

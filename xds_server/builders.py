@@ -140,10 +140,13 @@ def route_entry(route: Route, policy: Policy) -> Spec:
         action["upgrade_configs"] = [{"upgrade_type": "websocket", "enabled": False}]
     if route.kind is not RouteKind.HTTP:
         # A gateway that just died is still in EDS until its registration expires: a new
-        # session that cannot connect to it is retried on another gateway at once.
+        # session that cannot connect to it is retried on another gateway. Hash balancing
+        # may pick the dead one again until its health check fails (<= the check interval,
+        # 1 s by default), so the retries' backoff (on average ~1.7 s in all) outlasts that.
         action["retry_policy"] = {
             "retry_on": "connect-failure,refused-stream",
-            "num_retries": 4,
+            "num_retries": 6,
+            "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"},
             "retry_host_predicate": [
                 {
                     "name": "envoy.retry_host_predicates.previous_hosts",
@@ -206,7 +209,7 @@ def cluster(pool: Pool) -> Spec:
                     "max_connections": pool.max_connections,
                     "max_pending_requests": pool.max_pending_requests,
                     "max_requests": pool.max_requests,
-                    "max_retries": 3,
+                    "max_retries": pool.max_retries,
                 }
             ]
         },

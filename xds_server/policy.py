@@ -91,6 +91,9 @@ class Pool(Frozen):
     max_connections: Annotated[int, Field(ge=1)] = 1_000_000
     max_pending_requests: Annotated[int, Field(ge=1)] = 1_000_000
     max_requests: Annotated[int, Field(ge=1)] = 1_000_000
+    # concurrent retries (Envoy's default is 3): after a gateway dies, every session that
+    # hashed to it is retried on another gateway at once; past this cap, clients get 503
+    max_retries: Annotated[int, Field(ge=0)] = 1_000_000
     buffer_limit_bytes: BYTES = 32 * 1024  # per upstream connection
     health_check: HealthCheck | None = HealthCheck()  # null: off
     outlier_detection: OutlierDetection | None = None

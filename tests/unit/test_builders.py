@@ -65,6 +65,12 @@ def test_circuit_breakers_admit_far_more_than_envoys_default_1024() -> None:
     assert min(threshold["max_connections"], threshold["max_pending_requests"]) > 1024
 
 
+def test_a_reconnect_burst_is_not_capped_by_envoys_default_of_3_concurrent_retries() -> None:
+    cluster = build_resources(parse_policy(default_policy_text()), {})[T.CLUSTER]["gateways"]
+    [threshold] = cluster["circuit_breakers"]["thresholds"]
+    assert threshold["max_retries"] >= 10_000
+
+
 def test_locality_priorities_make_the_standby_region_priority_one() -> None:
     policy = load_policy_file(EXAMPLE)
     members = {"gateways": (_endpoint("p1", "region-b"), _endpoint("p2", "region-a"))}
@@ -116,3 +122,24 @@ def test_request_ids_are_off_unless_a_listener_asks_for_them() -> None:
     )
     assert quiet["generate_request_id"] is False
     assert loud["generate_request_id"] is True
+
+
+def test_retries_of_new_sessions_outlast_the_health_check_that_removes_a_dead_gateway() -> None:
+    policy = parse_policy(default_policy_text())
+    resources = build_resources(policy, {})
+    [entry] = [
+        route
+        for config in resources[T.ROUTE].values()
+        for host in config["virtual_hosts"]
+        for route in host["routes"]
+        if route["name"] == "websocket"
+    ]
+    retry = entry["route"]["retry_policy"]
+    base = float(retry["retry_back_off"]["base_interval"].rstrip("s"))
+    cap = float(retry["retry_back_off"]["max_interval"].rstrip("s"))
+    longest = sum(min(cap, base * 2**i) for i in range(retry["num_retries"]))
+    check = policy.pool("gateways").health_check
+    assert check is not None
+    # full jitter: the expected total is half the longest; it must still outlast a check
+    assert longest / 2 > check.interval_s
+    assert retry["retry_on"] == "connect-failure,refused-stream"  # never a started session
