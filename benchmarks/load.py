@@ -343,6 +343,8 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     received = sum(t["received"] for t in throughput)
     seconds = max(t["seconds"] for t in throughput)
     server_cpu = sum(cpu_after[r][1] - cpu_before[r][1] for r in target.processes)
+    surge_cpu = {r: held[r][1] - base[r][1] for r in target.processes}  # the hold is idle
+    message_cpu = {r: cpu_after[r][1] - cpu_before[r][1] for r in target.processes}
     per_role_kb = {
         role: (held[role][0] - base[role][0]) * 1024 / max(1, opened) for role in target.processes
     }
@@ -358,6 +360,8 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             "handshakes_per_s": opened / surge_s,
             "latency_s": summary(handshakes),
             "errors": errors,
+            "cpu_s": surge_cpu,
+            "handshakes_per_cpu_s": {r: opened / max(0.01, c) for r, c in surge_cpu.items()},
         },
         "sustained": {
             "hold_s": args.hold,
@@ -373,6 +377,15 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             "messages_per_s": received / seconds if seconds else 0.0,
             "server_cpu_s": server_cpu,
             "messages_per_cpu_s": received / server_cpu if server_cpu else 0.0,
+            "cpu_s": message_cpu,
+            "messages_per_cpu_s_by_process": {
+                r: received / max(0.01, c) for r, c in message_cpu.items()
+            },
+            # Redis keeps each message in the session's replay buffer
+            "rss_growth_bytes_per_message": {
+                r: (cpu_after[r][0] - held[r][0]) * 2**20 / max(1, received)
+                for r in target.processes
+            },
         },
         "timeline": target.timeline,
     }
@@ -491,17 +504,25 @@ async def main(args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     plots = _plots(results, "load")
     readable += "\n\nplots: " + ", ".join(str(p) for p in plots)
-    envoy_kb = ours["sustained"]["kb_per_connection"].get("envoy", 0.0)
-    publish(
-        "load",
-        {
-            "results": results,
-            "ratios": ratios,
-            "envoy_kb_per_connection": envoy_kb,
-            "sidecar_messages_per_s": ours["throughput"]["messages_per_cpu_s"],
-        },
-        readable,
-    )
+    publish("load", {"results": results, "ratios": ratios, "measured": measured(ours)}, readable)
+
+
+def measured(ours: dict[str, Any]) -> dict[str, float]:
+    """The capacity model's inputs (wsfleet.capacity.Measured) from wsfleet's run."""
+    kb = ours["sustained"]["kb_per_connection"]
+    handshakes = ours["surge"]["handshakes_per_cpu_s"]
+    messages = ours["throughput"]["messages_per_cpu_s_by_process"]
+    return {
+        "sidecar_kb_per_connection": kb["sidecar"],
+        "envoy_kb_per_connection": kb["envoy"],
+        "redis_bytes_per_connection": kb["redis"] * 1024,
+        "sidecar_handshakes_per_s": handshakes["sidecar"],
+        "envoy_handshakes_per_s_per_worker": handshakes["envoy"],
+        "sidecar_messages_per_s": messages["sidecar"],
+        "redis_bytes_per_replayed_message": ours["throughput"]["rss_growth_bytes_per_message"][
+            "redis"
+        ],
+    }
 
 
 ENVOY_DEFAULT_BUFFERS = """\

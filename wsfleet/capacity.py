@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +71,13 @@ def load_measured(paths: list[Path]) -> Measured:
                 sidecar_base_mb=sidecar["base_rss_mb"],
                 sidecar_handshakes_per_s=min(s["handshakes_per_s"] for s in sidecar["steps"]),
             )
-        elif name == "load" and "envoy_kb_per_connection" in document:
-            measured = replace(
-                measured,
-                envoy_kb_per_connection=document["envoy_kb_per_connection"],
-                sidecar_messages_per_s=document.get(
-                    "sidecar_messages_per_s", measured.sidecar_messages_per_s
-                ),
-            )
-        elif name == "redis_cost":
-            measured = replace(
-                measured, redis_bytes_per_connection=document["bytes_per_connection"]
+        elif name == "load" and "measured" in document:
+            known = {f.name for f in fields(Measured)}
+            figures = {k: float(v) for k, v in document["measured"].items() if k in known}
+            measured = replace(measured, **figures)  # type: ignore[arg-type]
+        else:
+            raise ValueError(
+                f"{path}: not a result of `python -m benchmarks idle-connections` or `load`"
             )
     return measured
 

@@ -474,7 +474,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         for path in args.results:
             if not path.exists():
                 raise ConfigError(f"no benchmark results at {path}")
-        measured = load_measured(args.results)
+        try:
+            measured = load_measured(args.results)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"unreadable benchmark results: {exc}") from None
         try:
             result = plan(
                 args.connections,

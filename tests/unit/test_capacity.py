@@ -91,3 +91,19 @@ def test_the_cli_prints_the_plan_and_refuses_missing_results(tmp_path: Path) -> 
         timeout=60,
     )
     assert missing.returncode != 0 and "no benchmark results" in missing.stderr
+
+
+def test_the_load_benchmarks_measured_block_overrides_every_input_it_names(tmp_path: Path) -> None:
+    results = tmp_path / "load.json"
+    figures = {"envoy_kb_per_connection": 54.0, "redis_bytes_per_connection": 1100.0, "x": 1}
+    results.write_text(json.dumps({"benchmark": "load", "measured": figures}))
+    measured = load_measured([results])
+    assert (measured.envoy_kb_per_connection, measured.redis_bytes_per_connection) == (54.0, 1100.0)
+    assert measured.sidecar_kb_per_connection == Measured().sidecar_kb_per_connection
+
+
+def test_a_file_that_is_no_benchmark_result_is_refused_by_name(tmp_path: Path) -> None:
+    stray = tmp_path / "stray.json"
+    stray.write_text(json.dumps({"benchmark": "chaos"}))
+    with pytest.raises(ValueError, match=r"stray\.json"):
+        load_measured([stray])
