@@ -229,8 +229,8 @@ async def _spawn(target: Target, count: int, rate: float, index: int) -> asyncio
         "--prefix",
         f"p{index}",
     ]
-    if target.key_file is not None:
-        argv += ["--key-file", str(target.key_file)]
+    if target.key_file is not None:  # wsfleet: authenticated, protocol v1 as the SDKs speak
+        argv += ["--key-file", str(target.key_file), "--v1"]
     return await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
@@ -522,6 +522,9 @@ def measured(ours: dict[str, Any]) -> dict[str, float]:
         "redis_bytes_per_replayed_message": ours["throughput"]["rss_growth_bytes_per_message"][
             "redis"
         ],
+        # an echo costs Redis 6 pipelined commands: the client's message (HSET last_cseq,
+        # PEXPIRE) and the reply (XADD to the replay buffer, HSET last_seq, 2 PEXPIRE)
+        "redis_ops_per_s_per_core": messages["redis"] * 6,
     }
 
 

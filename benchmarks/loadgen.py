@@ -33,13 +33,25 @@ def say(**event: object) -> None:
     sys.stdout.flush()
 
 
-class Held:
-    __slots__ = ("echoes", "pongs", "ws")
+V1 = "wsfleet.v1"
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+
+class Held:
+    __slots__ = ("cseq", "echoes", "pongs", "v1", "ws")
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, v1: bool) -> None:
         self.ws = ws
+        self.v1 = v1
+        self.cseq = 0
         self.pongs: asyncio.Queue[float] = asyncio.Queue()
         self.echoes: asyncio.Queue[float] = asyncio.Queue()
+
+    async def send(self, text: str) -> None:
+        """A message: bare, or in protocol v1 a numbered envelope (as the SDKs send)."""
+        if self.v1:
+            self.cseq += 1
+            text = json.dumps({"type": "message", "cseq": self.cseq, "data": text})
+        await self.ws.send_str(text)
 
     async def read(self) -> None:
         async for message in self.ws:
@@ -47,7 +59,9 @@ class Held:
                 await self.ws.pong(message.data)
             elif message.type is aiohttp.WSMsgType.PONG:
                 self.pongs.put_nowait(time.perf_counter())
-            elif message.type is aiohttp.WSMsgType.TEXT:
+            elif message.type is aiohttp.WSMsgType.TEXT and (
+                not self.v1 or '"type":"message"' in message.data  # not a welcome or pong
+            ):
                 self.echoes.put_nowait(time.perf_counter())
 
 
@@ -77,6 +91,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"{args.url}?user={user}",
                     headers=headers,
                     autoping=False,
+                    protocols=(V1,) if args.v1 else (),
                     timeout=aiohttp.ClientWSTimeout(ws_close=1),
                 )
             except aiohttp.WSServerHandshakeError as refused:
@@ -88,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
                 errors[kind] = errors.get(kind, 0) + 1
                 return
             handshakes.append(time.perf_counter() - started)
-        item = Held(ws)
+        item = Held(ws, ws.protocol == V1)
         held.append(item)
         readers.append(asyncio.create_task(item.read()))
 
@@ -141,7 +156,7 @@ async def _rtt(held: list[Held], command: dict[str, object]) -> None:
             queue.get_nowait()
         sent = time.perf_counter()
         try:
-            await (item.ws.send_str("rtt") if echo else item.ws.ping())
+            await (item.send("rtt") if echo else item.ws.ping())
             rtts.append(await asyncio.wait_for(queue.get(), 5.0) - sent)
         except (TimeoutError, ConnectionError, RuntimeError):
             lost += 1
@@ -160,7 +175,7 @@ async def _throughput(held: list[Held], command: dict[str, object]) -> None:
     async def one(item: Held) -> int:
         got = 0
         for _ in range(count):
-            await item.ws.send_str(payload)
+            await item.send(payload)
         deadline = time.monotonic() + 30
         while got < count and time.monotonic() < deadline:
             try:
@@ -189,6 +204,9 @@ def main() -> None:
     parser.add_argument("--source-ip", help="e.g. 127.0.0.2: spreads client ports over addresses")
     parser.add_argument("--prefix", default="load")
     parser.add_argument("--key-file", type=Path)
+    parser.add_argument(
+        "--v1", action="store_true", help="speak protocol wsfleet.v1 (sequence numbers, replay)"
+    )
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--deadline-s", type=float, default=300.0)
     uvloop.run(run(parser.parse_args()))

@@ -29,6 +29,7 @@ class Measured:
     envoy_handshakes_per_s_per_worker: float = 5000.0
     redis_bytes_per_connection: float = 400.0  # conn hash + user set + pod set entries
     redis_bytes_per_replayed_message: float = 120.0  # stream entry overhead + payload
+    redis_ops_per_s_per_core: float = 250_000.0  # pipelined commands per Redis CPU-second
     fds_per_sidecar_connection: int = 1
     fds_per_envoy_connection: int = 2
 
@@ -94,7 +95,6 @@ def plan(
     heartbeat_interval_s: float = 10.0,
     replay_max_messages: int = 1000,
     replay_max_age_s: float = 300.0,
-    redis_ops_per_shard: float = 250_000.0,
 ) -> Plan:
     if connections < 1 or not 0 <= headroom < 1 or message_rate < 0:
         raise ValueError("connections >= 1, 0 <= headroom < 1, message_rate >= 0")
@@ -131,7 +131,10 @@ def plan(
         envoy_memory_gib=envoy_memory_gib,
         redis_memory_gib=round(redis_bytes / GIB * (1 + headroom), 2),
         redis_ops_per_s=int((touches + persists) * (1 + headroom)),
-        redis_shards=math.ceil((touches + persists) * (1 + headroom) / redis_ops_per_shard),
+        # Redis runs commands on one core: a shard per core's worth of commands
+        redis_shards=math.ceil(
+            (touches + persists) * (1 + headroom) / measured.redis_ops_per_s_per_core
+        ),
         fleet_handshakes_per_s=fleet_handshakes,
         full_reconnect_s=round(connections / fleet_handshakes, 1),
         pod_loss_reconnect_s=round(
@@ -182,7 +185,7 @@ def render(result: Plan, measured: Measured) -> str:
         f"  full reconnect     {result.full_reconnect_s:>10,} s   (every client at once: size the"
         " backoff window above this)",
         f"  one pod lost       {result.pod_loss_reconnect_s:>10,} s   "
-        "(its clients onto the survivors)",
+        "(its clients onto the survivors: the SDK's first reconnect window, base_s, at least)",
         "",
         "measured inputs:",
         *(f"  {key:<36} {value}" for key, value in asdict(measured).items()),

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import os
 import signal
 import socket
@@ -57,6 +58,25 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, not {value}")
     return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be below 1, not {value}")
+    return value
+
+
+def _loopback_target(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise argparse.ArgumentTypeError(f"{text!r}: the target must be HOST:PORT on loopback")
+    return host, _port(port)
 
 
 def _positive_float(text: str) -> float:
@@ -209,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark results JSON (repeat); default: the recorded figures",
     )
     capacity.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    faultproxy = commands.add_parser(
+        "faultproxy",
+        help="a user-space fault proxy (loss, latency, jitter, blackhole) before a loopback port",
+    )
+    faultproxy.add_argument(
+        "--target", type=_loopback_target, required=True, help="HOST:PORT on loopback"
+    )
+    faultproxy.add_argument("--listen-port", type=_port, default=0, help="default: a free port")
+    faultproxy.add_argument(
+        "--loss", type=_fraction, default=0.0, help="chance a chunk is retransmitted (0-1)"
+    )
+    faultproxy.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="one way")
+    faultproxy.add_argument("--jitter-ms", type=_non_negative_float, default=0.0)
+    faultproxy.add_argument(
+        "--blackhole", action="store_true", help="deliver nothing, keep sockets open"
+    )
+    faultproxy.add_argument("--seed", type=int, help="for a repeatable loss pattern")
 
     policy = commands.add_parser("policy", help="check routing policy files")
     policy_commands = policy.add_subparsers(
@@ -466,6 +504,19 @@ def _dispatch(args: argparse.Namespace) -> None:
 
             token = admin_token(args.admin_token, args.state_dir)
         print(diff_command(args.files, args.server, token))
+    elif command == "faultproxy":
+        from wsfleet.chaos.faults import Faults
+        from wsfleet.chaos.proxy import FaultProxy, serve_until_stopped
+
+        faults = Faults(
+            loss=args.loss,
+            latency_s=args.latency_ms / 1000,
+            jitter_s=args.jitter_ms / 1000,
+            blackhole=args.blackhole,
+        )
+        host, port = args.target
+        proxy = FaultProxy(host, port, listen_port=args.listen_port, faults=faults, seed=args.seed)
+        _run(serve_until_stopped(proxy))
     elif command == "capacity":
         import json
 

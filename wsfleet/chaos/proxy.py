@@ -2,7 +2,8 @@
 to both directions and changeable while connections live.
 
 ``wsfleet faultproxy --listen-port 9000 --target 127.0.0.1:8080 --loss 0.05 --latency-ms 100``
-or, in tests and benchmarks, ``async with FaultProxy(target_port) as proxy: proxy.set(...)``.
+(loopback targets only; runs until SIGTERM or Ctrl-C) or, in tests and benchmarks,
+``async with FaultProxy("127.0.0.1", target_port) as proxy: proxy.set(...)``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +52,10 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
         self.connections = 0
+
+    @property
+    def target(self) -> tuple[str, int]:
+        return self._target
 
     @property
     def faults(self) -> Faults:
@@ -137,3 +143,18 @@ class FaultProxy:
         finally:
             self._writers.discard(writer)
             writer.close()
+
+
+async def serve_until_stopped(proxy: FaultProxy) -> None:
+    """Run ``proxy`` until SIGTERM or SIGINT, then close every connection it holds."""
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    async with proxy:
+        print(
+            f"fault proxy on 127.0.0.1:{proxy.port} -> {proxy.target[0]}:{proxy.target[1]}"
+            f" ({proxy.faults})",
+            flush=True,
+        )
+        await stopped.wait()
