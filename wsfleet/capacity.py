@@ -21,15 +21,17 @@ GIB = 1024**3
 class Measured:
     """Per-connection and per-process costs, as measured on the benchmark machine."""
 
-    sidecar_kb_per_connection: float = 19.2  # idle-connections, 10k held
-    sidecar_base_mb: float = 70.0  # a sidecar with no connection
-    sidecar_handshakes_per_s: float = 906.0  # one sidecar process (one core) under a surge
-    sidecar_messages_per_s: float = 6000.0  # echo messages per sidecar core (throughput)
-    envoy_kb_per_connection: float = 49.0  # FACTS.md; `python -m benchmarks load` measures it
-    envoy_handshakes_per_s_per_worker: float = 5000.0
-    redis_bytes_per_connection: float = 400.0  # conn hash + user set + pod set entries
-    redis_bytes_per_replayed_message: float = 120.0  # stream entry overhead + payload
-    redis_ops_per_s_per_core: float = 250_000.0  # pipelined commands per Redis CPU-second
+    # `python -m benchmarks load` (8,000 connections through Envoy, protocol v1) and
+    # `idle-connections`, on the 2-core development machine; see docs/capacity.md
+    sidecar_kb_per_connection: float = 20.8  # load: sidecar RSS per held connection
+    sidecar_base_mb: float = 72.8  # idle-connections: a sidecar holding nothing
+    sidecar_handshakes_per_s: float = 690.0  # load: handshakes per sidecar CPU-second
+    sidecar_messages_per_s: float = 2508.0  # load: echoed messages per sidecar CPU-second
+    envoy_kb_per_connection: float = 54.5  # load: Envoy RSS per proxied WebSocket
+    envoy_handshakes_per_s_per_worker: float = 2319.0  # load: per Envoy CPU-second
+    redis_bytes_per_connection: float = 1416.0  # load: registry + session, Redis RSS
+    redis_bytes_per_replayed_message: float = 852.0  # load: Redis RSS per kept message
+    redis_ops_per_s_per_core: float = 289_000.0  # load: pipelined commands per Redis CPU-s
     fds_per_sidecar_connection: int = 1
     fds_per_envoy_connection: int = 2
 
