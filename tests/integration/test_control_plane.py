@@ -312,8 +312,12 @@ async def test_300_users_stick_to_3_sidecars_and_losing_one_moves_only_its_users
                 after[user] = pod
                 await ws.close()
     moved = {user for user in users if after[user] != rounds[0][user]}
-    assert moved == {user for user in users if rounds[0][user] == "sidecar-3"}
-    assert moved  # sidecar-3 had users
+    lost = {user for user in users if rounds[0][user] == "sidecar-3"}
+    assert lost and lost <= moved  # every user of the stopped sidecar went elsewhere
+    # Maglev rebuilds its table without the host: about 0.02 % of the other keys change
+    # owner too (a simulation of the algorithm; ring hash moved 11 % of them, FACTS.md),
+    # so one of ~200 users on a survivor may move in a few percent of runs, never many
+    assert len(moved - lost) <= 2, moved - lost
 
 
 async def test_policy_diff_against_the_running_server_names_what_would_change(
