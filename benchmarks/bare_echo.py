@@ -1,7 +1,8 @@
 """The peer for comparison: a bare aiohttp WebSocket echo server, nothing else.
 
 ``python -m benchmarks.bare_echo --port P [--ready-file F]``; uvloop, backlog
-4096, aiohttp's own ping answering, no auth, no registry, no backend.
+4096, aiohttp's own ping answering, no auth, no registry, no backend; ``/broadcast TEXT``
+fans TEXT out to every connection, as the demo backend does behind wsfleet.
 """
 
 from __future__ import annotations
@@ -16,15 +17,27 @@ from aiohttp import WSMsgType, web
 
 from wsfleet.readiness import write_ready
 
+OPEN: set[web.WebSocketResponse] = set()
+
 
 async def echo(request: web.Request) -> web.WebSocketResponse:
+    """Echo; ``/broadcast TEXT`` sends TEXT to every open connection (fan-out)."""
     ws = web.WebSocketResponse()
     await ws.prepare(request)
-    async for message in ws:
-        if message.type is WSMsgType.TEXT:
-            await ws.send_str(message.data)
-        elif message.type is WSMsgType.BINARY:
-            await ws.send_bytes(message.data)
+    OPEN.add(ws)
+    try:
+        async for message in ws:
+            if message.type is WSMsgType.TEXT and message.data.startswith("/broadcast "):
+                text = message.data.partition(" ")[2]
+                for other in list(OPEN):
+                    if not other.closed:
+                        await other.send_str(text)
+            elif message.type is WSMsgType.TEXT:
+                await ws.send_str(message.data)
+            elif message.type is WSMsgType.BINARY:
+                await ws.send_bytes(message.data)
+    finally:
+        OPEN.discard(ws)
     return ws
 
 

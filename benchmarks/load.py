@@ -10,7 +10,9 @@ Scenarios against each: a handshake **surge** (N connects at rate R, split over 
 processes on 127.0.0.2, .3, ...: success %, latency p50/p99/max, errors by kind), the same
 connections **sustained** for T seconds (RSS and CPU of every server process, cost per
 connection), **keep-alive latency** (echo round trips while all are held), and
-**throughput** (echo messages/s, and per server core). wsfleet's cost is reported as a
+**throughput** (echo messages/s, and per server core), and **fan-out** (one connection
+broadcasts ``--fanout`` messages through the backend to every connection: deliveries/s
+and per server CPU-second). wsfleet's cost is reported as a
 ratio to each peer. ``--envoy-variants`` also runs wsfleet with Envoy's defaults delivered
 over xDS (1 MiB buffer limits, request ids) and with two Envoy workers: the before/after of
 the settings wsfleet's policy delivers (``envoy-share`` isolates each knob).
@@ -334,6 +336,7 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         *(_read(g, "throughput", progress, i, args.max_seconds) for i, g in enumerate(generators))
     )
     cpu_after = _usage(target.processes)
+    fanout = await _fanout(target, generators, progress, opened, args)
     sampler.cancel()
     sys.stderr.write("\n")
     for g in generators:
@@ -387,7 +390,43 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
                 for r in target.processes
             },
         },
+        "fanout": fanout,
         "timeline": target.timeline,
+    }
+
+
+async def _fanout(
+    target: Target,
+    generators: list[asyncio.subprocess.Process],
+    progress: dict[int, int],
+    opened: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """One connection broadcasts ``--fanout`` messages; every connection must get each."""
+    for g in generators:
+        await _send(g, cmd="fanout_reset")
+    await asyncio.gather(
+        *(_read(g, "fanout_ready", progress, i, args.max_seconds) for i, g in enumerate(generators))
+    )
+    before = _usage(target.processes)
+    started = time.perf_counter()
+    for i, g in enumerate(generators):
+        await _send(g, cmd="fanout", messages=args.fanout, send=i == 0, deadline_s=60)
+    results = await asyncio.gather(
+        *(_read(g, "fanout", progress, i, args.max_seconds) for i, g in enumerate(generators))
+    )
+    after = _usage(target.processes)
+    delivered = sum(r["received"] for r in results)
+    seconds = max(r["last"] for r in results) - started if delivered else 0.0
+    cpu = sum(after[r][1] - before[r][1] for r in target.processes)
+    return {
+        "broadcasts": args.fanout,
+        "expected": args.fanout * opened,
+        "delivered": delivered,
+        "seconds": seconds,
+        "deliveries_per_s": delivered / seconds if seconds > 0 else 0.0,
+        "deliveries_per_cpu_s": delivered / cpu if cpu > 0 else 0.0,
+        "cpu_s": {r: after[r][1] - before[r][1] for r in target.processes},
     }
 
 
@@ -466,6 +505,9 @@ async def main(args: argparse.Namespace) -> None:
         ratios[f"messages_per_cpu_s vs {peer}"] = ours["throughput"]["messages_per_cpu_s"] / max(
             0.001, other["throughput"]["messages_per_cpu_s"]
         )
+        ratios[f"fanout_deliveries_per_cpu_s vs {peer}"] = ours["fanout"][
+            "deliveries_per_cpu_s"
+        ] / max(0.001, other["fanout"]["deliveries_per_cpu_s"])
     rows = [
         (
             r["target"],
@@ -480,6 +522,9 @@ async def main(args: argparse.Namespace) -> None:
             r["echo_rtt_s"]["p99"] * 1000,
             r["throughput"]["messages_per_s"],
             r["throughput"]["messages_per_cpu_s"],
+            f"{r['fanout']['delivered']}/{r['fanout']['expected']}",
+            r["fanout"]["deliveries_per_s"],
+            r["fanout"]["deliveries_per_cpu_s"],
         )
         for r in results
     ]
@@ -498,6 +543,9 @@ async def main(args: argparse.Namespace) -> None:
             "echo p99 ms",
             "msg/s",
             "msg per CPU-s",
+            "fan-out got",
+            "fan-out/s",
+            "fan-out per CPU-s",
         ],
     )
     readable += "\n\n" + table([(k, v) for k, v in ratios.items()], ["wsfleet / peer", "ratio"])
@@ -552,6 +600,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hold", type=float, default=10.0, help="seconds held before measuring")
     parser.add_argument("--rtt-rate", type=float, default=4000.0, help="echo probes/s, all clients")
     parser.add_argument("--messages", type=int, default=5, help="echo messages per connection")
+    parser.add_argument("--fanout", type=int, default=5, help="broadcasts to every connection")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="a bound on every phase")
     parser.add_argument(
         "--envoy-variants", action="store_true", help="also Envoy's defaults (over xDS), 2 workers"

@@ -8,6 +8,10 @@ process). JSON lines on stdout:
   ``{"event": "rtt", "rtt_s": [...], "lost": n}``;
 - on ``{"cmd": "throughput", "messages": m, "size": s}``:
   ``{"event": "throughput", "sent", "received", "seconds"}``;
+- on ``{"cmd": "fanout_reset"}``: ``{"event": "fanout_ready"}``; then on
+  ``{"cmd": "fanout", "messages": k, "send": bool}`` (one process sends k ``/broadcast``):
+  ``{"event": "fanout", "received", "last"}`` (``last``: perf_counter of the last arrival,
+  comparable across processes: CLOCK_MONOTONIC);
 - exits on ``{"cmd": "close"}`` or when stdin closes.
 
 Every loop is bounded by a count and a deadline.
@@ -140,6 +144,13 @@ async def run(args: argparse.Namespace) -> None:
             await _rtt(held, command)
         elif command["cmd"] == "throughput":
             await _throughput(held, command)
+        elif command["cmd"] == "fanout_reset":
+            for item in held:
+                while not item.echoes.empty():
+                    item.echoes.get_nowait()
+            say(event="fanout_ready")
+        elif command["cmd"] == "fanout":
+            await _fanout(held, command)
     for task in readers:
         task.cancel()
     await session.close()
@@ -192,6 +203,29 @@ async def _throughput(held: list[Held], command: dict[str, object]) -> None:
         received=received,
         seconds=time.perf_counter() - started,
     )
+
+
+async def _fanout(held: list[Held], command: dict[str, object]) -> None:
+    """The sender (one process) broadcasts; every connection counts what arrives."""
+    count = int(command.get("messages", 5))  # type: ignore[call-overload]
+    if command.get("send") and held:
+        for n in range(count):
+            await held[0].send(f"/broadcast fanout-{n}")
+    deadline = time.monotonic() + float(command.get("deadline_s", 60))  # type: ignore[arg-type]
+
+    async def arrivals(item: Held) -> list[float]:
+        got: list[float] = []
+        while len(got) < count:
+            try:
+                remaining = max(0.01, deadline - time.monotonic())
+                got.append(await asyncio.wait_for(item.echoes.get(), remaining))
+            except TimeoutError:
+                break
+        return got
+
+    times = await asyncio.gather(*(arrivals(item) for item in held))
+    last = max((max(t) for t in times if t), default=0.0)
+    say(event="fanout", received=sum(len(t) for t in times), last=last)
 
 
 def main() -> None:

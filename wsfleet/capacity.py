@@ -25,13 +25,13 @@ class Measured:
     # `idle-connections`, on the 2-core development machine; see docs/capacity.md
     sidecar_kb_per_connection: float = 20.8  # load: sidecar RSS per held connection
     sidecar_base_mb: float = 72.8  # idle-connections: a sidecar holding nothing
-    sidecar_handshakes_per_s: float = 690.0  # load: handshakes per sidecar CPU-second
-    sidecar_messages_per_s: float = 2508.0  # load: echoed messages per sidecar CPU-second
+    sidecar_handshakes_per_s: float = 651.0  # load: handshakes per sidecar CPU-second
+    sidecar_messages_per_s: float = 2427.0  # load: echoed messages per sidecar CPU-second
     envoy_kb_per_connection: float = 54.5  # load: Envoy RSS per proxied WebSocket
-    envoy_handshakes_per_s_per_worker: float = 2319.0  # load: per Envoy CPU-second
-    redis_bytes_per_connection: float = 1416.0  # load: registry + session, Redis RSS
-    redis_bytes_per_replayed_message: float = 852.0  # load: Redis RSS per kept message
-    redis_ops_per_s_per_core: float = 289_000.0  # load: pipelined commands per Redis CPU-s
+    envoy_handshakes_per_s_per_worker: float = 1990.0  # load: per Envoy CPU-second
+    redis_bytes_per_connection: float = 1396.0  # load: registry + session, Redis RSS
+    redis_bytes_per_replayed_message: float = 856.0  # load: Redis RSS per kept message
+    redis_ops_per_s_per_core: float = 261_000.0  # load: pipelined commands per Redis CPU-s
     fds_per_sidecar_connection: int = 1
     fds_per_envoy_connection: int = 2
 

@@ -11,6 +11,7 @@ commands that show (and let tests drive) what backends can do:
 | ``/typing N`` | N messages with the coalesce key ``typing`` (``typing:<n>``) |
 | ``/close CODE REASON`` | ends the session: the gateway closes the client with CODE |
 | ``/stream N MS`` | ``stream-1`` ... ``stream-N``, one every MS milliseconds, with ids |
+| ``/broadcast TEXT`` | TEXT to every open session on every gateway (fan-out) |
 
 Streamed messages carry ``message_id``s; the backend keeps them until the gateway
 acknowledges them durable (``Persisted``) and sends the rest again when the session
@@ -141,6 +142,9 @@ class EchoBackend:
                     if state is not None and words[:1] == ["/stream"]:
                         self._start_stream(message.session_id, state, words)
                         continue
+                    if words[:1] == ["/broadcast"]:
+                        self._broadcast(message.data.partition(b" ")[2])
+                        continue
                     for reply in replies(
                         self.name, message.session_id, message.data, message.binary
                     ):
@@ -171,6 +175,11 @@ class EchoBackend:
             for message_id, data in state.unacked.items():
                 if message_id > opened.last_message_id:
                     out.put_nowait(_message(session_id, data, message_id=message_id))
+
+    def _broadcast(self, data: bytes) -> None:
+        for session_id, state in self.sessions.items():
+            if state.out is not None:
+                state.out.put_nowait(_message(session_id, data))
 
     def _start_stream(self, session_id: str, state: _Session, words: list[str]) -> None:
         try:

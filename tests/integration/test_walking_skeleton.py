@@ -32,6 +32,21 @@ async def test_a_message_round_trips_through_envoy_sidecar_and_backend(fleet_fac
     assert pod in {"sidecar-1", "sidecar-2"}
 
 
+async def test_a_broadcast_reaches_every_connection_on_every_sidecar(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory()
+    async with unlimited_session() as session:
+        sockets = {}
+        for n in range(12):
+            sockets[f"user-{n}"] = await open_ws(fleet, session, f"user-{n}")
+        assert {pod for _, pod in sockets.values()} == {"sidecar-1", "sidecar-2"}
+        sender, _ = sockets["user-0"]
+        await sender.send_str("/broadcast hello, everyone")
+        got = [(await ws.receive(timeout=5)).data for ws, _ in sockets.values()]
+        for ws, _ in sockets.values():
+            await ws.close()
+    assert got == ["hello, everyone"] * 12
+
+
 async def test_envoy_takes_everything_but_the_xds_cluster_from_ads(fleet_factory) -> None:
     fleet: LocalFleet = await fleet_factory()
     dump = await envoy_get(fleet, "/config_dump")
