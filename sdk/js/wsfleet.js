@@ -91,6 +91,18 @@ function openWebSocket(client, params, token, onframe, onend) {
   });
 }
 
+// Over SSE and long polling each message is its own POST: sent concurrently they may
+// arrive out of order, and the gateway drops a client seq it has already passed. So a
+// link posts one message after the other; a failed post does not hold up the next.
+export function inOrder(post) {
+  let last = Promise.resolve();
+  return (frame) => {
+    const sent = last.then(() => post(frame));
+    last = sent.catch(() => {});
+    return sent;
+  };
+}
+
 function openSse(client, params, token, onframe, onend) {
   return new Promise((resolve, reject) => {
     const source = new EventSource(withPath(client.url, "/sse", { ...params, access_token: token }));
@@ -106,7 +118,7 @@ function openSse(client, params, token, onframe, onend) {
     };
     const link = {
       pod: "",
-      send: (frame) =>
+      send: inOrder((frame) =>
         fetch(withPath(client.url, "/sse/send", { ...params, access_token: token, session }), {
           method: "POST",
           body: JSON.stringify(frame),
@@ -114,6 +126,7 @@ function openSse(client, params, token, onframe, onend) {
         }).then((response) => {
           if (!response.ok) throw new Error(`send refused: ${response.status}`);
         }),
+      ),
       close: () => end(1000, "closed by client"),
     };
     source.onmessage = (event) => {
@@ -143,7 +156,7 @@ function openPoll(client, params, token, onframe, onend) {
   const query = (extra) => ({ ...params, access_token: token, ...extra });
   const link = {
     pod: "",
-    send: (frame) =>
+    send: inOrder((frame) =>
       fetch(withPath(client.url, "/poll/send", query({ session })), {
         method: "POST",
         body: JSON.stringify(frame),
@@ -151,6 +164,7 @@ function openPoll(client, params, token, onframe, onend) {
       }).then((response) => {
         if (!response.ok) throw new Error(`send refused: ${response.status}`);
       }),
+    ),
     close: () => {
       stopped = true;
     },

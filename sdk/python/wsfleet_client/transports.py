@@ -11,6 +11,7 @@ the next" (an upgrade stripped by a proxy, a route that refuses it); a
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -130,8 +131,15 @@ class _HttpLink:
         self._token = token
         self.session_id = ""
         self.pod = ""
+        # each message is its own POST: concurrent ones could arrive out of order, and the
+        # gateway drops a client seq it has already passed; so one at a time, in call order
+        self._sending = asyncio.Lock()
 
     async def send(self, frame: Frame) -> None:
+        async with self._sending:
+            await self._post(frame)
+
+    async def _post(self, frame: Frame) -> None:
         params = {**self._params, "session": self.session_id}
         async with self._http.post(
             _url(self._base, f"{self._path}/send", params),
