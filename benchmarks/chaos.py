@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import collections
 import json
-import math
 import signal
 import sys
 import tempfile
@@ -24,19 +23,9 @@ from typing import Any
 import aiohttp
 
 from benchmarks.report import RESULTS, publish, table
+from wsfleet.chaos.reconnects import peak_to_mean
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.launcher.ports import free_port
-
-
-def peak_to_mean(times: list[float], bucket_s: float = 0.1) -> float:
-    if len(times) < 2:
-        return 1.0
-    ordered = sorted(times)
-    low, high = ordered[int(len(ordered) * 0.05)], ordered[max(0, int(len(ordered) * 0.95) - 1)]
-    window = [t for t in ordered if low <= t <= high]
-    spans = max(1, math.ceil((high - low) / bucket_s))
-    buckets = collections.Counter(int((t - ordered[0]) / bucket_s) for t in ordered)
-    return max(buckets.values()) / (len(window) / spans)
 
 
 async def _line(process: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:

@@ -12,9 +12,10 @@ import time
 import aiohttp
 import pytest
 
-from tests.helpers import dynamic_config, reconnect_peak_to_mean, unlimited_session, wait_for
+from tests.helpers import dynamic_config, unlimited_session, wait_for
 from wsfleet.chaos.faults import Faults
 from wsfleet.chaos.proxy import FaultProxy
+from wsfleet.chaos.reconnects import peak_to_mean
 from wsfleet.launcher.fleet import LocalFleet
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_client import Backoff
@@ -107,13 +108,13 @@ async def test_killing_one_then_two_of_four_pods_moves_only_their_clients_withou
     second = [t for t in attempts_at if t >= second_kill]
     print(
         f"\nkill 1 of 4: {len(first)} reconnect attempts, peak/mean per 100 ms "
-        f"{reconnect_peak_to_mean(first):.2f}; kill 2 of 3: {len(second)} attempts, "
-        f"peak/mean {reconnect_peak_to_mean(second):.2f}; handshake success {success:.5f} "
+        f"{peak_to_mean(first):.2f}; kill 2 of 3: {len(second)} attempts, "
+        f"peak/mean {peak_to_mean(second):.2f}; handshake success {success:.5f} "
         f"({failures} failures in {attempts} attempts)"
     )
     assert len(first) >= 250  # about a quarter of the clients lost their pod at once
-    assert reconnect_peak_to_mean(first) <= 3.0
-    assert reconnect_peak_to_mean(second) <= 3.0
+    assert peak_to_mean(first) <= 3.0
+    assert peak_to_mean(second) <= 3.0
     assert success >= 0.9995
 
 
