@@ -30,11 +30,12 @@ from typing import Any
 
 import psutil
 
-from benchmarks.load import Target, _read, _send, _spawn, _static_envoy_config, _wait_file
+from benchmarks.load import Target, _read, _send, _spawn, _static_envoy_config
 from benchmarks.report import publish, table
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.envoy_bootstrap import envoy_binary
 from wsfleet.launcher.ports import free_port
+from wsfleet.readiness import wait_ready
 from xds_server import builders
 from xds_server.policy_loader import default_policy_text, parse_policy
 
@@ -236,7 +237,7 @@ async def main(args: argparse.Namespace) -> None:
             "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
         )
         try:
-            bare_port = int((await _wait_file(ready))["port"])
+            bare_port = int((await wait_ready(ready))["port"])
             for index, (name, changes, workers) in enumerate(VARIANTS):
                 config = variant_config(bare_port, changes)
                 started = time.monotonic()

@@ -26,7 +26,7 @@ from benchmarks.report import publish, summary, table
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis
 from wsfleet.launcher.ports import free_port
-from wsfleet.readiness import read_ready
+from wsfleet.readiness import wait_ready
 from wsfleet.tokens import ensure_auth_key
 
 SETTLE_S = 3.0
@@ -43,7 +43,11 @@ class ClientProcess:
             self.lines.put_nowait(json.loads(line))
 
     async def expect(self, event: str, timeout_s: float) -> dict[str, Any]:
-        message = await asyncio.wait_for(self.lines.get(), timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while (message := await asyncio.wait_for(self.lines.get(), deadline - time.monotonic()))[
+            "event"
+        ] == "progress":
+            continue
         assert message["event"] == event, message
         return message
 
@@ -51,15 +55,6 @@ class ClientProcess:
         assert self.process.stdin is not None
         self.process.stdin.write((json.dumps(command) + "\n").encode())
         await self.process.stdin.drain()
-
-
-async def _wait_ready(ready: Path, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while (facts := read_ready(ready)) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{ready} did not appear")
-        await asyncio.sleep(0.05)
-    return facts
 
 
 async def _start_server(
@@ -71,7 +66,7 @@ async def _start_server(
         child = await supervisor.start(
             "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
         )
-        facts = await _wait_ready(ready)
+        facts = await wait_ready(ready)
         return int(facts["port"]), child.pid, None
     _, redis_url = await start_embedded_redis(supervisor, free_port(), run_dir / "redis")
     backend_ready = run_dir / "backend.ready.json"
@@ -88,7 +83,7 @@ async def _start_server(
             str(backend_ready),
         ],
     )
-    backend_port = int((await _wait_ready(backend_ready))["port"])
+    backend_port = int((await wait_ready(backend_ready))["port"])
     key_file = ensure_auth_key(run_dir)
     sidecar_ready = run_dir / "sidecar.ready.json"
     child = await supervisor.start(
@@ -112,20 +107,22 @@ async def _start_server(
             str(sidecar_ready),
         ],
     )
-    return int((await _wait_ready(sidecar_ready))["port"]), child.pid, key_file
+    return int((await wait_ready(sidecar_ready))["port"]), child.pid, key_file
 
 
 async def _spawn_clients(url: str, count: int, key_file: Path | None, prefix: str) -> ClientProcess:
     argv = [
         sys.executable,
         "-m",
-        "benchmarks.hold_clients",
+        "benchmarks.loadgen",
         "--url",
         url,
         "--count",
         str(count),
         "--prefix",
         prefix,
+        "--deadline-s",
+        "120",
     ]
     if key_file is not None:
         argv += ["--key-file", str(key_file)]

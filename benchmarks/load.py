@@ -39,7 +39,7 @@ from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.envoy_bootstrap import envoy_binary
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.launcher.ports import free_port
-from wsfleet.readiness import read_ready
+from wsfleet.readiness import wait_ready
 
 SAMPLE_S = 1.0
 HCM = (
@@ -146,22 +146,13 @@ def _static_envoy_config(listen_port: int, upstream_port: int, admin_port: int) 
     }
 
 
-async def _wait_file(path: Path, timeout_s: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while (facts := read_ready(path)) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        await asyncio.sleep(0.05)
-    return facts
-
-
 async def start_bare(run_dir: Path, behind_envoy: bool) -> Target:
     supervisor = Supervisor(run_dir / "logs")
     ready = run_dir / "bare.ready.json"
     bare = await supervisor.start(
         "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
     )
-    bare_port = int((await _wait_file(ready))["port"])
+    bare_port = int((await wait_ready(ready))["port"])
     processes = {"bare": psutil.Process(bare.pid)}
     url = f"ws://127.0.0.1:{bare_port}/ws"
     if behind_envoy:

@@ -146,14 +146,19 @@ async def run(args: argparse.Namespace) -> None:
             await _throughput(held, command)
         elif command["cmd"] == "fanout_reset":
             for item in held:
-                while not item.echoes.empty():
-                    item.echoes.get_nowait()
+                _forget(item.echoes)
             say(event="fanout_ready")
         elif command["cmd"] == "fanout":
             await _fanout(held, command)
     for task in readers:
         task.cancel()
     await session.close()
+
+
+def _forget(arrivals: asyncio.Queue[float]) -> None:
+    """Drop arrivals from before a measurement starts."""
+    while not arrivals.empty():
+        arrivals.get_nowait()
 
 
 async def _rtt(held: list[Held], command: dict[str, object]) -> None:
@@ -163,8 +168,7 @@ async def _rtt(held: list[Held], command: dict[str, object]) -> None:
     echo = command.get("mode") == "echo"
     for item in held[: int(command.get("sample", len(held)))]:  # type: ignore[call-overload]
         queue = item.echoes if echo else item.pongs
-        while not queue.empty():
-            queue.get_nowait()
+        _forget(queue)
         sent = time.perf_counter()
         try:
             await (item.send("rtt") if echo else item.ws.ping())
@@ -179,8 +183,7 @@ async def _throughput(held: list[Held], command: dict[str, object]) -> None:
     count = int(command.get("messages", 10))  # type: ignore[call-overload]
     payload = "x" * int(command.get("size", 64))  # type: ignore[call-overload]
     for item in held:
-        while not item.echoes.empty():
-            item.echoes.get_nowait()
+        _forget(item.echoes)
     started = time.perf_counter()
 
     async def one(item: Held) -> int:
