@@ -350,19 +350,8 @@ class LocalFleet:
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
                 if checks_then is None:
-                    async with session.get(f"{base}/clusters?format=json") as response:
-                        status = await response.json(content_type=None)
-                    pool = [
-                        host
-                        for cluster in status.get("cluster_statuses", [])
-                        if cluster.get("name") == DEFAULT_POOL
-                        for host in cluster.get("host_statuses", [])
-                    ]
-                    if any(
-                        host.get("hostname") == pod_id
-                        and _routable(host.get("health_status", {})) == "HEALTHY"
-                        for host in pool
-                    ):
+                    pool = await self._pool_hosts(session)
+                    if pool.get(pod_id) == "HEALTHY":
                         hosts, checks_then = len(pool), await self._checks(session, base)
                 else:
                     checks = await self._checks(session, base)
@@ -385,21 +374,25 @@ class LocalFleet:
     async def wait_hosts_healthy(self, pod_ids: set[str], timeout_s: float) -> None:
         """Wait until Envoy lists exactly these pods, all HEALTHY, in the gateway cluster."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://127.0.0.1:{self.info.envoy_admin_port}/clusters?format=json"
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
-                async with session.get(url) as response:
-                    status = await response.json(content_type=None)
-                hosts = {
-                    host.get("hostname", ""): _routable(host.get("health_status", {}))
-                    for cluster in status.get("cluster_statuses", [])
-                    if cluster.get("name") == DEFAULT_POOL
-                    for host in cluster.get("host_statuses", [])
-                }
+                hosts = await self._pool_hosts(session)
                 if set(hosts) == pod_ids and set(hosts.values()) == {"HEALTHY"}:
                     return
                 await asyncio.sleep(0.1)
         raise StartupError(f"Envoy did not list {sorted(pod_ids)} as healthy in {timeout_s} s")
+
+    async def _pool_hosts(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        """Envoy's view of the gateway pool: pod id -> HEALTHY, DRAINING, UNHEALTHY..."""
+        url = f"http://127.0.0.1:{self.info.envoy_admin_port}/clusters?format=json"
+        async with session.get(url) as response:
+            status = await response.json(content_type=None)
+        return {
+            host.get("hostname", ""): _routable(host.get("health_status", {}))
+            for cluster in status.get("cluster_statuses", [])
+            if cluster.get("name") == DEFAULT_POOL
+            for host in cluster.get("host_statuses", [])
+        }
 
     # -- checks ----------------------------------------------------------
 
