@@ -337,7 +337,8 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     received = sum(t["received"] for t in throughput)
     seconds = max(t["seconds"] for t in throughput)
     server_cpu = sum(cpu_after[r][1] - cpu_before[r][1] for r in target.processes)
-    surge_cpu = {r: held[r][1] - base[r][1] for r in target.processes}  # the hold is idle
+    # CPU of the surge, plus the hold (idle but for a round of heartbeats)
+    surge_cpu = {r: held[r][1] - base[r][1] for r in target.processes}
     message_cpu = {r: cpu_after[r][1] - cpu_before[r][1] for r in target.processes}
     per_role_kb = {
         role: (held[role][0] - base[role][0]) * 1024 / max(1, opened) for role in target.processes
