@@ -14,7 +14,7 @@ Rules:
   never re-sent, only a later, different version is;
 - every Cluster that Envoy ACKs gets its ClusterLoadAssignment pushed again:
   in Delta, Envoy does not re-subscribe EDS after a cluster update and the
-  cluster would stay warming until ``initial_fetch_timeout`` (FACTS gotcha 2).
+  cluster would stay warming until ``initial_fetch_timeout`` (docs/envoy-behaviours.md, 2).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def decode(type_url: str, body: bytes) -> dict[str, Any]:
 class LoadAssignmentEncoder:
     """Encodes ClusterLoadAssignments endpoint by endpoint, remembering each one.
 
-    betterproto2 needs ~0.3 s for a 1,000-endpoint assignment (FACTS gotcha 4),
+    betterproto2 needs ~0.3 s for a 1,000-endpoint assignment (docs/envoy-behaviours.md, 4),
     and a pool changes one endpoint at a time. Protobuf messages concatenate:
     the assignment is written as its header fields followed by each
     ``LbEndpoint``'s bytes, and an endpoint seen before costs a dict lookup.

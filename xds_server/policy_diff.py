@@ -3,7 +3,7 @@
 Both sides are built with the same builders the server uses and compared by
 content version, so the answer is exactly what the server would push. A
 change to a Listener is flagged: Envoy drains that listener's live
-connections when it changes (FACTS gotcha 5).
+connections when it changes (docs/envoy-behaviours.md, 5).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ of its content, plus a type-level version for State-of-the-World responses.
 
 Versions are content-derived, so rebuilding an unchanged config yields the same
 versions (nothing is re-pushed), and type versions start with a millisecond
-stamp that only grows, also across control-plane restarts (FACTS gotcha 3).
+stamp that only grows, also across control-plane restarts (docs/envoy-behaviours.md, 3).
 """
 
 from __future__ import annotations

@@ -5,14 +5,14 @@ Feed it each request (:meth:`SotwStream.on_request`) and each new snapshot
 response per type is in flight at a time: the next is sent after Envoy ACKs
 or NACKs the previous one (the "watch" model of go-control-plane).
 
-Rules, with the Envoy behaviours they answer (../shared/FACTS.md):
+Rules, with the Envoy behaviours they answer (docs/envoy-behaviours.md):
 
 - a request whose nonce is not the last one sent for its type is stale: ignored;
 - ACK: ``response_nonce`` is the last nonce, no ``error_detail``;
 - NACK: ``error_detail`` set; recorded; the rejected content is never re-sent,
   only a later, different one;
 - a second request carrying an already-ACKed nonce is a re-subscribe (Envoy
-  does this for EDS after a CDS update, gotcha 1): answered with current state;
+  does this for EDS after a CDS update, behaviour 1): answered with current state;
 - a request without a nonce (a new stream, e.g. after a control-plane restart)
   is always answered, whatever version it reports.
 """

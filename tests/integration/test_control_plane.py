@@ -315,7 +315,8 @@ async def test_300_users_stick_to_3_sidecars_and_losing_one_moves_only_its_users
     lost = {user for user in users if rounds[0][user] == "sidecar-3"}
     assert lost and lost <= moved  # every user of the stopped sidecar went elsewhere
     # Maglev rebuilds its table without the host: about 0.02 % of the other keys change
-    # owner too (a simulation of the algorithm; ring hash moved 11 % of them, FACTS.md),
+    # owner too (a simulation of the algorithm; ring hash moved 11 % of them: see
+    # docs/envoy-behaviours.md, 8),
     # so one of ~200 users on a survivor may move in a few percent of runs, never many
     assert len(moved - lost) <= 2, moved - lost
 

@@ -95,7 +95,7 @@ def test_a_nack_is_recorded_and_the_rejected_versions_are_not_resent() -> None:
 
 
 def test_an_acked_cluster_update_pushes_its_endpoints_again() -> None:
-    """Delta Envoys do not re-subscribe EDS after a cluster update (FACTS gotcha 2)."""
+    """Delta Envoys do not re-subscribe EDS after a cluster update (docs/envoy-behaviours.md, 2)."""
     stream = _stream()
     clock = VersionClock()
     one = _snapshot(clock=clock, a=1)

@@ -112,7 +112,7 @@ def test_a_nack_is_recorded_and_the_rejected_content_is_never_resent() -> None:
 
 
 def test_a_second_request_with_an_acked_nonce_is_a_resubscribe() -> None:
-    """Envoy re-requests EDS this way after a CDS update (FACTS gotcha 1)."""
+    """Envoy re-requests EDS this way after a CDS update (docs/envoy-behaviours.md, 1)."""
     stream = _stream()
     snapshot = _snapshot(a=1)
     [sent] = stream.on_request(Request(T.ENDPOINT, resource_names=("a",)), snapshot)
