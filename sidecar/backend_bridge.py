@@ -25,6 +25,7 @@ import structlog
 
 from sidecar.hashing import pick_backend
 from wsfleet.api import bridge_pb2 as pb
+from wsfleet.headers import POD_HEADER
 
 log = structlog.get_logger()
 
@@ -169,7 +170,7 @@ class GrpcBackendLink:
                 CONNECT_METHOD,
                 request_serializer=pb.GatewayEvent.SerializeToString,
                 response_deserializer=pb.BackendEvent.FromString,
-            )(metadata=(("x-wsfleet-pod", self._pod_id),))
+            )(metadata=((POD_HEADER, self._pod_id),))
             self._drop_queued()
             writer = asyncio.create_task(self._write(call))
             self._up.set()

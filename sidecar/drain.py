@@ -6,7 +6,11 @@ keeps existing upgraded connections, so the pod must close them itself) and
 fails readiness; its clients are closed with 1012 and a retry hint in the
 reason, spread evenly over the budget (:class:`~sidecar.core.DrainPlan`),
 so the reconnect rate the fleet sees stays flat; at the budget whatever is left
-is closed at once; then the pod leaves the registry.
+is closed at once. Then the pod stays in the registry as DRAINED (still DRAINING
+in EDS) for as long as it runs: Envoy keeps a host that merely left EDS while its
+health check passes, and would go on hashing users onto it. A drained pod can be
+put back (:meth:`Drainer.cancel`, ``wsfleet undrain``) or stopped; it leaves the
+registry when its process stops.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class Drainer:
         self._plan = None
         self.done = asyncio.Event()
         self._gateway.draining = False
-        await self._registration.rejoin(PodState.SERVING)
+        await self._registration.set_state(PodState.SERVING)
         self.state = "serving"
         log.info("drain_cancelled")
         return True
@@ -110,7 +114,7 @@ class Drainer:
         if self._closing:
             await asyncio.wait(set(self._closing), timeout=5.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._registration.remove(), 2.0)
+            await asyncio.wait_for(self._registration.set_state(PodState.DRAINED), 2.0)
         self.state = "drained"
         log.info("drain_finished", closed=plan.total)
         self.done.set()

@@ -18,6 +18,7 @@ from sidecar.core import HeartbeatPolicy, HeartbeatSchedule, InboundLimits
 from sidecar.metrics import GatewayMetrics
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
+from wsfleet.headers import REFUSAL_HEADER
 from wsfleet.registry import ConnectionRecord, QuotaExceeded
 from wsfleet.settings import SidecarSettings
 
@@ -35,7 +36,11 @@ class Refusal(Exception):
         self.retry_after_s = retry_after_s
 
     def response(self) -> web.Response:
-        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else None
+        # The reason also travels in a header: WebSocket clients rarely get to read the body
+        # of a refused upgrade, and an operator's tools should show it verbatim.
+        headers = {REFUSAL_HEADER: f"{self.reason}: {self.message}"}
+        if self.retry_after_s:
+            headers["Retry-After"] = str(self.retry_after_s)
         return web.json_response(
             {"error": self.reason, "message": self.message}, status=self.status, headers=headers
         )

@@ -28,11 +28,14 @@ from aiohttp import web
 from sidecar.client_session import ClientSession, open_session
 from sidecar.core import envelope
 from sidecar.gateway import GATEWAY_KEY, Gateway, Refusal
+from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
 
 log = structlog.get_logger()
 
-CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "x-wsfleet-pod"}
-POD_HEADER = "x-wsfleet-pod"
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": f"{POD_HEADER}, {REFUSAL_HEADER}",
+}
 POLL_BUFFER = 1000  # frames handed to a poll client but not yet acknowledged, at most
 MAX_WAIT_S = 55.0
 

@@ -37,6 +37,9 @@ from wsfleet.tokens import read_auth_key
 log = structlog.get_logger()
 
 CLOSE_GOING_AWAY = 1001
+# A SIGTERM drain may overrun its budget by this much (closing frames still on their way)
+# before the shutdown closes whatever is left with 1001.
+DRAIN_OVERRUN_S = 5.0
 
 
 async def _listen(app: web.Application, host: str, port: int, backlog: int) -> web.AppRunner:
@@ -161,7 +164,7 @@ async def serve(
         # SIGTERM: drain first (no new sessions, paced 1012 closes), unless one already ran
         drainer.start(settings.drain_budget_s)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(drainer.done.wait(), settings.drain_budget_s + 15)
+            await asyncio.wait_for(drainer.done.wait(), settings.drain_budget_s + DRAIN_OVERRUN_S)
     finally:
         log.info("sidecar_stopping", connections=len(gateway.connections))
         gateway.draining = True

@@ -35,7 +35,7 @@ class PodRegistration:
         self._on_error = on_error
         self._on_record_lost = on_record_lost
         self._failed = False
-        self._left = False  # removed on purpose (drained): do not come back by refreshing
+        self._left = False  # removed on purpose (shutting down): do not come back by refreshing
         self.registered = False
 
     @property
@@ -81,11 +81,6 @@ class PodRegistration:
             if not self._left:
                 await self.refresh()
             await asyncio.sleep(self._refresh_s)
-
-    async def rejoin(self, state: PodState = PodState.SERVING) -> None:
-        """Come back after :meth:`remove` (a cancelled drain)."""
-        self._left = False
-        await self.set_state(state)
 
     async def remove(self) -> None:
         self._left = True

@@ -14,10 +14,10 @@ from aiohttp import WSMsgType, web
 from sidecar.client_session import ClientSession, open_session
 from sidecar.core import envelope
 from sidecar.gateway import GATEWAY_KEY, Refusal
+from wsfleet.headers import POD_HEADER
 
 log = structlog.get_logger()
 
-POD_HEADER = "x-wsfleet-pod"  # on every accepted handshake: which pod holds the connection
 PING_FRAME = b"\x89\x00"  # FIN + opcode 0x9 (ping), unmasked, empty payload
 PING_SKIP_BUFFER_BYTES = 64 * 1024
 TRANSPORT = "websocket"

@@ -9,13 +9,30 @@ from pathlib import Path
 from typing import Any
 
 from wsfleet.admin_auth import TOKEN_FILE
-from wsfleet.errors import ConfigError, WsfleetError
+from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
+from wsfleet.readiness import read_ready
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
+FLEET_FILE = Path("run") / "fleet.json"  # `wsfleet up` writes where its fleet listens here
 
 
 class AdminError(WsfleetError):
-    """The admin API refused a call; the message is its answer."""
+    """The admin API refused a call; the message is its answer, verbatim."""
+
+
+def fleet_file(state_dir: Path) -> Path:
+    return state_dir / FLEET_FILE
+
+
+def admin_url(url: str | None, state_dir: Path) -> str:
+    """``--admin-url``, else the one the fleet running from ``state_dir`` recorded, else the
+    default (``wsfleet up``'s default admin port)."""
+    if url:
+        return url
+    facts = read_ready(fleet_file(state_dir))
+    if facts is not None and isinstance(facts.get("admin_url"), str):
+        return str(facts["admin_url"])
+    return DEFAULT_ADMIN_URL
 
 
 def admin_token(token: str | None, state_dir: Path) -> str:
@@ -54,4 +71,7 @@ class AdminClient:
                 message = exc.reason
             raise AdminError(f"{method} {path}: HTTP {exc.code}: {message}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise AdminError(f"cannot reach the control plane at {self._url}: {exc}") from None
+            reason = getattr(exc, "reason", exc)
+            raise UnreachableError(
+                f"cannot reach the control plane at {self._url}: {reason}"
+            ) from None

@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from wsfleet.errors import ConfigError, WsfleetError
-from wsfleet.settings import SidecarSettings, default_pod_id
-
-DEFAULT_STATE_DIR = Path(os.environ.get("WSFLEET_STATE_DIR", ".wsfleet"))
+from wsfleet.settings import DEFAULT_STATE_DIR, SidecarSettings, default_pod_id
 
 
 class _Parser(argparse.ArgumentParser):
@@ -91,6 +89,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wsfleet", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"wsfleet {_version()}")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -167,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="create the state dir's token signing key")
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
-    pods = commands.add_parser("pods", help="list the gateway pods (state, connections)")
+    pods = commands.add_parser(
+        "pods", help="list the gateway pods: serving, draining, drained, gone"
+    )
     _add_admin_arguments(pods)
 
     drain = commands.add_parser("drain", help="drain pods: paced 1012 closes within a budget")
@@ -178,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drain.add_argument("--wait", action="store_true", help="follow progress until done")
     _add_admin_arguments(drain)
+
+    undrain = commands.add_parser("undrain", help="put a draining or drained pod back to serve")
+    undrain.add_argument("pod", metavar="POD")
+    _add_admin_arguments(undrain)
+
+    stop = commands.add_parser("stop", help="stop one pod of the local fleet (`wsfleet up`)")
+    stop.add_argument("pod", metavar="POD")
+    stop.add_argument("--json", action="store_true", help="print the answer as JSON")
+    stop.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
     disconnect = commands.add_parser("disconnect", help="close a user's or a connection's sockets")
     disconnect.add_argument("--user", help="every connection of this user, on any pod")
@@ -205,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="an extra flag for the green sidecars (repeat)",
     )
+    rollout.add_argument("--json", action="store_true", help="print the final status as JSON")
     rollout.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
     capacity = commands.add_parser(
@@ -265,9 +276,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_admin_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--admin-url", default="http://127.0.0.1:8081", help="control-plane admin")
+    parser.add_argument(
+        "--admin-url",
+        help="control-plane admin (default: the fleet running from --state-dir, "
+        "else http://127.0.0.1:8081)",
+    )
     parser.add_argument("--admin-token", help="admin token (default: the state dir's admin.token)")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="the fleet's state dir (default .wsfleet)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wsfleet")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
@@ -390,7 +420,8 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_float,
         default=defaults.drain_budget_s,
         dest="drain_budget_s",
-        help="seconds a SIGTERM drain takes (default 30)",
+        help=f"seconds a SIGTERM drain takes (default {defaults.drain_budget_s:g}); keep it "
+        "10 s below the orchestrator's grace period",
     )
     add("--drain-retry-hint-ms", type=_positive_int, default=defaults.drain_retry_hint_ms)
     add("--admin-token-file", type=Path, help="bearer token for the admin API")
@@ -541,7 +572,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         print(json.dumps(result.to_json(), indent=2) if args.json else render(result, measured))
-    elif command in ("pods", "drain", "disconnect", "rollout"):
+    elif command in ("pods", "drain", "undrain", "stop", "disconnect", "rollout"):
         from wsfleet import ops_commands
 
         print(getattr(ops_commands, f"{command}_command")(args))

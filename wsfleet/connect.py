@@ -9,15 +9,16 @@ from pathlib import Path
 
 import aiohttp
 
-from wsfleet.errors import ConfigError, StartupError
+from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
+from wsfleet.headers import REFUSAL_HEADER
 from wsfleet.tokens import key_path, mint_token, read_auth_key
 from wsfleet_client import connect_url
 
-HANDSHAKE_HINTS = {
-    401: "token missing, expired or invalid",
-    403: "token not accepted for this user",
-    429: "too many connections or handshakes; retry later",
-    503: "no gateway or backend available; retry later",
+# What Envoy itself means by a refusal that no gateway signed (gateways say why, in a header)
+PROXY_REFUSALS = {
+    404: "Envoy has no route for this path",
+    429: "Envoy's upgrade rate limit: too many handshakes, retry later",
+    503: "Envoy found no gateway to send this to; retry later",
 }
 REPLY_GRACE_S = 1.0  # after end of input, wait this long for replies still on the way
 
@@ -52,10 +53,17 @@ async def interactive(url: str, user: str, token: str | None, state_dir: Path) -
                 await ws.send_str(line.rstrip("\n"))
             await reader
     except aiohttp.WSServerHandshakeError as exc:
-        hint = HANDSHAKE_HINTS.get(exc.status, exc.message)
-        raise StartupError(f"handshake refused: HTTP {exc.status} ({hint})") from None
+        raise WsfleetError(f"handshake refused: HTTP {exc.status}: {refusal_reason(exc)}") from None
     except aiohttp.ClientError as exc:
-        raise StartupError(f"cannot connect to {url}: {exc}") from None
+        raise UnreachableError(f"cannot connect to {url}: {exc}") from None
+
+
+def refusal_reason(exc: aiohttp.WSServerHandshakeError) -> str:
+    """The gateway's own words ("draining: this gateway is draining"), else Envoy's meaning."""
+    signed = exc.headers.get(REFUSAL_HEADER) if exc.headers is not None else None
+    if signed:
+        return signed
+    return PROXY_REFUSALS.get(exc.status, f"{exc.message} (not from a wsfleet gateway)")
 
 
 async def _show(ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -1,4 +1,10 @@
-"""Errors a user sees. Each carries a sentence that says what went wrong."""
+"""Errors a user sees. Each carries a sentence that says what went wrong.
+
+Exit codes of the ``wsfleet`` command (docs/local-fleet.md lists them too):
+0 done; 1 the operation failed or was refused (the server's reason is printed);
+2 a bad command line, setting or file; 3 a part of the fleet could not start;
+4 the fleet (control plane or launcher) cannot be reached; 130 interrupted.
+"""
 
 
 class WsfleetError(Exception):
@@ -17,3 +23,9 @@ class StartupError(WsfleetError):
     """A part of the fleet could not start (port in use, Redis unreachable, ...)."""
 
     exit_code = 3
+
+
+class UnreachableError(WsfleetError):
+    """The control plane or the launcher does not answer where it should."""
+
+    exit_code = 4

@@ -1,4 +1,9 @@
-"""``wsfleet pods``, ``drain``, ``disconnect``, ``rollout``: operators' commands."""
+"""``wsfleet pods``, ``drain``, ``undrain``, ``stop``, ``disconnect``, ``rollout``.
+
+Each finds the fleet from ``--state-dir`` (the admin URL and token that ``wsfleet up``
+recorded there) unless told otherwise, prints a readable answer or, with ``--json``,
+the server's answer as JSON, and reports a refusal with the server's reason verbatim.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +16,43 @@ from pathlib import Path
 from socket import AF_UNIX, SOCK_STREAM, socket
 from typing import Any
 
-from wsfleet.admin_client import AdminClient, AdminError, admin_token
-from wsfleet.errors import ConfigError, WsfleetError
+from wsfleet.admin_client import AdminClient, AdminError, admin_token, admin_url
+from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
+from wsfleet.progress import ProgressLines
 
 BAR_WIDTH = 30
+POLL_S = 0.5
 
 
 def _client(args: Namespace) -> AdminClient:
-    return AdminClient(args.admin_url, admin_token(args.admin_token, args.state_dir))
+    return AdminClient(
+        admin_url(args.admin_url, args.state_dir), admin_token(args.admin_token, args.state_dir)
+    )
+
+
+def _json(answer: Any) -> str:
+    return json.dumps(answer, indent=2, sort_keys=True)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
 
 
 def pods_command(args: Namespace) -> str:
     pods = _client(args).call("GET", "/pods")["pods"]
+    if args.json:
+        return _json(pods)
     if not pods:
         return "no pods registered"
-    rows = [("POD", "STATE", "ADDRESS", "REGION", "CONNS", "HEARTBEAT")]
+    rows: list[tuple[str, ...]] = [("POD", "STATE", "ADDRESS", "REGION", "CONNS", "HEARTBEAT")]
     for pod in pods:
+        if pod["state"] == "gone":
+            seen = f"left {pod['gone_s_ago']:.0f}s ago"
+        else:
+            seen = f"{pod['heartbeat_age_s']:.1f}s ago"
         rows.append(
             (
                 pod["pod_id"],
@@ -34,13 +60,10 @@ def pods_command(args: Namespace) -> str:
                 pod["address"],
                 pod["region"],
                 str(pod["connections"]),
-                f"{pod['heartbeat_age_s']:.1f}s ago",
+                seen,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-    )
+    return _table(rows)
 
 
 def _bar(done: int, total: int) -> str:
@@ -61,22 +84,47 @@ def drain_command(args: Namespace) -> str:
     drain_id = started["drain_id"]
     pods = ", ".join(sorted(started["pods"]))
     if not args.wait:
-        return f"drain {drain_id} started: {pods} (budget {args.budget:g} s)"
-    tty = sys.stderr.isatty()
+        return (
+            _json(started)
+            if args.json
+            else f"drain {drain_id} started: {pods} (budget {args.budget:g} s)"
+        )
+    progress = ProgressLines(tty=sys.stderr.isatty())
     while True:
         status = client.call("GET", f"/drain/{drain_id}")
-        line = (
-            f"drain {drain_id} {_bar(status['closed'], status['total'])} "
-            f"{status['closed']}/{status['total']} closed, {status['left']} left, "
-            f"ETA {status['eta_s']:.1f} s"
-        )
-        sys.stderr.write(("\r" + line) if tty else (line + "\n"))
-        sys.stderr.flush()
-        if status["state"] == "done":
-            if tty:
+        finished = status["state"] == "done"
+        if not args.json and (finished or progress.due(status["closed"], status["total"])):
+            line = (
+                f"drain {drain_id} {_bar(status['closed'], status['total'])} "
+                f"{status['closed']}/{status['total']} closed, {status['left']} left, "
+                f"ETA {status['eta_s']:.1f} s"
+            )
+            sys.stderr.write(progress.render(line))
+            sys.stderr.flush()
+        if finished:
+            if progress.tty and not args.json:
                 sys.stderr.write("\n")
-            return f"drain {drain_id} done: {pods} ({status['total']} connections closed)"
-        time.sleep(0.5)
+            failed = {
+                pod: answer.get("error", "failed")
+                for pod, answer in status["pods"].items()
+                if answer.get("state") == "error"
+            }
+            if args.json:
+                text = _json(status)
+            else:
+                text = f"drain {drain_id} done: {pods} ({status['total']} connections closed)"
+            if failed:
+                print(text)
+                raise AdminError(f"drain {drain_id}: pod(s) failed: {failed}")
+            return text
+        time.sleep(POLL_S)
+
+
+def undrain_command(args: Namespace) -> str:
+    answer = _client(args).call("POST", "/undrain", {"pod": args.pod})
+    if args.json:
+        return _json(answer)
+    return f"{args.pod}: {answer['previous_state']} -> serving"
 
 
 def disconnect_command(args: Namespace) -> str:
@@ -88,6 +136,8 @@ def disconnect_command(args: Namespace) -> str:
     else:
         body["connection_id"] = args.connection
     answer = _client(args).call("POST", "/disconnect", body)
+    if args.json:
+        return _json(answer)
     failed = answer.get("failures") or {}
     note = f" ({len(failed)} pod(s) failed: {failed})" if failed else ""
     return f"closed {answer['closed']} connection(s) on {', '.join(answer['pods'])}{note}"
@@ -104,29 +154,37 @@ class _UnixConnection(HTTPConnection):
         self.sock.connect(self._path)
 
 
-def _launcher(state_dir: Path, method: str, body: dict[str, Any] | None = None) -> Any:
+def _launcher(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the launcher of the `wsfleet up` that runs from ``state_dir``."""
     from wsfleet.launcher.control import socket_path
 
-    path = socket_path(state_dir)
-    if not path.exists():
-        raise ConfigError(f"no running `wsfleet up` in {state_dir} (no {path})")
-    connection = _UnixConnection(path)
+    where = socket_path(state_dir)
+    if not where.exists():
+        raise UnreachableError(f"no running `wsfleet up` in {state_dir} (no {where})")
+    connection = _UnixConnection(where)
     try:
         connection.request(
             method,
-            "/rollout",
+            path,
             body=json.dumps(body) if body is not None else None,
             headers={"Content-Type": "application/json"},
         )
         response = connection.getresponse()
         answer = json.loads(response.read() or b"{}")
     except OSError as exc:
-        raise WsfleetError(f"cannot reach the launcher at {path}: {exc}") from None
+        raise UnreachableError(f"cannot reach the launcher at {where}: {exc}") from None
     finally:
         connection.close()
     if response.status >= 300:
-        raise AdminError(f"rollout: HTTP {response.status}: {answer.get('error', answer)}")
+        raise AdminError(f"{method} {path}: HTTP {response.status}: {answer.get('error', answer)}")
     return answer
+
+
+def stop_command(args: Namespace) -> str:
+    answer = _launcher(args.state_dir, "POST", "/stop", {"pod": args.pod})
+    if args.json:
+        return _json(answer)
+    return f"{args.pod}: stopped (exit code {answer['exit_code']})"
 
 
 def rollout_command(args: Namespace) -> str:
@@ -137,22 +195,27 @@ def rollout_command(args: Namespace) -> str:
     }
     if args.sidecars:
         body["sidecars"] = args.sidecars
-    _launcher(args.state_dir, "POST", body)
+    _launcher(args.state_dir, "POST", "/rollout", body)
     phase = ""
     while True:
-        status = _launcher(args.state_dir, "GET")
+        status = _launcher(args.state_dir, "GET", "/rollout")
         if status["phase"] != phase:
             phase = status["phase"]
-            sys.stderr.write(
-                f"rollout: {phase} (blue {status['blue']}, green {status['green']}, "
-                f"green handshake success {status['success_rate']:.4f})\n"
-            )
+            if not args.json:
+                sys.stderr.write(
+                    f"rollout: {phase} (blue {status['blue']}, green {status['green']}, "
+                    f"handshake success {status['success_rate']:.4f} "
+                    f"of {status['handshakes']})\n"
+                )
         if phase in ("done", "rolled_back", "failed"):
             break
-        time.sleep(0.5)
+        time.sleep(POLL_S)
+    text = _json(status) if args.json else f"rollout done: {status['message']}"
     if phase != "done":
+        if args.json:
+            print(text)
         raise WsfleetError(f"rollout {phase}: {status['message']}")
-    return f"rollout done: {status['message']}"
+    return text
 
 
 __all__ = [
@@ -160,4 +223,6 @@ __all__ = [
     "drain_command",
     "pods_command",
     "rollout_command",
+    "stop_command",
+    "undrain_command",
 ]

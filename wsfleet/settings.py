@@ -15,6 +15,7 @@ DEFAULT_REDIS_NAMESPACE = "wsfleet"
 DEFAULT_POOL = "gateways"
 DEFAULT_AUDIENCE = "wsfleet"
 DEFAULT_ISSUER = "wsfleet-local"
+DEFAULT_STATE_DIR = Path(os.environ.get("WSFLEET_STATE_DIR", ".wsfleet"))
 
 
 def default_pod_id() -> str:
@@ -76,7 +77,8 @@ class SidecarSettings:
     backend_loss: str = "move"  # "move" sessions to another backend, or "close" them (1013)
     subprotocols: tuple[str, ...] = ()  # application subprotocols offered, in preference order
     compression: bool = True  # permessage-deflate when the client offers it
-    listen_backlog: int = 4096  # the default 128 loses handshakes in surges (FACTS)
+    # the default 128 loses handshakes in surges (docs/envoy-behaviours.md, 9)
+    listen_backlog: int = 4096
     max_message_bytes: int = 64 * 1024  # larger messages close the connection with 1009
     heartbeat_interval_s: float = 10.0
     heartbeat_timeout_s: float = 20.0  # interval + timeout <= 30 s: dead sockets found in time
@@ -101,7 +103,9 @@ class SidecarSettings:
     connection_ttl_s: float = 60.0  # about 2x the dead-socket window
     connection_flush_s: float = 2.0  # last_ping writes are batched this often
     shutdown_timeout_s: float = 5.0
-    drain_budget_s: float = 30.0  # SIGTERM drains over this; POST /drain may say otherwise
+    # SIGTERM drains over this (POST /drain may say otherwise). Below Kubernetes' default
+    # grace period (30 s) with room for the shutdown after it: see docs/operations.md
+    drain_budget_s: float = 15.0
     drain_retry_hint_ms: int = 250  # carried in the 1012 close reason (randomized +-50%)
     admin_token_file: Path | None = None  # protects POST /drain, POST /disconnect
     ready_file: Path | None = None

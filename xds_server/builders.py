@@ -6,7 +6,7 @@ cluster ``P`` and its ClusterLoadAssignment ``P``; certificate ``C`` is the
 SDS secret ``C``.
 
 Only an operator's change to a listener itself changes a Listener resource
-(FACTS gotcha 5: any LDS change drains that listener's live connections).
+(docs/envoy-behaviours.md, 5: any LDS change drains that listener's live connections).
 Everything tunable at runtime lives elsewhere: routes, upgrade rate limits,
 hash keys and stream timeouts in RDS; pool limits, outlier detection and
 upstream buffers in CDS; members, their health and locality priorities in
@@ -143,8 +143,12 @@ def route_entry(route: Route, policy: Policy) -> Spec:
         # session that cannot connect to it is retried on another gateway. Hash balancing
         # may pick the dead one again until its health check fails (<= the check interval,
         # 1 s by default), so the retries' backoff (on average ~1.7 s in all) outlasts that.
+        # A gateway that refuses with 503 (it began draining a moment before Envoy heard,
+        # or has no backend) is retried on another gateway too: that race costs the client
+        # nothing. Refusals that depend on the client (401, 403, 429) are never retried.
         action["retry_policy"] = {
-            "retry_on": "connect-failure,refused-stream",
+            "retry_on": "connect-failure,refused-stream,retriable-status-codes",
+            "retriable_status_codes": [503],
             "num_retries": 6,
             "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"},
             "retry_host_predicate": [
@@ -202,6 +206,9 @@ def cluster(pool: Pool) -> Spec:
         # Envoy's default panic mode (below 50 % healthy, balance over every host, dead ones
         # included) would send new sessions to crashed gateways: never panic.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+        # A gateway that leaves EDS leaves Envoy at once. Without this Envoy keeps a removed
+        # host for as long as its active health check passes, and Maglev keeps choosing it.
+        "ignore_health_on_host_removal": True,
         "circuit_breakers": {
             "thresholds": [
                 {

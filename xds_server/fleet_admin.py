@@ -19,11 +19,19 @@ import structlog
 from aiohttp import web
 
 from wsfleet.admin_auth import error, json_body, require_token
-from wsfleet.registry import ConnectionRecord, PodRecord, Registry, RegistryUnavailable
+from wsfleet.registry import (
+    ConnectionRecord,
+    PodRecord,
+    PodState,
+    Registry,
+    RegistryUnavailable,
+)
+from xds_server.pod_history import PodHistory
 
 log = structlog.get_logger()
 
 MAX_BUDGET_S = 24 * 3600
+GONE = "gone"  # the state /pods reports for a pod that left the registry lately
 POD_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
@@ -53,9 +61,10 @@ def _connection_json(record: ConnectionRecord) -> dict[str, Any]:
 class FleetAdmin:
     """Handlers of the fleet admin API; one per control plane."""
 
-    def __init__(self, registry: Registry, token: str | None) -> None:
+    def __init__(self, registry: Registry, token: str | None, history: PodHistory) -> None:
         self._registry = registry
         self._token = token
+        self._history = history
         self._drains: dict[str, DrainRecord] = {}
         self._http: aiohttp.ClientSession | None = None
 
@@ -67,6 +76,7 @@ class FleetAdmin:
         guard = self._token
         app.router.add_post("/drain", require_token(guard, self.start_drain))
         app.router.add_get("/drain/{drain_id}", require_token(guard, self.drain_status))
+        app.router.add_post("/undrain", require_token(guard, self.undrain))
         app.router.add_post("/disconnect", require_token(guard, self.disconnect))
         app.router.add_get("/connections", require_token(guard, self.connections_of_user))
         app.router.add_get("/connections/{connection_id}", require_token(guard, self.connection))
@@ -165,6 +175,24 @@ class FleetAdmin:
             "pods": drain.progress,
         }
 
+    async def undrain(self, request: web.Request) -> web.Response:
+        """Put a draining or drained pod back into service (its drain, if any, stops)."""
+        body = await json_body(request)
+        pod_id = body.get("pod")
+        if not isinstance(pod_id, str) or not pod_id:
+            return error(400, 'name the pod to undrain: {"pod": "ID"}')
+        pod = await self._registry.get_pod(pod_id)
+        if pod is None:
+            gone = any(item.endpoint.pod_id == pod_id for item in self._history.gone())
+            return error(404, f"pod {pod_id!r} is gone" if gone else f"unknown pod {pod_id!r}")
+        if pod.state is PodState.SERVING:
+            return error(409, f"pod {pod_id!r} is serving already")
+        status, answer = await self._pod_call(pod, "POST", "/drain/cancel")
+        if status != 200:
+            return error(502, str(answer.get("error", f"pod {pod_id} answered HTTP {status}")))
+        log.info("fleet_undrain", pod_id=pod_id, previous_state=pod.state.value)
+        return web.json_response({"pod_id": pod_id, "previous_state": pod.state.value, **answer})
+
     # -- disconnect ------------------------------------------------------------------
 
     async def disconnect(self, request: web.Request) -> web.Response:
@@ -218,27 +246,40 @@ class FleetAdmin:
         return web.json_response(_connection_json(record))
 
     async def pods(self, _: web.Request) -> web.Response:
+        """Live pods (serving, draining, drained), then the ones gone lately."""
         now = time.time()
-        return web.json_response(
+        live = [
             {
-                "pods": [
-                    {
-                        "pod_id": pod.pod_id,
-                        "pool": pod.pool,
-                        "state": pod.state.value,
-                        "address": f"{pod.host}:{pod.port}",
-                        "admin": f"{pod.host}:{pod.admin_port}",
-                        "region": pod.region,
-                        "zone": pod.zone,
-                        "connections": pod.conns,
-                        "connections_by_transport": pod.connections_by_transport(),
-                        "heartbeat_age_s": round(now - pod.heartbeat_at, 3),
-                        "started_at": pod.started_at,
-                    }
-                    for pod in await self._registry.list_pods()
-                ]
+                "pod_id": pod.pod_id,
+                "pool": pod.pool,
+                "state": pod.state.value,
+                "address": f"{pod.host}:{pod.port}",
+                "admin": f"{pod.host}:{pod.admin_port}",
+                "region": pod.region,
+                "zone": pod.zone,
+                "connections": pod.conns,
+                "connections_by_transport": pod.connections_by_transport(),
+                "heartbeat_age_s": round(now - pod.heartbeat_at, 3),
+                "started_at": pod.started_at,
             }
-        )
+            for pod in await self._registry.list_pods()
+        ]
+        seen = {pod["pod_id"] for pod in live}
+        gone = [
+            {
+                "pod_id": item.endpoint.pod_id,
+                "pool": item.pool,
+                "state": GONE,
+                "address": f"{item.endpoint.host}:{item.endpoint.port}",
+                "region": item.endpoint.region,
+                "zone": item.endpoint.zone,
+                "connections": 0,
+                "gone_s_ago": round(now - item.gone_at, 3),
+            }
+            for item in self._history.gone()
+            if item.endpoint.pod_id not in seen
+        ]
+        return web.json_response({"pods": live + gone})
 
 
 def _finished(drain: DrainRecord) -> bool:

@@ -23,6 +23,7 @@ from xds_server.fleet_admin import FleetAdmin
 from xds_server.ledger import Ledger
 from xds_server.membership import Membership, MembershipWatcher
 from xds_server.metrics import XdsMetrics
+from xds_server.pod_history import PodHistory
 from xds_server.policy_loader import PolicyBundle, default_bundle, load_bundle
 from xds_server.policy_watcher import PolicyWatcher
 from xds_server.publisher import SnapshotPublisher
@@ -59,8 +60,11 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     cache = SnapshotCache()
     publisher = SnapshotPublisher(cache, metrics, bundle)
 
+    history = PodHistory()
+
     async def on_membership(membership: Membership) -> None:
         publisher.set_membership(membership)
+        history.observe(membership)
 
     watcher = MembershipWatcher(registry, on_membership, settings.membership_poll_s)
     await watcher.refresh()
@@ -93,7 +97,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         ledger,
         metrics,
         publisher,
-        FleetAdmin(registry, token),
+        FleetAdmin(registry, token, history),
         registry,
         token,
         settings.listener_port,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from wsfleet.registry import PodRecord, PodState, Registry, RegistryUnavailable
+from wsfleet.registry import PodRecord, Registry, RegistryUnavailable
 
 log = structlog.get_logger()
 
@@ -34,7 +34,7 @@ def to_endpoint(pod: PodRecord) -> Endpoint:
         pod_id=pod.pod_id,
         host=pod.host,
         port=pod.port,
-        draining=pod.state is PodState.DRAINING,
+        draining=not pod.state.takes_sessions,
         region=pod.region,
         zone=pod.zone,
     )

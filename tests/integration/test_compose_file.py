@@ -92,3 +92,22 @@ def test_the_compose_policy_is_valid() -> None:
 
     policy = load_policy_file(ROOT / "deploy" / "compose-policy.yaml")
     assert policy.listeners[0].address == "0.0.0.0"
+
+
+def test_sidecars_get_more_time_to_stop_than_their_drain_budget_takes() -> None:
+    from sidecar.main import DRAIN_OVERRUN_S
+    from wsfleet.settings import SidecarSettings
+
+    shutdown_s = SidecarSettings(redis_url="", backends=()).shutdown_timeout_s
+
+    services = _resolved()["services"]
+    assert isinstance(services, dict)
+    parser = build_parser()
+    sidecars = {name: s for name, s in services.items() if s["command"][0] == "sidecar"}
+    assert sidecars
+    for name, service in sidecars.items():
+        budget = parser.parse_args(service["command"]).drain_budget_s
+        grace = service["stop_grace_period"]
+        seconds = float(grace.rstrip("s")) if isinstance(grace, str) else float(grace)
+        # the drain, its overrun, then the final 1001 closes
+        assert seconds > budget + DRAIN_OVERRUN_S + shutdown_s, name

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
+import os
+import shlex
+import signal
 import subprocess
-import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +18,9 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.helpers import unlimited_session, wait_for
+from tests.helpers import cluster_hosts, envoy_get, open_ws, pod_of, unlimited_session, wait_for
 from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.launcher.ports import free_port
 from wsfleet.launcher.rollout import RolloutStatus, rollout
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
@@ -117,6 +122,185 @@ async def test_a_drain_closes_one_pods_clients_with_1012_evenly_and_moves_only_t
 
 async def _all_connected(clients: list[Tracked]) -> bool:
     return all(t.client.connected.is_set() for t in clients)
+
+
+async def _drain_and_wait(fleet: LocalFleet, pods: list[str], budget_s: float) -> None:
+    status, answer = await _admin(fleet, "POST", "/drain", {"pods": pods, "budget_s": budget_s})
+    assert status == 202, answer
+    drain_id = answer["drain_id"]  # type: ignore[index]
+
+    async def done() -> bool:
+        _, progress = await _admin(fleet, "GET", f"/drain/{drain_id}")
+        return progress["state"] == "done"  # type: ignore[index]
+
+    await wait_for(done, timeout_s=budget_s + 20, interval_s=0.05)
+
+
+async def _pod_states(fleet: LocalFleet) -> dict[str, str]:
+    _, answer = await _admin(fleet, "GET", "/pods")
+    return {pod["pod_id"]: pod["state"] for pod in answer["pods"]}  # type: ignore[index]
+
+
+async def _first_try(fleet: LocalFleet, session: aiohttp.ClientSession, user: str) -> str:
+    """One handshake through Envoy and one echo, no retry: the pod that served ``user``."""
+    ws, pod = await open_ws(fleet, session, user)
+    await ws.send_str("served")
+    message = await ws.receive(timeout=10)
+    await ws.close()
+    assert message.data == "served", message
+    return pod
+
+
+async def test_a_drained_pod_that_stays_up_locks_no_one_out(fleet_factory) -> None:
+    """The drained pod keeps running: its users are served on the survivor at once."""
+    fleet: LocalFleet = await fleet_factory(sidecars=2)
+    async with unlimited_session() as session:
+        clients = await _clients(fleet, session, 60)
+        placement = {t.user: t.connects[0][1] for t in clients}
+        on_target = [t for t in clients if placement[t.user] == "sidecar-2"]
+        others = [t for t in clients if placement[t.user] == "sidecar-1"]
+        assert len(on_target) >= 10 and len(others) >= 10, collections.Counter(placement.values())
+
+        await _drain_and_wait(fleet, ["sidecar-2"], budget_s=3)
+        finished = time.monotonic()
+        # every drained user, with a new connection and a single try, is served on the survivor
+        served_on = await asyncio.gather(*(_first_try(fleet, session, t.user) for t in on_target))
+        served_within = time.monotonic() - finished
+        assert set(served_on) == {"sidecar-1"}
+        assert served_within <= 2.0, served_within
+        assert (await _pod_states(fleet))["sidecar-2"] == "drained"
+        assert fleet.info.sidecars["sidecar-2"].child.running
+        assert (await cluster_hosts(fleet, "gateways"))["sidecar-2"] == "DRAINING"
+
+        await wait_for(lambda: _all_connected(clients), 15)
+        for tracked in on_target:  # the SDK: a 1012, then straight onto the survivor
+            assert [code for _, code, _ in tracked.closes] == [1012]
+            assert tracked.client.pod == "sidecar-1"
+        for tracked in others:  # untouched: one connection, never closed
+            assert tracked.closes == [] and len(tracked.connects) == 1
+        assert sum(t.client.stats.failures for t in clients) == 0  # no refused handshake at all
+        for tracked in clients:
+            await tracked.client.close()
+
+
+async def test_a_gateway_refusing_with_503_before_envoy_knows_is_retried_on_another(
+    fleet_factory,
+) -> None:
+    """The race between a pod's drain and Envoy hearing of it costs the client nothing."""
+    fleet: LocalFleet = await fleet_factory(sidecars=2)
+    async with unlimited_session() as session:
+        users = [f"race-{n}" for n in range(24)]
+        placement = {user: await pod_of(fleet, session, user) for user in users}
+        on_two = [user for user in users if placement[user] == "sidecar-2"]
+        assert on_two
+        # with the control plane down, Envoy keeps routing to sidecar-2 as HEALTHY: the same
+        # view it has in the milliseconds between a drain and the EDS update
+        xds = fleet.supervisor.find("xds")
+        assert xds is not None
+        await xds.stop(5.0, signal.SIGKILL)
+        pod = fleet.info.sidecars["sidecar-2"]
+        async with session.post(
+            f"http://127.0.0.1:{pod.admin_port}/drain",
+            json={"budget_s": 0},
+            headers={"Authorization": f"Bearer {fleet.admin_token}"},
+        ) as response:
+            assert response.status == 202
+        assert (await cluster_hosts(fleet, "gateways"))["sidecar-2"] == "HEALTHY"
+        retries_before = await _envoy_stat(fleet, "cluster.gateways.upstream_rq_retry")
+        for user in on_two:
+            assert await _first_try(fleet, session, user) == "sidecar-1"
+        retried = await _envoy_stat(fleet, "cluster.gateways.upstream_rq_retry") - retries_before
+        assert retried >= len(on_two)
+
+
+async def _envoy_stat(fleet: LocalFleet, name: str) -> int:
+    text = await envoy_get(fleet, f"/stats?filter=^{name}$")
+    for line in str(text).splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
+
+
+async def test_pods_shows_every_state_and_undrain_puts_a_pod_back(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=3)
+    async with unlimited_session() as session:
+        users = [f"state-{n}" for n in range(30)]
+        placement = {user: await pod_of(fleet, session, user) for user in users}
+        held = []
+        for n in range(4):  # sessions on sidecar-1, so that a long drain is seen draining
+            port = fleet.info.sidecars["sidecar-1"].port
+            user = f"held-{n}"
+            held.append(
+                await session.ws_connect(
+                    f"ws://127.0.0.1:{port}/ws?user={user}",
+                    headers={"Authorization": f"Bearer {fleet.token(user)}"},
+                )
+            )
+        status, _ = await _admin(fleet, "POST", "/drain", {"pod": "sidecar-1", "budget_s": 600})
+        assert status == 202
+        await _drain_and_wait(fleet, ["sidecar-2"], budget_s=0)
+        await fleet.stop_sidecar("sidecar-3")
+
+        async def seen() -> bool:
+            return await _pod_states(fleet) == {
+                "sidecar-1": "draining",
+                "sidecar-2": "drained",
+                "sidecar-3": "gone",
+            }
+
+        await wait_for(seen, timeout_s=10)
+        for pod_id, status_code, words in (
+            ("sidecar-3", 404, "gone"),
+            ("sidecar-9", 404, "unknown pod"),
+        ):
+            status, answer = await _admin(fleet, "POST", "/undrain", {"pod": pod_id})
+            assert status == status_code and words in answer["error"], answer  # type: ignore[index]
+        for pod_id, previous in (("sidecar-1", "draining"), ("sidecar-2", "drained")):
+            status, answer = await _admin(fleet, "POST", "/undrain", {"pod": pod_id})
+            assert status == 200 and answer["previous_state"] == previous, answer  # type: ignore[index]
+        status, answer = await _admin(fleet, "POST", "/undrain", {"pod": "sidecar-1"})
+        assert status == 409 and "serving already" in answer["error"]  # type: ignore[index]
+
+        async def healthy_again() -> bool:
+            hosts = await cluster_hosts(fleet, "gateways")
+            return hosts.get("sidecar-1") == hosts.get("sidecar-2") == "HEALTHY"
+
+        await wait_for(healthy_again, timeout_s=10)
+        assert (await _pod_states(fleet))["sidecar-1"] == "serving"
+        # sidecar-2's users are back on it (sidecar-3 is gone: its users moved)
+        for user in users:
+            if placement[user] == "sidecar-2":
+                assert await _first_try(fleet, session, user) == "sidecar-2"
+        for ws in held:
+            await ws.close()
+
+
+async def test_a_rollout_after_a_manual_drain_succeeds_and_serves_every_user(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=2)
+    async with unlimited_session() as session:
+        clients = await _clients(fleet, session, 60)
+        await _drain_and_wait(fleet, ["sidecar-2"], budget_s=1)
+        await wait_for(lambda: _all_connected(clients), 15)
+        status = await rollout(fleet, RolloutStatus(), budget_s=3)
+        assert status.phase == "done", status.message
+        assert status.blue == ["sidecar-1", "sidecar-2"]
+        assert status.green == ["sidecar-3", "sidecar-4"]
+        assert await _pod_states(fleet) == {
+            "sidecar-1": "gone",
+            "sidecar-2": "gone",
+            "sidecar-3": "serving",
+            "sidecar-4": "serving",
+        }
+        await wait_for(lambda: _all_connected(clients), 15)
+        assert {t.client.pod for t in clients} <= {"sidecar-3", "sidecar-4"}
+        assert sum(t.client.stats.failures for t in clients) == 0
+        served_on = await asyncio.gather(*(_first_try(fleet, session, t.user) for t in clients))
+        assert set(served_on) == {"sidecar-3", "sidecar-4"}
+        for tracked in clients:
+            await tracked.client.close()
 
 
 async def test_a_blue_green_rollout_moves_every_client_to_green(fleet_factory) -> None:
@@ -276,41 +460,103 @@ async def test_sigterm_on_a_sidecar_drains_it_with_1012(fleet_factory) -> None:
             await tracked.client.close()
 
 
-def test_the_cli_lists_pods_drains_with_progress_and_disconnects(tmp_path: Path) -> None:
+def _readme_operations() -> list[list[str]]:
+    """The commands of the README's "Operating the fleet" section, as written there."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Operating the fleet", 1)[1].split("\n## ", 1)[0]
+    return [
+        shlex.split(line, comments=True)
+        for line in section.splitlines()
+        if line.startswith(".venv/bin/wsfleet ")
+    ]
+
+
+def test_every_command_of_the_readme_operations_section_works_verbatim(tmp_path: Path) -> None:
     from tests.integration.test_launcher import _start_and_wait_up, _up
 
-    argv, _, admin_port = _up(tmp_path, "--sidecars", "2")
+    argv, port, _ = _up(tmp_path, "--sidecars", "2")
     launcher = _start_and_wait_up(argv)
-    common = [
-        "--admin-url",
-        f"http://127.0.0.1:{admin_port}",
-        "--state-dir",
-        str(tmp_path / "state"),
-    ]
+    threading.Thread(target=launcher.communicate, daemon=True).start()  # keep its pipe empty
+    state_dir = tmp_path / "state"
+    # the commands find this fleet from its state dir, as they find `make up`'s in .wsfleet
+    env = {**os.environ, "WSFLEET_STATE_DIR": str(state_dir)}
 
     def wsfleet(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "wsfleet", *args], capture_output=True, text=True, timeout=60
+            [str(ROOT / ".venv/bin/wsfleet"), *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
         )
 
     try:
-        pods = wsfleet("pods", *common)
-        assert pods.returncode == 0, pods.stderr
-        assert pods.stdout.splitlines()[0].split()[:3] == ["POD", "STATE", "ADDRESS"]
-        assert "sidecar-1" in pods.stdout and "serving" in pods.stdout
-        drained = wsfleet("drain", "sidecar-2", "--budget", "1", "--wait", *common)
-        assert drained.returncode == 0, drained.stderr
+        commands = _readme_operations()
+        assert [c[1] for c in commands] == [
+            "pods",
+            "drain",
+            "undrain",
+            "disconnect",
+            "rollout",
+            "pods",
+        ], commands
+        outputs = {}
+        for command in commands:
+            if command[1] == "disconnect":  # someone to disconnect: an interactive client
+                alice = subprocess.Popen(
+                    [
+                        str(ROOT / ".venv/bin/wsfleet"),
+                        *("connect", f"ws://127.0.0.1:{port}/ws", "--user", "alice"),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                assert alice.stderr is not None
+                assert alice.stderr.readline().startswith("connected to"), "alice is not in"
+            done = wsfleet(*command[1:])
+            assert done.returncode == 0, (command, done.stdout, done.stderr)
+            outputs[" ".join(command[1:])] = done
+        first = outputs["pods"].stdout.splitlines()
+        assert first[0].split()[:3] == ["POD", "STATE", "ADDRESS"]
+        drained = outputs["drain sidecar-2 --budget 10 --wait"]
         assert "done: sidecar-2" in drained.stdout
-        assert "closed" in drained.stderr and "[" in drained.stderr  # the progress lines
-        gone = wsfleet("disconnect", "--user", "nobody", *common)
-        assert gone.returncode != 0 and "HTTP 404" in gone.stderr
-        refused = wsfleet(
-            "pods", "--admin-url", f"http://127.0.0.1:{admin_port}", "--admin-token", "x" * 20
+        # no terminal: a few progress lines, not one per poll
+        assert 1 <= drained.stderr.count("\n") <= 12, drained.stderr
+        assert "drained -> serving" in outputs["undrain sidecar-2"].stdout
+        assert (
+            "closed 1 connection"
+            in outputs["disconnect --user alice --code 4001 --reason moderated"].stdout
         )
-        assert refused.returncode != 0 and "HTTP 401" in refused.stderr
+        assert "closed by server: code 4001" in alice.communicate(timeout=10)[1]
+        assert outputs["rollout --budget 10"].stdout.startswith("rollout done")
+        pods = json.loads(outputs["pods --json"].stdout)
+        states = {pod["pod_id"]: pod["state"] for pod in pods}
+        assert states == {
+            "sidecar-1": "gone",
+            "sidecar-2": "gone",
+            "sidecar-3": "serving",
+            "sidecar-4": "serving",
+        }
+        # a refusal shows the server's reason verbatim, with the documented exit codes
+        unknown = wsfleet("drain", "sidecar-9")
+        assert unknown.returncode == 1
+        assert unknown.stderr.strip() == (
+            "wsfleet: error: POST /drain: HTTP 404: unknown pod(s): sidecar-9"
+        )
+        serving = wsfleet("undrain", "sidecar-3")
+        assert serving.returncode == 1 and "HTTP 409: pod 'sidecar-3' is serving" in serving.stderr
+        refused = wsfleet("pods", "--admin-token", "x" * 20)
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+        nowhere = wsfleet("pods", "--admin-url", f"http://127.0.0.1:{free_port()}")
+        assert nowhere.returncode == 4 and "cannot reach the control plane" in nowhere.stderr
+        assert wsfleet("--version").stdout.startswith("wsfleet ")
     finally:
         launcher.terminate()
-        launcher.communicate(timeout=60)
+        launcher.wait(timeout=60)
 
 
 def test_the_openapi_documents_describe_exactly_the_served_routes() -> None:
@@ -319,6 +565,7 @@ def test_the_openapi_documents_describe_exactly_the_served_routes() -> None:
     from sidecar.admin_api import add_admin_routes
     from wsfleet.registry.memory import MemoryRegistry
     from xds_server.fleet_admin import FleetAdmin
+    from xds_server.pod_history import PodHistory
 
     def served(app: web.Application) -> set[tuple[str, str]]:
         routes = set()
@@ -335,7 +582,7 @@ def test_the_openapi_documents_describe_exactly_the_served_routes() -> None:
         return {(method, path) for path, item in spec["paths"].items() for method in item}
 
     control = web.Application()
-    FleetAdmin(MemoryRegistry(), "t" * 20).add_routes(control)
+    FleetAdmin(MemoryRegistry(), "t" * 20, PodHistory()).add_routes(control)
     control_plane_paths = documented("control-plane.yaml")
     assert served(control) <= control_plane_paths
     assert control_plane_paths - served(control) == {

@@ -142,4 +142,13 @@ def test_retries_of_new_sessions_outlast_the_health_check_that_removes_a_dead_ga
     assert check is not None
     # full jitter: the expected total is half the longest; it must still outlast a check
     assert longest / 2 > check.interval_s
-    assert retry["retry_on"] == "connect-failure,refused-stream"  # never a started session
+    # never a started session; a gateway's 503 (draining, no backend) goes to another gateway,
+    # refusals that depend on the client (401, 403, 429) are not retried
+    assert retry["retry_on"] == "connect-failure,refused-stream,retriable-status-codes"
+    assert retry["retriable_status_codes"] == [503]
+    assert retry["retry_host_predicate"][0]["name"].endswith("previous_hosts")
+
+
+def test_a_gateway_that_leaves_eds_leaves_envoy_even_while_its_health_check_passes() -> None:
+    resources = build_resources(parse_policy(default_policy_text()), {})
+    assert resources[T.CLUSTER]["gateways"]["ignore_health_on_host_removal"] is True

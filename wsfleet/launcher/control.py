@@ -1,7 +1,7 @@
 """The launcher's own control API, on a Unix socket in the state dir (``run/launcher.sock``).
 
-Only ``wsfleet up`` serves it; ``wsfleet rollout`` uses it, because starting and
-stopping pods is the launcher's job (a Kubernetes deployment does the same with
+Only ``wsfleet up`` serves it; ``wsfleet rollout`` and ``wsfleet stop`` use it, because
+starting and stopping pods is the launcher's job (a Kubernetes deployment does the same with
 its own controller plus ``wsfleet drain``).
 """
 
@@ -17,6 +17,7 @@ from wsfleet.launcher.fleet import LocalFleet
 from wsfleet.launcher.rollout import RolloutStatus, rollout
 
 SOCKET = "launcher.sock"
+STOP_OVERRUN_S = 10.0  # a stopped pod drains over its budget, then gets this long to exit
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -34,6 +35,7 @@ class LauncherControl:
         app = web.Application()
         app.router.add_post("/rollout", self._start_rollout)
         app.router.add_get("/rollout", self._rollout_status)
+        app.router.add_post("/stop", self._stop_pod)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         path = socket_path(self._fleet.state_dir)
@@ -63,7 +65,7 @@ class LauncherControl:
             return error(400, "budget_s >= 0 and 0 <= min_success <= 1")
         if count is not None and (not isinstance(count, int) or count < 1):
             return error(400, "sidecars must be a positive integer")
-        self._status = RolloutStatus()
+        self._status = RolloutStatus(phase="starting")
         self._task = asyncio.create_task(self._guarded(count, budget, min_success, green_args))
         return web.json_response(self._status.to_json(), status=202)
 
@@ -78,6 +80,21 @@ class LauncherControl:
             self._status.phase = "failed"
             self._status.message = f"{type(exc).__name__}: {exc}"
             return self._status
+
+    async def _stop_pod(self, request: web.Request) -> web.Response:
+        """Stop one sidecar (SIGTERM: it drains first, unless it is drained already)."""
+        body = await json_body(request)
+        pod_id = body.get("pod")
+        if not isinstance(pod_id, str) or not pod_id:
+            return error(400, 'name the pod to stop: {"pod": "ID"}')
+        if pod_id not in self._fleet.info.sidecars:
+            known = ", ".join(sorted(self._fleet.info.sidecars)) or "none"
+            return error(404, f"this fleet runs no pod {pod_id!r} (it runs: {known})")
+        if self._task is not None and not self._task.done():
+            return error(409, f"a rollout is running ({self._status.phase}): stop pods after it")
+        timeout_s = self._fleet.options.drain_budget_s + STOP_OVERRUN_S
+        code = await self._fleet.stop_sidecar(pod_id, timeout_s=timeout_s)
+        return web.json_response({"pod_id": pod_id, "exit_code": code})
 
     async def _rollout_status(self, _: web.Request) -> web.Response:
         return web.json_response(self._status.to_json())

@@ -8,6 +8,7 @@ the tests run exactly what a user runs. Every child process is started by the
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import ssl
@@ -20,13 +21,14 @@ from typing import Any
 import aiohttp
 
 from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
+from wsfleet.admin_client import fleet_file
 from wsfleet.errors import StartupError
 from wsfleet.launcher.children import Child, LineSink, Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis, wait_redis
 from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
 from wsfleet.launcher.ports import ensure_port_free, free_port
-from wsfleet.readiness import read_ready
-from wsfleet.settings import DEFAULT_POOL
+from wsfleet.readiness import read_ready, write_ready
+from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
 from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
 
 PROBE_USER = "wsfleet-probe"
@@ -164,6 +166,14 @@ class LocalFleet:
         for _ in range(options.sidecars):
             await self.start_sidecar()
         await self.wait_round_trip(STARTUP_TIMEOUT_S)
+        # operators' commands find the fleet from its state dir (wsfleet pods --state-dir D)
+        write_ready(
+            fleet_file(self.state_dir),
+            admin_url=self.admin_url,
+            client_url=self.client_url,
+            envoy_admin_url=f"http://127.0.0.1:{self.info.envoy_admin_port}",
+            launcher_pid=os.getpid(),
+        )
 
     async def _start_xds(self, grpc_port: int) -> None:
         self.info.xds_grpc_port, self.info.xds_admin_port = await self._spawn_xds(
@@ -449,11 +459,17 @@ class LocalFleet:
         raise AssertionError("no echo")
 
     def table(self) -> str:
+        here = (
+            ""
+            if self.state_dir == DEFAULT_STATE_DIR.resolve()
+            else f" --state-dir {self.state_dir}"
+        )
         rows = [
             (
                 "clients (WebSocket)",
-                f"{self.client_url}?user=<id>  (token: wsfleet token --user <id>)",
+                f"{self.client_url}?user=<id>  (token: wsfleet token --user <id>{here})",
             ),
+            ("operate", f"wsfleet pods{here}  (drain, undrain, stop, disconnect, rollout)"),
             (
                 "control-plane admin",
                 f"http://127.0.0.1:{self.info.xds_admin_port}/metrics  /debug/nodes  /debug/config",
@@ -494,6 +510,7 @@ class LocalFleet:
         await self.supervisor.stop(["redis"], timeout_s)
         await self.supervisor.stop_all(timeout_s)
         self.info.sidecars.clear()
+        fleet_file(self.state_dir).unlink(missing_ok=True)
         redis_dir = self.run_dir / "redis"
         if redis_dir.exists():
             shutil.rmtree(redis_dir, ignore_errors=True)

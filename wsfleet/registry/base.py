@@ -12,7 +12,12 @@ class PodState(StrEnum):
     """A gateway pod's state as Envoy should see it."""
 
     SERVING = "serving"  # takes new sessions (EDS HEALTHY)
-    DRAINING = "draining"  # keeps its sessions, takes no new ones (EDS DRAINING)
+    DRAINING = "draining"  # closing its sessions, takes no new ones (EDS DRAINING)
+    DRAINED = "drained"  # alive, holds no session, takes none (EDS DRAINING) until undrained
+
+    @property
+    def takes_sessions(self) -> bool:
+        return self is PodState.SERVING
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
