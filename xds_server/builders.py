@@ -206,9 +206,10 @@ def cluster(pool: Pool) -> Spec:
         # Envoy's default panic mode (below 50 % healthy, balance over every host, dead ones
         # included) would send new sessions to crashed gateways: never panic.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
-        # A gateway that leaves EDS leaves Envoy at once. Without this Envoy keeps a removed
-        # host for as long as its active health check passes, and Maglev keeps choosing it.
-        "ignore_health_on_host_removal": True,
+        # Envoy keeps a host that left EDS for as long as its health check passes (and Maglev
+        # keeps choosing it): a drained pod therefore stays in EDS as DRAINING until it stops.
+        # That is also what keeps a fleet serving when the registry restarts empty: its pods
+        # vanish from EDS for a refresh interval, but Envoy keeps routing to them.
         "circuit_breakers": {
             "thresholds": [
                 {

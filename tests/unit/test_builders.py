@@ -149,6 +149,19 @@ def test_retries_of_new_sessions_outlast_the_health_check_that_removes_a_dead_ga
     assert retry["retry_host_predicate"][0]["name"].endswith("previous_hosts")
 
 
-def test_a_gateway_that_leaves_eds_leaves_envoy_even_while_its_health_check_passes() -> None:
-    resources = build_resources(parse_policy(default_policy_text()), {})
-    assert resources[T.CLUSTER]["gateways"]["ignore_health_on_host_removal"] is True
+def test_drained_pods_stay_in_eds_as_draining() -> None:
+    from wsfleet.registry import PodRecord, PodState
+    from xds_server.membership import group_by_pool
+
+    pods = [
+        PodRecord(f"p-{state}", "gateways", "127.0.0.1", 9000 + n, 9100 + n, state=state)
+        for n, state in enumerate(PodState)
+    ]
+    policy = parse_policy(default_policy_text())
+    assignment = build_resources(policy, group_by_pool(pods))[T.ENDPOINT]["gateways"]
+    health = {
+        endpoint["endpoint"]["hostname"]: endpoint["health_status"]
+        for locality in assignment["endpoints"]
+        for endpoint in locality["lb_endpoints"]
+    }
+    assert health == {"p-serving": "HEALTHY", "p-draining": "DRAINING", "p-drained": "DRAINING"}
