@@ -26,10 +26,13 @@ import structlog
 from sidecar.hashing import pick_backend
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.headers import POD_HEADER
+from wsfleet.outbox import Outbox
 
 log = structlog.get_logger()
 
-CONNECT_METHOD = "/wsfleet.bridge.v1.Bridge/Connect"
+CONNECT_METHOD = "/wsfleet.bridge.v2.Bridge/Connect"
+MAX_BATCH_EVENTS = 512  # events in one GatewayBatch, at most ...
+MAX_BATCH_BYTES = 1 << 20  # ... and this much message data (a larger message goes alone)
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -88,13 +91,20 @@ class BackendLink(Protocol):
 
 
 class GrpcBackendLink:
-    """A gRPC backend: one multiplexed stream, reconnecting with backoff."""
+    """A gRPC backend: one multiplexed stream, reconnecting with backoff.
+
+    Events wait in an :class:`~wsfleet.outbox.Outbox`; one writer sends whatever queued
+    up as one ``GatewayBatch`` per write, and every ``BackendBatch`` read is dispatched
+    event by event. A send waits only while the outbox is full (backpressure).
+    """
 
     def __init__(self, address: str, pod_id: str, queue_size: int = 10_000) -> None:
         self.address = address
         self._pod_id = pod_id
         self._sessions: dict[str, tuple[SessionInfo, SessionSink]] = {}
-        self._outbox: asyncio.Queue[pb.GatewayEvent] = asyncio.Queue(queue_size)
+        self._outbox: Outbox[pb.GatewayEvent] = Outbox(
+            queue_size, MAX_BATCH_EVENTS, MAX_BATCH_BYTES
+        )
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._on_lost: Callable[[BackendLink, LostSessions], None] = lambda link, lost: None
@@ -129,25 +139,26 @@ class GrpcBackendLink:
             pod_id=info.pod_id,
         )
         opened = pb.SessionOpened(session=session, resumed=resumed, last_message_id=last_message_id)
-        self._outbox.put_nowait(pb.GatewayEvent(opened=opened))
+        self._outbox.put(pb.GatewayEvent(opened=opened))
 
     def persisted(self, session_id: str, message_id: int) -> None:
+        """A watermark: only the highest of a batch is sent."""
         if session_id in self._sessions:
             event = pb.Persisted(session_id=session_id, message_id=message_id)
-            with contextlib.suppress(asyncio.QueueFull):
-                self._outbox.put_nowait(pb.GatewayEvent(persisted=event))
+            self._outbox.put_latest(session_id, pb.GatewayEvent(persisted=event))
 
     async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None:
-        """Queue a client message; waits while the stream is full (backpressure)."""
+        """Queue a client message; waits only while the outbox is full (backpressure)."""
+        if self._outbox.full:
+            await self._outbox.wait_space()
         message = pb.ClientMessage(session_id=session_id, seq=seq, data=data, binary=binary)
-        await self._outbox.put(pb.GatewayEvent(message=message))
+        self._outbox.put(pb.GatewayEvent(message=message), len(data))
 
     def close(self, session_id: str, code: int, reason: str) -> None:
         if self._sessions.pop(session_id, None) is None:
             return
         closed = pb.SessionClosed(session_id=session_id, code=code, reason=reason)
-        with contextlib.suppress(asyncio.QueueFull):
-            self._outbox.put_nowait(pb.GatewayEvent(closed=closed))
+        self._outbox.put(pb.GatewayEvent(closed=closed))
 
     async def _run(self) -> None:
         delay_s = 0.1
@@ -168,20 +179,21 @@ class GrpcBackendLink:
             await asyncio.wait_for(channel.channel_ready(), 5.0)
             call = channel.stream_stream(
                 CONNECT_METHOD,
-                request_serializer=pb.GatewayEvent.SerializeToString,
-                response_deserializer=pb.BackendEvent.FromString,
+                request_serializer=pb.GatewayBatch.SerializeToString,
+                response_deserializer=pb.BackendBatch.FromString,
             )(metadata=((POD_HEADER, self._pod_id),))
-            self._drop_queued()
+            self._outbox.clear()  # events for the sessions of a stream that is gone
             writer = asyncio.create_task(self._write(call))
             self._up.set()
             log.info("backend_link_up", backend=self.address)
             try:
                 while True:
-                    event = await call.read()
-                    if event is grpc.aio.EOF:
+                    batch = await call.read()
+                    if batch is grpc.aio.EOF:
                         log.warning("backend_stream_ended", backend=self.address)
                         return
-                    self._dispatch(event)
+                    for event in batch.events:
+                        self._dispatch(event)
             finally:
                 self._up.clear()
                 writer.cancel()
@@ -191,8 +203,7 @@ class GrpcBackendLink:
 
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         while True:
-            event = await self._outbox.get()
-            await call.write(event)
+            await call.write(pb.GatewayBatch(events=await self._outbox.take()))
 
     def _dispatch(self, event: pb.BackendEvent) -> None:
         kind = event.WhichOneof("event")
@@ -211,10 +222,6 @@ class GrpcBackendLink:
             entry = self._sessions.pop(event.close.session_id, None)
             if entry is not None:
                 entry[1].close_requested(event.close.code or 1000, event.close.reason)
-
-    def _drop_queued(self) -> None:
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
 
     def _lost(self) -> None:
         self._up.clear()

@@ -31,14 +31,18 @@ import structlog
 
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.errors import StartupError
+from wsfleet.outbox import Outbox, OutboxClosed
 from wsfleet.readiness import write_ready
 from wsfleet.settings import BackendSettings
 
 log = structlog.get_logger()
 
-SERVICE = "wsfleet.bridge.v1.Bridge"
+SERVICE = "wsfleet.bridge.v2.Bridge"
 MAX_FLOOD = 1_000_000
 MAX_UNACKED = 100_000  # messages a session may have in flight to the gateway
+OUTBOX_LIMIT = 1 << 30  # the demo trusts its gateways: it never makes them wait
+MAX_BATCH_EVENTS = 512  # events in one BackendBatch, at most ...
+MAX_BATCH_BYTES = 1 << 20  # ... and this much data (a larger message goes alone)
 
 
 def _message(session_id: str, data: bytes, **flags: Any) -> pb.BackendEvent:
@@ -79,12 +83,16 @@ def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.Ba
     return [_message(session_id, data, binary=binary)]
 
 
+def _outbox() -> Outbox[pb.BackendEvent]:
+    return Outbox(OUTBOX_LIMIT, MAX_BATCH_EVENTS, MAX_BATCH_BYTES)
+
+
 @dataclass
 class _Session:
     """What the backend keeps of a session between pods: where it is, what is unacked."""
 
     pod: str = ""
-    out: asyncio.Queue[pb.BackendEvent | None] | None = None
+    out: Outbox[pb.BackendEvent] | None = None
     next_id: int = 1
     unacked: dict[int, bytes] = field(default_factory=dict)
     stream: asyncio.Task[None] | None = None
@@ -97,7 +105,7 @@ class _Session:
         while len(self.unacked) > MAX_UNACKED:
             del self.unacked[next(iter(self.unacked))]
         if self.out is not None:
-            self.out.put_nowait(_message(session_id, data, message_id=message_id))
+            self.out.put(_message(session_id, data, message_id=message_id), len(data))
 
 
 class EchoBackend:
@@ -108,15 +116,20 @@ class EchoBackend:
         self.sessions: dict[str, _Session] = {}
 
     async def connect(
-        self, events: AsyncIterator[pb.GatewayEvent], context: Any
-    ) -> AsyncIterator[pb.BackendEvent]:
+        self, batches: AsyncIterator[pb.GatewayBatch], context: Any
+    ) -> AsyncIterator[pb.BackendBatch]:
+        """One gateway's stream: read its batches, answer with one batch per write."""
         pod = dict(context.invocation_metadata() or ()).get("x-wsfleet-pod", "?")
         log.info("gateway_connected", pod_id=pod)
-        out: asyncio.Queue[pb.BackendEvent | None] = asyncio.Queue()
-        reader = asyncio.create_task(self._read(events, out, pod))
+        out = _outbox()
+        reader = asyncio.create_task(self._read(batches, out, pod))
         try:
-            while (event := await out.get()) is not None:
-                yield event
+            while True:
+                try:
+                    events = await out.take()
+                except OutboxClosed:
+                    return
+                yield pb.BackendBatch(events=events)
         finally:
             reader.cancel()
             for state in self.sessions.values():
@@ -125,68 +138,69 @@ class EchoBackend:
             log.info("gateway_disconnected", pod_id=pod)
 
     async def _read(
-        self,
-        events: AsyncIterator[pb.GatewayEvent],
-        out: asyncio.Queue[pb.BackendEvent | None],
-        pod: str,
+        self, batches: AsyncIterator[pb.GatewayBatch], out: Outbox[pb.BackendEvent], pod: str
     ) -> None:
         try:
-            async for event in events:
-                kind = event.WhichOneof("event")
-                if kind == "opened":
-                    self._opened(event.opened, out, pod)
-                elif kind == "message":
-                    message = event.message
-                    state = self.sessions.get(message.session_id)
-                    words = message.data.decode(errors="replace").split()
-                    if state is not None and words[:1] == ["/stream"]:
-                        self._start_stream(message.session_id, state, words)
-                        continue
-                    if words[:1] == ["/broadcast"]:
-                        self._broadcast(message.data.partition(b" ")[2])
-                        continue
-                    for reply in replies(
-                        self.name, message.session_id, message.data, message.binary
-                    ):
-                        out.put_nowait(reply)
-                elif kind == "persisted":
-                    state = self.sessions.get(event.persisted.session_id)
-                    if state is not None:
-                        for message_id in [
-                            m for m in state.unacked if m <= event.persisted.message_id
-                        ]:
-                            del state.unacked[message_id]
-                elif kind == "closed":
-                    state = self.sessions.get(event.closed.session_id)
-                    if state is not None and state.out is out:
-                        state.out = None
-                        if state.stream is None or state.stream.done():
-                            del self.sessions[event.closed.session_id]
+            async for batch in batches:
+                for event in batch.events:
+                    self._handle(event, out, pod)
         finally:
-            out.put_nowait(None)
+            out.close()
 
-    def _opened(
-        self, opened: pb.SessionOpened, out: asyncio.Queue[pb.BackendEvent | None], pod: str
-    ) -> None:
+    def _handle(self, event: pb.GatewayEvent, out: Outbox[pb.BackendEvent], pod: str) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "opened":
+            self._opened(event.opened, out, pod)
+        elif kind == "message":
+            message = event.message
+            if message.data.startswith(b"/"):
+                state = self.sessions.get(message.session_id)
+                words = message.data.decode(errors="replace").split()
+                if state is not None and words[:1] == ["/stream"]:
+                    self._start_stream(message.session_id, state, words)
+                    return
+                if words[:1] == ["/broadcast"]:
+                    self._broadcast(message.data.partition(b" ")[2])
+                    return
+                for reply in replies(self.name, message.session_id, message.data, message.binary):
+                    out.put(reply, reply.message.ByteSize() if reply.HasField("message") else 0)
+                return
+            out.put(
+                _message(message.session_id, message.data, binary=message.binary), len(message.data)
+            )
+        elif kind == "persisted":
+            state = self.sessions.get(event.persisted.session_id)
+            if state is not None:
+                acked = event.persisted.message_id
+                for message_id in [m for m in state.unacked if m <= acked]:
+                    del state.unacked[message_id]
+        elif kind == "closed":
+            state = self.sessions.get(event.closed.session_id)
+            if state is not None and state.out is out:
+                state.out = None
+                if state.stream is None or state.stream.done():
+                    del self.sessions[event.closed.session_id]
+
+    def _opened(self, opened: pb.SessionOpened, out: Outbox[pb.BackendEvent], pod: str) -> None:
         session_id = opened.session.session_id
         state = self.sessions.setdefault(session_id, _Session())
         state.out, state.pod = out, pod
         if opened.resumed:  # what the gateway had not made durable comes again, in order
             for message_id, data in state.unacked.items():
                 if message_id > opened.last_message_id:
-                    out.put_nowait(_message(session_id, data, message_id=message_id))
+                    out.put(_message(session_id, data, message_id=message_id), len(data))
 
     def _broadcast(self, data: bytes) -> None:
         for session_id, state in self.sessions.items():
             if state.out is not None:
-                state.out.put_nowait(_message(session_id, data))
+                state.out.put(_message(session_id, data), len(data))
 
     def _start_stream(self, session_id: str, state: _Session, words: list[str]) -> None:
         try:
             count, interval_ms = min(int(words[1]), MAX_FLOOD), float(words[2])
         except (IndexError, ValueError):
             if state.out is not None:
-                state.out.put_nowait(_message(session_id, b"bad command: /stream N INTERVAL_MS"))
+                state.out.put(_message(session_id, b"bad command: /stream N INTERVAL_MS"))
             return
 
         async def stream() -> None:
@@ -203,8 +217,8 @@ class EchoBackend:
             {
                 "Connect": grpc.stream_stream_rpc_method_handler(
                     self.connect,
-                    request_deserializer=pb.GatewayEvent.FromString,
-                    response_serializer=pb.BackendEvent.SerializeToString,
+                    request_deserializer=pb.GatewayBatch.FromString,
+                    response_serializer=pb.BackendBatch.SerializeToString,
                 )
             },
         )

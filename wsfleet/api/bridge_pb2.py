@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wsfleet/api/bridge.proto\x12\x11wsfleet.bridge.v1\"\xdb\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0brouting_key\x18\x03 \x01(\t\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06pod_id\x18\x05 \x01(\t\x12>\n\x08metadata\x18\x06 \x03(\x0b\x32,.wsfleet.bridge.v1.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\rSessionOpened\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.wsfleet.bridge.v1.SessionInfo\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x17\n\x0flast_message_id\x18\x03 \x01(\x04\"3\n\tPersisted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\"N\n\rClientMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x04 \x01(\x08\"A\n\rSessionClosed\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe7\x01\n\x0cGatewayEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v1.SessionOpenedH\x00\x12\x33\n\x07message\x18\x02 \x01(\x0b\x32 .wsfleet.bridge.v1.ClientMessageH\x00\x12\x32\n\x06\x63losed\x18\x03 \x01(\x0b\x32 .wsfleet.bridge.v1.SessionClosedH\x00\x12\x31\n\tpersisted\x18\x04 \x01(\x0b\x32\x1c.wsfleet.bridge.v1.PersistedH\x00\x42\x07\n\x05\x65vent\"~\n\rServerMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\x12\x11\n\tdroppable\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oalesce_key\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\x04\"@\n\x0c\x43loseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"~\n\x0c\x42\x61\x63kendEvent\x12\x33\n\x07message\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v1.ServerMessageH\x00\x12\x30\n\x05\x63lose\x18\x02 \x01(\x0b\x32\x1f.wsfleet.bridge.v1.CloseSessionH\x00\x42\x07\n\x05\x65vent2Y\n\x06\x42ridge\x12O\n\x07\x43onnect\x12\x1f.wsfleet.bridge.v1.GatewayEvent\x1a\x1f.wsfleet.bridge.v1.BackendEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wsfleet/api/bridge.proto\x12\x11wsfleet.bridge.v2\"?\n\x0cGatewayBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.GatewayEvent\"?\n\x0c\x42\x61\x63kendBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.BackendEvent\"\xdb\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0brouting_key\x18\x03 \x01(\t\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06pod_id\x18\x05 \x01(\t\x12>\n\x08metadata\x18\x06 \x03(\x0b\x32,.wsfleet.bridge.v2.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\rSessionOpened\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.SessionInfo\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x17\n\x0flast_message_id\x18\x03 \x01(\x04\"3\n\tPersisted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\"N\n\rClientMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x04 \x01(\x08\"A\n\rSessionClosed\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe7\x01\n\x0cGatewayEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionOpenedH\x00\x12\x33\n\x07message\x18\x02 \x01(\x0b\x32 .wsfleet.bridge.v2.ClientMessageH\x00\x12\x32\n\x06\x63losed\x18\x03 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionClosedH\x00\x12\x31\n\tpersisted\x18\x04 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.PersistedH\x00\x42\x07\n\x05\x65vent\"~\n\rServerMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\x12\x11\n\tdroppable\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oalesce_key\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\x04\"@\n\x0c\x43loseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"~\n\x0c\x42\x61\x63kendEvent\x12\x33\n\x07message\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.ServerMessageH\x00\x12\x30\n\x05\x63lose\x18\x02 \x01(\x0b\x32\x1f.wsfleet.bridge.v2.CloseSessionH\x00\x42\x07\n\x05\x65vent2Y\n\x06\x42ridge\x12O\n\x07\x43onnect\x12\x1f.wsfleet.bridge.v2.GatewayBatch\x1a\x1f.wsfleet.bridge.v2.BackendBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSIONINFO_METADATAENTRY']._loaded_options = None
   _globals['_SESSIONINFO_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONINFO']._serialized_start=48
-  _globals['_SESSIONINFO']._serialized_end=267
-  _globals['_SESSIONINFO_METADATAENTRY']._serialized_start=220
-  _globals['_SESSIONINFO_METADATAENTRY']._serialized_end=267
-  _globals['_SESSIONOPENED']._serialized_start=269
-  _globals['_SESSIONOPENED']._serialized_end=375
-  _globals['_PERSISTED']._serialized_start=377
-  _globals['_PERSISTED']._serialized_end=428
-  _globals['_CLIENTMESSAGE']._serialized_start=430
-  _globals['_CLIENTMESSAGE']._serialized_end=508
-  _globals['_SESSIONCLOSED']._serialized_start=510
-  _globals['_SESSIONCLOSED']._serialized_end=575
-  _globals['_GATEWAYEVENT']._serialized_start=578
-  _globals['_GATEWAYEVENT']._serialized_end=809
-  _globals['_SERVERMESSAGE']._serialized_start=811
-  _globals['_SERVERMESSAGE']._serialized_end=937
-  _globals['_CLOSESESSION']._serialized_start=939
-  _globals['_CLOSESESSION']._serialized_end=1003
-  _globals['_BACKENDEVENT']._serialized_start=1005
-  _globals['_BACKENDEVENT']._serialized_end=1131
-  _globals['_BRIDGE']._serialized_start=1133
-  _globals['_BRIDGE']._serialized_end=1222
+  _globals['_GATEWAYBATCH']._serialized_start=47
+  _globals['_GATEWAYBATCH']._serialized_end=110
+  _globals['_BACKENDBATCH']._serialized_start=112
+  _globals['_BACKENDBATCH']._serialized_end=175
+  _globals['_SESSIONINFO']._serialized_start=178
+  _globals['_SESSIONINFO']._serialized_end=397
+  _globals['_SESSIONINFO_METADATAENTRY']._serialized_start=350
+  _globals['_SESSIONINFO_METADATAENTRY']._serialized_end=397
+  _globals['_SESSIONOPENED']._serialized_start=399
+  _globals['_SESSIONOPENED']._serialized_end=505
+  _globals['_PERSISTED']._serialized_start=507
+  _globals['_PERSISTED']._serialized_end=558
+  _globals['_CLIENTMESSAGE']._serialized_start=560
+  _globals['_CLIENTMESSAGE']._serialized_end=638
+  _globals['_SESSIONCLOSED']._serialized_start=640
+  _globals['_SESSIONCLOSED']._serialized_end=705
+  _globals['_GATEWAYEVENT']._serialized_start=708
+  _globals['_GATEWAYEVENT']._serialized_end=939
+  _globals['_SERVERMESSAGE']._serialized_start=941
+  _globals['_SERVERMESSAGE']._serialized_end=1067
+  _globals['_CLOSESESSION']._serialized_start=1069
+  _globals['_CLOSESESSION']._serialized_end=1133
+  _globals['_BACKENDEVENT']._serialized_start=1135
+  _globals['_BACKENDEVENT']._serialized_end=1261
+  _globals['_BRIDGE']._serialized_start=1263
+  _globals['_BRIDGE']._serialized_end=1352
 # @@protoc_insertion_point(module_scope)
