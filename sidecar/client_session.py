@@ -160,23 +160,22 @@ class ClientSession:
         await self._ready.wait()
         queue = self._queue
         assert queue is not None
-        metrics = self._gateway.metrics
+        traffic = self._gateway.metrics.traffic
         grace = self._gateway.settings.slow_consumer_grace_s
         while (message := queue.pop()) is not None and self.close_code is None:
             while message.seq and self.persisted_upto < message.seq:  # persist, then send
                 self._persisted = asyncio.Event()
                 await self._persisted.wait()
             try:
-                await asyncio.wait_for(
-                    self.channel.send(message.data, message.binary, message.seq), grace
-                )
+                async with asyncio.timeout(grace):  # a timer, not a task, per send
+                    await self.channel.send(message.data, message.binary, message.seq)
             except TimeoutError:
                 self.cut(CloseCode.TRY_AGAIN_LATER, "slow consumer")
                 return
             except (ConnectionError, RuntimeError):
                 return
-            metrics.messages_out.inc()
-            metrics.bytes_out.inc(len(message.data))
+            traffic.messages_out += 1
+            traffic.bytes_out += len(message.data)
 
     def queued(self) -> tuple[int, int]:
         return (len(self._queue), self._queue.bytes_queued) if self._queue else (0, 0)
@@ -193,8 +192,9 @@ class ClientSession:
         """Hand a client message on; False once the session is closing."""
         gateway = self._gateway
         metrics = gateway.metrics
-        metrics.messages_in.inc()
-        metrics.bytes_in.inc(len(data))
+        traffic = metrics.traffic
+        traffic.messages_in += 1
+        traffic.bytes_in += len(data)
         cseq = 0
         if self.sequencer is not None:
             try:

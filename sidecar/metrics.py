@@ -7,7 +7,7 @@ import resource
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -39,18 +39,9 @@ class GatewayMetrics:
             buckets=RTT_BUCKETS,
             registry=r,
         )
-        self.messages_in = Counter(
-            "wsfleet_gateway_messages_in_total", "Messages from clients", registry=r
-        )
-        self.messages_out = Counter(
-            "wsfleet_gateway_messages_out_total", "Messages to clients", registry=r
-        )
-        self.bytes_in = Counter(
-            "wsfleet_gateway_bytes_in_total", "Payload bytes from clients", registry=r
-        )
-        self.bytes_out = Counter(
-            "wsfleet_gateway_bytes_out_total", "Payload bytes to clients", registry=r
-        )
+        # per-message counts are plain integers, read at scrape time: no lock per message
+        self.traffic = Traffic()
+        r.register(_TrafficCollector(self.traffic))
         self.drops = Counter(
             "wsfleet_gateway_dropped_messages_total",
             "Messages to clients dropped or coalesced under backpressure",
@@ -83,6 +74,32 @@ class GatewayMetrics:
     def watch_queues(self, depth: Callable[[], tuple[int, int]]) -> None:
         """Export queued messages/bytes (read at scrape) and open file descriptors vs limit."""
         self.registry.register(_ProcessCollector(depth))
+
+
+class Traffic:
+    """Messages and payload bytes through this pod, counted on the hot path."""
+
+    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
+
+    def __init__(self) -> None:
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+
+
+class _TrafficCollector(Collector):
+    def __init__(self, traffic: Traffic) -> None:
+        self._traffic = traffic
+
+    def collect(self) -> Iterator[Metric]:
+        t = self._traffic
+        for name, help_text, value in (
+            ("wsfleet_gateway_messages_in", "Messages from clients", t.messages_in),
+            ("wsfleet_gateway_messages_out", "Messages to clients", t.messages_out),
+            ("wsfleet_gateway_bytes_in", "Payload bytes from clients", t.bytes_in),
+            ("wsfleet_gateway_bytes_out", "Payload bytes to clients", t.bytes_out),
+        ):
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric([], value)
+            yield family
 
 
 class _ProcessCollector(Collector):

@@ -32,9 +32,13 @@ class WebSocketChannel:
 
     async def send(self, frame: bytes, binary: bool, seq: int) -> None:
         if binary:
-            await self._ws.send_bytes(frame)
-        else:
-            await self._ws.send_str(frame.decode("utf-8", errors="replace"))
+            await self._ws.send_frame(frame, WSMsgType.BINARY)
+        elif frame.isascii():  # v1 envelopes always are: the bytes go out as they are
+            await self._ws.send_frame(frame, WSMsgType.TEXT)
+        else:  # a text frame must be UTF-8: a backend's invalid bytes become U+FFFD
+            await self._ws.send_frame(
+                frame.decode("utf-8", errors="replace").encode(), WSMsgType.TEXT
+            )
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=reason.encode()[:123])
