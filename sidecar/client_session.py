@@ -10,7 +10,6 @@ and the hand-off of client messages to the backend.
 from __future__ import annotations
 
 import asyncio
-import functools
 import uuid
 from typing import Protocol
 
@@ -113,16 +112,13 @@ class ClientSession:
         if self.sequencer is not None:
             seq = self.sequencer.assign()
             frame = Outgoing(
-                envelope.message(seq, data, binary).encode(),
+                envelope.message(seq, data, binary),
                 False,
                 droppable,
                 coalesce_key or None,
                 seq,
             )
-            persisted = gateway.replay.persist(
-                Entry(self.session_id, seq, data, binary, message_id)
-            )
-            persisted.add_done_callback(functools.partial(self._on_persisted, seq, message_id))
+            gateway.replay.persist(self, Entry(self.session_id, seq, data, binary, message_id))
         else:
             frame = Outgoing(data, binary, droppable, coalesce_key or None)
         if self._queue is None:
@@ -144,12 +140,12 @@ class ClientSession:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._flush())
 
-    def _on_persisted(self, seq: int, message_id: int, done: asyncio.Future[bool | None]) -> None:
-        durable = done.result()
+    def persisted(self, upto_seq: int, message_id: int, durable: bool | None) -> None:
+        """How this session's replay writes went (once per batch: a watermark)."""
         if durable is False:  # the session lives on another pod now
             self.cut(CloseCode.TRY_AGAIN_LATER, "session moved")
             return
-        self.persisted_upto = max(self.persisted_upto, seq)
+        self.persisted_upto = max(self.persisted_upto, upto_seq)
         if durable and message_id > self.backend_last_id:
             self.backend_last_id = message_id
             self.link.persisted(self.session_id, message_id)
@@ -333,7 +329,7 @@ async def open_session(
         )
         await channel.send(hello.encode(), False, 0)
         for entry in entries:
-            frame = envelope.message(entry.seq, entry.data, entry.binary).encode()
+            frame = envelope.message(entry.seq, entry.data, entry.binary)
             await channel.send(frame, False, entry.seq)
         if entries:
             gateway.metrics.replayed.inc(len(entries))

@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -200,19 +200,28 @@ return refused
 """
 
 
+class PersistWatcher(Protocol):
+    """Who hears how a session's writes went: once per session per batch."""
+
+    def persisted(self, upto_seq: int, message_id: int, durable: bool | None) -> None:
+        """Entries up to ``upto_seq`` (backend ids up to ``message_id``) are durable (True),
+        were refused because the session lives on another pod now (False), or Redis is
+        unreachable (None: delivery goes on without a replay copy; the error is counted)."""
+
+
 class ReplayWriter:
     """Batches persistence of all sessions of a pod: one pipeline per event-loop turn.
 
-    :meth:`persist` resolves once the entry is durable (True), refused because the
-    session moved (False), or Redis is unreachable (None: delivery goes on without a
-    replay copy, and the error is counted).
+    Nothing is created per message: entries join the pending batch, and each session's
+    watcher hears once per batch how far its writes got (a watermark).
     """
 
     def __init__(self, store: ReplayStore, on_error: Callable[[], None]) -> None:
         self._store = store
         self._on_error = on_error
-        self._entries: list[tuple[Entry, asyncio.Future[bool | None]]] = []
+        self._entries: list[Entry] = []
         self._cseqs: dict[str, int] = {}
+        self._watchers: dict[str, tuple[PersistWatcher, int, int]] = {}  # id -> (w, seq, mid)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -225,11 +234,12 @@ class ReplayWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def persist(self, entry: Entry) -> asyncio.Future[bool | None]:
-        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
-        self._entries.append((entry, future))
+    def persist(self, watcher: PersistWatcher, entry: Entry) -> None:
+        self._entries.append(entry)
+        known = self._watchers.get(entry.session_id)
+        message_id = max(entry.message_id, known[2]) if known else entry.message_id
+        self._watchers[entry.session_id] = (watcher, entry.seq, message_id)
         self._wake.set()
-        return future
 
     def record_cseq(self, session_id: str, cseq: int) -> None:
         self._cseqs[session_id] = cseq
@@ -240,17 +250,16 @@ class ReplayWriter:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0)  # let this turn's messages join the batch
-            batch, self._entries = self._entries, []
+            entries, self._entries = self._entries, []
             cseqs, self._cseqs = self._cseqs, {}
+            watchers, self._watchers = self._watchers, {}
             try:
-                refused = await self._store.persist([entry for entry, _ in batch], cseqs)
+                refused = await self._store.persist(entries, cseqs)
             except ReplayStoreUnavailable as exc:
                 self._on_error()
                 log.warning("replay_store_unavailable", error=str(exc)[:200])
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
+                for watcher, seq, message_id in watchers.values():
+                    watcher.persisted(seq, message_id, None)
                 continue
-            for entry, future in batch:
-                if not future.done():
-                    future.set_result(entry.session_id not in refused)
+            for session_id, (watcher, seq, message_id) in watchers.items():
+                watcher.persisted(seq, message_id, session_id not in refused)

@@ -22,7 +22,6 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
 
 PROTOCOL = "wsfleet.v1"
 
@@ -38,6 +37,7 @@ class ClientMessage:
     binary: bool
 
 
+_json_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal (C)
 PING = "ping"  # a client frame {"type": "ping"} is answered {"type": "pong"}: browsers
 # cannot see WebSocket ping frames, so their SDK checks liveness this way
 
@@ -46,16 +46,16 @@ def pong() -> str:
     return '{"type":"pong"}'
 
 
-def message(seq: int, data: bytes, binary: bool) -> str:
+def message(seq: int, data: bytes, binary: bool) -> bytes:
+    """A server message frame, as the bytes that go on the wire (always ASCII).
+
+    Written directly rather than through a dict and ``json.dumps``: this runs once per
+    message, and the same JSON comes out (``json.loads`` reads it back to the same dict).
+    """
     if binary:
-        body: dict[str, Any] = {
-            "type": "message",
-            "seq": seq,
-            "data_b64": base64.b64encode(data).decode(),
-        }
-    else:
-        body = {"type": "message", "seq": seq, "data": data.decode("utf-8", errors="replace")}
-    return json.dumps(body, separators=(",", ":"))
+        return b'{"type":"message","seq":%d,"data_b64":"%s"}' % (seq, base64.b64encode(data))
+    text = _json_string(data.decode("utf-8", errors="replace"))
+    return b'{"type":"message","seq":%d,"data":%s}' % (seq, text.encode())
 
 
 def welcome(
@@ -99,6 +99,8 @@ def parse_client(text: str) -> ClientMessage:
         body = json.loads(text)
     except ValueError:
         raise EnvelopeError('not JSON: a v1 frame is {"type": "message", ...}') from None
+    except RecursionError:  # thousands of nested brackets
+        raise EnvelopeError("nested too deeply: a v1 frame is one flat object") from None
     if isinstance(body, dict) and body.get("type") == PING:
         return ClientMessage(-1, b"", False)
     if not isinstance(body, dict) or body.get("type") != "message":
@@ -114,4 +116,7 @@ def parse_client(text: str) -> ClientMessage:
     data = body.get("data")
     if not isinstance(data, str):
         raise EnvelopeError('"data" must be a string')
-    return ClientMessage(cseq, data.encode(), False)
+    try:
+        return ClientMessage(cseq, data.encode(), False)
+    except UnicodeEncodeError:  # a lone surrogate escaped in the JSON ("\ud800")
+        raise EnvelopeError('"data" is not valid Unicode text') from None
