@@ -254,12 +254,12 @@ class ClientSession:
             self.close_code = 1006
         self.channel.abort()
 
-    async def finish(self) -> None:
+    def finish(self) -> None:
         """The transport is done: tell the backend, leave the gateway and the registry."""
         code = self.close_code or 1006
         self.close_code = code
         self.link.close(self.session_id, code, "client gone")
-        await self._gateway.untrack(self, code)
+        self._gateway.untrack(self, code)
 
 
 async def open_session(

@@ -215,14 +215,14 @@ class Gateway:
             self.heartbeats.add(connection.connection_id, asyncio.get_running_loop().time())
             self._wake_heartbeats.set()
 
-    async def untrack(self, connection: Connection, code: int) -> None:
+    def untrack(self, connection: Connection, code: int) -> None:
         self.heartbeats.remove(connection.connection_id)
         if self.by_session.get(connection.session_id) is connection:
             del self.by_session[connection.session_id]
         if self.connections.pop(connection.connection_id, None) is not None:
             self.metrics.connections.labels(connection.transport).dec()
             self.metrics.closes.labels(str(code)).inc()
-        await self.sessions.remove(connection.connection_id)
+        self.sessions.remove(connection.connection_id)
 
     def pong(self, connection_id: str) -> None:
         now = asyncio.get_running_loop().time()

@@ -108,7 +108,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         await response.write(b"retry: 1000\n\n")
     except (ConnectionError, RuntimeError):
-        await gateway.sessions.remove(admission.connection_id)
+        gateway.sessions.remove(admission.connection_id)
         return response
     gateway.metrics.handshakes.labels("accepted").inc()
     channel = SseChannel(response, request)
@@ -124,7 +124,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     finally:
         if session.close_code is None:
             session.close_code = 1001
-        await session.finish()
+        session.finish()
     return response
 
 
@@ -166,8 +166,7 @@ class PollChannel:
     def _finish(self) -> None:
         if self.session is not None:
             session, self.session = self.session, None
-            task = asyncio.ensure_future(session.finish())
-            task.add_done_callback(lambda done: done.exception())
+            session.finish()
 
     def ping(self) -> None:
         return None

@@ -1,8 +1,10 @@
 """This pod's connections in the registry.
 
 A connection is added (with the fleet-wide per-user quota checked atomically)
-before its handshake completes, and removed when it closes. ``last_ping``
-updates are only marked here and written in one pipeline every
+before its handshake completes, and removed when it closes. Handshakes that arrive
+together share one round trip: adds wait for the next turn of the event loop and
+go out in one pipeline; removals are not waited for and go out the same way.
+``last_ping`` updates are only marked here and written in one pipeline every
 ``flush_s``, never one round trip per pong; the same write refreshes TTLs.
 
 A registry outage never drops a live connection: operations fail open (the
@@ -18,7 +20,7 @@ from collections.abc import Callable
 
 import structlog
 
-from wsfleet.registry import ConnectionRecord, Registry, RegistryUnavailable
+from wsfleet.registry import ConnectionRecord, QuotaExceeded, Registry, RegistryUnavailable
 
 log = structlog.get_logger()
 
@@ -41,6 +43,9 @@ class SessionRegistry:
         self._on_error = on_error
         self._records: dict[str, ConnectionRecord] = {}
         self._pings: dict[str, float] = {}
+        self._adding: list[tuple[ConnectionRecord, asyncio.Future[bool]]] = []
+        self._removing: list[ConnectionRecord] = []
+        self._writer: asyncio.Task[None] | None = None
         self.needs_resync = False
 
     def __len__(self) -> int:
@@ -52,21 +57,46 @@ class SessionRegistry:
 
     async def add(self, record: ConnectionRecord) -> None:
         """Record a new connection; raises ``QuotaExceeded`` past the per-user maximum."""
-        try:
-            await self._registry.add_connection(record, self._ttl_s, self._max_per_user)
-        except RegistryUnavailable as exc:
-            self._failed("add", exc)
+        admitted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._adding.append((record, admitted))
+        self._start_writer()
+        if not await admitted:
+            raise QuotaExceeded(record.user_id)
         self._records[record.connection_id] = record
 
-    async def remove(self, connection_id: str) -> None:
+    def remove(self, connection_id: str) -> None:
+        """Forget a closed connection (written with the next batch; nothing to wait for)."""
         record = self._records.pop(connection_id, None)
         self._pings.pop(connection_id, None)
-        if record is None:
-            return
-        try:
-            await self._registry.remove_connection(record)
-        except RegistryUnavailable as exc:
-            self._failed("remove", exc)  # its entry expires with its TTL
+        if record is not None:
+            self._removing.append(record)
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+
+    async def _write(self) -> None:
+        """Write what queued up, batch after batch, until nothing is left."""
+        await asyncio.sleep(0)  # let this turn's handshakes join the batch
+        while self._adding or self._removing:
+            adding, self._adding = self._adding, []
+            removing, self._removing = self._removing, []
+            refused: set[str] = set()
+            try:
+                if removing:
+                    await self._registry.remove_connections(removing)
+                if adding:
+                    records = [record for record, _ in adding]
+                    refused = await self._registry.add_connections(
+                        records, self._ttl_s, self._max_per_user
+                    )
+            except RegistryUnavailable as exc:  # fail open: serve, write back later
+                self._failed("add" if adding else "remove", exc)
+            finally:  # whatever happened, no handshake is left waiting
+                for record, admitted in adding:
+                    if not admitted.done():
+                        admitted.set_result(record.connection_id not in refused)
 
     def touch(self, connection_id: str, now: float) -> None:
         """Mark a pong; written with the next flush."""

@@ -106,7 +106,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
     except (ConnectionError, web.HTTPException):
-        await gateway.sessions.remove(admission.connection_id)
+        gateway.sessions.remove(admission.connection_id)
         raise
     gateway.metrics.handshakes.labels("accepted").inc()
     session = await open_session(
@@ -118,5 +118,5 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     finally:
         if session.close_code is None:
             session.close_code = ws.close_code or 1006
-        await session.finish()
+        session.finish()
     return ws

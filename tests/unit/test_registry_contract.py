@@ -14,7 +14,6 @@ from wsfleet.registry import (
     ConnectionRecord,
     PodRecord,
     PodState,
-    QuotaExceeded,
     Registry,
     RegistryUnavailable,
 )
@@ -108,36 +107,45 @@ def _conn(conn_id: str, user: str = "alice", pod: str = "p1") -> ConnectionRecor
 
 
 async def test_a_connection_is_recorded_and_found_by_id_user_and_pod(registry: Registry) -> None:
-    await registry.add_connection(_conn("c1"), ttl_s=10, max_per_user=0)
-    await registry.add_connection(_conn("c2", pod="p2"), ttl_s=10, max_per_user=0)
-    await registry.add_connection(_conn("c3", user="bob"), ttl_s=10, max_per_user=0)
+    records = [_conn("c1"), _conn("c2", pod="p2"), _conn("c3", user="bob")]
+    assert await registry.add_connections(records, ttl_s=10, max_per_user=0) == set()
     assert await registry.get_connection("c1") == _conn("c1")
     assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["c1", "c2"]
     assert [c.connection_id for c in await registry.connections_of_pod("p1")] == ["c1", "c3"]
-    await registry.remove_connection(_conn("c1"))
+    await registry.remove_connections([_conn("c1")])
     assert await registry.get_connection("c1") is None
     assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["c2"]
 
 
-async def test_the_per_user_quota_refuses_the_next_connection(registry: Registry) -> None:
-    for n in range(3):
-        await registry.add_connection(_conn(f"c{n}", pod=f"p{n}"), ttl_s=10, max_per_user=3)
-    with pytest.raises(QuotaExceeded):
-        await registry.add_connection(_conn("c9"), ttl_s=10, max_per_user=3)
-    await registry.add_connection(_conn("b1", user="bob"), ttl_s=10, max_per_user=3)
-    await registry.remove_connection(_conn("c0", pod="p0"))
-    await registry.add_connection(_conn("c9"), ttl_s=10, max_per_user=3)
+async def test_the_per_user_quota_refuses_past_the_maximum_in_order(registry: Registry) -> None:
+    batch = [_conn(f"c{n}", pod=f"p{n}") for n in range(3)]
+    assert await registry.add_connections(batch, ttl_s=10, max_per_user=3) == set()
+    # one batch, checked in order: alice is full, bob is not
+    assert await registry.add_connections(
+        [_conn("c9"), _conn("b1", user="bob"), _conn("c10")], ttl_s=10, max_per_user=3
+    ) == {"c9", "c10"}
+    assert await registry.get_connection("c9") is None
+    await registry.remove_connections([_conn("c0", pod="p0")])
+    assert await registry.add_connections([_conn("c9"), _conn("c11")], 10, max_per_user=3) == {
+        "c11"
+    }
+
+
+async def test_without_a_quota_nothing_is_refused(registry: Registry) -> None:
+    records = [_conn(f"c{n}") for n in range(50)]
+    assert await registry.add_connections(records, ttl_s=10, max_per_user=0) == set()
+    assert len(await registry.connections_of_user("alice")) == 50
 
 
 async def test_expired_connections_stop_counting_against_the_quota(registry: Registry) -> None:
-    await registry.add_connection(_conn("old"), ttl_s=0.2, max_per_user=1)
+    await registry.add_connections([_conn("old")], ttl_s=0.2, max_per_user=1)
     await asyncio.sleep(0.3)
-    await registry.add_connection(_conn("new"), ttl_s=10, max_per_user=1)
+    assert await registry.add_connections([_conn("new")], ttl_s=10, max_per_user=1) == set()
     assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["new"]
 
 
 async def test_touching_refreshes_last_ping_and_keeps_connections_alive(registry: Registry) -> None:
-    await registry.add_connection(_conn("c1"), ttl_s=0.3, max_per_user=0)
+    await registry.add_connections([_conn("c1")], ttl_s=0.3, max_per_user=0)
     for step in range(4):
         await asyncio.sleep(0.15)
         touched = dataclasses.replace(_conn("c1"), last_ping=100.0 + step)
@@ -150,3 +158,20 @@ async def test_put_connections_rewrites_a_pods_whole_set(registry: Registry) -> 
     records = [_conn(f"c{n}", user=f"u{n}") for n in range(5)]
     await registry.put_connections(records, ttl_s=10)
     assert await registry.connections_of_pod("p1") == records
+
+
+async def test_connections_are_recorded_after_redis_forgets_its_scripts(
+    redis_server: RedisProcess,
+) -> None:
+    import redis.asyncio as aioredis
+
+    store = RedisRegistry(redis_server.url, namespace="contract")
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await store.add_connections([_conn("c1")], 10, max_per_user=1) == set()
+        await admin.script_flush()  # what a restarted or failed-over Redis looks like
+        assert await store.add_connections([_conn("c2")], 10, max_per_user=1) == {"c2"}
+        assert await store.add_connections([_conn("c3", user="bob")], 10, 1) == set()
+    finally:
+        await admin.aclose()
+        await store.close()

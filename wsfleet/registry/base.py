@@ -138,14 +138,15 @@ class Registry(Protocol):
         :meth:`list_pods` on an interval.
         """
 
-    async def add_connection(
-        self, record: ConnectionRecord, ttl_s: float, max_per_user: int
-    ) -> None:
-        """Record a connection, atomically refusing it (:class:`QuotaExceeded`) when the user
-        already has ``max_per_user`` live connections fleet-wide (0: no limit)."""
+    async def add_connections(
+        self, records: list[ConnectionRecord], ttl_s: float, max_per_user: int
+    ) -> set[str]:
+        """Record connections (one round trip for all), in order, each refused when its user
+        already has ``max_per_user`` live connections fleet-wide (0: no limit; the check is
+        then skipped). Returns the ids of the refused ones."""
 
-    async def remove_connection(self, record: ConnectionRecord) -> None:
-        """Forget a closed connection."""
+    async def remove_connections(self, records: list[ConnectionRecord]) -> None:
+        """Forget closed connections (one round trip for all)."""
 
     async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         """Refresh many connections at once, ``last_ping`` and TTLs (one round trip)."""

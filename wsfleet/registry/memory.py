@@ -7,7 +7,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
-from wsfleet.registry.base import ConnectionRecord, PodRecord, QuotaExceeded
+from wsfleet.registry.base import ConnectionRecord, PodRecord
 
 
 class MemoryRegistry:
@@ -49,15 +49,21 @@ class MemoryRegistry:
         finally:
             self._listeners.remove(queue)
 
-    async def add_connection(
-        self, record: ConnectionRecord, ttl_s: float, max_per_user: int
-    ) -> None:
-        if max_per_user and len(await self.connections_of_user(record.user_id)) >= max_per_user:
-            raise QuotaExceeded(record.user_id)
-        self._connections[record.connection_id] = (record, self._clock() + ttl_s)
+    async def add_connections(
+        self, records: list[ConnectionRecord], ttl_s: float, max_per_user: int
+    ) -> set[str]:
+        refused = set()
+        for record in records:
+            held = len(await self.connections_of_user(record.user_id))
+            if max_per_user and held >= max_per_user:
+                refused.add(record.connection_id)
+                continue
+            self._connections[record.connection_id] = (record, self._clock() + ttl_s)
+        return refused
 
-    async def remove_connection(self, record: ConnectionRecord) -> None:
-        self._connections.pop(record.connection_id, None)
+    async def remove_connections(self, records: list[ConnectionRecord]) -> None:
+        for record in records:
+            self._connections.pop(record.connection_id, None)
 
     async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         for record in records:

@@ -12,34 +12,36 @@ Expiry is left to Redis (key TTL), so no two clocks are ever compared.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from wsfleet.registry.base import (
     ConnectionRecord,
     PodRecord,
-    QuotaExceeded,
     RegistryUnavailable,
 )
 
-# Record a connection unless its user already holds the maximum (0: no maximum).
-# The user's set is pruned of connections whose records expired, so a crashed pod's
-# connections stop counting after their TTL.
+# Record a connection unless its user already holds the maximum (0: no maximum, and no
+# check at all: O(1)). With a maximum, the user's set is pruned of connections whose
+# records expired, so a crashed pod's connections stop counting after their TTL.
 _ADD_CONNECTION = """
-local live = 0
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-    live = live + 1
-  else
-    redis.call('SREM', KEYS[1], id)
-  end
-end
 local limit = tonumber(ARGV[2])
-if limit > 0 and live >= limit then
-  return 0
+if limit > 0 then
+  local live = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+      live = live + 1
+    else
+      redis.call('SREM', KEYS[1], id)
+    end
+  end
+  if live >= limit then
+    return 0
+  end
 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -67,7 +69,7 @@ class RedisRegistry:
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._ns = namespace
-        self._add_connection = self._redis.register_script(_ADD_CONNECTION)
+        self._add_sha = hashlib.sha1(_ADD_CONNECTION.encode()).hexdigest()
 
     def _pod_key(self, pod_id: str) -> str:
         return f"{self._ns}:pod:{pod_id}"
@@ -168,36 +170,51 @@ class RedisRegistry:
             raise RegistryUnavailable(str(exc)) from exc
         return {pod_id for pod_id, alive in zip(pod_ids, present, strict=True) if alive}
 
-    async def add_connection(
-        self, record: ConnectionRecord, ttl_s: float, max_per_user: int
-    ) -> None:
-        fields = [item for pair in record.to_fields().items() for item in pair]
+    async def add_connections(
+        self, records: list[ConnectionRecord], ttl_s: float, max_per_user: int
+    ) -> set[str]:
+        if not records:
+            return set()
+        ttl_ms = max(1, int(ttl_s * 1000))
         try:
-            added = await self._add_connection(
-                keys=[
+            results = await self._pipelined_adds(records, ttl_ms, max_per_user)
+            if any(isinstance(r, NoScriptError) for r in results):
+                await self._redis.script_load(_ADD_CONNECTION)  # Redis restarted or flushed
+                results = await self._pipelined_adds(records, ttl_ms, max_per_user)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        refused = set()
+        for record, result in zip(records, results, strict=True):
+            if isinstance(result, Exception):
+                raise RegistryUnavailable(str(result))
+            if not result:
+                refused.add(record.connection_id)
+        return refused
+
+    async def _pipelined_adds(
+        self, records: list[ConnectionRecord], ttl_ms: int, max_per_user: int
+    ) -> list[object]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                fields = [item for pair in record.to_fields().items() for item in pair]
+                keys = (
                     self._user_key(record.user_id),
                     self._conn_key(record.connection_id),
                     self._pod_conns_key(record.shard),
-                ],
-                args=[
-                    record.connection_id,
-                    max_per_user,
-                    max(1, int(ttl_s * 1000)),
-                    f"{self._ns}:conn:",
-                    *fields,
-                ],
-            )
-        except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(str(exc)) from exc
-        if not added:
-            raise QuotaExceeded(record.user_id)
+                )
+                args = (record.connection_id, max_per_user, ttl_ms, f"{self._ns}:conn:")
+                pipe.evalsha(self._add_sha, 3, *keys, *args, *fields)
+            return cast(list[object], await pipe.execute(raise_on_error=False))
 
-    async def remove_connection(self, record: ConnectionRecord) -> None:
+    async def remove_connections(self, records: list[ConnectionRecord]) -> None:
+        if not records:
+            return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(self._conn_key(record.connection_id))
-                pipe.srem(self._user_key(record.user_id), record.connection_id)
-                pipe.srem(self._pod_conns_key(record.shard), record.connection_id)
+                for record in records:
+                    pipe.delete(self._conn_key(record.connection_id))
+                    pipe.srem(self._user_key(record.user_id), record.connection_id)
+                    pipe.srem(self._pod_conns_key(record.shard), record.connection_id)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
