@@ -1,13 +1,30 @@
-"""``python -m benchmarks NAME [options]``: run one benchmark and print its figures."""
+"""``python -m benchmarks NAME [options]``: run one benchmark and print its figures.
+
+``--smoke`` runs it at CI size (seconds, a few dozen connections; sizes given explicitly
+still win) and, unless ``--output-dir`` says otherwise, writes its results to a new
+temporary directory, never over the full-size results in benchmarks/results/.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
 
-from benchmarks import chaos, envoy_share, heartbeat_sweep, idle_connections, load, xds_push
+from benchmarks import (
+    chaos,
+    envoy_share,
+    heartbeat_sweep,
+    idle_connections,
+    load,
+    processes,
+    xds_push,
+)
+from benchmarks.report import RESULTS
 
-BENCHMARKS = {
+BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "chaos": (chaos, "pods killed in batches under SDK clients: who reconnects, how spread, loss"),
     "envoy-share": (
         envoy_share,
@@ -17,7 +34,11 @@ BENCHMARKS = {
         heartbeat_sweep,
         "heartbeat settings vs loss and latency: false positives, time to detect",
     ),
-    "load": (load, "surge, sustained, latency, throughput: wsfleet vs Envoy+bare vs bare"),
+    "load": (
+        load,
+        "surge, sustained, latency, throughput, keep-alive: wsfleet raw and v1 vs Envoy+bare"
+        " vs bare",
+    ),
     "idle-connections": (
         idle_connections,
         "idle connections on one sidecar vs a bare aiohttp server: KB/conn, handshakes/s, RTT",
@@ -26,14 +47,59 @@ BENCHMARKS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    commands = parser.add_subparsers(dest="name", required=True)
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="name", required=True, metavar="NAME")
+    subparsers = {}
     for name, (module, help_text) in BENCHMARKS.items():
-        module.add_arguments(commands.add_parser(name, help=help_text))
-    args = parser.parse_args()
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.add_argument(
+            "--smoke",
+            action="store_true",
+            help="CI size: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in _smoke(module)),
+        )
+        sub.add_argument(
+            "--output-dir",
+            type=Path,
+            help=f"where NAME.json (and plots) go (default {RESULTS}; with --smoke: a new"
+            " temporary directory)",
+        )
+        subparsers[name] = sub
+    return parser, subparsers
+
+
+def _smoke(module: ModuleType) -> list[tuple[str, str]]:
+    return [
+        (key, " ".join(map(str, value)) if isinstance(value, list) else str(value))
+        for key, value in module.SMOKE.items()
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, subparsers = _parser()
+    args = parser.parse_args(argv)
     module, _ = BENCHMARKS[args.name]
-    asyncio.run(module.main(args))
+    if args.smoke:  # the smoke sizes become the defaults: options given explicitly still win
+        subparsers[args.name].set_defaults(**module.SMOKE)
+        args = parser.parse_args(argv)
+    problem = module.check_arguments(args)
+    if problem:
+        subparsers[args.name].error(problem)
+    if args.output_dir is None:
+        args.output_dir = (
+            Path(tempfile.mkdtemp(prefix=f"wsfleet-smoke-{args.name}-")) if args.smoke else RESULTS
+        )
+    sys.exit(processes.run(module.main(args)))
 
 
 if __name__ == "__main__":

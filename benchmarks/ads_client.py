@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -117,6 +117,7 @@ class SimulatedEnvoy:
         ]
         requests = []
         for index, (type_url, names) in enumerate(wanted):
+            message: DeltaDiscoveryRequest | DiscoveryRequest
             if self.delta:
                 message = DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=names)
             else:
@@ -150,7 +151,7 @@ class SimulatedEnvoy:
         for request in self._first_requests():
             outbox.put_nowait(request)
 
-        async def requests():  # type: ignore[no-untyped-def]
+        async def requests() -> AsyncIterator[bytes]:
             while True:
                 item = await outbox.get()
                 if item is None:

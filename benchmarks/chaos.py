@@ -22,22 +22,66 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.report import RESULTS, publish, table
+from benchmarks import processes
+from benchmarks.options import positive_float, positive_int
+from benchmarks.report import publish, ratio, table
 from wsfleet.chaos.reconnects import peak_to_mean
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.launcher.ports import free_port
 
 
-async def _line(process: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+async def _line(process: asyncio.subprocess.Process, timeout_s: float, what: str) -> dict[str, Any]:
     assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
+    except TimeoutError:
+        raise TimeoutError(f"an SDK worker did not report {what} within {timeout_s:g} s") from None
     if not line:
-        raise RuntimeError("an SDK worker exited early")
+        code = await asyncio.wait_for(process.wait(), 10)
+        raise RuntimeError(f"an SDK worker exited (code {code}) before it reported {what}")
     message: dict[str, Any] = json.loads(line)
     return message
 
 
+async def _workers(fleet: LocalFleet, args: argparse.Namespace) -> list[asyncio.subprocess.Process]:
+    per = -(-args.clients // args.processes)
+    workers = []
+    for index in range(args.processes):
+        count = min(per, args.clients - index * per)
+        if count <= 0:
+            break
+        workers.append(
+            await processes.spawn(
+                sys.executable,
+                "-m",
+                "benchmarks.sdk_workers",
+                "--url",
+                fleet.client_url,
+                "--key-file",
+                str(fleet.state_dir / "auth.key"),
+                "--count",
+                str(count),
+                "--prefix",
+                f"w{index}",
+                "--stream",
+                str(args.stream),
+                "--interval-ms",
+                str(args.interval_ms),
+                "--backoff-base",
+                str(args.backoff_base),
+                "--connect-timeout",
+                str(args.max_seconds),
+                "--stream-deadline",
+                str(args.stream_deadline),
+                limit=1 << 28,  # a worker report is one (large) JSON line
+            )
+        )
+    return workers
+
+
 async def main(args: argparse.Namespace) -> None:
+    stream_s = args.stream * args.interval_ms / 1000
+    workers: list[asyncio.subprocess.Process] = []
     with tempfile.TemporaryDirectory(prefix="wsfleet-chaos-") as tmp:
         fleet = LocalFleet(
             FleetOptions(
@@ -50,39 +94,13 @@ async def main(args: argparse.Namespace) -> None:
         )
         await fleet.start()
         try:
-            per = -(-args.clients // args.processes)
-            workers = []
-            for index in range(args.processes):
-                workers.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        "-m",
-                        "benchmarks.sdk_workers",
-                        "--url",
-                        fleet.client_url,
-                        "--key-file",
-                        str(fleet.state_dir / "auth.key"),
-                        "--count",
-                        str(min(per, args.clients - index * per)),
-                        "--prefix",
-                        f"w{index}",
-                        "--stream",
-                        str(args.stream),
-                        "--interval-ms",
-                        str(args.interval_ms),
-                        "--backoff-base",
-                        str(args.backoff_base),
-                        stdin=asyncio.subprocess.PIPE,
-                        stdout=asyncio.subprocess.PIPE,
-                        limit=1 << 28,  # a worker report is one (large) JSON line
-                    )
-                )
+            workers = await _workers(fleet, args)
             for worker in workers:
-                await _line(worker, 300)
-            await asyncio.sleep(args.stream * args.interval_ms / 1000 * 0.2)
+                await _line(worker, args.max_seconds, "its clients connected")
+            await asyncio.sleep(stream_s * 0.2)
             first_kill = time.time()
             await fleet.stop_sidecar("sidecar-1", sig=signal.SIGKILL)
-            await asyncio.sleep(args.stream * args.interval_ms / 1000 * 0.3)
+            await asyncio.sleep(stream_s * 0.3)
             second_kill = time.time()
             for pod in ("sidecar-2", "sidecar-3"):
                 fleet.info.sidecars[pod].child.process.send_signal(signal.SIGKILL)
@@ -92,12 +110,18 @@ async def main(args: argparse.Namespace) -> None:
             for worker in workers:
                 assert worker.stdin is not None
                 worker.stdin.write(b'{"cmd": "report"}\n')
-                await worker.stdin.drain()
+                await asyncio.wait_for(worker.stdin.drain(), 10)
             for worker in workers:
-                reports.append(await _line(worker, args.stream * args.interval_ms / 1000 + 300))
-                await worker.wait()
+                reports.append(
+                    await _line(worker, stream_s + args.stream_deadline + 60, "its clients' report")
+                )
+                await processes.finish(worker, 30)
             envoy_stats = await _envoy_stats(fleet.info.envoy_admin_port)
         finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.kill()
+                    await processes.finish(worker, 10)
             await fleet.stop()
     clients = [c for report in reports for c in report["clients"]]
     attempts = [t for c in clients for t in c["attempts"]]
@@ -109,6 +133,7 @@ async def main(args: argparse.Namespace) -> None:
         errors.update(client["errors"])
     reconnected = [c for c in clients if len(c["pods"]) > 1]
     untouched_ok = all(c["pods"][0] == "sidecar-4" for c in clients if len(c["pods"]) == 1)
+    success = ratio(len(attempts) - failures, len(attempts), 1)
     figures = {
         "clients": len(clients),
         "exact_streams": sum(c["exact"] for c in clients),
@@ -117,12 +142,12 @@ async def main(args: argparse.Namespace) -> None:
         and all(c["pods"][0] != "sidecar-4" for c in reconnected),
         "first_kill": {"pods": 1, "attempts": len(first), "peak_to_mean": peak_to_mean(first)},
         "second_kill": {"pods": 2, "attempts": len(second), "peak_to_mean": peak_to_mean(second)},
-        "handshake_success": 1 - failures / max(1, len(attempts)),
+        "handshake_success": success,
         "handshake_attempts": len(attempts),
         "failed_attempts_by_kind": dict(errors.most_common()),
         "envoy_counters": envoy_stats,
     }
-    _plot(first, second, first_kill, second_kill)
+    _plot(first, second, first_kill, second_kill, args.output_dir)
     rows = [
         ("kill 1 of 4", figures["first_kill"]["attempts"], figures["first_kill"]["peak_to_mean"]),
         ("kill 2 of 3", figures["second_kill"]["attempts"], figures["second_kill"]["peak_to_mean"]),
@@ -130,12 +155,13 @@ async def main(args: argparse.Namespace) -> None:
     readable = table(rows, ["event", "reconnect attempts", "peak/mean per 100 ms"])
     readable += (
         f"\n\n{figures['exact_streams']}/{figures['clients']} clients: whole stream, exactly once;"
-        f" handshake success {figures['handshake_success']:.5f} over {len(attempts)} attempts;"
-        f" only killed pods' clients reconnected: {figures['only_killed_pods_clients_reconnected']}"
+        f" handshake success {'n/a' if success is None else f'{success:.5f}'} over"
+        f" {len(attempts)} attempts; only killed pods' clients reconnected:"
+        f" {figures['only_killed_pods_clients_reconnected']}"
         f"\nfailed attempts by kind: {figures['failed_attempts_by_kind']}"
         f"\nEnvoy: {envoy_stats}"
     )
-    publish("chaos", figures, readable)
+    publish("chaos", figures, readable, args.output_dir)
 
 
 ENVOY_STATS = (
@@ -149,12 +175,15 @@ ENVOY_STATS = (
 async def _envoy_stats(admin_port: int) -> dict[str, int]:
     """The Envoy counters that explain failed handshakes."""
     url = f"http://127.0.0.1:{admin_port}/stats?format=json&filter={ENVOY_STATS}"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
         stats = (await response.json())["stats"]
     return {s["name"]: int(s["value"]) for s in stats if "value" in s}
 
 
-def _plot(first: list[float], second: list[float], first_kill: float, second_kill: float) -> None:
+def _plot(
+    first: list[float], second: list[float], first_kill: float, second_kill: float, directory: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,25 +198,55 @@ def _plot(first: list[float], second: list[float], first_kill: float, second_kil
         xs = range(max(counts) + 1 if counts else 1)
         axis.bar([x / 10 for x in xs], [counts.get(x, 0) for x in xs], width=0.1)
         axis.set(title=title, xlabel="seconds after the kill", ylabel="reconnect attempts / 100 ms")
-    RESULTS.mkdir(exist_ok=True)
-    figure.savefig(RESULTS / "chaos-reconnects.png", dpi=100, bbox_inches="tight")
+    directory.mkdir(parents=True, exist_ok=True)
+    figure.savefig(directory / "chaos-reconnects.png", dpi=100, bbox_inches="tight")
+    plt.close("all")
+
+
+SMOKE: dict[str, Any] = {
+    "clients": 40,
+    "processes": 2,
+    "stream": 10,
+    "interval_ms": 600,  # the second kill comes 1.8 s after the first: time to reconnect
+    "backoff_base": 0.3,
+    "stream_deadline": 30.0,
+    "max_seconds": 60.0,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backoff-base",
-        type=float,
+        type=positive_float,
         default=2.0,
         help="the SDK's first reconnect window, s: a lost pod's clients spread over it (size it"
         " to what the survivors can handshake: docs/capacity.md)",
     )
-    parser.add_argument("--clients", type=int, default=4000)
-    parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--stream", type=int, default=25, help="messages per client")
+    parser.add_argument("--clients", type=positive_int, default=4000)
+    parser.add_argument("--processes", type=positive_int, default=4)
+    parser.add_argument("--stream", type=positive_int, default=25, help="messages per client")
     parser.add_argument(
         "--interval-ms",
-        type=int,
+        type=positive_int,
         default=2000,
         help="between a client's messages (4000 clients at 2 s: 2000 msg/s, under what this"
         " 2-core machine's fleet sustains, so timings measure the fleet, not an overload)",
     )
+    parser.add_argument(
+        "--stream-deadline",
+        type=positive_float,
+        default=120.0,
+        help="seconds a client may take, beyond the stream's own length, to receive it all",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=300.0,
+        help="a bound on connecting every client",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    if args.processes > args.clients:
+        return f"--processes {args.processes} is more than --clients {args.clients}"
+    return None

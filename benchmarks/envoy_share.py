@@ -28,12 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from benchmarks.load import Target, _read, _send, _spawn, _static_envoy_config
-from benchmarks.report import publish, table
+from benchmarks.load import Target, _close, _read, _spawn, _static_envoy_config, start_envoy
+from benchmarks.options import non_negative_float, positive_float, positive_int
+from benchmarks.report import fmt_ratio, per, publish, ratio, table
 from wsfleet.launcher.children import Supervisor
-from wsfleet.launcher.envoy_bootstrap import envoy_binary
 from wsfleet.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from xds_server import builders
@@ -167,38 +165,25 @@ async def measure(
     port, admin = free_port(), free_port()
     config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
     config["admin"]["address"]["socket_address"]["port_value"] = admin
-    path = run_dir / "envoy.json"
-    path.write_text(json.dumps(config))
     supervisor = Supervisor(run_dir / "logs")
-    child = await supervisor.start(
-        "envoy",
-        [
-            str(envoy_binary()),
-            "-c",
-            str(path),
-            "--disable-hot-restart",
-            "--concurrency",
-            str(workers),
-            "-l",
-            "warning",
-        ],
-    )
     generators: list[asyncio.subprocess.Process] = []
     try:
-        await asyncio.sleep(1.5)
-        process = psutil.Process(child.pid)
+        process = await start_envoy(supervisor, config, run_dir, workers)
+        await asyncio.sleep(args.settle)
         rss_before = process.memory_info().rss
         memory_before = await asyncio.to_thread(_memory, admin)
-        target = Target(name, f"ws://127.0.0.1:{port}/ws", {}, None, None)
+        target = Target(name, f"ws://127.0.0.1:{port}/ws", {})
         share = -(-args.connections // args.clients)
-        generators = [
-            await _spawn(target, min(share, args.connections - i * share), args.rate, i)
-            for i in range(args.clients)
-        ]
+        for i in range(args.clients):
+            count = min(share, args.connections - i * share)
+            if count > 0:
+                generators.append(
+                    await _spawn(target, count, args.rate, i, max_seconds=args.max_seconds)
+                )
         progress: dict[int, int] = {}
         results = await asyncio.gather(
             *(
-                _read(g, "connected", progress, i, args.max_seconds)
+                _read(g, "connected", progress, i, args.max_seconds + 30)
                 for i, g in enumerate(generators)
             )
         )
@@ -206,25 +191,21 @@ async def measure(
         opened = sum(r["opened"] for r in results)
         rss = process.memory_info().rss
         memory = await asyncio.to_thread(_memory, admin)
-        per = max(1, opened)
         return {
             "variant": name,
             "workers": workers,
             "connections": opened,
-            "rss_kb_per_connection": (rss - rss_before) / 1024 / per,
-            "allocated_kb_per_connection": (memory["allocated"] - memory_before["allocated"])
-            / 1024
-            / per,
-            "heap_kb_per_connection": (memory["heap_size"] - memory_before["heap_size"])
-            / 1024
-            / per,
+            "errors": sum(sum(r["errors"].values()) for r in results),
+            "rss_kb_per_connection": per((rss - rss_before) / 1024, opened, 1),
+            "allocated_kb_per_connection": per(
+                (memory["allocated"] - memory_before["allocated"]) / 1024, opened, 1
+            ),
+            "heap_kb_per_connection": per(
+                (memory["heap_size"] - memory_before["heap_size"]) / 1024, opened, 1
+            ),
         }
     finally:
-        for generator in generators:
-            if generator.returncode is None:
-                await _send(generator, cmd="close")
-        for generator in generators:
-            await generator.wait()
+        await _close(generators)
         await supervisor.stop_all(10)
 
 
@@ -237,22 +218,23 @@ async def main(args: argparse.Namespace) -> None:
             "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
         )
         try:
-            bare_port = int((await wait_ready(ready))["port"])
+            bare_port = int((await wait_ready(ready, 30.0))["port"])
             for index, (name, changes, workers) in enumerate(VARIANTS):
                 config = variant_config(bare_port, changes)
                 started = time.monotonic()
                 run_dir = Path(tmp) / f"v{index}"
                 run_dir.mkdir()
                 rows.append(await measure(name, config, workers, run_dir, args))
+                kb = rows[-1]["rss_kb_per_connection"]
                 sys.stderr.write(
-                    f"  {name:<22} {rows[-1]['rss_kb_per_connection']:6.1f} KB/conn"
+                    f"  {name:<27} {'n/a' if kb is None else f'{kb:6.1f}'} KB/conn"
                     f"  ({time.monotonic() - started:.0f} s)\n"
                 )
         finally:
             await supervisor.stop_all(10)
     before = rows[0]["rss_kb_per_connection"]
     for row in rows:
-        row["vs_envoy_defaults"] = row["rss_kb_per_connection"] / max(0.001, before)
+        row["vs_envoy_defaults"] = ratio(row["rss_kb_per_connection"], before, 0.01)
     readable = table(
         [
             (
@@ -261,18 +243,55 @@ async def main(args: argparse.Namespace) -> None:
                 r["connections"],
                 r["rss_kb_per_connection"],
                 r["allocated_kb_per_connection"],
-                f"{r['vs_envoy_defaults']:.3f}",
+                fmt_ratio(r["vs_envoy_defaults"]),
             )
             for r in rows
         ],
         ["Envoy variant", "workers", "conns", "RSS KB/conn", "allocated KB/conn", "vs defaults"],
     )
-    publish("envoy-share", {"connections": args.connections, "variants": rows}, readable)
+    publish(
+        "envoy-share",
+        {"connections": args.connections, "variants": rows},
+        readable,
+        args.output_dir,
+    )
+
+
+SMOKE: dict[str, Any] = {
+    "connections": 40,
+    "clients": 1,
+    "rate": 400.0,
+    "hold": 0.3,
+    "settle": 0.3,
+    "max_seconds": 60.0,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connections", type=int, default=4000)
-    parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
-    parser.add_argument("--rate", type=float, default=1000.0, help="handshakes/s per process")
-    parser.add_argument("--hold", type=float, default=3.0, help="seconds held before measuring")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="a bound on every phase")
+    parser.add_argument("--connections", type=positive_int, default=4000)
+    parser.add_argument(
+        "--clients", type=positive_int, default=2, help="load-generator processes (at most 250)"
+    )
+    parser.add_argument(
+        "--rate", type=positive_float, default=1000.0, help="handshakes/s per process"
+    )
+    parser.add_argument(
+        "--hold", type=non_negative_float, default=3.0, help="seconds held before measuring"
+    )
+    parser.add_argument(
+        "--settle",
+        type=non_negative_float,
+        default=1.5,
+        help="seconds between Envoy being LIVE and its baseline memory",
+    )
+    parser.add_argument(
+        "--max-seconds", type=positive_float, default=120.0, help="a bound on every phase"
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    if args.clients > 250:
+        return f"--clients {args.clients}: at most 250 (one source address 127.0.0.N each)"
+    if args.clients > args.connections:
+        return f"--clients {args.clients} is more than --connections {args.connections}"
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -20,15 +21,21 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.options import fraction, non_negative_float, positive_float, positive_int
 from benchmarks.report import publish, table
 from wsfleet.chaos.faults import Faults
 from wsfleet.chaos.proxy import FaultProxy
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.launcher.ports import free_port
 
+REQUEST_TIMEOUT_S = 5.0  # an admin request, a handshake through the fault proxy
+CLOSE_TIMEOUT_S = 2.0
+
 
 async def _dead(session: aiohttp.ClientSession, admin_port: int) -> float:
-    async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as response:
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    url = f"http://127.0.0.1:{admin_port}/metrics"
+    async with session.get(url, timeout=timeout) as response:
         for line in (await response.text()).splitlines():
             if line.startswith("wsfleet_gateway_dead_connections_total "):
                 return float(line.split()[1])
@@ -54,10 +61,13 @@ async def _hold(
     for n in range(clients):
         user = f"{tag}-{n}"
         try:
-            ws = await session.ws_connect(
-                f"ws://127.0.0.1:{proxy.port}/ws?user={user}",
-                headers={"Authorization": f"Bearer {fleet.token(user)}"},
-                timeout=aiohttp.ClientWSTimeout(ws_close=1),
+            ws = await asyncio.wait_for(
+                session.ws_connect(
+                    f"ws://127.0.0.1:{proxy.port}/ws?user={user}",
+                    headers={"Authorization": f"Bearer {fleet.token(user)}"},
+                    timeout=aiohttp.ClientWSTimeout(ws_close=1),
+                ),
+                REQUEST_TIMEOUT_S,
             )
         except (aiohttp.ClientError, TimeoutError):
             continue
@@ -67,30 +77,45 @@ async def _hold(
     dead = sum(1 for ws in sockets if ws.closed)
     for task in readers:
         task.cancel()
-    for ws in sockets:
-        await ws.close()
+    await _close_all(sockets)
     return dead
+
+
+async def _close_all(sockets: list[aiohttp.ClientWebSocketResponse]) -> None:
+    """Close every socket, each bounded (a lossy or blackholed path may never answer)."""
+
+    async def close(ws: aiohttp.ClientWebSocketResponse) -> None:
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError):
+            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT_S)
+
+    await asyncio.gather(*(close(ws) for ws in sockets))
 
 
 async def _detection(
     fleet: LocalFleet, session: aiohttp.ClientSession, admin_port: int, bound_s: float
 ) -> float | None:
     async with FaultProxy("127.0.0.1", fleet.options.port) as proxy:
-        ws = await session.ws_connect(
-            f"ws://127.0.0.1:{proxy.port}/ws?user=victim",
-            headers={"Authorization": f"Bearer {fleet.token('victim')}"},
+        ws = await asyncio.wait_for(
+            session.ws_connect(
+                f"ws://127.0.0.1:{proxy.port}/ws?user=victim",
+                headers={"Authorization": f"Bearer {fleet.token('victim')}"},
+                timeout=aiohttp.ClientWSTimeout(ws_close=1),
+            ),
+            REQUEST_TIMEOUT_S,
         )
         reader = asyncio.create_task(_reader(ws))
-        await asyncio.sleep(1.0)
-        before = await _dead(session, admin_port)
-        proxy.set(Faults(blackhole=True))
-        started = time.monotonic()
-        while time.monotonic() - started < bound_s * 2:
-            if await _dead(session, admin_port) > before:
-                reader.cancel()
-                return time.monotonic() - started
-            await asyncio.sleep(0.2)
-        reader.cancel()
+        try:
+            await asyncio.sleep(1.0)
+            before = await _dead(session, admin_port)
+            proxy.set(Faults(blackhole=True))
+            started = time.monotonic()
+            while time.monotonic() - started < bound_s * 2:
+                if await _dead(session, admin_port) > before:
+                    return time.monotonic() - started
+                await asyncio.sleep(0.2)
+        finally:
+            reader.cancel()
+            await _close_all([ws])
     return None
 
 
@@ -155,7 +180,7 @@ async def sweep(
 async def main(args: argparse.Namespace) -> None:
     cells = []
     for setting in args.settings:
-        interval, timeout = (float(x) for x in setting.split("/"))
+        interval, timeout = _setting(setting)
         cells += await sweep(interval, timeout, args)
     rows = [
         (
@@ -171,18 +196,53 @@ async def main(args: argparse.Namespace) -> None:
     readable = table(
         rows, ["interval/timeout s", "loss", "latency ms", "false positives", "detect s", "bound s"]
     )
-    publish("heartbeat_sweep", {"cells": cells}, readable)
+    publish("heartbeat_sweep", {"cells": cells}, readable, args.output_dir)
+
+
+def _setting(text: str) -> tuple[float, float]:
+    interval, _, timeout = text.partition("/")
+    return float(interval), float(timeout)
+
+
+SMOKE: dict[str, Any] = {
+    "settings": ["1/2"],
+    "loss": [0.0, 0.05],
+    "latency": [0.0],
+    "clients": 10,
+    "hold": 1.0,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--settings", nargs="+", default=["2/2", "5/10", "10/20"], help="interval/timeout"
+        "--settings",
+        nargs="+",
+        default=["2/2", "5/10", "10/20"],
+        help="interval/timeout, seconds (e.g. 10/20)",
     )
-    parser.add_argument("--loss", type=float, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
+    parser.add_argument("--loss", type=fraction, nargs="+", default=[0.0, 0.05, 0.1, 0.2])
     parser.add_argument(
-        "--latency", type=float, nargs="+", default=[0.0, 0.1, 0.5], help="seconds, one way"
+        "--latency",
+        type=non_negative_float,
+        nargs="+",
+        default=[0.0, 0.1, 0.5],
+        help="seconds, one way",
     )
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--clients", type=positive_int, default=50)
     parser.add_argument(
-        "--hold", type=float, default=10.0, help="seconds per cell (at least 1.5 x the bound)"
+        "--hold",
+        type=positive_float,
+        default=10.0,
+        help="seconds per cell (at least 1.5 x the bound)",
     )
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    for setting in args.settings:
+        try:
+            interval, timeout = _setting(setting)
+        except ValueError:
+            return f"--settings {setting!r}: expected INTERVAL/TIMEOUT in seconds, e.g. 10/20"
+        if not (interval > 0 and timeout > 0):
+            return f"--settings {setting!r}: interval and timeout must both be positive"
+    return None

@@ -22,34 +22,46 @@ from typing import Any
 
 import psutil
 
-from benchmarks.report import publish, summary, table
+from benchmarks import processes
+from benchmarks.options import non_negative_float, positive_float, positive_int
+from benchmarks.report import fmt_ratio, ms, per, publish, ratio, summary, table
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis
 from wsfleet.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from wsfleet.tokens import ensure_auth_key
 
-SETTLE_S = 3.0
+START_TIMEOUT_S = 30.0
 
 
 @dataclass
 class ClientProcess:
     process: asyncio.subprocess.Process
-    lines: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    lines: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    pumping: asyncio.Task[None] | None = None
 
     async def pump(self) -> None:
         assert self.process.stdout is not None
         while line := await self.process.stdout.readline():
             self.lines.put_nowait(json.loads(line))
+        self.lines.put_nowait(None)  # the process closed its output: it is exiting
 
     async def expect(self, event: str, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
-        while (message := await asyncio.wait_for(self.lines.get(), deadline - time.monotonic()))[
-            "event"
-        ] == "progress":
-            continue
-        assert message["event"] == event, message
-        return message
+        while True:
+            try:
+                message = await asyncio.wait_for(self.lines.get(), deadline - time.monotonic())
+            except TimeoutError:
+                raise TimeoutError(
+                    f"a load generator did not report '{event}' within {timeout_s:g} s"
+                ) from None
+            if message is None:
+                code = await asyncio.wait_for(self.process.wait(), 10)
+                raise RuntimeError(f"a load generator exited (code {code}) before '{event}'")
+            if message["event"] == event:
+                return message
+            if message["event"] != "progress":
+                raise RuntimeError(f"a load generator said {message} while '{event}' was due")
 
     async def send(self, **command: Any) -> None:
         assert self.process.stdin is not None
@@ -66,7 +78,7 @@ async def _start_server(
         child = await supervisor.start(
             "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
         )
-        facts = await wait_ready(ready)
+        facts = await wait_ready(ready, START_TIMEOUT_S)
         return int(facts["port"]), child.pid, None
     _, redis_url = await start_embedded_redis(supervisor, free_port(), run_dir / "redis")
     backend_ready = run_dir / "backend.ready.json"
@@ -83,7 +95,7 @@ async def _start_server(
             str(backend_ready),
         ],
     )
-    backend_port = int((await wait_ready(backend_ready))["port"])
+    backend_port = int((await wait_ready(backend_ready, START_TIMEOUT_S))["port"])
     key_file = ensure_auth_key(run_dir)
     sidecar_ready = run_dir / "sidecar.ready.json"
     child = await supervisor.start(
@@ -107,10 +119,12 @@ async def _start_server(
             str(sidecar_ready),
         ],
     )
-    return int((await wait_ready(sidecar_ready))["port"]), child.pid, key_file
+    return int((await wait_ready(sidecar_ready, START_TIMEOUT_S))["port"]), child.pid, key_file
 
 
-async def _spawn_clients(url: str, count: int, key_file: Path | None, prefix: str) -> ClientProcess:
+async def _spawn_clients(
+    url: str, count: int, key_file: Path | None, prefix: str, max_seconds: float
+) -> ClientProcess:
     argv = [
         sys.executable,
         "-m",
@@ -122,30 +136,28 @@ async def _spawn_clients(url: str, count: int, key_file: Path | None, prefix: st
         "--prefix",
         prefix,
         "--deadline-s",
-        "120",
+        str(max_seconds),
+        "--handshake-timeout",
+        str(min(30.0, max_seconds)),
     ]
     if key_file is not None:
         argv += ["--key-file", str(key_file)]
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    client = ClientProcess(process)
-    asyncio.create_task(client.pump())  # noqa: RUF006 (lives as long as the process)
+    client = ClientProcess(await processes.spawn(*argv))
+    client.pumping = asyncio.create_task(client.pump())
     return client
 
 
-async def measure(
-    kind: str, counts: list[int], per_process: int, rtt_per_second: int
-) -> dict[str, Any]:
+async def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    counts, per_process, rtt_per_second = args.counts, args.per_process, args.rtt_per_second
     with tempfile.TemporaryDirectory(prefix=f"wsfleet-bench-{kind}-") as tmp:
         run_dir = Path(tmp)
         supervisor = Supervisor(run_dir / "logs")
         clients: list[ClientProcess] = []
-        steps = []
+        steps: list[dict[str, Any]] = []
         try:
             port, pid, key_file = await _start_server(kind, supervisor, run_dir)
             server = psutil.Process(pid)
-            await asyncio.sleep(SETTLE_S)
+            await asyncio.sleep(args.settle)
             base_rss = server.memory_info().rss
             held = 0
             for target in counts:
@@ -154,21 +166,27 @@ async def measure(
                     take = min(per_process, target - held)
                     wave.append(
                         await _spawn_clients(
-                            f"ws://127.0.0.1:{port}/ws", take, key_file, f"{kind}-{held}"
+                            f"ws://127.0.0.1:{port}/ws",
+                            take,
+                            key_file,
+                            f"{kind}-{held}",
+                            args.max_seconds,
                         )
                     )
                     held += take
                 started = time.perf_counter()
-                results = [await client.expect("connected", 300) for client in wave]
-                seconds = time.perf_counter() - started
                 clients += wave
+                results = [
+                    await client.expect("connected", args.max_seconds + 30) for client in wave
+                ]
+                seconds = time.perf_counter() - started
                 opened = sum(r["opened"] for r in results)
                 handshakes = [t for r in results for t in r["handshake_s"]]
                 errors: dict[str, int] = {}
                 for r in results:
                     for error, n in r["errors"].items():
                         errors[error] = errors.get(error, 0) + n
-                await asyncio.sleep(SETTLE_S)
+                await asyncio.sleep(args.settle)
                 rss = server.memory_info().rss
                 total_open = sum(c["opened"] for c in [r for r in results]) + sum(
                     s["new_connections"] for s in steps
@@ -178,27 +196,34 @@ async def measure(
                         "target": target,
                         "new_connections": opened,
                         "held": total_open,
-                        "handshakes_per_s": opened / seconds if seconds else 0.0,
+                        "handshakes_per_s": per(opened, seconds),
                         "handshake_latency_s": summary(handshakes),
                         "errors": errors,
                         "rss_mb": rss / 2**20,
-                        "kb_per_connection": (rss - base_rss) / 1024 / max(1, total_open),
+                        "kb_per_connection": per((rss - base_rss) / 1024, total_open, 1),
                     }
                 )
             for client in clients:
-                await client.send(cmd="rtt", per_second=max(1, rtt_per_second // len(clients)))
-            rtt_results = [await client.expect("rtt", 300) for client in clients]
+                await client.send(
+                    cmd="rtt",
+                    per_second=max(1, rtt_per_second // len(clients)),
+                    max_seconds=args.max_seconds,
+                )
+            rtt_results = [await client.expect("rtt", args.max_seconds + 30) for client in clients]
             rtts = [t for r in rtt_results for t in r["rtt_s"]]
             still_open = sum(r["open"] for r in rtt_results)
             cpu = server.cpu_times()
             for client in clients:
                 await client.send(cmd="close")
             for client in clients:
-                await asyncio.wait_for(client.process.wait(), 60)
+                await processes.finish(client.process, 60)
         finally:
             for client in clients:
                 if client.process.returncode is None:
                     client.process.kill()
+                await processes.finish(client.process, 10)
+                if client.pumping is not None:
+                    client.pumping.cancel()
             await supervisor.stop_all(10.0)
     return {
         "server": kind,
@@ -212,10 +237,7 @@ async def measure(
 
 
 async def main(args: argparse.Namespace) -> None:
-    results = {
-        kind: await measure(kind, args.counts, args.per_process, args.rtt_per_second)
-        for kind in ("sidecar", "bare")
-    }
+    results = {kind: await measure(kind, args) for kind in ("sidecar", "bare")}
     rows = []
     for kind, result in results.items():
         for step in result["steps"]:
@@ -225,20 +247,23 @@ async def main(args: argparse.Namespace) -> None:
                     step["held"],
                     step["kb_per_connection"],
                     step["handshakes_per_s"],
-                    step["handshake_latency_s"]["p99"] * 1000,
+                    ms(step["handshake_latency_s"]["p99"]),
                     sum(step["errors"].values()),
                     step["rss_mb"],
                 )
             )
     sidecar, bare = results["sidecar"], results["bare"]
     ratios = {
-        f"kb_per_connection_at_{s['held']}": s["kb_per_connection"] / b["kb_per_connection"]
+        f"kb_per_connection_at_{s['target']}": ratio(
+            s["kb_per_connection"], b["kb_per_connection"], 0.01
+        )
         for s, b in zip(sidecar["steps"], bare["steps"], strict=True)
-        if b["kb_per_connection"] > 0
     }
-    ratios["handshakes_per_s_at_first_step"] = (
-        sidecar["steps"][0]["handshakes_per_s"] / bare["steps"][0]["handshakes_per_s"]
+    ratios["handshakes_per_s_at_first_step"] = ratio(
+        sidecar["steps"][0]["handshakes_per_s"], bare["steps"][0]["handshakes_per_s"]
     )
+    ratios["ping_rtt_p50"] = ratio(sidecar["ping_rtt_s"]["p50"], bare["ping_rtt_s"]["p50"], 1e-6)
+    ratios["ping_rtt_p99"] = ratio(sidecar["ping_rtt_s"]["p99"], bare["ping_rtt_s"]["p99"], 1e-6)
     readable = table(
         rows,
         ["server", "held", "KB/conn", "handshakes/s", "handshake p99 ms", "errors", "RSS MB"],
@@ -248,9 +273,9 @@ async def main(args: argparse.Namespace) -> None:
             (
                 kind,
                 r["open_after_rtt"],
-                r["ping_rtt_s"]["p50"] * 1000,
-                r["ping_rtt_s"]["p99"] * 1000,
-                r["ping_rtt_s"]["max"] * 1000,
+                ms(r["ping_rtt_s"]["p50"]),
+                ms(r["ping_rtt_s"]["p99"]),
+                ms(r["ping_rtt_s"]["max"]),
                 r["pings_lost"],
             )
             for kind, r in results.items()
@@ -258,12 +283,44 @@ async def main(args: argparse.Namespace) -> None:
         ["server", "held", "ping RTT p50 ms", "p99 ms", "max ms", "lost"],
     )
     readable += "\n\n" + table(
-        [(name, value) for name, value in ratios.items()], ["sidecar / bare", "ratio"]
+        [(name, fmt_ratio(value)) for name, value in ratios.items()], ["sidecar / bare", "ratio"]
     )
-    publish("idle_connections", {"results": results, "ratios": ratios}, readable)
+    publish("idle_connections", {"results": results, "ratios": ratios}, readable, args.output_dir)
+
+
+SMOKE: dict[str, Any] = {
+    "counts": [40, 80],
+    "per_process": 40,
+    "rtt_per_second": 400,
+    "settle": 0.5,
+    "max_seconds": 60.0,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--counts", type=int, nargs="+", default=[5000, 10000])
-    parser.add_argument("--per-process", type=int, default=2500)
-    parser.add_argument("--rtt-per-second", type=int, default=4000)
+    parser.add_argument(
+        "--counts",
+        type=positive_int,
+        nargs="+",
+        default=[5000, 10000],
+        help="connections held after each step (increasing)",
+    )
+    parser.add_argument(
+        "--per-process", type=positive_int, default=2500, help="connections per client process"
+    )
+    parser.add_argument("--rtt-per-second", type=positive_int, default=4000)
+    parser.add_argument(
+        "--settle",
+        type=non_negative_float,
+        default=3.0,
+        help="seconds before the baseline and after each step, before reading memory",
+    )
+    parser.add_argument(
+        "--max-seconds", type=positive_float, default=300.0, help="a bound on every phase"
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    if any(b <= a for a, b in zip(args.counts, args.counts[1:], strict=False)):
+        return f"--counts {' '.join(map(str, args.counts))}: each step must hold more"
+    return None

@@ -12,24 +12,36 @@ process). JSON lines on stdout:
   ``{"cmd": "fanout", "messages": k, "send": bool}`` (one process sends k ``/broadcast``):
   ``{"event": "fanout", "received", "last"}`` (``last``: perf_counter of the last arrival,
   comparable across processes: CLOCK_MONOTONIC);
-- exits on ``{"cmd": "close"}`` or when stdin closes.
+- on ``{"cmd": "keepalive", "rate": m, "seconds": s, "ping_per_second": p, "size": b}``:
+  for ``s`` seconds, ``m`` echo messages/s spread round-robin over the held connections
+  (background load) while WebSocket pings (client ping frame -> server's pong frame) go to
+  one connection after another at ``p``/s:
+  ``{"event": "keepalive", "ping_rtt_s": [...], "pings_lost", "echo_rtt_s": [...],
+  "echo_sent", "echo_received", "seconds", "open"}``;
+- exits on ``{"cmd": "close"}``, when stdin closes, or when no command came for
+  ``--idle-s`` seconds.
 
-Every loop is bounded by a count and a deadline.
+Every loop is bounded by a count and a deadline; every handshake by ``--handshake-timeout``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import uvloop
 
+from benchmarks.options import non_negative_float, positive_float, positive_int
 from wsfleet.tokens import mint_token, read_auth_key
+
+ANSWER_TIMEOUT_S = 5.0  # a pong or an echo later than this is counted lost
 
 
 def say(**event: object) -> None:
@@ -69,6 +81,10 @@ class Held:
                 self.echoes.put_nowait(time.perf_counter())
 
 
+def _count(errors: dict[str, int], kind: str) -> None:
+    errors[kind] = errors.get(kind, 0) + 1
+
+
 async def run(args: argparse.Namespace) -> None:
     key = read_auth_key(args.key_file) if args.key_file else None
     connector = aiohttp.TCPConnector(
@@ -87,24 +103,28 @@ async def run(args: argparse.Namespace) -> None:
         headers = {"Authorization": f"Bearer {mint_token(key, user)}"} if key else {}
         async with gate:
             if time.monotonic() > deadline:
-                errors["deadline"] = errors.get("deadline", 0) + 1
+                _count(errors, "deadline")
                 return
             started = time.perf_counter()
             try:
-                ws = await session.ws_connect(
-                    f"{args.url}?user={user}",
-                    headers=headers,
-                    autoping=False,
-                    protocols=(V1,) if args.v1 else (),
-                    timeout=aiohttp.ClientWSTimeout(ws_close=1),
+                ws = await asyncio.wait_for(
+                    session.ws_connect(
+                        f"{args.url}?user={user}",
+                        headers=headers,
+                        autoping=False,
+                        protocols=(V1,) if args.v1 else (),
+                        timeout=aiohttp.ClientWSTimeout(ws_close=1),
+                    ),
+                    args.handshake_timeout,
                 )
             except aiohttp.WSServerHandshakeError as refused:
-                kind = f"HTTP {refused.status}"
-                errors[kind] = errors.get(kind, 0) + 1
+                _count(errors, f"HTTP {refused.status}")
+                return
+            except TimeoutError:
+                _count(errors, "handshake timeout")
                 return
             except Exception as exc:  # counted by kind, never raised
-                kind = type(exc).__name__
-                errors[kind] = errors.get(kind, 0) + 1
+                _count(errors, type(exc).__name__)
                 return
             handshakes.append(time.perf_counter() - started)
         item = Held(ws, ws.protocol == V1)
@@ -122,7 +142,11 @@ async def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     for n in range(args.count):  # rate control: start the n-th handshake at n / rate
         if interval:
-            await asyncio.sleep(max(0.0, started + n * interval - time.perf_counter()))
+            due = started + n * interval
+            if time.monotonic() + (due - time.perf_counter()) > deadline:
+                errors["deadline"] = errors.get("deadline", 0) + args.count - n
+                break  # the rest would start after the deadline
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
         tasks.append(asyncio.create_task(open_one(n)))
     await asyncio.gather(*tasks)
     reporter.cancel()
@@ -136,7 +160,14 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    while line := await stdin.readline():
+    while True:
+        try:
+            line = await asyncio.wait_for(stdin.readline(), args.idle_s)
+        except TimeoutError:
+            sys.stderr.write(f"loadgen: no command for {args.idle_s:g} s, exiting\n")
+            break
+        if not line:
+            break
         command = json.loads(line)
         if command["cmd"] == "close":
             break
@@ -150,9 +181,12 @@ async def run(args: argparse.Namespace) -> None:
             say(event="fanout_ready")
         elif command["cmd"] == "fanout":
             await _fanout(held, command)
+        elif command["cmd"] == "keepalive":
+            await _keepalive(held, command)
     for task in readers:
         task.cancel()
-    await session.close()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(session.close(), 10.0)
 
 
 def _forget(arrivals: asyncio.Queue[float]) -> None:
@@ -161,36 +195,47 @@ def _forget(arrivals: asyncio.Queue[float]) -> None:
         arrivals.get_nowait()
 
 
-async def _rtt(held: list[Held], command: dict[str, object]) -> None:
+async def _probe(item: Held, echo: bool) -> float:
+    """One round trip: an echo message, or a WebSocket ping frame and its pong."""
+    queue = item.echoes if echo else item.pongs
+    _forget(queue)
+    sent = time.perf_counter()
+    await (item.send("rtt") if echo else item.ws.ping())
+    return await asyncio.wait_for(queue.get(), ANSWER_TIMEOUT_S) - sent
+
+
+async def _rtt(held: list[Held], command: dict[str, Any]) -> None:
     rtts: list[float] = []
     lost = 0
-    pause = 1.0 / float(command.get("per_second", 2000))  # type: ignore[arg-type]
+    pause = 1.0 / float(command.get("per_second", 2000))
     echo = command.get("mode") == "echo"
-    for item in held[: int(command.get("sample", len(held)))]:  # type: ignore[call-overload]
-        queue = item.echoes if echo else item.pongs
-        _forget(queue)
-        sent = time.perf_counter()
+    deadline = time.monotonic() + float(command.get("max_seconds", 120))
+    for item in held[: int(command.get("sample", len(held)))]:
+        if time.monotonic() > deadline:
+            break
         try:
-            await (item.send("rtt") if echo else item.ws.ping())
-            rtts.append(await asyncio.wait_for(queue.get(), 5.0) - sent)
+            rtts.append(await _probe(item, echo))
         except (TimeoutError, ConnectionError, RuntimeError):
             lost += 1
         await asyncio.sleep(pause)
     say(event="rtt", rtt_s=rtts, lost=lost, open=sum(not item.ws.closed for item in held))
 
 
-async def _throughput(held: list[Held], command: dict[str, object]) -> None:
-    count = int(command.get("messages", 10))  # type: ignore[call-overload]
-    payload = "x" * int(command.get("size", 64))  # type: ignore[call-overload]
+async def _throughput(held: list[Held], command: dict[str, Any]) -> None:
+    count = int(command.get("messages", 10))
+    payload = "x" * int(command.get("size", 64))
+    deadline = time.monotonic() + float(command.get("max_seconds", 30))
     for item in held:
         _forget(item.echoes)
     started = time.perf_counter()
 
     async def one(item: Held) -> int:
         got = 0
-        for _ in range(count):
-            await item.send(payload)
-        deadline = time.monotonic() + 30
+        try:
+            for _ in range(count):
+                await asyncio.wait_for(item.send(payload), max(0.01, deadline - time.monotonic()))
+        except (TimeoutError, ConnectionError, RuntimeError):
+            return 0
         while got < count and time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(item.echoes.get(), max(0.01, deadline - time.monotonic()))
@@ -208,13 +253,16 @@ async def _throughput(held: list[Held], command: dict[str, object]) -> None:
     )
 
 
-async def _fanout(held: list[Held], command: dict[str, object]) -> None:
+async def _fanout(held: list[Held], command: dict[str, Any]) -> None:
     """The sender (one process) broadcasts; every connection counts what arrives."""
-    count = int(command.get("messages", 5))  # type: ignore[call-overload]
+    count = int(command.get("messages", 5))
+    deadline = time.monotonic() + float(command.get("deadline_s", 60))
     if command.get("send") and held:
-        for n in range(count):
-            await held[0].send(f"/broadcast fanout-{n}")
-    deadline = time.monotonic() + float(command.get("deadline_s", 60))  # type: ignore[arg-type]
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            for n in range(count):
+                await asyncio.wait_for(
+                    held[0].send(f"/broadcast fanout-{n}"), max(0.01, deadline - time.monotonic())
+                )
 
     async def arrivals(item: Held) -> list[float]:
         got: list[float] = []
@@ -231,12 +279,76 @@ async def _fanout(held: list[Held], command: dict[str, object]) -> None:
     say(event="fanout", received=sum(len(t) for t in times), last=last)
 
 
+async def _keepalive(held: list[Held], command: dict[str, Any]) -> None:
+    """Background echo spread over the held connections while pings measure the RTT."""
+    rate = float(command.get("rate", 0))
+    seconds = float(command.get("seconds", 5))
+    ping_rate = float(command.get("ping_per_second", 100))
+    payload = "k" * int(command.get("size", 64))
+    for item in held:
+        _forget(item.echoes)
+        _forget(item.pongs)
+    echo_rtts: list[float] = []
+    ping_rtts: list[float] = []
+    counts = {"echo_sent": 0, "pings_lost": 0, "send_errors": 0}
+    waiting: list[asyncio.Task[None]] = []
+    started = time.perf_counter()
+    end = started + seconds
+
+    async def echo_back(item: Held, sent: float) -> None:
+        # echoes come back in order on a connection; waiters are served in order too
+        with contextlib.suppress(TimeoutError):
+            echo_rtts.append(await asyncio.wait_for(item.echoes.get(), ANSWER_TIMEOUT_S) - sent)
+
+    async def background() -> None:
+        if rate <= 0 or not held:
+            return
+        n = 0
+        while (at := started + n / rate) < end:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            item = held[n % len(held)]
+            n += 1
+            sent = time.perf_counter()
+            try:
+                await asyncio.wait_for(item.send(payload), ANSWER_TIMEOUT_S)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                counts["send_errors"] += 1
+                continue
+            counts["echo_sent"] += 1
+            waiting.append(asyncio.create_task(echo_back(item, sent)))
+
+    async def pings() -> None:
+        if ping_rate <= 0 or not held:
+            return
+        n = 0
+        while (at := started + n / ping_rate) < end:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            item = held[n % len(held)]
+            n += 1
+            try:
+                ping_rtts.append(await _probe(item, echo=False))
+            except (TimeoutError, ConnectionError, RuntimeError):
+                counts["pings_lost"] += 1
+
+    await asyncio.gather(background(), pings())
+    await asyncio.gather(*waiting)
+    say(
+        event="keepalive",
+        ping_rtt_s=ping_rtts,
+        echo_rtt_s=echo_rtts,
+        echo_received=len(echo_rtts),
+        seconds=time.perf_counter() - started,
+        open=sum(not item.ws.closed for item in held),
+        **counts,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
-    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--count", type=positive_int, required=True)
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="handshakes/s (0: as fast as possible)"
+        "--rate", type=non_negative_float, default=0.0, help="handshakes/s (0: as fast as possible)"
     )
     parser.add_argument("--source-ip", help="e.g. 127.0.0.2: spreads client ports over addresses")
     parser.add_argument("--prefix", default="load")
@@ -244,8 +356,14 @@ def main() -> None:
     parser.add_argument(
         "--v1", action="store_true", help="speak protocol wsfleet.v1 (sequence numbers, replay)"
     )
-    parser.add_argument("--concurrency", type=int, default=200)
-    parser.add_argument("--deadline-s", type=float, default=300.0)
+    parser.add_argument("--concurrency", type=positive_int, default=200)
+    parser.add_argument(
+        "--deadline-s", type=positive_float, default=300.0, help="no handshake starts after"
+    )
+    parser.add_argument("--handshake-timeout", type=positive_float, default=30.0)
+    parser.add_argument(
+        "--idle-s", type=positive_float, default=900.0, help="exit if no command comes for this"
+    )
     uvloop.run(run(parser.parse_args()))
 
 

@@ -1,12 +1,15 @@
 """A process of Python SDK clients for the chaos benchmark: they connect, each asks for a
 stream, and keep what they receive and when they tried to (re)connect. JSON lines:
 ``{"event": "connected", "count": n}``, then, on ``{"cmd": "report"}`` (once every stream
-has ended or the deadline passed), one report with every client's figures."""
+has ended or the deadline passed), one report with every client's figures. Every wait is
+bounded: connecting (``--connect-timeout``), each stream (its length plus
+``--stream-deadline``), the report command (``--idle-s``) and closing."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import sys
@@ -42,7 +45,17 @@ async def run(args: argparse.Namespace) -> None:
             )
             client.start()
             clients.append(client)
-        await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 120)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(c.connected.wait() for c in clients)), args.connect_timeout
+            )
+        except TimeoutError:
+            connected = sum(c.connected.is_set() for c in clients)
+            sys.stderr.write(
+                f"sdk_workers: only {connected} of {len(clients)} clients connected within"
+                f" {args.connect_timeout:g} s\n"
+            )
+            raise
         gc.freeze()
         for client in clients:
             await client.send(f"/stream {args.stream} {args.interval_ms}")
@@ -56,14 +69,15 @@ async def run(args: argparse.Namespace) -> None:
                     break
             return got
 
-        deadline = args.stream * args.interval_ms / 1000 + 120
+        deadline = args.stream * args.interval_ms / 1000 + args.stream_deadline
         readers = [asyncio.create_task(asyncio.wait_for(collect(c), deadline)) for c in clients]
         received = await asyncio.gather(*readers, return_exceptions=True)
         expected = [f"stream-{n}" for n in range(1, args.stream + 1)]
         loop = asyncio.get_running_loop()
         stdin = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-        await stdin.readline()
+        with contextlib.suppress(TimeoutError):  # report anyway: the parent may be gone
+            await asyncio.wait_for(stdin.readline(), args.idle_s)
         say(
             event="report",
             clients=[
@@ -78,8 +92,8 @@ async def run(args: argparse.Namespace) -> None:
                 for client, got in zip(clients, received, strict=True)
             ],
         )
-        for client in clients:
-            await client.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(client.close() for client in clients)), 30)
 
 
 def main() -> None:
@@ -91,6 +105,9 @@ def main() -> None:
     parser.add_argument("--stream", type=int, default=30)
     parser.add_argument("--interval-ms", type=int, default=1000)
     parser.add_argument("--backoff-base", type=float, default=0.5)
+    parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--stream-deadline", type=float, default=120.0)
+    parser.add_argument("--idle-s", type=float, default=900.0)
     uvloop.run(run(parser.parse_args()))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import tempfile
 import time
@@ -23,20 +22,23 @@ import aiohttp
 import psutil
 
 from benchmarks.ads_client import SimulatedEnvoy
-from benchmarks.report import publish, summary, table
-from wsfleet.launcher.children import Supervisor
+from benchmarks.options import positive_float, positive_int
+from benchmarks.report import ms, publish, summary, table
+from wsfleet.admin_auth import ensure_admin_token, read_admin_token
+from wsfleet.launcher.children import Child, Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis
 from wsfleet.launcher.ports import free_port
 from wsfleet.readiness import read_ready
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 
-DEADLINE_S = 30.0  # per change: a bound, not an expectation
+START_TIMEOUT_S = 30.0
+ACK_SETTLE_S = 0.5  # after the last client has the new version: let the ACKs land
 
 
 async def _start_xds(
-    supervisor: Supervisor, redis_url: str, run_dir: Path
-) -> tuple[psutil.Process, int, int]:
+    supervisor: Supervisor, redis_url: str, token_file: Path, run_dir: Path
+) -> tuple[Child, int, int]:
     ready = run_dir / "xds.ready.json"
     child = await supervisor.start(
         "xds",
@@ -53,29 +55,65 @@ async def _start_xds(
             "0",
             "--admin-port",
             "0",
+            "--admin-token-file",
+            str(token_file),
             "--ready-file",
             str(ready),
         ],
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_TIMEOUT_S
     while (facts := read_ready(ready)) is None:
-        if time.monotonic() > deadline or not child.running:
-            raise RuntimeError(f"xds server did not start:\n{child.tail()}")
+        if not child.running:
+            raise RuntimeError(f"the xDS server exited at start:\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the xDS server did not write {ready.name} within {START_TIMEOUT_S:g} s:\n"
+                f"{child.tail()}"
+            )
         await asyncio.sleep(0.05)
-    return psutil.Process(child.pid), int(facts["grpc_port"]), int(facts["admin_port"])
+    return child, int(facts["grpc_port"]), int(facts["admin_port"])
 
 
-async def _endpoint_count(admin_port: int) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{admin_port}/debug/membership") as response,
-    ):
-        membership = await response.json()
-    return len(membership.get("gateways", []))
+async def _wait_membership(
+    admin_port: int, token: str, endpoints: int, child: Child, timeout_s: float
+) -> None:
+    """Until the control plane's ``/debug/membership`` (behind the admin token) lists
+    every registered pod."""
+    url = f"http://127.0.0.1:{admin_port}/debug/membership"
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + timeout_s
+    seen, last = 0, "no answer yet"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while time.monotonic() < deadline:
+            if not child.running:
+                raise RuntimeError(f"the xDS server exited:\n{child.tail()}")
+            try:
+                async with session.get(url, headers=headers) as response:
+                    if response.status != 200:
+                        # a refusal (401/403) will not go away by asking again
+                        raise RuntimeError(
+                            f"GET /debug/membership answered {response.status}:"
+                            f" {await response.text()}"
+                        )
+                    membership = await response.json()
+                seen = len(membership.get("gateways", []))
+                if seen >= endpoints:
+                    return
+                last = f"{seen} of {endpoints} pods listed"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.1)
+    raise TimeoutError(
+        f"the xDS server did not list all {endpoints} registered pods in /debug/membership"
+        f" within {timeout_s:g} s (last: {last})"
+    )
 
 
-async def _wait_all_new(clients: list[SimulatedEnvoy], before: list[str], t0: float) -> list[float]:
-    deadline = time.monotonic() + DEADLINE_S
+async def _wait_all_new(
+    clients: list[SimulatedEnvoy], before: list[str], t0: float, timeout_s: float
+) -> list[float]:
+    deadline = time.monotonic() + timeout_s
+    missing = len(clients)
     while time.monotonic() < deadline:
         arrivals = []
         for client, old in zip(clients, before, strict=True):
@@ -85,34 +123,66 @@ async def _wait_all_new(clients: list[SimulatedEnvoy], before: list[str], t0: fl
             arrivals.append(new[0] - t0)
         else:
             return arrivals
+        missing = len(clients) - len(arrivals)
         await asyncio.sleep(0.002)
-    raise TimeoutError("not every client got the new EDS version in time")
+    raise TimeoutError(
+        f"at least {missing} of {len(clients)} simulated Envoys did not get the new EDS"
+        f" version within {timeout_s:g} s of the membership change"
+    )
 
 
-async def scenario(protocol: str, clients: int, endpoints: int, changes: int) -> dict[str, Any]:
+async def _stop_clients(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=10)
+    if pending:
+        sys.stderr.write(f"{len(pending)} simulated Envoys did not stop within 10 s\n")
+
+
+async def scenario(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
+    clients, endpoints, changes = args.clients, args.endpoints, args.changes
     with tempfile.TemporaryDirectory(prefix="wsfleet-bench-") as tmp:
         run_dir = Path(tmp)
         supervisor = Supervisor(run_dir / "logs")
+        registry: RedisRegistry | None = None
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
         try:
             _, redis_url = await start_embedded_redis(supervisor, free_port(), run_dir / "redis")
             registry = RedisRegistry(redis_url)
             for n in range(endpoints):
                 pod = PodRecord(f"pod-{n:05d}", "gateways", "127.0.0.1", 20_000 + n, 1)
                 await registry.put_pod(pod, ttl_s=3600)
-            server, grpc_port, admin_port = await _start_xds(supervisor, redis_url, run_dir)
-            while await _endpoint_count(admin_port) < endpoints:  # noqa: ASYNC110 (remote state)
-                await asyncio.sleep(0.1)
+            token_file = ensure_admin_token(run_dir / "state")
+            token = read_admin_token(token_file)
+            assert token is not None
+            child, grpc_port, admin_port = await _start_xds(
+                supervisor, redis_url, token_file, run_dir
+            )
+            server = psutil.Process(child.pid)
+            await _wait_membership(admin_port, token, endpoints, child, args.max_seconds)
 
-            stop = asyncio.Event()
             envoys = [
                 SimulatedEnvoy(f"bench-{n}", f"127.0.0.1:{grpc_port}", delta=protocol == "delta")
                 for n in range(clients)
             ]
             tasks = [asyncio.create_task(envoy.run(stop)) for envoy in envoys]
             connect_started = time.monotonic()
-            await asyncio.wait_for(asyncio.gather(*(e.ready.wait() for e in envoys)), 120)
+            try:
+                await asyncio.wait_for(
+                    asyncio.gather(*(e.ready.wait() for e in envoys)), args.max_seconds
+                )
+            except TimeoutError:
+                synced = sum(e.ready.is_set() for e in envoys)
+                raise TimeoutError(
+                    f"only {synced} of {clients} simulated Envoys ({protocol}) got CDS, EDS, LDS"
+                    f" and RDS within {args.max_seconds:g} s"
+                ) from None
             initial_sync_s = time.monotonic() - connect_started
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(args.settle)
 
             last, first, cpu = [], [], []
             for change in range(changes):
@@ -124,20 +194,19 @@ async def scenario(protocol: str, clients: int, endpoints: int, changes: int) ->
                     await registry.put_pod(extra, ttl_s=3600)
                 else:
                     await registry.remove_pod("pod-extra")
-                arrivals = await _wait_all_new(envoys, before, t0)
-                await asyncio.sleep(0.5)  # let the ACKs land before reading the CPU clock
+                arrivals = await _wait_all_new(envoys, before, t0, args.change_timeout)
+                await asyncio.sleep(ACK_SETTLE_S)  # let the ACKs land before reading the CPU
                 cpu.append(sum(server.cpu_times()[:2]) - cpu_before)
                 first.append(min(arrivals))
                 last.append(max(arrivals))
             rss_mb = server.memory_info().rss / 2**20
-            stop.set()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await registry.close()
         finally:
-            await supervisor.stop_all(5.0)
+            try:
+                await _stop_clients(tasks, stop)
+                if registry is not None:
+                    await asyncio.wait_for(registry.close(), 10)
+            finally:
+                await supervisor.stop_all(5.0)  # the xDS server and Redis, on every way out
     return {
         "protocol": protocol,
         "clients": clients,
@@ -154,17 +223,17 @@ async def scenario(protocol: str, clients: int, endpoints: int, changes: int) ->
 async def main(args: argparse.Namespace) -> None:
     results = []
     for protocol in args.protocols:
-        results.append(await scenario(protocol, args.clients, args.endpoints, args.changes))
+        results.append(await scenario(protocol, args))
     rows = [
         (
             r["protocol"],
             r["clients"],
             r["endpoints"],
             r["initial_sync_s"],
-            r["change_to_first_client_s"]["p50"] * 1000,
-            r["change_to_all_clients_s"]["p50"] * 1000,
-            r["change_to_all_clients_s"]["max"] * 1000,
-            r["server_cpu_per_push_s"]["mean"] * 1000,
+            ms(r["change_to_first_client_s"]["p50"]),
+            ms(r["change_to_all_clients_s"]["p50"]),
+            ms(r["change_to_all_clients_s"]["max"]),
+            ms(r["server_cpu_per_push_s"]["mean"]),
             r["server_rss_mb"],
         )
         for r in results
@@ -183,13 +252,38 @@ async def main(args: argparse.Namespace) -> None:
             "server RSS MB",
         ],
     )
-    publish("xds_push", {"scenarios": results}, readable)
+    publish("xds_push", {"scenarios": results}, readable, args.output_dir)
+
+
+SMOKE: dict[str, Any] = {"clients": 10, "endpoints": 20, "changes": 2, "settle": 0.2}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--endpoints", type=int, default=1000)
-    parser.add_argument("--changes", type=int, default=10)
+    parser.add_argument("--clients", type=positive_int, default=200, help="simulated Envoys")
+    parser.add_argument("--endpoints", type=positive_int, default=1000, help="registered pods")
+    parser.add_argument(
+        "--changes", type=positive_int, default=10, help="membership changes (join, leave, ...)"
+    )
     parser.add_argument(
         "--protocols", nargs="+", default=["sotw", "delta"], choices=["sotw", "delta"]
     )
+    parser.add_argument(
+        "--settle", type=positive_float, default=1.0, help="seconds after the initial sync"
+    )
+    parser.add_argument(
+        "--change-timeout",
+        type=positive_float,
+        default=30.0,
+        help="seconds a change may take to reach every client (a bound, not an expectation)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=120.0,
+        help="a bound on start-up waits (membership listed, initial sync)",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    del args
+    return None

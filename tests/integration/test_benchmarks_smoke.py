@@ -1,0 +1,324 @@
+"""Every benchmark runs at smoke size, as a user runs it (``python -m benchmarks NAME
+--smoke``), so that none can rot: it must exit 0 within its bound and report every figure
+it is meant to, as a number. A ratio (or a rate per CPU-second) may be n/a (null) only
+where the rule of benchmarks/report.py says so: nothing measurable to divide by. Results go
+to a temporary directory, never over benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from benchmarks import load
+from benchmarks.report import MIN_CPU_S, ratio
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 150  # one smoke run (each takes seconds to tens of seconds)
+CAN_PIN = {0, 1} <= os.sched_getaffinity(0)
+
+
+def run_benchmark(name: str, output_dir: Path, *extra: str) -> dict[str, Any]:
+    """``python -m benchmarks NAME --smoke --output-dir DIR``: its JSON result."""
+    argv = [sys.executable, "-m", "benchmarks", name, "--smoke", "--output-dir", str(output_dir)]
+    done = subprocess.run(
+        [*argv, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stderr[-3000:]}"
+    [result] = output_dir.glob("*.json")
+    figures: dict[str, Any] = json.loads(result.read_text())
+    assert "(saved to" in done.stdout
+    return figures
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def dig(figures: dict[str, Any], path: str) -> Any:
+    value: Any = figures
+    for key in path.split("."):
+        assert isinstance(value, dict) and key in value, f"no {path!r} (missing {key!r})"
+        value = value[key]
+    return value
+
+
+def assert_numbers(figures: dict[str, Any], *paths: str) -> None:
+    for path in paths:
+        value = dig(figures, path)
+        assert is_number(value), f"{path} = {value!r}, not a number"
+
+
+def assert_per_cpu(rate: Any, cpu_s: Any, what: str) -> None:
+    """A rate per CPU-second: a number, or n/a only when the CPU spent was unmeasurable."""
+    assert is_number(cpu_s), f"{what}: CPU seconds {cpu_s!r}"
+    if rate is None:
+        assert cpu_s < MIN_CPU_S, f"{what} is n/a although {cpu_s} CPU-s were measured"
+    else:
+        assert is_number(rate) and rate >= 0, f"{what} = {rate!r}"
+
+
+def assert_ratio(value: Any, numerator: Any, denominator: Any, tiny: float, what: str) -> None:
+    """A ratio is numerator / denominator, or null exactly when the rule says n/a."""
+    expected = ratio(numerator, denominator, tiny)
+    if expected is None:
+        assert value is None, f"{what} = {value!r}; expected n/a ({numerator} / {denominator})"
+    else:
+        assert is_number(value) and math.isclose(value, expected, rel_tol=1e-9), (
+            f"{what} = {value!r}, expected {expected}"
+        )
+        assert value < 1e4, f"{what} = {value}: absurd"
+
+
+def test_load_reports_wsfleet_raw_and_v1_beside_envoy_bare_and_bare(tmp_path: Path) -> None:
+    extra = ("--pin",) if CAN_PIN else ()
+    figures = run_benchmark("load", tmp_path, *extra)
+    rows = {row["target"]: row for row in figures["results"]}
+    assert list(rows) == ["wsfleet raw", "wsfleet v1", "envoy+bare", "bare"]
+    assert rows["wsfleet raw"]["protocol"] == "raw" and rows["wsfleet v1"]["protocol"] == "v1"
+    requested = figures["options"]["connections"]
+    for name, row in rows.items():
+        assert row["connections"] == requested, (name, row["surge"]["errors"])
+        assert_numbers(
+            row,
+            "surge.success",
+            "surge.handshakes_per_s",
+            "surge.latency_s.p50",
+            "surge.latency_s.p99",
+            "sustained.kb_per_connection_total",
+            "echo_rtt_s.p50",
+            "echo_rtt_s.p99",
+            "throughput.messages_per_s",
+            "throughput.server_cpu_s",
+            "fanout.deliveries_per_s",
+            "fanout.server_cpu_s",
+            "keepalive.ping_rtt_s.p50",
+            "keepalive.ping_rtt_s.p99",
+            "keepalive.echo_rtt_s.p50",
+            "keepalive.echo_per_s",
+            "keepalive.server_cores_busy",
+        )
+        assert row["surge"]["success"] == 1.0, (name, row["surge"]["errors"])
+        assert row["throughput"]["messages"] == requested * figures["options"]["messages"]
+        assert row["fanout"]["delivered"] == row["fanout"]["expected"], name
+        assert row["keepalive"]["held"] == figures["options"]["keepalive_held"], name
+        assert row["keepalive"]["pings_lost"] == 0, name
+        assert row["keepalive"]["echo_received"] == row["keepalive"]["echo_sent"] > 0, name
+        assert "ping" in row["keepalive"]["ping_probe"]
+        assert_per_cpu(
+            row["throughput"]["messages_per_cpu_s"],
+            row["throughput"]["server_cpu_s"],
+            f"{name} messages per CPU-s",
+        )
+        assert_per_cpu(
+            row["fanout"]["deliveries_per_cpu_s"],
+            row["fanout"]["server_cpu_s"],
+            f"{name} fan-out per CPU-s",
+        )
+    # wsfleet does enough work at smoke size for its own per-CPU figures
+    for name in ("wsfleet raw", "wsfleet v1"):
+        assert is_number(rows[name]["throughput"]["messages_per_cpu_s"]), name
+
+    assert set(figures["ratios"]) == {"wsfleet raw", "wsfleet v1"}
+    for ours, peers in figures["ratios"].items():
+        assert set(peers) == {"envoy+bare", "bare"}
+        for peer, by_figure in peers.items():
+            assert set(by_figure) == set(load.RATIO_FIGURES)
+            for figure, (path, tiny) in load.RATIO_FIGURES.items():
+                numerator = dig(rows[ours], ".".join(path))
+                denominator = dig(rows[peer], ".".join(path))
+                assert_ratio(
+                    by_figure[figure], numerator, denominator, tiny, f"{ours}/{peer} {figure}"
+                )
+            # the figures that are always measurable at smoke size are never n/a
+            for figure in ("kb_per_connection", "handshakes_per_s", "echo_rtt_p99"):
+                assert is_number(by_figure[figure]), (ours, peer, figure)
+
+    assert figures["pinned"] is CAN_PIN
+    if CAN_PIN:
+        assert figures["cores"] == {"load_generators": [0], "servers": [1]}
+        for name, row in rows.items():
+            assert set(map(tuple, row["affinity"]["servers"].values())) == {(1,)}, name
+            assert set(map(tuple, row["affinity"]["load_generators"])) == {(0,)}, name
+        assert set(rows["wsfleet v1"]["affinity"]["servers"]) >= {
+            "envoy",
+            "sidecar",
+            "backend",
+            "redis",
+            "xds",
+        }
+    assert "sidecar_kb_per_connection" in figures["measured"]
+    assert (tmp_path / "load-rtt.png").exists()
+
+
+def test_envoy_share_measures_every_variant(tmp_path: Path) -> None:
+    figures = run_benchmark("envoy-share", tmp_path)
+    variants = figures["variants"]
+    assert [v["variant"] for v in variants][:2] == ["envoy defaults", "wsfleet (xDS resources)"]
+    assert len(variants) == 10
+    defaults = variants[0]["rss_kb_per_connection"]
+    for variant in variants:
+        assert variant["connections"] == figures["connections"], variant
+        assert_numbers(
+            variant,
+            "rss_kb_per_connection",
+            "allocated_kb_per_connection",
+            "heap_kb_per_connection",
+        )
+        assert_ratio(
+            variant["vs_envoy_defaults"],
+            variant["rss_kb_per_connection"],
+            defaults,
+            0.01,
+            variant["variant"],
+        )
+    tcp = variants[-1]
+    assert tcp["variant"].startswith("tcp_proxy")
+    assert tcp["allocated_kb_per_connection"] < variants[0]["allocated_kb_per_connection"]
+
+
+def test_chaos_kills_pods_under_sdk_clients(tmp_path: Path) -> None:
+    figures = run_benchmark("chaos", tmp_path)
+    assert figures["clients"] == 40
+    assert_numbers(
+        figures,
+        "exact_streams",
+        "reconnected_clients",
+        "first_kill.attempts",
+        "first_kill.peak_to_mean",
+        "second_kill.attempts",
+        "second_kill.peak_to_mean",
+        "handshake_success",
+        "handshake_attempts",
+    )
+    assert figures["reconnected_clients"] > 0
+    assert isinstance(figures["only_killed_pods_clients_reconnected"], bool)
+    assert figures["envoy_counters"], "no Envoy counters"
+    assert (tmp_path / "chaos-reconnects.png").exists()
+
+
+def test_heartbeat_sweep_reports_every_cell(tmp_path: Path) -> None:
+    figures = run_benchmark("heartbeat-sweep", tmp_path)
+    cells = figures["cells"]
+    assert [(c["loss"], c["latency_s"]) for c in cells] == [(0.0, 0.0), (0.05, 0.0)]
+    for cell in cells:
+        assert_numbers(cell, "false_positives", "detection_s", "bound_s", "hold_s")
+        assert cell["clients"] == 10
+
+
+def test_idle_connections_steps_and_ratios(tmp_path: Path) -> None:
+    figures = run_benchmark("idle-connections", tmp_path)
+    results = figures["results"]
+    assert set(results) == {"sidecar", "bare"}
+    for kind, result in results.items():
+        assert [s["held"] for s in result["steps"]] == [40, 80], kind
+        for step in result["steps"]:
+            assert_numbers(
+                step, "kb_per_connection", "handshakes_per_s", "handshake_latency_s.p99", "rss_mb"
+            )
+            assert not step["errors"], (kind, step["errors"])
+        assert_numbers(result, "base_rss_mb", "ping_rtt_s.p50", "ping_rtt_s.p99", "server_cpu_s")
+        assert result["pings_lost"] == 0
+    sidecar, bare = results["sidecar"], results["bare"]
+    ratios = figures["ratios"]
+    for ours, theirs in zip(sidecar["steps"], bare["steps"], strict=True):
+        key = f"kb_per_connection_at_{ours['target']}"
+        assert_ratio(ratios[key], ours["kb_per_connection"], theirs["kb_per_connection"], 0.01, key)
+    assert is_number(ratios["handshakes_per_s_at_first_step"])
+    assert is_number(ratios["ping_rtt_p99"])
+
+
+def test_xds_push_reaches_every_simulated_envoy(tmp_path: Path) -> None:
+    figures = run_benchmark("xds-push", tmp_path)
+    scenarios = figures["scenarios"]
+    assert [s["protocol"] for s in scenarios] == ["sotw", "delta"]
+    for scenario in scenarios:
+        assert scenario["changes"] == 2
+        assert_numbers(
+            scenario,
+            "initial_sync_s",
+            "change_to_first_client_s.p50",
+            "change_to_all_clients_s.p50",
+            "change_to_all_clients_s.max",
+            "server_cpu_per_push_s.mean",
+            "server_rss_mb",
+        )
+        assert scenario["change_to_all_clients_s"]["n"] == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["load", "--connections", "0"], "not a positive whole number"),
+        (["load", "--clients", "5", "--connections", "3"], "more than --connections"),
+        (["heartbeat-sweep", "--settings", "ten/20"], "expected INTERVAL/TIMEOUT"),
+        (["xds-push", "--changes", "two"], "not a whole number"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_reason(argv: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_benchmark_stops_every_process_it_started(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # a long settle keeps it running with its Redis and xDS server up
+    benchmark = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "benchmarks", "xds-push", "--smoke"),
+            *("--settle", "60", "--output-dir", str(tmp_path)),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        parent = psutil.Process(benchmark.pid)
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline:  # until Redis and the xDS server both run
+            children = parent.children(recursive=True)
+            names = " ".join(" ".join(child.cmdline()) for child in children)
+            if "redis-server" in names and " xds " in names:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the benchmark did not start its Redis and xDS server in 60 s")
+        benchmark.send_signal(signum)
+        _, stderr = benchmark.communicate(timeout=60)
+    finally:
+        if benchmark.poll() is None:
+            benchmark.kill()
+            benchmark.wait()
+    assert benchmark.returncode == 128 + signum, stderr
+    assert "stopping every process this benchmark started" in stderr
+    for child in children:  # gone, and reaped by the benchmark (a zombie would be "running")
+        assert not child.is_running(), child
+    assert not list(tmp_path.glob("*.json"))
