@@ -12,12 +12,33 @@ that is counted.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
 SUBPROTOCOL_PREFIX = "bearer."
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_HEADERS: dict[str, Any] = {}  # the few distinct token headers seen, decoded once
+_SIGNATURE_ONLY: Any = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+}
 ALGORITHMS = ("HS256", "RS256", "ES256")
 _KEY_TYPES = {"HS256": "oct", "RS256": "RSA", "ES256": "EC"}
 
@@ -93,6 +114,84 @@ class TokenVerifier:
         self.unknown_kids = 0  # a hint for the key refresher
 
     def verify(self, token: str) -> Identity:
+        """The identity a valid token names; raises :class:`AuthError` for any other."""
+        if self.keys.secret is not None:
+            fast = self._verify_hs256(token, self.keys.secret)
+            if fast is not None:
+                return fast
+        return self._verify_any(token)
+
+    def _verify_hs256(self, token: str, secret: bytes) -> Identity | None:
+        """The fleet's own tokens (HS256 with the shared key, no ``kid``) checked directly,
+        in a fifth of PyJWT's time (this runs on every handshake); the claims go through
+        the same :meth:`_check_claims`. None: not such a token, the general path decides."""
+        if _COMPACT_JWS.fullmatch(token) is None:
+            return None
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        header = _HEADERS.get(header_b64)
+        if header is None:
+            try:
+                header = json.loads(_b64url(header_b64))
+            except (ValueError, RecursionError):
+                return None
+            if not isinstance(header, dict):
+                return None
+            if len(_HEADERS) < 64:
+                _HEADERS[header_b64] = header
+        if header.get("alg") != "HS256" or "kid" in header or header.get("crit"):
+            return None
+        signed = hmac.new(secret, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256)
+        try:
+            signature = _b64url(signature_b64)
+        except ValueError:
+            return None
+        if not hmac.compare_digest(signed.digest(), signature):
+            raise AuthError(401, "bad_signature", "token signature does not verify")
+        try:
+            claims = json.loads(_b64url(payload_b64))
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(claims, dict):
+            return None
+        return Identity(self._check_claims(claims, time.time()), claims)
+
+    def _check_claims(self, claims: dict[str, Any], now: float) -> str:
+        """The subject of signature-checked ``claims`` if they hold now, else AuthError:
+        ``sub`` and ``exp`` required, NumericDates are numbers, ``exp`` past (with leeway)
+        is expired, ``iat`` or ``nbf`` ahead is not yet valid, ``aud`` must name this
+        audience, ``iss`` must be the issuer when one is configured."""
+        leeway = self._leeway_s
+        for name in ("sub", "exp"):
+            if name not in claims:
+                raise AuthError(
+                    401, "invalid", f'invalid token: Token is missing the "{name}" claim'
+                )
+        exp = _numeric_date(claims, "exp")
+        if exp <= now - leeway:
+            raise AuthError(401, "expired", "token expired")
+        if "iat" in claims and _numeric_date(claims, "iat") > now + leeway:
+            raise AuthError(401, "not_yet_valid", "token not yet valid")
+        if "nbf" in claims and _numeric_date(claims, "nbf") > now + leeway:
+            raise AuthError(401, "not_yet_valid", "token not yet valid")
+        if "aud" not in claims:
+            raise AuthError(401, "invalid", "invalid token: no 'aud' claim")
+        audience = claims["aud"]
+        audiences = [audience] if isinstance(audience, str) else audience
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            raise AuthError(403, "wrong_audience", "token is for another audience")
+        if self._audience not in audiences:
+            raise AuthError(403, "wrong_audience", "token is for another audience")
+        if self._issuer is not None:
+            if "iss" not in claims:
+                raise AuthError(401, "invalid", "invalid token: no 'iss' claim")
+            if claims["iss"] != self._issuer:
+                raise AuthError(403, "wrong_issuer", "token is from another issuer")
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not subject:
+            raise AuthError(401, "invalid", "token has no subject")
+        return subject
+
+    def _verify_any(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -101,33 +200,13 @@ class TokenVerifier:
         if algorithm not in ALGORITHMS:
             raise AuthError(401, "bad_algorithm", f"algorithm {algorithm!r} is not accepted")
         key = self._key_for(algorithm, header.get("kid"))
-        options = {"require": ["sub", "exp"]}
-        try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[algorithm],
-                audience=self._audience,
-                issuer=self._issuer,
-                leeway=self._leeway_s,
-                options=options,  # type: ignore[arg-type]
-            )
-        except jwt.ExpiredSignatureError:
-            raise AuthError(401, "expired", "token expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError(401, "not_yet_valid", "token not yet valid") from None
-        except jwt.InvalidAudienceError:
-            raise AuthError(403, "wrong_audience", "token is for another audience") from None
-        except jwt.InvalidIssuerError:
-            raise AuthError(403, "wrong_issuer", "token is from another issuer") from None
+        try:  # PyJWT checks the signature; the claims follow wsfleet's one set of rules
+            claims = jwt.decode(token, key, algorithms=[algorithm], options=_SIGNATURE_ONLY)
         except jwt.InvalidSignatureError:
             raise AuthError(401, "bad_signature", "token signature does not verify") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(401, "invalid", f"invalid token: {exc}") from None
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise AuthError(401, "invalid", "token has no subject")
-        return Identity(subject, claims)
+        return Identity(self._check_claims(claims, time.time()), claims)
 
     def _key_for(self, algorithm: str, kid: object) -> jwt.PyJWK | bytes:
         if kid is not None:
@@ -141,3 +220,18 @@ class TokenVerifier:
         if algorithm == "HS256" and self.keys.secret is not None:
             return self.keys.secret
         raise AuthError(401, "unknown_kid", f"a {algorithm} token must name its key (kid)")
+
+
+def _b64url(segment: str) -> bytes:
+    """Strict base64url (no padding in JWS); raises ValueError on anything else."""
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float:
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AuthError(401, "invalid", f"invalid token: the {name!r} claim must be a number")
+    return float(value)

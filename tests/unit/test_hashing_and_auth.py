@@ -9,6 +9,7 @@ import pytest
 
 from sidecar.auth import AuthError, KeySet, TokenVerifier, find_token
 from sidecar.hashing import pick_backend
+from tests.jwks import SigningKey
 from wsfleet.tokens import mint_token
 
 KEY = b"k" * 64
@@ -48,26 +49,91 @@ def test_a_valid_token_names_its_user() -> None:
     assert identity.user_id == "alice"
 
 
-@pytest.mark.parametrize(
-    ("claims", "key", "reason"),
-    [
-        ({"sub": "a", "aud": "wsfleet", "exp": -60}, KEY, "expired"),
-        ({"sub": "a", "aud": "wsfleet", "exp": 60, "nbf": 60}, KEY, "not_yet_valid"),
-        ({"sub": "a", "aud": "other", "exp": 60}, KEY, "wrong_audience"),
-        ({"sub": "a", "aud": "wsfleet", "exp": 60}, b"x" * 64, "bad_signature"),
-        ({"aud": "wsfleet", "exp": 60}, KEY, "invalid"),
-    ],
-)
-def test_bad_tokens_are_refused_with_a_reason(
-    claims: dict[str, object], key: bytes, reason: str
-) -> None:
-    """Times in ``claims`` are offsets from now, in seconds."""
+RSA = SigningKey.rsa("rsa-1")
+BAD_CLAIMS = [  # times are offsets from now, in seconds
+    ({"sub": "a", "aud": "wsfleet", "exp": -60}, "expired"),
+    ({"sub": "a", "aud": "wsfleet", "exp": 60, "nbf": 60}, "not_yet_valid"),
+    ({"sub": "a", "aud": "wsfleet", "exp": 60, "iat": 60}, "not_yet_valid"),
+    ({"sub": "a", "aud": "other", "exp": 60}, "wrong_audience"),
+    ({"sub": "a", "aud": ["x", "y"], "exp": 60}, "wrong_audience"),
+    ({"sub": "a", "aud": 5, "exp": 60}, "wrong_audience"),
+    ({"sub": "a", "exp": 60}, "invalid"),
+    ({"aud": "wsfleet", "exp": 60}, "invalid"),
+    ({"sub": "a", "aud": "wsfleet"}, "invalid"),
+    ({"sub": 7, "aud": "wsfleet", "exp": 60}, "invalid"),
+    ({"sub": "", "aud": "wsfleet", "exp": 60}, "invalid"),
+    ({"sub": "a", "aud": "wsfleet", "exp": "never"}, "invalid"),
+    ({"sub": "a", "aud": "wsfleet", "exp": True}, "invalid"),
+    ({"sub": "a", "aud": "wsfleet", "exp": 60, "iss": "elsewhere"}, "wrong_issuer"),
+]
+
+
+def _timed(claims: dict[str, object]) -> dict[str, object]:
     now = time.time()
-    timed = {k: now + v if k in ("exp", "nbf") else v for k, v in claims.items()}  # type: ignore[operator]
-    token = jwt.encode(timed, key, algorithm="HS256")
+    return {
+        k: now + v if k in ("exp", "nbf", "iat") and isinstance(v, int) and v is not True else v
+        for k, v in claims.items()
+    }
+
+
+@pytest.mark.parametrize(("claims", "reason"), BAD_CLAIMS)
+def test_bad_claims_are_refused_with_the_same_reason_on_every_path(
+    claims: dict[str, object], reason: str
+) -> None:
+    """The fleet's HS256 tokens (checked directly) and JWKS tokens (PyJWT checks the
+    signature) follow one set of claim rules."""
+    timed = _timed(claims)
+    verifier = TokenVerifier(
+        KeySet(secret=KEY, by_kid={"rsa-1": jwt.PyJWK(RSA.jwk())}), "wsfleet", "wsfleet-local"
+    )
+    if "iss" not in timed and reason != "wrong_issuer":
+        timed["iss"] = "wsfleet-local"
+    for token in (
+        jwt.encode(timed, KEY, algorithm="HS256"),
+        jwt.encode(timed, RSA.private, algorithm="RS256", headers={"kid": "rsa-1"}),
+    ):
+        with pytest.raises(AuthError) as caught:
+            verifier.verify(token)
+        assert caught.value.reason == reason, (token, caught.value.message)
+
+
+def test_an_issuer_is_required_when_one_is_configured() -> None:
+    token = jwt.encode(_timed({"sub": "a", "aud": "wsfleet", "exp": 60}), KEY, algorithm="HS256")
+    with pytest.raises(AuthError) as caught:
+        TokenVerifier(KeySet(secret=KEY), "wsfleet", "wsfleet-local").verify(token)
+    assert caught.value.reason == "invalid"
+
+
+def test_a_wrong_key_or_a_changed_payload_fails_the_signature() -> None:
+    good = mint_token(KEY, "alice")
+    header, payload, signature = good.split(".")
+    forged_payload = jwt.utils.base64url_encode(
+        jwt.utils.base64url_decode(payload).replace(b"alice", b"mallo")
+    ).decode()
+    for token in (mint_token(b"x" * 64, "alice"), f"{header}.{forged_payload}.{signature}"):
+        with pytest.raises(AuthError) as caught:
+            TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(token)
+        assert caught.value.reason == "bad_signature"
+
+
+def test_the_fleets_own_tokens_are_verified_without_pyjwt(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = mint_token(KEY, "alice")
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("PyJWT was used")
+
+    monkeypatch.setattr(jwt, "decode", refuse)
+    assert TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(token).user_id == "alice"
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "a.b", "a.b.c.d", "!!.??.**", "e30.e30.", "W10.e30.sig", "eyJhbGciOiJIUzI1NiJ9.x.y"],
+)
+def test_malformed_tokens_are_refused_not_crashed_on(token: str) -> None:
     with pytest.raises(AuthError) as caught:
         TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(token)
-    assert caught.value.reason == reason
+    assert caught.value.status == 401
 
 
 def test_an_unsigned_token_is_refused() -> None:
