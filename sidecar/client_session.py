@@ -52,7 +52,6 @@ class ClientSession:
         "_limits",
         "_persisted",
         "_queue",
-        "_ready",
         "_writer",
         "backend_last_id",
         "channel",
@@ -93,7 +92,6 @@ class ClientSession:
         self._writer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self._persisted: asyncio.Event | None = None
-        self._ready = asyncio.Event()  # set once the welcome and any replay are sent
         self._limits = gateway.new_limits()
 
     @property
@@ -153,7 +151,6 @@ class ClientSession:
             self._persisted.set()
 
     async def _flush(self) -> None:
-        await self._ready.wait()
         queue = self._queue
         assert queue is not None
         traffic = self._gateway.metrics.traffic
@@ -333,7 +330,8 @@ async def open_session(
             await channel.send(frame, False, entry.seq)
         if entries:
             gateway.metrics.replayed.inc(len(entries))
-    session._ready.set()
+    # only now does the backend hear of the session: nothing it sends can overtake the
+    # welcome and the replay
     session.link.open(
         SessionInfo(
             session_id=session_id,

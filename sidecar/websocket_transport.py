@@ -86,6 +86,24 @@ async def _receive(ws: web.WebSocketResponse, session: ClientSession) -> None:
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
+    accepted = await _accept(request)
+    if isinstance(accepted, web.Response):
+        return accepted
+    ws, session = accepted
+    try:
+        await _receive(ws, session)
+    finally:
+        if session.close_code is None:
+            session.close_code = ws.close_code or 1006
+        session.finish()
+    return ws
+
+
+async def _accept(
+    request: web.Request,
+) -> web.Response | tuple[web.WebSocketResponse, ClientSession]:
+    """The handshake: a refusal, or the socket and its session. Its own frame, so that an
+    idle connection keeps none of what the handshake needed (token claims, offers)."""
     gateway = request.app[GATEWAY_KEY]
     try:
         admission = await gateway.admit(request, TRANSPORT)
@@ -112,11 +130,4 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     session = await open_session(
         gateway, request, admission, WebSocketChannel(ws, request), TRANSPORT, v1
     )
-    del admission  # an idle connection keeps only what it needs (not the token's claims)
-    try:
-        await _receive(ws, session)
-    finally:
-        if session.close_code is None:
-            session.close_code = ws.close_code or 1006
-        session.finish()
-    return ws
+    return ws, session
