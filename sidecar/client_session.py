@@ -17,7 +17,15 @@ import structlog
 from aiohttp import web
 
 from sidecar.backend_bridge import BackendLink, SessionInfo
-from sidecar.core import CloseCode, InboundVerdict, Outgoing, PushResult, SendQueue, envelope
+from sidecar.core import (
+    CloseCode,
+    InboundVerdict,
+    Outgoing,
+    PushResult,
+    SendQueue,
+    TokenBucket,
+    envelope,
+)
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
 from sidecar.gateway import Admission, Gateway
 from sidecar.replay_store import Entry, ReplayStoreUnavailable
@@ -25,6 +33,9 @@ from sidecar.replay_store import Entry, ReplayStoreUnavailable
 log = structlog.get_logger()
 
 CLOSE_TIMEOUT_S = 2.0
+BAD_FRAME_BURST = 10.0  # frames that are not v1 a client may send in a row ...
+BAD_FRAMES_PER_S = 1.0  # ... and after that, one a second; beyond: close 1007
+PONG = envelope.pong().encode()
 
 
 class Channel(Protocol):
@@ -47,6 +58,7 @@ class ClientSession:
     """A client connection as the gateway sees it; the backend's ``SessionSink``."""
 
     __slots__ = (
+        "_bad_frames",
         "_closing",
         "_gateway",
         "_limits",
@@ -93,6 +105,7 @@ class ClientSession:
         self._closing: asyncio.Task[None] | None = None
         self._persisted: asyncio.Event | None = None
         self._limits = gateway.new_limits()
+        self._bad_frames: TokenBucket | None = None  # made at the first bad frame
 
     @property
     def v1(self) -> bool:
@@ -105,8 +118,6 @@ class ClientSession:
     ) -> None:
         if self.close_code is not None:
             return
-        gateway = self._gateway
-        now = asyncio.get_running_loop().time()
         if self.sequencer is not None:
             seq = self.sequencer.assign()
             frame = Outgoing(
@@ -116,9 +127,17 @@ class ClientSession:
                 coalesce_key or None,
                 seq,
             )
-            gateway.replay.persist(self, Entry(self.session_id, seq, data, binary, message_id))
+            self._gateway.replay.persist(
+                self, Entry(self.session_id, seq, data, binary, message_id)
+            )
         else:
             frame = Outgoing(data, binary, droppable, coalesce_key or None)
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: Outgoing) -> None:
+        """Queue a frame for the client (the one way out: bounded, shed, cut when stuck)."""
+        gateway = self._gateway
+        now = asyncio.get_running_loop().time()
         if self._queue is None:
             settings = gateway.settings
             self._queue = SendQueue(
@@ -188,25 +207,9 @@ class ClientSession:
         traffic = metrics.traffic
         traffic.messages_in += 1
         traffic.bytes_in += len(data)
-        cseq = 0
-        if self.sequencer is not None:
-            try:
-                parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
-            except envelope.EnvelopeError as exc:
-                self._notice(f"bad_frame: {exc}")
-                return True
-            cseq, data, binary = parsed.cseq, parsed.data, parsed.binary
-            if cseq < 0:  # an application-level ping
-                task = asyncio.ensure_future(self.channel.send(envelope.pong().encode(), False, 0))
-                task.add_done_callback(lambda done: done.exception())
-                return True
-            if not self.sequencer.accept_client(cseq):
-                metrics.drops.labels("duplicate").inc()
-                return True
-            if cseq:
-                gateway.replay.record_cseq(self.session_id, cseq)
-        if self._limits is not None:
-            verdict = self._limits.check(len(data), asyncio.get_running_loop().time())
+        now = asyncio.get_running_loop().time()
+        if self._limits is not None:  # every frame counts: messages, pings, bad frames
+            verdict = self._limits.check(len(data), now)
             if verdict is InboundVerdict.CLOSE:
                 metrics.rate_limited.labels("close").inc()
                 await self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
@@ -215,16 +218,40 @@ class ClientSession:
                 metrics.rate_limited.labels("drop").inc()
                 self._notice("rate_limited")
                 return True
+        cseq = 0
+        if self.sequencer is not None:
+            try:
+                parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
+            except envelope.EnvelopeError as exc:
+                if self._bad_frame_allowed(now):
+                    self._notice(f"bad_frame: {exc}")
+                    return True
+                metrics.rate_limited.labels("bad_frames").inc()
+                await self.close(CloseCode.INVALID_PAYLOAD, "too many bad frames")
+                return False
+            cseq, data, binary = parsed.cseq, parsed.data, parsed.binary
+            if cseq < 0:  # an application-level ping: pongs queued meanwhile coalesce
+                self._enqueue(Outgoing(PONG, False, True, "pong"))
+                return True
+            if not self.sequencer.accept_client(cseq):
+                metrics.drops.labels("duplicate").inc()
+                return True
+            if cseq:
+                gateway.replay.record_cseq(self.session_id, cseq)
         await self.link.send(self.session_id, data, binary, seq=cseq)
         return True
 
+    def _bad_frame_allowed(self, now: float) -> bool:
+        """Whether one more frame that is not v1 is within this client's budget."""
+        if self._bad_frames is None:
+            self._bad_frames = TokenBucket(BAD_FRAMES_PER_S, BAD_FRAME_BURST)
+        return self._bad_frames.take(1, now)
+
     def _notice(self, reason: str) -> None:
+        """Tell the client something, through the send queue: notices of a kind coalesce,
+        and are shed first when the client reads slowly."""
         text = envelope.notice(reason).encode()
-        if self.sequencer is None:
-            self.deliver(text, False, True, "notice:" + reason.split(":")[0])
-        elif self._queue is None or len(self._queue) < 100:
-            task = asyncio.ensure_future(self.channel.send(text, False, 0))
-            task.add_done_callback(lambda done: done.exception())
+        self._enqueue(Outgoing(text, False, True, "notice:" + reason.split(":")[0]))
 
     # -- liveness and closing ----------------------------------------------------------
 

@@ -21,6 +21,9 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     """The gateway is shutting down now, with no drain: reconnect with backoff."""
 
+    INVALID_PAYLOAD = 1007
+    """The client kept sending frames that are not protocol v1 (past its bad-frame budget)."""
+
     POLICY_VIOLATION = 1008
     """Auth failed, a quota is used up or the client sent too fast: reconnecting at once
     does not help."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from typing import Any
 
 import aiohttp
 import psutil
@@ -385,3 +386,78 @@ async def test_a_websocket_backend_gets_the_session_and_relays_both_ways(fleet_f
                 await other.close()
     finally:
         await runner.cleanup()
+
+
+async def _v1(fleet: LocalFleet, session: aiohttp.ClientSession, user: str) -> Any:
+    ws = await session.ws_connect(
+        f"{fleet.client_url}?user={user}&protocol=v1",
+        headers={"Authorization": f"Bearer {fleet.token(user)}"},
+    )
+    welcome = json.loads((await ws.receive(timeout=5)).data)
+    assert welcome["type"] == "welcome"
+    return ws
+
+
+async def _until_closed(ws: Any) -> list[dict[str, Any]]:
+    """The frames received until the close (whose reason must say why)."""
+    frames = []
+    while True:
+        message = await ws.receive(timeout=30)
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            assert message.type is aiohttp.WSMsgType.CLOSE, message
+            assert message.extra, "a close with no reason"
+            return frames
+        frames.append(json.loads(message.data))
+
+
+async def test_v1_pings_and_bad_frames_count_against_the_rate_limit(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1, sidecar_args=("--messages-per-second", "5", "--message-burst", "5")
+    )
+    async with unlimited_session() as session:
+        for frame in ('{"type": "ping"}', "not json"):
+            ws = await _v1(fleet, session, "pinger")
+            for _ in range(2000):
+                if ws.closed:
+                    break
+                await ws.send_str(frame)
+            answers = await _until_closed(ws)
+            assert ws.close_code == 1008, (frame, ws.close_code)
+            assert len(answers) <= 5, answers  # at most the burst was answered
+
+
+async def test_a_v1_client_is_closed_with_1007_past_its_bad_frame_budget(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    async with unlimited_session() as session:
+        ws = await _v1(fleet, session, "garbler")
+        for _ in range(200):
+            if ws.closed:
+                break
+            await ws.send_str("[[[not a v1 frame")
+        answers = await _until_closed(ws)
+        assert ws.close_code == 1007
+        # notices of one kind coalesce while queued; the budget is 10, then one a second
+        assert len(answers) <= 200 - 190
+        assert all(a == answers[0] for a in answers)
+        assert all(a["type"] == "notice" and a["reason"].startswith("bad_frame") for a in answers)
+
+
+async def test_a_ping_flood_that_never_reads_pongs_keeps_memory_flat(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    sidecar = fleet.info.sidecars["sidecar-1"]
+    process = psutil.Process(sidecar.child.pid)
+    async with unlimited_session() as session:
+        bystander, _ = await open_ws(fleet, session, "bystander")
+        baseline = process.memory_info().rss
+        flooder = await _v1(fleet, session, "flooder")
+        sent = 0
+        for _ in range(100_000):  # pongs are never read by this client
+            if flooder.closed:
+                break
+            await flooder.send_str('{"type":"ping"}')
+            sent += 1
+        grown_mb = (process.memory_info().rss - baseline) / 2**20
+        assert grown_mb < 30, f"sidecar grew {grown_mb:.1f} MB after {sent} pings"
+        await bystander.send_str("still here")
+        assert (await bystander.receive(timeout=10)).data == "still here"
+        await bystander.close()
