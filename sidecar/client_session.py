@@ -24,6 +24,7 @@ from sidecar.core import (
     PushResult,
     SendQueue,
     TokenBucket,
+    backend_close,
     envelope,
 )
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
@@ -193,7 +194,8 @@ class ClientSession:
         return (len(self._queue), self._queue.bytes_queued) if self._queue else (0, 0)
 
     def close_requested(self, code: int, reason: str) -> None:
-        self.cut(code, reason)
+        """The backend ends the session (its code checked: only codes a server may send)."""
+        self.cut(*backend_close(code, reason))
 
     def rebind(self, link: BackendLink) -> None:
         self.link = link

@@ -158,9 +158,16 @@ class Gateway:
             identity = self.verifier.verify(token)
         except AuthError as exc:
             raise Refusal(exc.status, exc.reason, exc.message) from None
-        hashed_user = request.headers.get(settings.user_header) or request.query.get(
-            settings.user_query_parameter
-        )
+        header_user = request.headers.get(settings.user_header)
+        query_user = request.query.get(settings.user_query_parameter)
+        if header_user is not None and query_user is not None and header_user != query_user:
+            raise Refusal(
+                400,
+                "user_ambiguous",
+                f"{settings.user_header} and ?{settings.user_query_parameter}= name "
+                "different users",
+            )
+        hashed_user = header_user if header_user is not None else query_user  # Envoy's order
         if hashed_user != identity.user_id:
             raise Refusal(
                 403,

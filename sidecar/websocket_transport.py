@@ -12,7 +12,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from sidecar.client_session import ClientSession, open_session
-from sidecar.core import envelope
+from sidecar.core import envelope, fit_reason
 from sidecar.gateway import GATEWAY_KEY, Refusal
 from wsfleet.headers import POD_HEADER
 
@@ -41,7 +41,7 @@ class WebSocketChannel:
             )
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=reason.encode()[:123])
+        await self._ws.close(code=code, message=fit_reason(reason).encode())
 
     def abort(self) -> None:
         transport = self._request.transport

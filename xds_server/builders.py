@@ -184,14 +184,18 @@ def route_entry(route: Route, policy: Policy) -> Spec:
 
 
 def hash_policy(key: HashKey) -> list[Spec]:
-    """Hash on every place the user id may be; absent ones are skipped by Envoy."""
+    """Hash on the first place the user id is found, in this order: header, query, cookie.
+
+    Each policy is terminal: Envoy otherwise combines every one present into the hash, so
+    a client with a valid ``x-user-id`` could pick its gateway by varying ``?user=``. The
+    gateway checks the same value, in the same order, against the token's subject."""
     policies: list[Spec] = []
     if key.header:
-        policies.append({"header": {"header_name": key.header}})
+        policies.append({"header": {"header_name": key.header}, "terminal": True})
     if key.query_parameter:
-        policies.append({"query_parameter": {"name": key.query_parameter}})
+        policies.append({"query_parameter": {"name": key.query_parameter}, "terminal": True})
     if key.cookie:
-        policies.append({"cookie": {"name": key.cookie}})
+        policies.append({"cookie": {"name": key.cookie}, "terminal": True})
     return policies
 
 

@@ -11,7 +11,13 @@ classes with a fake clock. Nothing here imports asyncio, aiohttp, redis or grpc.
 - :mod:`sidecar.core.drain`: the pace of closing a pod's connections over a time budget.
 """
 
-from sidecar.core.close_codes import CloseCode, parse_retry_hint, retry_hint_reason
+from sidecar.core.close_codes import (
+    CloseCode,
+    backend_close,
+    fit_reason,
+    parse_retry_hint,
+    retry_hint_reason,
+)
 from sidecar.core.drain import DrainPlan, DrainProgress
 from sidecar.core.heartbeat import HeartbeatPolicy, HeartbeatSchedule
 from sidecar.core.rate_limit import InboundLimits, InboundVerdict, TokenBucket
@@ -29,6 +35,8 @@ __all__ = [
     "PushResult",
     "SendQueue",
     "TokenBucket",
+    "backend_close",
+    "fit_reason",
     "parse_retry_hint",
     "retry_hint_reason",
 ]

@@ -56,8 +56,25 @@ def retry_hint_reason(reason: str, retry_after_ms: int) -> str:
         raise ValueError(f"retry_after_ms={retry_after_ms} does not fit a close reason")
     suffix = "; " + hint
     room = MAX_REASON_BYTES - len(suffix)
-    text = reason.encode()[: max(0, room)].decode(errors="ignore")
+    text = reason.encode()[: max(0, room)].decode(errors="ignore")  # a character boundary
     return text + suffix if text else hint
+
+
+BACKEND_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012, 1013, 1014})
+
+
+def backend_close(code: int, reason: str) -> tuple[int, str]:
+    """A backend's close request as it may go on the wire: a code a server may send
+    (1000, 1001, 1008, 1011-1014, or 3000-4999; anything else becomes 1011, keeping the
+    code in the reason) and a reason cut on a character boundary to fit the frame."""
+    if code not in BACKEND_CLOSE_CODES and not 3000 <= code <= 4999:
+        reason, code = f"backend sent close code {code}: {reason}", CloseCode.INTERNAL_ERROR
+    return int(code), fit_reason(reason)
+
+
+def fit_reason(reason: str) -> str:
+    """``reason`` cut on a character boundary to at most :data:`MAX_REASON_BYTES` of UTF-8."""
+    return reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
 
 
 def parse_retry_hint(reason: str) -> int | None:

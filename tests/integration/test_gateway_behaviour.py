@@ -461,3 +461,18 @@ async def test_a_ping_flood_that_never_reads_pongs_keeps_memory_flat(fleet_facto
         await bystander.send_str("still here")
         assert (await bystander.receive(timeout=10)).data == "still here"
         await bystander.close()
+
+
+async def test_a_backend_close_code_a_server_may_not_send_becomes_1011(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    async with unlimited_session() as session:
+        for asked, sent, reason in (
+            (4001, 4001, "kicked"),
+            (1005, 1011, "backend sent close code 1005: kicked"),
+            (70000, 1011, "backend sent close code 70000: kicked"),
+        ):
+            ws, _ = await open_ws(fleet, session, f"closer-{asked}")
+            await ws.send_str(f"/close {asked} kicked")
+            message = await ws.receive(timeout=10)
+            assert message.type is aiohttp.WSMsgType.CLOSE
+            assert (message.data, message.extra) == (sent, reason)

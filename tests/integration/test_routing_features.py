@@ -95,3 +95,30 @@ async def test_the_standby_region_takes_users_only_when_the_primary_is_gone(
 
 async def _hosts_are(fleet: LocalFleet, expected: set[str]) -> bool:
     return set(await cluster_hosts(fleet, "gateways")) == expected
+
+
+async def test_a_client_cannot_choose_its_gateway_by_varying_the_hash_key(fleet_factory) -> None:
+    """Envoy hashes the first key present (header, then query); the gateway checks that same
+    value and refuses a header and a query that disagree."""
+    fleet: LocalFleet = await fleet_factory(sidecars=2)
+    token = fleet.token("alice")
+    async with unlimited_session() as session:
+
+        async def attempt(query_user: str | None) -> tuple[int, str]:
+            query = f"?user={query_user}" if query_user else ""
+            try:
+                ws = await session.ws_connect(
+                    fleet.client_url + query,
+                    headers={"Authorization": f"Bearer {token}", "x-user-id": "alice"},
+                )
+            except aiohttp.WSServerHandshakeError as refused:
+                return refused.status, ""
+            pod = ws._response.headers.get("x-wsfleet-pod", "") if ws._response else ""
+            await ws.close()
+            return 101, pod
+
+        home = await attempt(None)
+        assert home[0] == 101
+        assert await attempt("alice") == home
+        for n in range(16):
+            assert await attempt(f"mallory-{n}") == (400, "")

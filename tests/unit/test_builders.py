@@ -165,3 +165,18 @@ def test_drained_pods_stay_in_eds_as_draining() -> None:
         for endpoint in locality["lb_endpoints"]
     }
     assert health == {"p-serving": "HEALTHY", "p-draining": "DRAINING", "p-drained": "DRAINING"}
+
+
+def test_each_hash_policy_is_terminal_so_the_first_key_present_decides() -> None:
+    resources = build_resources(parse_policy(default_policy_text()), {})
+    routes = [
+        route
+        for config in resources[T.ROUTE].values()
+        for host in config["virtual_hosts"]
+        for route in host["routes"]
+    ]
+    policies = [p for route in routes for p in route["route"]["hash_policy"]]
+    assert policies and all(p["terminal"] is True for p in policies)
+    assert [next(iter(k for k in p if k != "terminal")) for p in routes[0]["route"]["hash_policy"]][
+        :2
+    ] == ["header", "query_parameter"]

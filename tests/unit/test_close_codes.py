@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from sidecar.core.close_codes import (
     MAX_REASON_BYTES,
     CloseCode,
+    backend_close,
+    fit_reason,
     parse_retry_hint,
     retry_hint_reason,
 )
@@ -69,3 +71,21 @@ def test_any_reason_with_a_hint_fits_a_close_frame_and_parses_back(reason: str, 
     text = retry_hint_reason(reason, ms)
     assert len(text.encode()) <= MAX_REASON_BYTES
     assert parse_retry_hint(text) == ms
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1008, 1011, 1012, 1013, 1014, 3000, 4001, 4999])
+def test_a_backend_may_close_with_a_code_a_server_may_send(code: int) -> None:
+    assert backend_close(code, "bye") == (code, "bye")
+
+
+@pytest.mark.parametrize("code", [0, 999, 1002, 1004, 1005, 1006, 1015, 2999, 5000, 70000])
+def test_any_other_backend_code_becomes_1011_and_is_named_in_the_reason(code: int) -> None:
+    sent, reason = backend_close(code, "bye")
+    assert sent == 1011 and reason == f"backend sent close code {code}: bye"
+
+
+@given(st.text())
+def test_a_reason_is_cut_to_the_frame_on_a_character_boundary(reason: str) -> None:
+    cut = fit_reason(reason)
+    assert len(cut.encode()) <= MAX_REASON_BYTES
+    assert reason.startswith(cut) or not reason

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
-CLIENT_SIDE_REFUSALS = frozenset({"accepted", "user_quota", "user_mismatch", "missing_token"})
+CLIENT_SIDE_REFUSALS = frozenset(
+    {"accepted", "user_quota", "user_mismatch", "user_ambiguous", "missing_token"}
+)
 POLL_S = 0.5
 DRAIN_OVERRUN_S = 15.0  # how long past the budget a blue drain may take before it is an error
 
