@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
+
+from wsfleet.redis_scripts import PipelinedScript
 
 log = structlog.get_logger()
 
@@ -64,7 +65,6 @@ class ReplayStore:
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._ns = namespace
-        self._persist_sha = hashlib.sha1(PERSIST_LUA.encode()).hexdigest()
         self.max_messages = max_messages
         self.max_age_ms = max(1, int(max_age_s * 1000))
 
@@ -143,11 +143,21 @@ class ReplayStore:
         for entry in entries:
             by_session.setdefault(entry.session_id, []).append(entry)
         sessions = list(by_session.keys() | cseqs.keys())
+        calls = []
+        for session_id in sessions:
+            mine = by_session.get(session_id, [])
+            args: list[bytes | int | str] = [
+                self.max_age_ms,
+                self.max_messages,
+                max((e.seq for e in mine), default=0),
+                max((e.message_id for e in mine), default=0),
+                cseqs.get(session_id, 0),
+            ]
+            for entry in mine:
+                args += [f"{entry.seq}-1", entry.data, int(entry.binary), entry.message_id]
+            calls.append(((self._stream_key(session_id), self._session_key(session_id)), args))
         try:
-            results = await self._run_persist(sessions, by_session, cseqs)
-            if any(isinstance(r, NoScriptError) for r in results):
-                await self._redis.script_load(PERSIST_LUA)  # Redis restarted or flushed
-                results = await self._run_persist(sessions, by_session, cseqs)
+            results = await _PERSIST.run(self._redis, calls)
         except (RedisError, OSError) as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
         refused = set()
@@ -157,25 +167,6 @@ class ReplayStore:
             if result:
                 refused.add(session_id)
         return refused
-
-    async def _run_persist(
-        self, sessions: list[str], by_session: dict[str, list[Entry]], cseqs: dict[str, int]
-    ) -> list[object]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id in sessions:
-                mine = by_session.get(session_id, [])
-                args: list[bytes | int | str] = [
-                    self.max_age_ms,
-                    self.max_messages,
-                    max((e.seq for e in mine), default=0),
-                    max((e.message_id for e in mine), default=0),
-                    cseqs.get(session_id, 0),
-                ]
-                for entry in mine:
-                    args += [f"{entry.seq}-1", entry.data, int(entry.binary), entry.message_id]
-                keys = (self._stream_key(session_id), self._session_key(session_id))
-                pipe.evalsha(self._persist_sha, 2, *keys, *args)
-            return cast(list[object], await pipe.execute(raise_on_error=False))
 
 
 # KEYS: the session's stream, its hash. ARGV: max age (ms), max entries, the batch's last
@@ -198,6 +189,7 @@ if ARGV[5] ~= '0' then redis.call('HSET', KEYS[2], 'last_cseq', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return refused
 """
+_PERSIST = PipelinedScript(PERSIST_LUA)
 
 
 class PersistWatcher(Protocol):

@@ -12,13 +12,13 @@ Expiry is left to Redis (key TTL), so no two clocks are ever compared.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from wsfleet.redis_scripts import PipelinedScript
 from wsfleet.registry.base import (
     ConnectionRecord,
     PodRecord,
@@ -28,7 +28,7 @@ from wsfleet.registry.base import (
 # Record a connection unless its user already holds the maximum (0: no maximum, and no
 # check at all: O(1)). With a maximum, the user's set is pruned of connections whose
 # records expired, so a crashed pod's connections stop counting after their TTL.
-_ADD_CONNECTION = """
+_ADD_CONNECTION_LUA = """
 local limit = tonumber(ARGV[2])
 if limit > 0 then
   local live = 0
@@ -51,6 +51,7 @@ redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return 1
 """
+_ADD_CONNECTION = PipelinedScript(_ADD_CONNECTION_LUA)
 
 
 class RedisRegistry:
@@ -69,7 +70,6 @@ class RedisRegistry:
         )
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._ns = namespace
-        self._add_sha = hashlib.sha1(_ADD_CONNECTION.encode()).hexdigest()
 
     def _pod_key(self, pod_id: str) -> str:
         return f"{self._ns}:pod:{pod_id}"
@@ -176,11 +176,25 @@ class RedisRegistry:
         if not records:
             return set()
         ttl_ms = max(1, int(ttl_s * 1000))
+        calls = [
+            (
+                (
+                    self._user_key(record.user_id),
+                    self._conn_key(record.connection_id),
+                    self._pod_conns_key(record.shard),
+                ),
+                (
+                    record.connection_id,
+                    max_per_user,
+                    ttl_ms,
+                    f"{self._ns}:conn:",
+                    *(item for pair in record.to_fields().items() for item in pair),
+                ),
+            )
+            for record in records
+        ]
         try:
-            results = await self._pipelined_adds(records, ttl_ms, max_per_user)
-            if any(isinstance(r, NoScriptError) for r in results):
-                await self._redis.script_load(_ADD_CONNECTION)  # Redis restarted or flushed
-                results = await self._pipelined_adds(records, ttl_ms, max_per_user)
+            results = await _ADD_CONNECTION.run(self._redis, calls)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
         refused = set()
@@ -190,21 +204,6 @@ class RedisRegistry:
             if not result:
                 refused.add(record.connection_id)
         return refused
-
-    async def _pipelined_adds(
-        self, records: list[ConnectionRecord], ttl_ms: int, max_per_user: int
-    ) -> list[object]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                fields = [item for pair in record.to_fields().items() for item in pair]
-                keys = (
-                    self._user_key(record.user_id),
-                    self._conn_key(record.connection_id),
-                    self._pod_conns_key(record.shard),
-                )
-                args = (record.connection_id, max_per_user, ttl_ms, f"{self._ns}:conn:")
-                pipe.evalsha(self._add_sha, 3, *keys, *args, *fields)
-            return cast(list[object], await pipe.execute(raise_on_error=False))
 
     async def remove_connections(self, records: list[ConnectionRecord]) -> None:
         if not records:
