@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 
 from benchmarks import processes
-from benchmarks.options import positive_float, positive_int
 from benchmarks.report import publish, ratio, table
+from wsfleet.arg_types import positive_float, positive_int
 from wsfleet.chaos.reconnects import peak_to_mean
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.launcher.ports import free_port

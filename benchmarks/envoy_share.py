@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load import Target, _close, _read, _spawn, _static_envoy_config, start_envoy
-from benchmarks.options import non_negative_float, positive_float, positive_int
 from benchmarks.report import fmt_ratio, per, publish, ratio, table
+from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.ports import free_port
 from wsfleet.readiness import wait_ready

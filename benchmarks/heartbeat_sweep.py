@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.options import fraction, non_negative_float, positive_float, positive_int
 from benchmarks.report import publish, table
+from wsfleet.arg_types import fraction, non_negative_float, positive_float, positive_int
 from wsfleet.chaos.faults import Faults
 from wsfleet.chaos.proxy import FaultProxy
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet

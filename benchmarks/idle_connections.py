@@ -23,8 +23,8 @@ from typing import Any
 import psutil
 
 from benchmarks import processes
-from benchmarks.options import non_negative_float, positive_float, positive_int
 from benchmarks.report import fmt_ratio, ms, per, publish, ratio, summary, table
+from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis
 from wsfleet.launcher.ports import free_port

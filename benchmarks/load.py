@@ -50,7 +50,6 @@ import aiohttp
 import psutil
 
 from benchmarks import processes
-from benchmarks.options import non_negative_float, non_negative_int, positive_float, positive_int
 from benchmarks.report import (
     MIN_CPU_S,
     fmt_ratio,
@@ -61,6 +60,7 @@ from benchmarks.report import (
     summary,
     table,
 )
+from wsfleet.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
 from wsfleet.launcher.children import Supervisor
 from wsfleet.launcher.envoy_bootstrap import envoy_binary
 from wsfleet.launcher.fleet import FleetOptions, LocalFleet

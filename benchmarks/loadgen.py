@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
-from benchmarks.options import non_negative_float, positive_float, positive_int
+from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.tokens import mint_token, read_auth_key
 
 ANSWER_TIMEOUT_S = 5.0  # a pong or an echo later than this is counted lost

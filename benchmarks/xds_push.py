@@ -22,9 +22,9 @@ import aiohttp
 import psutil
 
 from benchmarks.ads_client import SimulatedEnvoy
-from benchmarks.options import positive_float, positive_int
 from benchmarks.report import ms, publish, summary, table
 from wsfleet.admin_auth import ensure_admin_token, read_admin_token
+from wsfleet.arg_types import positive_float, positive_int
 from wsfleet.launcher.children import Child, Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis
 from wsfleet.launcher.ports import free_port

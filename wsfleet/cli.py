@@ -19,6 +19,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from wsfleet.arg_types import non_negative_float, port, positive_float, positive_int
 from wsfleet.errors import ConfigError, WsfleetError
 from wsfleet.settings import DEFAULT_STATE_DIR, SidecarSettings, default_pod_id
 
@@ -31,42 +32,15 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {value}")
-    return value
-
-
 def _fraction(text: str) -> float:
-    value = _non_negative_float(text)
+    value = non_negative_float(text)
     if value >= 1:
         raise argparse.ArgumentTypeError(f"must be below 1, not {value}")
     return value
 
 
 def _loopback_target(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
+    host, _, number = text.rpartition(":")
     host = host.strip("[]")
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -74,17 +48,7 @@ def _loopback_target(text: str) -> tuple[str, int]:
         loopback = False
     if not loopback:
         raise argparse.ArgumentTypeError(f"{text!r}: the target must be HOST:PORT on loopback")
-    return host, _port(port)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return value
+    return host, port(number)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,12 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser(
         "up", help="run the local fleet (Redis, xDS, Envoy, sidecars, backend)"
     )
+    up.add_argument("--sidecars", type=positive_int, default=2, help="gateway sidecars (default 2)")
+    up.add_argument("--port", type=port, default=8080, help="client port on Envoy (default 8080)")
     up.add_argument(
-        "--sidecars", type=_positive_int, default=2, help="gateway sidecars (default 2)"
-    )
-    up.add_argument("--port", type=_port, default=8080, help="client port on Envoy (default 8080)")
-    up.add_argument(
-        "--admin-port", type=_port, default=8081, help="control-plane admin port (default 8081)"
+        "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
     )
     up.add_argument("--policy", type=Path, help="routing policy YAML (default: embedded)")
     up.add_argument("--redis-url", help="use this Redis instead of an embedded one")
@@ -118,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a token the local fleet accepts")
     token.add_argument("--user", required=True, help="user id (the token subject)")
     token.add_argument(
-        "--ttl", type=_positive_float, default=3600.0, help="seconds valid (default 3600)"
+        "--ttl", type=positive_float, default=3600.0, help="seconds valid (default 3600)"
     )
     token.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
@@ -131,15 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     xds = commands.add_parser("xds", help="run the xDS control plane")
     xds.add_argument("--redis-url", required=True)
     xds.add_argument("--policy", type=Path)
-    xds.add_argument("--listener-port", type=_port, help="move the policy's first listener here")
+    xds.add_argument("--listener-port", type=port, help="move the policy's first listener here")
     xds.add_argument("--grpc-host", default="127.0.0.1")
-    xds.add_argument("--grpc-port", type=_port, default=18000)
+    xds.add_argument("--grpc-port", type=port, default=18000)
     xds.add_argument("--admin-host", default="127.0.0.1")
-    xds.add_argument("--admin-port", type=_port, default=18001)
+    xds.add_argument("--admin-port", type=port, default=18001)
     xds.add_argument("--namespace", default="wsfleet")
-    xds.add_argument("--policy-poll", type=_positive_float, default=0.5, help="seconds")
+    xds.add_argument("--policy-poll", type=positive_float, default=0.5, help="seconds")
     xds.add_argument("--admin-token-file", type=Path, help="bearer token for the admin API")
-    xds.add_argument("--membership-poll", type=_positive_float, default=1.0, help="seconds")
+    xds.add_argument("--membership-poll", type=positive_float, default=1.0, help="seconds")
     xds.add_argument("--ready-file", type=Path)
 
     sidecar = commands.add_parser("sidecar", help="run one gateway sidecar")
@@ -147,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     backend = commands.add_parser("backend", help="run the demo echo backend")
     backend.add_argument("--host", default="127.0.0.1")
-    backend.add_argument("--port", type=_port, default=0)
+    backend.add_argument("--port", type=port, default=0)
     backend.add_argument("--name", default="backend", help="what /whoami answers")
     backend.add_argument("--ready-file", type=Path)
 
@@ -155,13 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         "envoy", help="run Envoy with a bootstrap pointing at an xDS server"
     )
     envoy.add_argument("--xds-host", default="127.0.0.1")
-    envoy.add_argument("--xds-port", type=_port, default=18000)
+    envoy.add_argument("--xds-port", type=port, default=18000)
     envoy.add_argument("--node-id", default="envoy-1")
     envoy.add_argument("--node-cluster", default="wsfleet")
     envoy.add_argument("--admin-host", default="127.0.0.1")
-    envoy.add_argument("--admin-port", type=_port, default=9901)
+    envoy.add_argument("--admin-port", type=port, default=9901)
     envoy.add_argument("--delta", action="store_true", help="Delta ADS instead of SotW")
-    envoy.add_argument("--concurrency", type=_positive_int, default=1)
+    envoy.add_argument("--concurrency", type=positive_int, default=1)
 
     keygen = commands.add_parser("keygen", help="create the state dir's token signing key")
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -175,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     drain.add_argument("pods", nargs="*", metavar="POD", help="pod ids")
     drain.add_argument("--region", help="drain every pod of this region")
     drain.add_argument(
-        "--budget", type=_non_negative_float, default=30.0, help="seconds (default 30)"
+        "--budget", type=non_negative_float, default=30.0, help="seconds (default 30)"
     )
     drain.add_argument("--wait", action="store_true", help="follow progress until done")
     _add_admin_arguments(drain)
@@ -198,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rollout = commands.add_parser("rollout", help="blue/green the local fleet's sidecar pool")
     rollout.add_argument(
-        "--sidecars", type=_positive_int, help="green pods (default: as many as blue)"
+        "--sidecars", type=positive_int, help="green pods (default: as many as blue)"
     )
     rollout.add_argument(
-        "--budget", type=_non_negative_float, default=10.0, help="blue drain budget, s"
+        "--budget", type=non_negative_float, default=10.0, help="blue drain budget, s"
     )
     rollout.add_argument(
         "--min-success",
@@ -221,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     capacity = commands.add_parser(
         "capacity", help="pods, Envoys and Redis for N connections, from measured costs"
     )
-    capacity.add_argument("--connections", type=_positive_int, required=True, help="per region")
+    capacity.add_argument("--connections", type=positive_int, required=True, help="per region")
     capacity.add_argument(
         "--message-rate",
         type=float,
@@ -229,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages per connection per second, both ways (default 0.05)",
     )
     capacity.add_argument("--headroom", type=float, default=0.3, help="kept free (default 0.3)")
-    capacity.add_argument("--pod-memory-gib", type=_positive_float, default=2.0)
-    capacity.add_argument("--envoy-memory-gib", type=_positive_float, default=8.0)
+    capacity.add_argument("--pod-memory-gib", type=positive_float, default=2.0)
+    capacity.add_argument("--envoy-memory-gib", type=positive_float, default=8.0)
     capacity.add_argument(
         "--from",
         dest="results",
@@ -248,12 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     faultproxy.add_argument(
         "--target", type=_loopback_target, required=True, help="HOST:PORT on loopback"
     )
-    faultproxy.add_argument("--listen-port", type=_port, default=0, help="default: a free port")
+    faultproxy.add_argument("--listen-port", type=port, default=0, help="default: a free port")
     faultproxy.add_argument(
         "--loss", type=_fraction, default=0.0, help="chance a chunk is retransmitted (0-1)"
     )
-    faultproxy.add_argument("--latency-ms", type=_non_negative_float, default=0.0, help="one way")
-    faultproxy.add_argument("--jitter-ms", type=_non_negative_float, default=0.0)
+    faultproxy.add_argument("--latency-ms", type=non_negative_float, default=0.0, help="one way")
+    faultproxy.add_argument("--jitter-ms", type=non_negative_float, default=0.0)
     faultproxy.add_argument(
         "--blackhole", action="store_true", help="deliver nothing, keep sockets open"
     )
@@ -316,7 +278,7 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
     add("--jwks", help="JWKS file or URL with RS256/ES256 keys (re-read on rotation)")
     add(
         "--jwks-refresh",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.jwks_refresh_s,
         dest="jwks_refresh_s",
     )
@@ -326,8 +288,8 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
     add("--pool", default=defaults.pool)
     add("--host", default=defaults.host)
     add("--advertise-host", help="address Envoy dials (default: --host)")
-    add("--port", type=_port, default=0)
-    add("--admin-port", type=_port, default=0)
+    add("--port", type=port, default=0)
+    add("--admin-port", type=port, default=0)
     add("--region", default=defaults.region)
     add("--zone", default=defaults.zone)
     add("--namespace", default=defaults.namespace)
@@ -351,79 +313,79 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         dest="compression",
         help="refuse permessage-deflate",
     )
-    add("--max-message-bytes", type=_positive_int, default=defaults.max_message_bytes)
+    add("--max-message-bytes", type=positive_int, default=defaults.max_message_bytes)
     add(
         "--heartbeat-interval",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.heartbeat_interval_s,
         dest="heartbeat_interval_s",
     )
     add(
         "--heartbeat-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.heartbeat_timeout_s,
         dest="heartbeat_timeout_s",
     )
-    add("--send-queue-messages", type=_positive_int, default=defaults.send_queue_messages)
-    add("--send-queue-bytes", type=_positive_int, default=defaults.send_queue_bytes)
+    add("--send-queue-messages", type=positive_int, default=defaults.send_queue_messages)
+    add("--send-queue-bytes", type=positive_int, default=defaults.send_queue_bytes)
     add(
         "--slow-consumer-grace",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.slow_consumer_grace_s,
         dest="slow_consumer_grace_s",
     )
-    add("--messages-per-second", type=_positive_float, default=None, dest="messages_per_s")
-    add("--message-burst", type=_positive_float, default=None)
-    add("--bytes-per-second", type=_positive_float, default=None, dest="bytes_per_s")
-    add("--byte-burst", type=_positive_float, default=None)
+    add("--messages-per-second", type=positive_float, default=None, dest="messages_per_s")
+    add("--message-burst", type=positive_float, default=None)
+    add("--bytes-per-second", type=positive_float, default=None, dest="bytes_per_s")
+    add("--byte-burst", type=positive_float, default=None)
     add("--rate-limit-action", choices=["close", "drop"], default=defaults.rate_limit_action)
-    add("--max-connections-per-user", type=_positive_int, default=None)
-    add("--replay-max-messages", type=_positive_int, default=defaults.replay_max_messages)
+    add("--max-connections-per-user", type=positive_int, default=None)
+    add("--replay-max-messages", type=positive_int, default=defaults.replay_max_messages)
     add(
         "--replay-max-age",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.replay_max_age_s,
         dest="replay_max_age_s",
     )
     add(
         "--poll-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.poll_timeout_s,
         dest="poll_timeout_s",
     )
     add(
         "--registry-ttl",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.registry_ttl_s,
         dest="registry_ttl_s",
     )
     add(
         "--registry-refresh",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.registry_refresh_s,
         dest="registry_refresh_s",
     )
     add(
         "--connection-ttl",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.connection_ttl_s,
         dest="connection_ttl_s",
     )
     add(
         "--connection-flush",
-        type=_positive_float,
+        type=positive_float,
         default=defaults.connection_flush_s,
         dest="connection_flush_s",
     )
     add(
         "--drain-budget",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=defaults.drain_budget_s,
         dest="drain_budget_s",
         help=f"seconds a SIGTERM drain takes (default {defaults.drain_budget_s:g}); keep it "
         "10 s below the orchestrator's grace period",
     )
-    add("--drain-retry-hint-ms", type=_positive_int, default=defaults.drain_retry_hint_ms)
+    add("--drain-retry-hint-ms", type=positive_int, default=defaults.drain_retry_hint_ms)
     add("--admin-token-file", type=Path, help="bearer token for the admin API")
     add("--ready-file", type=Path)
 

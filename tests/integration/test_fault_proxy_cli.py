@@ -84,7 +84,7 @@ async def test_a_blackholed_path_keeps_the_socket_open_and_delivers_nothing() ->
         (["--target", "192.0.2.1:80"], "on loopback"),
         (["--target", "127.0.0.1:99999"], "port must be 0-65535"),
         (["--target", "127.0.0.1:80", "--loss", "1.5"], "must be below 1"),
-        (["--target", "127.0.0.1:80", "--latency-ms", "-1"], "must not be negative"),
+        (["--target", "127.0.0.1:80", "--latency-ms", "-1"], "is negative"),
     ],
 )
 def test_bad_flags_are_refused_with_the_reason(flags: list[str], complaint: str) -> None:
