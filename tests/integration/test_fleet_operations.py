@@ -143,7 +143,11 @@ async def _pod_states(fleet: LocalFleet) -> dict[str, str]:
 
 async def _first_try(fleet: LocalFleet, session: aiohttp.ClientSession, user: str) -> str:
     """One handshake through Envoy and one echo, no retry: the pod that served ``user``."""
-    ws, pod = await open_ws(fleet, session, user)
+    try:
+        ws, pod = await open_ws(fleet, session, user)
+    except aiohttp.WSServerHandshakeError as refused:  # say who refused, and why
+        headers = dict(refused.headers or {})
+        raise AssertionError(f"{user}: HTTP {refused.status}, headers {headers}") from None
     await ws.send_str("served")
     message = await ws.receive(timeout=10)
     await ws.close()
@@ -189,7 +193,7 @@ async def test_a_gateway_refusing_with_503_before_envoy_knows_is_retried_on_anot
     """The race between a pod's drain and Envoy hearing of it costs the client nothing."""
     fleet: LocalFleet = await fleet_factory(sidecars=2)
     async with unlimited_session() as session:
-        users = [f"race-{n}" for n in range(24)]
+        users = [f"race-{n}" for n in range(60)]
         placement = {user: await pod_of(fleet, session, user) for user in users}
         on_two = [user for user in users if placement[user] == "sidecar-2"]
         assert on_two
