@@ -34,11 +34,12 @@ class Refusal(Exception):
         self.reason = reason
         self.message = message
         self.retry_after_s = retry_after_s
+        self.headers: dict[str, str] = {}  # more headers for the answer
 
     def response(self) -> web.Response:
         # The reason also travels in a header: WebSocket clients rarely get to read the body
         # of a refused upgrade, and an operator's tools should show it verbatim.
-        headers = {REFUSAL_HEADER: f"{self.reason}: {self.message}"}
+        headers = {**self.headers, REFUSAL_HEADER: f"{self.reason}: {self.message}"}
         if self.retry_after_s:
             headers["Retry-After"] = str(self.retry_after_s)
         return web.json_response(

@@ -105,6 +105,10 @@ async def _accept(
     """The handshake: a refusal, or the socket and its session. Its own frame, so that an
     idle connection keeps none of what the handshake needed (token claims, offers)."""
     gateway = request.app[GATEWAY_KEY]
+    unfit = _not_rfc6455(request)
+    if unfit is not None:
+        gateway.metrics.handshakes.labels(unfit.reason).inc()
+        return unfit.response()
     try:
         admission = await gateway.admit(request, TRANSPORT)
     except Refusal as refusal:
@@ -131,3 +135,18 @@ async def _accept(
         gateway, request, admission, WebSocketChannel(ws, request), TRANSPORT, v1
     )
     return ws, session
+
+
+def _not_rfc6455(request: web.Request) -> Refusal | None:
+    """RFC 6455 section 4: an upgrade is an HTTP/1.1 (or later) GET for version 13; another
+    version is answered 426 with the version this server speaks. (A request that asks for
+    no upgrade is judged by the handshake's other checks.)"""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return None
+    if request.version < (1, 1):
+        return Refusal(400, "http_version", "a WebSocket upgrade needs HTTP/1.1")
+    if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        refusal = Refusal(426, "websocket_version", "this server speaks WebSocket version 13")
+        refusal.headers = {"Sec-WebSocket-Version": "13"}
+        return refusal
+    return None
