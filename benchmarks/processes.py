@@ -83,29 +83,29 @@ def _tree(pid: int) -> Iterator[psutil.Process]:
         return
 
 
-def pin(pid: int, cores: frozenset[int]) -> None:
-    """Pin every thread of ``pid`` and of its descendants to ``cores``."""
+def _thread_ids(pid: int) -> Iterator[int]:
+    """Every thread of ``pid`` and of its descendants (processes that went away skipped)."""
     for process in _tree(pid):
         try:
             threads = [thread.id for thread in process.threads()]
         except psutil.NoSuchProcess:
             continue
-        for tid in threads:
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(tid, cores)
+        yield from threads
+
+
+def pin(pid: int, cores: frozenset[int]) -> None:
+    """Pin every thread of ``pid`` and of its descendants to ``cores``."""
+    for tid in _thread_ids(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, cores)
 
 
 def affinity(pid: int) -> list[int]:
     """The union of the cores the threads of ``pid`` and its descendants may run on."""
     cores: set[int] = set()
-    for process in _tree(pid):
-        try:
-            threads = [thread.id for thread in process.threads()]
-        except psutil.NoSuchProcess:
-            continue
-        for tid in threads:
-            with contextlib.suppress(ProcessLookupError):
-                cores |= os.sched_getaffinity(tid)
+    for tid in _thread_ids(pid):
+        with contextlib.suppress(ProcessLookupError):
+            cores |= os.sched_getaffinity(tid)
     return sorted(cores)
 
 
