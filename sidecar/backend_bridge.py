@@ -26,7 +26,7 @@ import structlog
 from sidecar.hashing import pick_backend
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.headers import POD_HEADER
-from wsfleet.outbox import Outbox
+from wsfleet.outbox import BATCH_SPACING_S, Outbox
 
 log = structlog.get_logger()
 
@@ -103,7 +103,7 @@ class GrpcBackendLink:
         self._pod_id = pod_id
         self._sessions: dict[str, tuple[SessionInfo, SessionSink]] = {}
         self._outbox: Outbox[pb.GatewayEvent] = Outbox(
-            queue_size, MAX_BATCH_EVENTS, MAX_BATCH_BYTES
+            queue_size, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, BATCH_SPACING_S
         )
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

@@ -11,39 +11,33 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
 from typing import Protocol
 
 import structlog
 from aiohttp import web
 
 from sidecar.backend_bridge import BackendLink, SessionInfo
-from sidecar.core import (
-    CloseCode,
-    InboundVerdict,
-    Outgoing,
-    PushResult,
-    SendQueue,
-    TokenBucket,
-    backend_close,
-    envelope,
-)
+from sidecar.core import backend_close, envelope
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
+from sidecar.core.session import Entry, QueueBounds, SessionCore
 from sidecar.gateway import Admission, Gateway
-from sidecar.replay_store import Entry, ReplayStoreUnavailable
+from sidecar.replay_store import ReplayStoreUnavailable
 
 log = structlog.get_logger()
 
 CLOSE_TIMEOUT_S = 2.0
-BAD_FRAME_BURST = 10.0  # frames that are not v1 a client may send in a row ...
-BAD_FRAMES_PER_S = 1.0  # ... and after that, one a second; beyond: close 1007
-PONG = envelope.pong().encode()
 
 
 class Channel(Protocol):
     """How one transport puts frames on the wire."""
 
-    async def send(self, frame: bytes, binary: bool, seq: int) -> None:
-        """Write one frame (v1 frames are JSON text; ``seq`` is 0 when unnumbered)."""
+    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
+        """Write one frame (v1 frames are JSON text; ``seq`` is 0 when unnumbered).
+
+        None: written (or buffered) at once. An awaitable: the write, or the room for the
+        next one, must be awaited before anything else is written. Raises
+        ``ConnectionError`` when the client is gone."""
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -55,26 +49,33 @@ class Channel(Protocol):
         """Seconds since the client last showed up (long polling); 0 for streams."""
 
 
+async def send(channel: Channel, frame: bytes, binary: bool, seq: int) -> None:
+    """Write one frame and wait until it is written (the welcome, replays)."""
+    pending = channel.write(frame, binary, seq)
+    if pending is not None:
+        await pending
+
+
 class ClientSession:
-    """A client connection as the gateway sees it; the backend's ``SessionSink``."""
+    """A client connection as the gateway sees it; the backend's ``SessionSink``.
+
+    The rules live in :class:`SessionCore`; this moves bytes. Frames the core clears are
+    written at once, in the call that cleared them (a backend batch, a persist
+    watermark, a client frame): no task and no timer per message. Only a write that
+    must be awaited (a full socket buffer, SSE, a long-poll buffer the client is not
+    emptying) starts a writer task, which lives until the backlog is written.
+    """
 
     __slots__ = (
-        "_bad_frames",
         "_closing",
         "_gateway",
-        "_limits",
-        "_persisted",
-        "_queue",
-        "_writer",
-        "backend_last_id",
+        "_writing",
         "channel",
         "close_code",
         "connection_id",
+        "core",
         "link",
-        "persisted_upto",
         "routing_key",
-        "sequencer",
-        "session_id",
         "transport",
         "user_id",
     )
@@ -89,28 +90,37 @@ class ClientSession:
         sequencer: Sequencer | None,
         backend_last_id: int = 0,
     ) -> None:
+        settings = gateway.settings
         self.connection_id = admission.connection_id
-        self.session_id = session_id
         self.user_id = admission.identity.user_id
         self.routing_key = admission.routing_key
         self.transport = transport
         self.link: BackendLink = admission.link
         self.channel = channel
-        self.sequencer = sequencer  # None: a raw WebSocket (no envelopes, no resume)
-        self.backend_last_id = backend_last_id
-        self.persisted_upto = sequencer.last_seq if sequencer else 0
+        self.core = SessionCore(
+            session_id,
+            sequencer,  # None: a raw WebSocket (no envelopes, no resume)
+            gateway.metrics.counters,
+            QueueBounds(
+                settings.send_queue_messages,
+                settings.send_queue_bytes,
+                settings.slow_consumer_grace_s,
+            ),
+            gateway.new_limits(),
+            backend_last_id,
+        )
         self.close_code: int | None = None
         self._gateway = gateway
-        self._queue: SendQueue | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
-        self._persisted: asyncio.Event | None = None
-        self._limits = gateway.new_limits()
-        self._bad_frames: TokenBucket | None = None  # made at the first bad frame
 
     @property
-    def v1(self) -> bool:
-        return self.sequencer is not None
+    def session_id(self) -> str:
+        return self.core.session_id
+
+    @property
+    def backend_last_id(self) -> int:
+        return self.core.backend_last_id
 
     # -- backend -> client ---------------------------------------------------------
 
@@ -119,79 +129,57 @@ class ClientSession:
     ) -> None:
         if self.close_code is not None:
             return
-        if self.sequencer is not None:
-            seq = self.sequencer.assign()
-            frame = Outgoing(
-                envelope.message(seq, data, binary),
-                False,
-                droppable,
-                coalesce_key or None,
-                seq,
-            )
-            self._gateway.replay.persist(
-                self, Entry(self.session_id, seq, data, binary, message_id)
-            )
-        else:
-            frame = Outgoing(data, binary, droppable, coalesce_key or None)
-        self._enqueue(frame)
-
-    def _enqueue(self, frame: Outgoing) -> None:
-        """Queue a frame for the client (the one way out: bounded, shed, cut when stuck)."""
-        gateway = self._gateway
         now = asyncio.get_running_loop().time()
-        if self._queue is None:
-            settings = gateway.settings
-            self._queue = SendQueue(
-                settings.send_queue_messages,
-                settings.send_queue_bytes,
-                settings.slow_consumer_grace_s,
-            )
-        result = self._queue.push(frame, now)
-        if result in (PushResult.DROPPED, PushResult.SHED_OLDER):
-            gateway.metrics.drops.labels("shed").inc()
-        elif result is PushResult.COALESCED:
-            gateway.metrics.drops.labels("coalesced").inc()
-        verdict = self._queue.verdict(now)
-        if verdict is not None:
-            self.cut(verdict, "slow consumer")
-            return
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._flush())
+        entry = self.core.backend_message(data, binary, droppable, coalesce_key, message_id, now)
+        if entry is not None:
+            self._gateway.replay.persist(self, entry)
+        self._pump()
 
     def persisted(self, upto_seq: int, message_id: int, durable: bool | None) -> None:
         """How this session's replay writes went (once per batch: a watermark)."""
-        if durable is False:  # the session lives on another pod now
-            self.cut(CloseCode.TRY_AGAIN_LATER, "session moved")
-            return
-        self.persisted_upto = max(self.persisted_upto, upto_seq)
-        if durable and message_id > self.backend_last_id:
-            self.backend_last_id = message_id
-            self.link.persisted(self.session_id, message_id)
-        if self._persisted is not None:
-            self._persisted.set()
+        durable_id = self.core.persisted(upto_seq, message_id, durable)
+        if durable_id:
+            self.link.persisted(self.session_id, durable_id)
+        self._pump()
 
-    async def _flush(self) -> None:
-        queue = self._queue
-        assert queue is not None
-        traffic = self._gateway.metrics.traffic
-        grace = self._gateway.settings.slow_consumer_grace_s
-        while (message := queue.pop()) is not None and self.close_code is None:
-            while message.seq and self.persisted_upto < message.seq:  # persist, then send
-                self._persisted = asyncio.Event()
-                await self._persisted.wait()
+    def _pump(self) -> None:
+        """Write what the core has cleared; act on its close decision."""
+        if self._writing is None:
             try:
-                async with asyncio.timeout(grace):  # a timer, not a task, per send
-                    await self.channel.send(message.data, message.binary, message.seq)
-            except TimeoutError:
-                self.cut(CloseCode.TRY_AGAIN_LATER, "slow consumer")
-                return
+                pending = self._write_cleared()
             except (ConnectionError, RuntimeError):
-                return
-            traffic.messages_out += 1
-            traffic.bytes_out += len(message.data)
+                pending = None  # the client is gone: the transport's reader ends the session
+            if pending is not None:
+                self._writing = asyncio.ensure_future(self._write_backlog(pending))
+        if self.core.closing is not None:
+            self.cut(*self.core.closing)
+
+    def _write_cleared(self) -> Awaitable[None] | None:
+        core, channel = self.core, self.channel
+        while self.close_code is None and (frame := core.next_frame()) is not None:
+            pending = channel.write(frame.data, frame.binary, frame.seq)
+            if pending is not None:
+                return pending
+        return None
+
+    async def _write_backlog(self, pending: Awaitable[None] | None) -> None:
+        grace = self._gateway.settings.slow_consumer_grace_s
+        try:
+            while pending is not None:
+                async with asyncio.timeout(grace):
+                    await pending
+                pending = self._write_cleared()
+        except TimeoutError:
+            self.core.send_stalled()
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            self._writing = None
+        if self.core.closing is not None:
+            self.cut(*self.core.closing)
 
     def queued(self) -> tuple[int, int]:
-        return (len(self._queue), self._queue.bytes_queued) if self._queue else (0, 0)
+        return self.core.queued()
 
     def close_requested(self, code: int, reason: str) -> None:
         """The backend ends the session (its code checked: only codes a server may send)."""
@@ -204,56 +192,18 @@ class ClientSession:
 
     async def from_client(self, data: bytes, binary: bool) -> bool:
         """Hand a client message on; False once the session is closing."""
-        gateway = self._gateway
-        metrics = gateway.metrics
-        traffic = metrics.traffic
-        traffic.messages_in += 1
-        traffic.bytes_in += len(data)
-        now = asyncio.get_running_loop().time()
-        if self._limits is not None:  # every frame counts: messages, pings, bad frames
-            verdict = self._limits.check(len(data), now)
-            if verdict is InboundVerdict.CLOSE:
-                metrics.rate_limited.labels("close").inc()
-                await self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-                return False
-            if verdict is InboundVerdict.DROP:
-                metrics.rate_limited.labels("drop").inc()
-                self._notice("rate_limited")
-                return True
-        cseq = 0
-        if self.sequencer is not None:
-            try:
-                parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
-            except envelope.EnvelopeError as exc:
-                if self._bad_frame_allowed(now):
-                    self._notice(f"bad_frame: {exc}")
-                    return True
-                metrics.rate_limited.labels("bad_frames").inc()
-                await self.close(CloseCode.INVALID_PAYLOAD, "too many bad frames")
-                return False
-            cseq, data, binary = parsed.cseq, parsed.data, parsed.binary
-            if cseq < 0:  # an application-level ping: pongs queued meanwhile coalesce
-                self._enqueue(Outgoing(PONG, False, True, "pong"))
-                return True
-            if not self.sequencer.accept_client(cseq):
-                metrics.drops.labels("duplicate").inc()
-                return True
-            if cseq:
-                gateway.replay.record_cseq(self.session_id, cseq)
-        await self.link.send(self.session_id, data, binary, seq=cseq)
+        core = self.core
+        message = core.client_frame(data, binary, asyncio.get_running_loop().time())
+        if message is not None:
+            if message.cseq:
+                self._gateway.replay.record_cseq(core.session_id, message.cseq)
+            await self.link.send(core.session_id, message.data, message.binary, message.cseq)
+        elif core.closing is not None:
+            await self.close(*core.closing)
+            return False
+        else:  # a pong or a notice may be waiting
+            self._pump()
         return True
-
-    def _bad_frame_allowed(self, now: float) -> bool:
-        """Whether one more frame that is not v1 is within this client's budget."""
-        if self._bad_frames is None:
-            self._bad_frames = TokenBucket(BAD_FRAMES_PER_S, BAD_FRAME_BURST)
-        return self._bad_frames.take(1, now)
-
-    def _notice(self, reason: str) -> None:
-        """Tell the client something, through the send queue: notices of a kind coalesce,
-        and are shed first when the client reads slowly."""
-        text = envelope.notice(reason).encode()
-        self._enqueue(Outgoing(text, False, True, "notice:" + reason.split(":")[0]))
 
     # -- liveness and closing ----------------------------------------------------------
 
@@ -271,7 +221,8 @@ class ClientSession:
         if self.close_code is None:
             self.close_code = code
         try:
-            await asyncio.wait_for(self.channel.close(code, reason), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.channel.close(code, reason)
         except (TimeoutError, ConnectionError, RuntimeError):
             self.abort()
 
@@ -353,10 +304,10 @@ async def open_session(
             settings.pod_id,
             sequencer.last_cseq,
         )
-        await channel.send(hello.encode(), False, 0)
+        await send(channel, hello.encode(), False, 0)
         for entry in entries:
             frame = envelope.message(entry.seq, entry.data, entry.binary)
-            await channel.send(frame, False, entry.seq)
+            await send(channel, frame, False, entry.seq)
         if entries:
             gateway.metrics.replayed.inc(len(entries))
     # only now does the backend hear of the session: nothing it sends can overtake the
@@ -392,4 +343,4 @@ def _int(text: str | None) -> int:
         return 0
 
 
-__all__ = ["Channel", "ClientSession", "open_session"]
+__all__ = ["Channel", "ClientSession", "open_session", "send"]

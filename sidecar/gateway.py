@@ -25,6 +25,9 @@ from wsfleet.settings import SidecarSettings
 log = structlog.get_logger()
 
 
+HEARTBEAT_TICK_S = 0.05  # the heartbeat loop wakes at most this often
+
+
 class Refusal(Exception):
     """A handshake refused before any upgrade: HTTP status + short JSON body."""
 
@@ -51,9 +54,11 @@ class Connection(Protocol):
     """What the gateway needs of any client connection, whatever its transport."""
 
     connection_id: str
-    session_id: str
     user_id: str
     transport: str
+
+    @property
+    def session_id(self) -> str: ...
 
     def send_ping(self) -> None: ...
 
@@ -127,6 +132,7 @@ class Gateway:
     by_session: dict[str, Connection] = field(default_factory=dict)  # by session id
     heartbeats: HeartbeatSchedule = field(init=False)
     _wake_heartbeats: asyncio.Event = field(default_factory=asyncio.Event)
+    _heartbeats_asleep_until: float = 0.0
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -220,8 +226,11 @@ class Gateway:
         self.by_session[connection.session_id] = connection
         self.metrics.connections.labels(connection.transport).inc()
         if connection.transport == "websocket":  # SSE and poll have their own liveness
-            self.heartbeats.add(connection.connection_id, asyncio.get_running_loop().time())
-            self._wake_heartbeats.set()
+            now = asyncio.get_running_loop().time()
+            self.heartbeats.add(connection.connection_id, now)
+            soonest = self.settings.heartbeat_interval_s * (1 - self.settings.heartbeat_jitter)
+            if now + soonest < self._heartbeats_asleep_until:
+                self._wake_heartbeats.set()  # its first ping is due before the loop wakes
 
     def untrack(self, connection: Connection, code: int) -> None:
         self.heartbeats.remove(connection.connection_id)
@@ -261,10 +270,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         while True:
             wake = self.heartbeats.next_wakeup()
-            delay = 1.0 if wake is None else max(0.0, wake - loop.time())
+            delay = 1.0 if wake is None else wake - loop.time()
             self._wake_heartbeats.clear()
+            # pings due within a tick go out together: one wake-up for many connections
+            delay = min(max(delay, HEARTBEAT_TICK_S), 1.0)
+            self._heartbeats_asleep_until = loop.time() + delay
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_heartbeats.wait(), min(delay, 1.0))
+                async with asyncio.timeout(delay):
+                    await self._wake_heartbeats.wait()
             now = loop.time()
             for connection_id in self.heartbeats.due(now):
                 connection = self.connections.get(connection_id)

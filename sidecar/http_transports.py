@@ -21,6 +21,7 @@ import asyncio
 import collections
 import contextlib
 import json
+from collections.abc import Awaitable
 
 import structlog
 from aiohttp import web
@@ -58,9 +59,10 @@ class SseChannel:
         self._pinging: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
-    async def send(self, frame: bytes, binary: bool, seq: int) -> None:
-        event = (f"id: {seq}\n" if seq else "").encode() + b"data: " + frame + b"\n\n"
-        await self._response.write(event)
+    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None]:
+        """An event (a chunk of the chunked response: aiohttp encodes it, so it is awaited)."""
+        event = (b"id: %d\n" % seq if seq else b"") + b"data: " + frame + b"\n\n"
+        return self._response.write(event)
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -144,10 +146,17 @@ class PollChannel:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
 
-    async def send(self, frame: bytes, binary: bool, seq: int) -> None:
+    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
+        if len(self.pending) >= POLL_BUFFER and self.closed is None:
+            return self._append_when_room(frame, seq)  # the client is not polling
+        self.pending.append((seq, frame))
+        self._arrived.set()
+        return None
+
+    async def _append_when_room(self, frame: bytes, seq: int) -> None:
         while len(self.pending) >= POLL_BUFFER and self.closed is None:
             self._room.clear()
-            await self._room.wait()  # the client is not polling: backpressure
+            await self._room.wait()
         self.pending.append((seq, frame))
         self._arrived.set()
 

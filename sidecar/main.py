@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 
@@ -40,6 +41,12 @@ CLOSE_GOING_AWAY = 1001
 # A SIGTERM drain may overrun its budget by this much (closing frames still on their way)
 # before the shutdown closes whatever is left with 1001.
 DRAIN_OVERRUN_S = 5.0
+COLLECTOR_THRESHOLDS = (10_000, 10, 100)
+"""Python's cycle collector, tuned for many long-lived connections. A full collection
+walks every live object (about 50 per held connection: 0.3-0.5 s at 8,000 connections
+on one core, a stall for every client of the pod); with the defaults (700, 10, 10) one
+ran every few seconds under steady traffic. These make young collections rarer (a few
+milliseconds each) and full ones run at most every thousand of them."""
 
 
 async def _listen(app: web.Application, host: str, port: int, backlog: int) -> web.AppRunner:
@@ -72,6 +79,7 @@ async def serve(
     settings: SidecarSettings, stop: asyncio.Event, hurry: asyncio.Event | None = None
 ) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     verifier = await build_verifier(settings)
     registry = RedisRegistry(settings.redis_url, settings.namespace)
     try:

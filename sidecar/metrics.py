@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sidecar.core.session import SessionCounters
+
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -40,20 +42,8 @@ class GatewayMetrics:
             registry=r,
         )
         # per-message counts are plain integers, read at scrape time: no lock per message
-        self.traffic = Traffic()
-        r.register(_TrafficCollector(self.traffic))
-        self.drops = Counter(
-            "wsfleet_gateway_dropped_messages_total",
-            "Messages to clients dropped or coalesced under backpressure",
-            ["why"],
-            registry=r,
-        )
-        self.rate_limited = Counter(
-            "wsfleet_gateway_rate_limited_total",
-            "Client messages over the per-connection rate limits",
-            ["action"],
-            registry=r,
-        )
+        self.counters = SessionCounters()
+        r.register(_SessionCollector(self.counters))
         self.registry_errors = Counter(
             "wsfleet_gateway_registry_errors_total", "Failed registry operations", registry=r
         )
@@ -76,30 +66,40 @@ class GatewayMetrics:
         self.registry.register(_ProcessCollector(depth))
 
 
-class Traffic:
-    """Messages and payload bytes through this pod, counted on the hot path."""
-
-    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
-
-    def __init__(self) -> None:
-        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
-
-
-class _TrafficCollector(Collector):
-    def __init__(self, traffic: Traffic) -> None:
-        self._traffic = traffic
+class _SessionCollector(Collector):
+    def __init__(self, counters: SessionCounters) -> None:
+        self._counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        t = self._traffic
+        c = self._counters
         for name, help_text, value in (
-            ("wsfleet_gateway_messages_in", "Messages from clients", t.messages_in),
-            ("wsfleet_gateway_messages_out", "Messages to clients", t.messages_out),
-            ("wsfleet_gateway_bytes_in", "Payload bytes from clients", t.bytes_in),
-            ("wsfleet_gateway_bytes_out", "Payload bytes to clients", t.bytes_out),
+            ("wsfleet_gateway_messages_in", "Messages from clients", c.messages_in),
+            ("wsfleet_gateway_messages_out", "Messages to clients", c.messages_out),
+            ("wsfleet_gateway_bytes_in", "Payload bytes from clients", c.bytes_in),
+            ("wsfleet_gateway_bytes_out", "Payload bytes to clients", c.bytes_out),
         ):
             family = CounterMetricFamily(name, help_text)
             family.add_metric([], value)
             yield family
+        drops = CounterMetricFamily(
+            "wsfleet_gateway_dropped_messages",
+            "Messages dropped (shed or coalesced under backpressure, duplicates from clients)",
+            labels=["why"],
+        )
+        drops.add_metric(["shed"], c.shed)
+        drops.add_metric(["coalesced"], c.coalesced)
+        drops.add_metric(["duplicate"], c.duplicates)
+        yield drops
+        limited = CounterMetricFamily(
+            "wsfleet_gateway_rate_limited",
+            "Client frames over the per-connection limits (drop: a notice; close: 1008; "
+            "bad_frames: 1007 after the bad-frame budget)",
+            labels=["action"],
+        )
+        limited.add_metric(["drop"], c.rate_limited_drops)
+        limited.add_metric(["close"], c.rate_limited_closes)
+        limited.add_metric(["bad_frames"], c.bad_frame_closes)
+        yield limited
 
 
 class _ProcessCollector(Collector):

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from sidecar.core.session import Entry
 from wsfleet.redis_scripts import PipelinedScript
 
 log = structlog.get_logger()
@@ -37,15 +38,6 @@ class SessionState:
     last_cseq: int
     backend_last_id: int
     first_kept: int | None  # oldest seq still in the replay buffer
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    session_id: str
-    seq: int
-    data: bytes
-    binary: bool
-    message_id: int = 0
 
 
 class ReplayStoreUnavailable(Exception):

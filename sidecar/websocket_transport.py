@@ -8,37 +8,50 @@ Every frame from the client is liveness; pongs feed the heartbeat schedule.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import structlog
 from aiohttp import WSMsgType, web
 
 from sidecar.client_session import ClientSession, open_session
-from sidecar.core import envelope, fit_reason
+from sidecar.core import envelope, fit_reason, ws_frames
 from sidecar.gateway import GATEWAY_KEY, Refusal
 from wsfleet.headers import POD_HEADER
 
 log = structlog.get_logger()
 
-PING_FRAME = b"\x89\x00"  # FIN + opcode 0x9 (ping), unmasked, empty payload
 PING_SKIP_BUFFER_BYTES = 64 * 1024
+WRITE_HIGH_WATER_BYTES = 64 * 1024  # beyond this in the socket's buffer, wait for it to drain
 TRANSPORT = "websocket"
 
 
 class WebSocketChannel:
-    __slots__ = ("_request", "_ws")
+    """Frames go straight to the socket, each in one transport write (see
+    :mod:`sidecar.core.ws_frames`); with permessage-deflate on, through aiohttp."""
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+    __slots__ = ("_compress", "_request", "_ws")
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, compress: bool) -> None:
         self._ws = ws
         self._request = request
+        self._compress = compress
 
-    async def send(self, frame: bytes, binary: bool, seq: int) -> None:
+    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
         if binary:
-            await self._ws.send_frame(frame, WSMsgType.BINARY)
-        elif frame.isascii():  # v1 envelopes always are: the bytes go out as they are
-            await self._ws.send_frame(frame, WSMsgType.TEXT)
-        else:  # a text frame must be UTF-8: a backend's invalid bytes become U+FFFD
-            await self._ws.send_frame(
-                frame.decode("utf-8", errors="replace").encode(), WSMsgType.TEXT
-            )
+            opcode = ws_frames.OP_BINARY
+        else:
+            opcode = ws_frames.OP_TEXT
+            if not frame.isascii():  # a text frame must be UTF-8: invalid bytes become U+FFFD
+                frame = frame.decode("utf-8", errors="replace").encode()
+        if self._compress:
+            return self._ws.send_frame(frame, WSMsgType(opcode))
+        transport = self._request.transport
+        if transport is None or transport.is_closing() or self._ws.closed:
+            raise ConnectionResetError("the client is gone")
+        transport.write(ws_frames.server_frame(opcode, frame))
+        if transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
+            return self._request.writer.drain()
+        return None
 
     async def close(self, code: int, reason: str) -> None:
         await self._ws.close(code=code, message=fit_reason(reason).encode())
@@ -54,15 +67,14 @@ class WebSocketChannel:
     def ping(self) -> None:
         """Write an empty ping frame straight to the socket: no task, no await.
 
-        A server's frames are unmasked and a transport write is whole, so this never
-        interleaves with aiohttp's frames. A socket whose write buffer is full is not
-        pinged: it is not reading, and will be found dead if it never answers.
+        A socket whose write buffer is full is not pinged: it is not reading, and will be
+        found dead if it never answers.
         """
         transport = self._request.transport
         if transport is None or transport.is_closing():
             return
         if transport.get_write_buffer_size() < PING_SKIP_BUFFER_BYTES:
-            transport.write(PING_FRAME)
+            transport.write(ws_frames.PING)
 
 
 async def _receive(ws: web.WebSocketResponse, session: ClientSession) -> None:
@@ -131,9 +143,8 @@ async def _accept(
         gateway.sessions.remove(admission.connection_id)
         raise
     gateway.metrics.handshakes.labels("accepted").inc()
-    session = await open_session(
-        gateway, request, admission, WebSocketChannel(ws, request), TRANSPORT, v1
-    )
+    channel = WebSocketChannel(ws, request, compress=bool(ws.compress))  # as negotiated
+    session = await open_session(gateway, request, admission, channel, TRANSPORT, v1)
     return ws, session
 
 

@@ -7,7 +7,7 @@ commands that show (and let tests drive) what backends can do:
 |---|---|
 | ``/whoami`` | its ``--name`` |
 | ``/flood N SIZE`` | N messages of SIZE bytes, as fast as it can |
-| ``/presence N`` | N droppable messages (``presence:<n>``) |
+| ``/presence N [SIZE]`` | N droppable messages (``presence:<n>``, padded to SIZE bytes) |
 | ``/typing N`` | N messages with the coalesce key ``typing`` (``typing:<n>``) |
 | ``/close CODE REASON`` | ends the session: the gateway closes the client with CODE |
 | ``/stream N MS`` | ``stream-1`` ... ``stream-N``, one every MS milliseconds, with ids |
@@ -31,7 +31,7 @@ import structlog
 
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.errors import StartupError
-from wsfleet.outbox import Outbox, OutboxClosed
+from wsfleet.outbox import BATCH_SPACING_S, Outbox, OutboxClosed
 from wsfleet.readiness import write_ready
 from wsfleet.settings import BackendSettings
 
@@ -61,8 +61,10 @@ def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.Ba
             return [_message(session_id, b"f" * size) for _ in range(count)]
         if command == "/presence":
             count = min(int(words[1]), MAX_FLOOD)
+            size = int(words[2]) if len(words) > 2 else 0
             return [
-                _message(session_id, f"presence:{n}".encode(), droppable=True) for n in range(count)
+                _message(session_id, f"presence:{n}".encode().ljust(size, b"."), droppable=True)
+                for n in range(count)
             ]
         if command == "/typing":
             count = min(int(words[1]), MAX_FLOOD)
@@ -84,7 +86,7 @@ def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.Ba
 
 
 def _outbox() -> Outbox[pb.BackendEvent]:
-    return Outbox(OUTBOX_LIMIT, MAX_BATCH_EVENTS, MAX_BATCH_BYTES)
+    return Outbox(OUTBOX_LIMIT, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, BATCH_SPACING_S)
 
 
 @dataclass

@@ -148,6 +148,12 @@ class SendQueue:
             return PushResult.COALESCED
         return PushResult.SHED_OLDER if shed else PushResult.QUEUED
 
+    def peek(self) -> Outgoing | None:
+        """The oldest queued message, left in the queue; None if it is empty."""
+        if not self._messages:
+            return None
+        return self._messages[next(iter(self._messages))]
+
     def pop(self) -> Outgoing | None:
         """The oldest queued message, removed from the queue; None if it is empty."""
         if not self._messages:

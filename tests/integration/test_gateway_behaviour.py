@@ -187,27 +187,53 @@ async def test_a_client_that_never_reads_is_cut_with_1013_and_memory_stays_flat(
 async def test_droppable_messages_are_shed_and_typing_is_coalesced_for_a_slow_reader(
     fleet_factory,
 ) -> None:
+    """A long-poll client that does not poll is the slowest reader there is: its poll
+    buffer fills, then its send queue, and the gateway sheds and coalesces."""
     fleet: LocalFleet = await fleet_factory(
         sidecars=1, sidecar_args=("--send-queue-messages", "10", "--slow-consumer-grace", "30")
     )
     sidecar = fleet.info.sidecars["sidecar-1"]
+    poll_url = fleet.client_url.replace("ws://", "http://").replace("/ws", "/poll")
+    auth = {"user": "alice", "access_token": fleet.token("alice")}
     async with unlimited_session() as session:
-        ws, _ = await open_ws(fleet, session, "alice")
-        await ws.send_str("/presence 5000")
-        await ws.send_str("/typing 5000")
-        await ws.send_str("done")
-        seen = []
+        async with session.get(poll_url, params={**auth, "wait": "0"}) as response:
+            session_id = (await response.json())["session"]
+        frames = [
+            {"type": "message", "cseq": n + 1, "data": text}
+            for n, text in enumerate(("/presence 5000", "/typing 5000", "done"))
+        ]
+        async with session.post(
+            f"{poll_url}/send", params={**auth, "session": session_id}, json=frames
+        ) as response:
+            assert response.status == 202
+        await wait_for(lambda: _shed_and_coalesced(session, sidecar), 10)
+        seen: list[str] = []
+        last_seq = 0
         while not seen or seen[-1] != "done":
-            seen.append((await ws.receive(timeout=10)).data)
+            params = {**auth, "session": session_id, "last_seq": str(last_seq), "wait": "5"}
+            async with session.get(poll_url, params=params) as response:
+                body = await response.json()
+            assert body["frames"], "a poll came back empty before done arrived"
+            for frame in body["frames"]:
+                if frame["type"] == "message":
+                    seen.append(frame["data"])
+                    last_seq = frame["seq"]
         presence = [m for m in seen if m.startswith("presence:")]
         typing = [m for m in seen if m.startswith("typing:")]
-        assert len(presence) < 5000 or len(typing) < 5000  # something was shed or coalesced
+        assert len(presence) < 5000 and len(typing) < 5000  # shed, and coalesced
         assert typing and typing[-1] == "typing:4999"  # the newest typing state always arrives
         metrics = await _metrics(session, sidecar)
         shed = metrics.get('wsfleet_gateway_dropped_messages_total{why="shed"}', 0)
         coalesced = metrics.get('wsfleet_gateway_dropped_messages_total{why="coalesced"}', 0)
         assert shed + coalesced == 10_000 - len(presence) - len(typing)
-        assert not ws.closed
+
+
+async def _shed_and_coalesced(session: aiohttp.ClientSession, sidecar: SidecarInfo) -> bool:
+    metrics = await _metrics(session, sidecar)
+    return (
+        metrics.get('wsfleet_gateway_dropped_messages_total{why="shed"}', 0) >= 1
+        and metrics.get('wsfleet_gateway_dropped_messages_total{why="coalesced"}', 0) >= 1
+    )
 
 
 async def test_the_per_user_quota_is_fleet_wide(fleet_factory) -> None:

@@ -66,3 +66,26 @@ async def test_the_writer_waits_for_work_and_stops_after_close() -> None:
     assert await box.take() == [8]
     with pytest.raises(OutboxClosed):
         await box.take()
+
+
+async def test_a_take_soon_after_the_last_waits_out_the_spacing_and_carries_what_came() -> None:
+    loop = asyncio.get_running_loop()
+    box: Outbox[int] = Outbox(limit=100, max_batch_items=10, max_batch_bytes=1000, spacing_s=0.2)
+    box.put(1, 1)
+    assert await box.take() == [1]  # the first after a quiet spell leaves at once
+    taken_at = loop.time()
+    box.put(2, 1)
+    later = asyncio.ensure_future(box.take())
+    await asyncio.sleep(0)
+    box.put(3, 1)  # arrives while the take waits: it joins the batch
+    assert await later == [2, 3]
+    assert loop.time() - taken_at >= 0.2
+
+
+async def test_a_full_batch_does_not_wait_for_the_spacing() -> None:
+    box: Outbox[int] = Outbox(limit=100, max_batch_items=3, max_batch_bytes=1000, spacing_s=3600)
+    box.put(0, 1)
+    await box.take()
+    for n in range(3):
+        box.put(n, 1)
+    assert await asyncio.wait_for(box.take(), 30) == [0, 1, 2]

@@ -53,6 +53,23 @@ return 1
 """
 _ADD_CONNECTION = PipelinedScript(_ADD_CONNECTION_LUA)
 
+# Touch many connections in one call: a pong refreshes the record's last_ping and TTL and
+# its user's set TTL. A record that has expired meanwhile is not brought back half-made.
+# KEYS: per connection its record, its user's set; ARGV[1]: TTL in ms, then one last_ping
+# per connection.
+_TOUCH_CONNECTIONS_LUA = """
+local ttl = ARGV[1]
+for i = 1, #KEYS, 2 do
+  if redis.call('PEXPIRE', KEYS[i], ttl) == 1 then
+    redis.call('HSET', KEYS[i], 'last_ping', ARGV[(i + 1) / 2 + 1])
+    redis.call('PEXPIRE', KEYS[i + 1], ttl)
+  end
+end
+return 0
+"""
+_TOUCH_CONNECTIONS = PipelinedScript(_TOUCH_CONNECTIONS_LUA)
+TOUCH_CHUNK = 500  # connections per script call: no call holds Redis for long
+
 
 class RedisRegistry:
     """:class:`~wsfleet.registry.base.Registry` on a Redis server."""
@@ -222,18 +239,25 @@ class RedisRegistry:
         if not records:
             return
         ttl_ms = max(1, int(ttl_s * 1000))
+        calls = []
+        for start in range(0, len(records), TOUCH_CHUNK):
+            chunk = records[start : start + TOUCH_CHUNK]
+            keys = []
+            for record in chunk:
+                keys.append(self._conn_key(record.connection_id))
+                keys.append(self._user_key(record.user_id))
+            calls.append((keys, [ttl_ms, *(str(record.last_ping) for record in chunk)]))
         try:
+            results = await _TOUCH_CONNECTIONS.run(self._redis, calls)
             async with self._redis.pipeline(transaction=False) as pipe:
-                for record in records:
-                    key = self._conn_key(record.connection_id)
-                    pipe.hset(key, "last_ping", str(record.last_ping))
-                    pipe.pexpire(key, ttl_ms)
-                    pipe.pexpire(self._user_key(record.user_id), ttl_ms)
                 for shard in {record.shard for record in records}:
                     pipe.pexpire(self._pod_conns_key(shard), ttl_ms)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
+        for result in results:
+            if isinstance(result, Exception):
+                raise RegistryUnavailable(str(result))
 
     async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         ttl_ms = max(1, int(ttl_s * 1000))

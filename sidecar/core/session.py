@@ -1,0 +1,244 @@
+"""The rules of one client session, with no sockets and no event loop.
+
+Events in, decisions out:
+
+- :meth:`SessionCore.client_frame`: a frame from the client. Counted against the
+  connection's limits (every frame: messages, pings, bad frames); in protocol v1 parsed,
+  answered (pings), refused (a bad-frame budget, then 1007) or dropped (duplicates).
+  Returns what to forward to the backend, with the client sequence number to record.
+- :meth:`SessionCore.backend_message`: a message for the client. Numbered (v1) and
+  queued; returns the :class:`Entry` to keep in the replay buffer before it is sent.
+- :meth:`SessionCore.persisted`: how far the replay buffer has persisted (a watermark
+  per batch); returns the backend message id that is now durable, to acknowledge.
+- :meth:`SessionCore.send_stalled`: one write has not completed for the slow-consumer
+  grace period.
+
+:meth:`SessionCore.next_frame` hands out the next frame cleared to go (persist, then
+send), and :attr:`SessionCore.closing` says when and how the session must end. Nothing
+here awaits: the transport writes what it is handed and reports back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sidecar.core import envelope
+from sidecar.core.close_codes import CloseCode
+from sidecar.core.rate_limit import InboundLimits, InboundVerdict, TokenBucket
+from sidecar.core.resume import Sequencer
+from sidecar.core.send_queue import Outgoing, PushResult, SendQueue
+
+BAD_FRAME_BURST = 10.0  # frames that are not v1 a client may send in a row ...
+BAD_FRAMES_PER_S = 1.0  # ... and after that, one a second; beyond: close 1007
+PONG = envelope.pong().encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A message kept in a session's replay buffer (protocol v1)."""
+
+    session_id: str
+    seq: int
+    data: bytes
+    binary: bool
+    message_id: int = 0  # the backend's id for it (0: none), acknowledged once durable
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBounds:
+    """The send queue's bounds (see :class:`SendQueue`)."""
+
+    messages: int
+    bytes: int
+    slow_consumer_grace_s: float
+
+
+class SessionCounters:
+    """What every session of a pod did, as plain integers read at scrape time: the hot
+    path takes no lock and creates nothing to count."""
+
+    __slots__ = (
+        "bad_frame_closes",
+        "bytes_in",
+        "bytes_out",
+        "coalesced",
+        "duplicates",
+        "messages_in",
+        "messages_out",
+        "rate_limited_closes",
+        "rate_limited_drops",
+        "shed",
+    )
+
+    def __init__(self) -> None:
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+        self.shed = self.coalesced = self.duplicates = 0
+        self.rate_limited_drops = self.rate_limited_closes = self.bad_frame_closes = 0
+
+
+class SessionCore:
+    """One session's sequencing, duplicate detection, persist gating, limits, notices and
+    close decisions. ``sequencer`` None: a raw WebSocket (no envelopes, no replay)."""
+
+    __slots__ = (
+        "_bad_frames",
+        "_bounds",
+        "_counters",
+        "_limits",
+        "_queue",
+        "backend_last_id",
+        "closing",
+        "persisted_upto",
+        "sequencer",
+        "session_id",
+    )
+
+    def __init__(
+        self,
+        session_id: str,
+        sequencer: Sequencer | None,
+        counters: SessionCounters,
+        bounds: QueueBounds,
+        limits: InboundLimits | None = None,
+        backend_last_id: int = 0,
+    ) -> None:
+        self.session_id = session_id
+        self.sequencer = sequencer
+        self.backend_last_id = backend_last_id
+        self.persisted_upto = sequencer.last_seq if sequencer else 0
+        self.closing: tuple[int, str] | None = None  # the first close decided wins
+        self._counters = counters
+        self._bounds = bounds
+        self._limits = limits
+        self._queue: SendQueue | None = None  # made at the first frame for the client
+        self._bad_frames: TokenBucket | None = None  # made at the first bad frame
+
+    # -- client -> backend -------------------------------------------------------------
+
+    def client_frame(self, data: bytes, binary: bool, now: float) -> envelope.ClientMessage | None:
+        """What to forward to the backend (``cseq`` > 0: record it), or None."""
+        counters = self._counters
+        counters.messages_in += 1
+        counters.bytes_in += len(data)
+        if self.closing is not None:
+            return None
+        if self._limits is not None:
+            verdict = self._limits.check(len(data), now)
+            if verdict is InboundVerdict.CLOSE:
+                counters.rate_limited_closes += 1
+                self._close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                return None
+            if verdict is InboundVerdict.DROP:
+                counters.rate_limited_drops += 1
+                self._notice("rate_limited", now)
+                return None
+        if self.sequencer is None:
+            return envelope.ClientMessage(0, data, binary)
+        try:
+            parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
+        except envelope.EnvelopeError as exc:
+            if self._bad_frame_allowed(now):
+                self._notice(f"bad_frame: {exc}", now)
+            else:
+                counters.bad_frame_closes += 1
+                self._close(CloseCode.INVALID_PAYLOAD, "too many bad frames")
+            return None
+        if parsed.cseq < 0:  # an application-level ping: pongs queued meanwhile coalesce
+            self._push(Outgoing(PONG, False, True, "pong"), now)
+            return None
+        if not self.sequencer.accept_client(parsed.cseq):
+            counters.duplicates += 1
+            return None
+        return parsed
+
+    def _bad_frame_allowed(self, now: float) -> bool:
+        if self._bad_frames is None:
+            self._bad_frames = TokenBucket(BAD_FRAMES_PER_S, BAD_FRAME_BURST)
+        return self._bad_frames.take(1, now)
+
+    def _notice(self, reason: str, now: float) -> None:
+        """Tell the client something: notices of a kind coalesce, and are shed first when
+        the client reads slowly."""
+        text = envelope.notice(reason).encode()
+        self._push(Outgoing(text, False, True, "notice:" + reason.split(":")[0]), now)
+
+    # -- backend -> client -------------------------------------------------------------
+
+    def backend_message(
+        self,
+        data: bytes,
+        binary: bool,
+        droppable: bool,
+        coalesce_key: str,
+        message_id: int,
+        now: float,
+    ) -> Entry | None:
+        """Queue a message for the client; in v1, the entry to persist before it goes."""
+        if self.closing is not None:
+            return None
+        if self.sequencer is None:
+            self._push(Outgoing(data, binary, droppable, coalesce_key or None), now)
+            return None
+        seq = self.sequencer.assign()
+        frame = envelope.message(seq, data, binary)
+        self._push(Outgoing(frame, False, droppable, coalesce_key or None, seq), now)
+        return Entry(self.session_id, seq, data, binary, message_id)
+
+    def persisted(self, upto_seq: int, message_id: int, durable: bool | None) -> int:
+        """The replay buffer holds entries up to ``upto_seq`` (True), refused them because
+        the session lives on another pod now (False), or is unreachable (None: delivery
+        goes on without a replay copy). Returns the backend id now durable, or 0."""
+        if durable is False:
+            self._close(CloseCode.TRY_AGAIN_LATER, "session moved")
+            return 0
+        self.persisted_upto = max(self.persisted_upto, upto_seq)
+        if durable and message_id > self.backend_last_id:
+            self.backend_last_id = message_id
+            return message_id
+        return 0
+
+    def next_frame(self) -> Outgoing | None:
+        """The next frame to write, or None: nothing queued, the next one not persisted
+        yet (persist, then send), or the session closing."""
+        queue = self._queue
+        if queue is None or self.closing is not None:
+            return None
+        frame = queue.peek()
+        if frame is None or frame.seq > self.persisted_upto:
+            return None
+        queue.pop()
+        self._counters.messages_out += 1
+        self._counters.bytes_out += len(frame.data)
+        return frame
+
+    def send_stalled(self) -> None:
+        """A write has not completed for the grace period: the client is not reading."""
+        self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+
+    def queued(self) -> tuple[int, int]:
+        """Messages and bytes waiting for the client."""
+        return (len(self._queue), self._queue.bytes_queued) if self._queue else (0, 0)
+
+    def _push(self, frame: Outgoing, now: float) -> None:
+        queue = self._queue
+        if queue is None:
+            bounds = self._bounds
+            queue = self._queue = SendQueue(
+                bounds.messages, bounds.bytes, bounds.slow_consumer_grace_s
+            )
+        result = queue.push(frame, now)
+        if result is not PushResult.QUEUED:
+            counters = self._counters
+            if result is PushResult.COALESCED:
+                counters.coalesced += 1
+            elif result is not PushResult.OVER_LIMIT:
+                counters.shed += 1
+        if queue.verdict(now) is not None:
+            self._close(CloseCode.TRY_AGAIN_LATER, "slow consumer")
+
+    def _close(self, code: int, reason: str) -> None:
+        if self.closing is None:
+            self.closing = (code, reason)
+
+
+__all__ = ["Entry", "QueueBounds", "SessionCore", "SessionCounters"]
