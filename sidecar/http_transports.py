@@ -272,16 +272,16 @@ async def handle_send(request: web.Request) -> web.Response:
     ):
         return _refused(Refusal(413, "too_big", "request body too large"))
     body = await request.read()
-    try:
+    try:  # too deep a nesting is as bad a body as broken JSON
         parsed = json.loads(body)
-    except ValueError:
+        frames = parsed if isinstance(parsed, list) else [parsed]
+        encoded = [json.dumps(frame).encode() for frame in frames]
+    except (ValueError, RecursionError):
         return _refused(
             Refusal(400, "bad_frame", "the body must be a v1 frame or a list of frames")
         )
-    frames = parsed if isinstance(parsed, list) else [parsed]
     accepted = 0
-    for frame in frames:
-        data = json.dumps(frame).encode()
+    for data in encoded:
         if len(data) > gateway.settings.max_message_bytes:
             await session.close(1009, "message too big")
             return _refused(Refusal(413, "too_big", "a message exceeds the maximum size"))

@@ -49,8 +49,12 @@ ran every few seconds under steady traffic. These make young collections rarer (
 milliseconds each) and full ones run at most every thousand of them."""
 
 
-async def _listen(app: web.Application, host: str, port: int, backlog: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+async def _listen(
+    app: web.Application, host: str, port: int, backlog: int, idle_timeout_s: float
+) -> web.AppRunner:
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
     try:
@@ -136,6 +140,7 @@ async def serve(
             settings.host,
             settings.port,
             settings.listen_backlog,
+            settings.http_idle_timeout_s,
         )
         runners.append(public)
         admin = await _listen(
@@ -143,6 +148,7 @@ async def serve(
             settings.host,
             settings.admin_port,
             128,
+            settings.http_idle_timeout_s,
         )
         runners.append(admin)
     except StartupError:

@@ -334,6 +334,14 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.slow_consumer_grace_s,
         dest="slow_consumer_grace_s",
     )
+    add(
+        "--http-idle-timeout",
+        type=positive_float,
+        default=defaults.http_idle_timeout_s,
+        dest="http_idle_timeout_s",
+        help="close a connection with no complete request for this long (header-read deadline "
+        "and keep-alive idle; default %(default)s s)",
+    )
     add("--messages-per-second", type=positive_float, default=None, dest="messages_per_s")
     add("--message-burst", type=positive_float, default=None)
     add("--bytes-per-second", type=positive_float, default=None, dest="bytes_per_s")

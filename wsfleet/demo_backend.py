@@ -13,6 +13,10 @@ commands that show (and let tests drive) what backends can do:
 | ``/stream N MS`` | ``stream-1`` ... ``stream-N``, one every MS milliseconds, with ids |
 | ``/broadcast TEXT`` | TEXT to every open session on every gateway (fan-out) |
 
+A client cannot make it send without bound: a command's messages are at most 1 MiB
+each and 64 MiB in all, and broadcasts at most 10 a second for the whole backend, of at
+most 4 KiB (beyond: the sender is told ``broadcast refused: ...``).
+
 Streamed messages carry ``message_id``s; the backend keeps them until the gateway
 acknowledges them durable (``Persisted``) and sends the rest again when the session
 reopens, resumed, on any pod: this is how a session survives its pod being killed.
@@ -21,6 +25,7 @@ reopens, resumed, on any pod: this is how a session survives its pod being kille
 from __future__ import annotations
 
 import asyncio
+import collections
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -38,7 +43,10 @@ from wsfleet.settings import BackendSettings
 log = structlog.get_logger()
 
 SERVICE = "wsfleet.bridge.v2.Bridge"
-MAX_FLOOD = 1_000_000
+MAX_FLOOD = 1_000_000  # messages one command may ask for ...
+MAX_COMMAND_BYTES = 64 << 20  # ... and bytes, in all (a client cannot ask for gigabytes)
+MAX_BROADCAST_BYTES = 4096
+BROADCASTS_PER_S = 10  # for the whole backend: any user may broadcast, but not flood everyone
 MAX_UNACKED = 100_000  # messages a session may have in flight to the gateway
 OUTBOX_LIMIT = 1 << 30  # the demo trusts its gateways: it never makes them wait
 MAX_BATCH_EVENTS = 512  # events in one BackendBatch, at most ...
@@ -57,11 +65,10 @@ def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.Ba
         if command == "/whoami":
             return [_message(session_id, name.encode())]
         if command == "/flood":
-            count, size = min(int(words[1]), MAX_FLOOD), int(words[2])
+            count, size = _bounded(int(words[1]), int(words[2]))
             return [_message(session_id, b"f" * size) for _ in range(count)]
         if command == "/presence":
-            count = min(int(words[1]), MAX_FLOOD)
-            size = int(words[2]) if len(words) > 2 else 0
+            count, size = _bounded(int(words[1]), int(words[2]) if len(words) > 2 else 0)
             return [
                 _message(session_id, f"presence:{n}".encode().ljust(size, b"."), droppable=True)
                 for n in range(count)
@@ -83,6 +90,14 @@ def replies(name: str, session_id: str, data: bytes, binary: bool) -> list[pb.Ba
     except (IndexError, ValueError):
         return [_message(session_id, f"bad command: {data.decode(errors='replace')}".encode())]
     return [_message(session_id, data, binary=binary)]
+
+
+def _bounded(count: int, size: int) -> tuple[int, int]:
+    """A command's message count and size, within the caps (ValueError when negative)."""
+    if count < 0 or size < 0:
+        raise ValueError("negative")
+    size = min(size, MAX_BATCH_BYTES)
+    return min(count, MAX_FLOOD, MAX_COMMAND_BYTES // max(size, 1)), size
 
 
 def _outbox() -> Outbox[pb.BackendEvent]:
@@ -116,6 +131,7 @@ class EchoBackend:
     def __init__(self, name: str = "backend") -> None:
         self.name = name
         self.sessions: dict[str, _Session] = {}
+        self._broadcasts: collections.deque[float] = collections.deque()  # in the last second
 
     async def connect(
         self, batches: AsyncIterator[pb.GatewayBatch], context: Any
@@ -162,7 +178,7 @@ class EchoBackend:
                     self._start_stream(message.session_id, state, words)
                     return
                 if words[:1] == ["/broadcast"]:
-                    self._broadcast(message.data.partition(b" ")[2])
+                    self._broadcast(message.session_id, message.data.partition(b" ")[2])
                     return
                 for reply in replies(self.name, message.session_id, message.data, message.binary):
                     out.put(reply, reply.message.ByteSize() if reply.HasField("message") else 0)
@@ -192,7 +208,20 @@ class EchoBackend:
                 if message_id > opened.last_message_id:
                     out.put(_message(session_id, data, message_id=message_id), len(data))
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, sender: str, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        recent = self._broadcasts
+        while recent and recent[0] <= now - 1.0:
+            recent.popleft()
+        if len(recent) >= BROADCASTS_PER_S or len(data) > MAX_BROADCAST_BYTES:
+            state = self.sessions.get(sender)
+            if state is not None and state.out is not None:
+                refusal = (
+                    f"broadcast refused: at most {BROADCASTS_PER_S}/s of {MAX_BROADCAST_BYTES} B"
+                )
+                state.out.put(_message(sender, refusal.encode()))
+            return
+        recent.append(now)
         for session_id, state in self.sessions.items():
             if state.out is not None:
                 state.out.put(_message(session_id, data), len(data))

@@ -86,6 +86,11 @@ class SidecarSettings:
     send_queue_messages: int = 1000
     send_queue_bytes: int = 1 << 20
     slow_consumer_grace_s: float = 5.0
+    # A connection with no complete request for this long is closed: from its first byte
+    # (a header-read deadline: a slowloris client is cut) and between requests (aiohttp's
+    # own default is an hour). Above Envoy's idle timeout for its pooled connections to
+    # gateways (xds_server.builders.UPSTREAM_IDLE_TIMEOUT_S), so Envoy closes first.
+    http_idle_timeout_s: float = 75.0
     messages_per_s: float = 0.0  # per connection; 0: unlimited
     message_burst: float = 0.0
     bytes_per_s: float = 0.0

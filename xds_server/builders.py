@@ -30,6 +30,8 @@ HCM = (
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 )
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+UPSTREAM_HTTP_OPTIONS_NAME = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+UPSTREAM_HTTP_OPTIONS = "type.googleapis.com/" + UPSTREAM_HTTP_OPTIONS_NAME
 LOCAL_RATELIMIT = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
@@ -87,6 +89,7 @@ def listener(item: Listener) -> Spec:
         "rds": {"route_config_name": item.name, "config_source": ADS_SOURCE},
         "upgrade_configs": [{"upgrade_type": "websocket"}],
         "common_http_protocol_options": {"idle_timeout": _seconds(item.idle_timeout_s)},
+        "request_headers_timeout": _seconds(item.request_headers_timeout_s),
         "generate_request_id": item.request_ids,
         "http_filters": [
             {
@@ -202,9 +205,22 @@ def hash_policy(key: HashKey) -> list[Spec]:
     return policies
 
 
+UPSTREAM_IDLE_TIMEOUT_S = 60.0
+"""Envoy closes an idle pooled connection to a gateway after this long: below the
+gateway's own HTTP idle deadline (the sidecar's ``http_idle_timeout_s``), so Envoy never
+sends a request on a connection the gateway is closing."""
+
+
 def cluster(pool: Pool) -> Spec:
     spec: Spec = {
         "name": pool.name,
+        "typed_extension_protocol_options": {
+            UPSTREAM_HTTP_OPTIONS_NAME: {
+                "@type": UPSTREAM_HTTP_OPTIONS,
+                "common_http_protocol_options": {"idle_timeout": _seconds(UPSTREAM_IDLE_TIMEOUT_S)},
+                "explicit_http_config": {"http_protocol_options": {}},
+            }
+        },
         "type": "EDS",
         "eds_cluster_config": {"eds_config": ADS_SOURCE},
         "connect_timeout": _seconds(pool.connect_timeout_s),

@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from wsfleet.bounded_files import UnreadableFile, read_bounded
 from xds_server.policy import Certificate
 
 
@@ -46,13 +47,14 @@ def resolve(base_dir: Path, file: str) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
+MAX_PEM_BYTES = 256 * 1024  # a certificate chain or a key; real ones are a few KB
+
+
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CertificateProblem(path, "file not found") from None
-    except OSError as exc:
-        raise CertificateProblem(path, f"cannot read: {exc.strerror}") from None
+        return read_bounded(path, MAX_PEM_BYTES)
+    except UnreadableFile as exc:
+        raise CertificateProblem(path, str(exc)) from None
 
 
 def load_certificate(spec: Certificate, base_dir: Path) -> LoadedCertificate:

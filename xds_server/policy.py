@@ -141,7 +141,11 @@ class Listener(Frozen):
     port: PORT
     routes: Annotated[list[NAME], Field(min_length=1)]
     tls: Tls | None = None
-    idle_timeout_s: SECONDS = 3600.0  # a downstream connection with no streams
+    # a downstream connection with no stream (never a live WebSocket: that is a stream)
+    # is closed after this long: well above a long-poll client's gap between polls
+    idle_timeout_s: SECONDS = 60.0
+    # a request's headers must arrive within this long of its first byte (slowloris)
+    request_headers_timeout_s: SECONDS = 10.0
     buffer_limit_bytes: BYTES = 32 * 1024  # per downstream connection
     # Envoy's x-request-id on every request: nothing in wsfleet reads it, and it costs
     # memory for the whole life of an upgraded stream (benchmarks/envoy_share.py)

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import yaml
 from pydantic import ValidationError
 
+from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError
 from xds_server.certificates import CertificateProblem, LoadedCertificate, load_certificate
 from xds_server.policy import Policy, reference_problems
@@ -56,8 +57,9 @@ def load_certificates(policy: Policy, path: Path) -> Mapping[str, LoadedCertific
 
 def _certificate_line(path: Path, index: int) -> int | None:
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
+        text = read_bounded(path, MAX_POLICY_BYTES).decode("utf-8")
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (UnreadableFile, UnicodeDecodeError, yaml.YAMLError):
         return None
     return _line_of(root, ("certificates", index))
 
@@ -72,13 +74,19 @@ def default_policy_text() -> str:
     return resources.files("xds_server").joinpath("default_policy.yaml").read_text()
 
 
+MAX_POLICY_BYTES = 1 << 20
+"""A policy file larger than this is refused (a real one is a few KB; parsing a 20 MB
+file held the control plane for 13 s)."""
+
+
 def load_policy_file(path: Path) -> Policy:
     """Load and validate a policy file; raise :class:`PolicyError` when it is unusable."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PolicyError(str(path), None, "policy file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_bounded(path, MAX_POLICY_BYTES).decode("utf-8")
+    except UnreadableFile as exc:
+        problem = "policy file not found" if str(exc) == "file not found" else f"policy file: {exc}"
+        raise PolicyError(str(path), None, problem) from None
+    except UnicodeDecodeError as exc:
         raise PolicyError(str(path), None, f"cannot read policy file: {exc}") from None
     return parse_policy(text, str(path))
 

@@ -14,9 +14,16 @@ from pathlib import Path
 
 import structlog
 
+from wsfleet.bounded_files import UnreadableFile, read_bounded
 from xds_server.certificates import certificate_files
 from xds_server.metrics import XdsMetrics
-from xds_server.policy_loader import PolicyBundle, PolicyError, load_bundle, load_policy_file
+from xds_server.policy_loader import (
+    MAX_POLICY_BYTES,
+    PolicyBundle,
+    PolicyError,
+    load_bundle,
+    load_policy_file,
+)
 
 log = structlog.get_logger()
 
@@ -50,33 +57,47 @@ class PolicyWatcher:
         digest = hashlib.sha256()
         for path in [self._path, *self._watched]:
             try:
-                digest.update(path.read_bytes())
-            except OSError:
-                digest.update(b"\\0missing")
+                digest.update(read_bounded(path, MAX_POLICY_BYTES))
+            except UnreadableFile as exc:
+                digest.update(b"\\0" + str(exc).encode())
             digest.update(str(path).encode())
         return digest.hexdigest()
 
-    def check(self) -> bool:
-        """Reload once if any watched file changed; True if a new bundle was applied."""
+    def _changed_bundle(self) -> PolicyBundle | PolicyError | None:
+        """A new bundle (or why it cannot be used) if any watched file changed, else None.
+        Blocking file work: run in a thread, never on the event loop."""
         digest = self._read_digest()
         if digest == self._digest:
-            return False
+            return None
         self._watched = self._files_named_by_policy()
         self._digest = self._read_digest()
         try:
-            bundle = load_bundle(self._path)
+            return load_bundle(self._path)
         except PolicyError as exc:
-            self.last_error = str(exc)
+            return exc
+
+    def check(self) -> bool:
+        """Reload once if any watched file changed; True if a new bundle was applied."""
+        return self._take(self._changed_bundle())
+
+    def _take(self, outcome: PolicyBundle | PolicyError | None) -> bool:
+        if outcome is None:
+            return False
+        if isinstance(outcome, PolicyError):
+            self.last_error = str(outcome)
             self._metrics.policy_reloads.labels("rejected").inc()
-            log.error("policy_rejected", error=str(exc), note="the last good policy keeps serving")
+            log.error(
+                "policy_rejected", error=str(outcome), note="the last good policy keeps serving"
+            )
             return False
         self.last_error = None
         self._metrics.policy_reloads.labels("applied").inc()
         log.info("policy_applied", path=str(self._path))
-        self._apply(bundle)
+        self._apply(outcome)
         return True
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._poll_s)
-            self.check()
+            # reading and parsing may take a while (large files): not on the event loop
+            self._take(await asyncio.to_thread(self._changed_bundle))

@@ -180,3 +180,26 @@ def test_each_hash_policy_is_terminal_so_the_first_key_present_decides() -> None
     assert [next(iter(k for k in p if k != "terminal")) for p in routes[0]["route"]["hash_policy"]][
         :2
     ] == ["header", "query_parameter"]
+
+
+def test_slow_and_idle_clients_are_cut_by_envoy_and_envoy_closes_before_the_gateway() -> None:
+    import dataclasses
+
+    from wsfleet.settings import SidecarSettings
+    from xds_server.builders import UPSTREAM_HTTP_OPTIONS_NAME
+
+    resources = build_resources(parse_policy(default_policy_text(), "p.yaml"), {})
+    listener = resources[T.LISTENER]["public"]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["request_headers_timeout"] == "10s"
+    assert hcm["common_http_protocol_options"] == {"idle_timeout": "60s"}
+    cluster = resources[T.CLUSTER]["gateways"]
+    options = cluster["typed_extension_protocol_options"][UPSTREAM_HTTP_OPTIONS_NAME]
+    upstream_idle = float(options["common_http_protocol_options"]["idle_timeout"].rstrip("s"))
+    # Envoy never reuses a pooled connection that the gateway is closing
+    fields = {field.name: field for field in dataclasses.fields(SidecarSettings)}
+    assert upstream_idle < fields["http_idle_timeout_s"].default
+    decoded = envoy_types.decode(T.CLUSTER, envoy_types.encode(T.CLUSTER, cluster))
+    assert "typedExtensionProtocolOptions" in decoded or "typed_extension_protocol_options" in (
+        decoded
+    )

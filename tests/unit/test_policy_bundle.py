@@ -117,3 +117,58 @@ def test_the_diff_flags_listener_changes_as_draining(tmp_path: Path) -> None:
     ]
     assert "would drain its live connections" in render(listener)
     assert render([]) == "no change: Envoy would receive nothing"
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [("/dev/zero", "not a regular file"), (".", "not a regular file"), ("big.key", "larger than")],
+)
+def test_a_certificate_path_must_be_a_regular_file_of_a_sane_size(
+    tls_policy: Path, target: str, problem: str
+) -> None:
+    (tls_policy.parent / "big.key").write_bytes(b"k" * (300 * 1024))
+    tls_policy.write_text(TLS_POLICY.replace("key_file: edge.key", f"key_file: {target}"))
+    with pytest.raises(PolicyError, match=rf"certificates.0: .*{problem}"):
+        load_bundle(tls_policy)
+
+
+def test_a_policy_file_larger_than_the_cap_is_refused_before_it_is_parsed(
+    tmp_path: Path,
+) -> None:
+    from xds_server.policy_loader import MAX_POLICY_BYTES
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(default_policy_text() + "#" * MAX_POLICY_BYTES)
+    with pytest.raises(PolicyError, match=r"policy.yaml: policy file: larger than"):
+        load_bundle(path)
+
+
+async def test_the_watcher_reads_and_parses_off_the_event_loop(tls_policy: Path) -> None:
+    import asyncio
+    import threading
+
+    applied: list[PolicyBundle] = []
+    arrived = asyncio.Event()
+
+    def apply(bundle: PolicyBundle) -> None:
+        applied.append(bundle)
+        arrived.set()
+
+    watcher = PolicyWatcher(tls_policy, apply, XdsMetrics(), poll_s=0.01)
+    loaders: list[threading.Thread] = []
+    changed = watcher._changed_bundle
+
+    def spy() -> object:
+        loaders.append(threading.current_thread())
+        return changed()
+
+    watcher._changed_bundle = spy  # type: ignore[method-assign]
+    tls_policy.write_text(TLS_POLICY.replace("port: 8443", "port: 8444"))
+    task = asyncio.ensure_future(watcher.run())
+    try:
+        async with asyncio.timeout(30):
+            await arrived.wait()
+    finally:
+        task.cancel()
+    assert applied[0].policy.listeners[0].port == 8444
+    assert loaders and all(t is not threading.main_thread() for t in loaders)

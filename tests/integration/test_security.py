@@ -1,0 +1,100 @@
+"""Adversarial clients against the real fleet: each probes as an attacker would and the
+fleet must cut them, bound them or refuse them, without losing anything for others."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.helpers import open_ws, unlimited_session
+from wsfleet.launcher.fleet import LocalFleet
+
+pytestmark = pytest.mark.integration
+
+QUICK_HEADERS = """\
+listeners:
+  - name: public
+    port: 8080
+    routes: [websocket]
+    request_headers_timeout_s: 1
+routes:
+  - name: websocket
+    path_prefix: /ws
+    pool: gateways
+pools:
+  - name: gateways
+"""
+DEADLINE_S = 30.0  # far beyond every timeout these tests set: a bound, never a measure
+
+
+async def _closed_by_server(host: str, port: int, first_bytes: bytes) -> bool:
+    """Connect, send ``first_bytes`` (maybe nothing), then wait for the server to close.
+    True when it did within the deadline."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        if first_bytes:
+            writer.write(first_bytes)
+            await writer.drain()
+        try:
+            async with asyncio.timeout(DEADLINE_S):
+                while await reader.read(4096):
+                    pass  # an error response may come first; the close is what counts
+        except TimeoutError:
+            return False
+        return True
+    finally:
+        writer.close()
+
+
+async def test_envoy_cuts_a_request_whose_headers_never_finish(
+    fleet_factory, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(QUICK_HEADERS)
+    fleet: LocalFleet = await fleet_factory(policy_path=policy, sidecars=1)
+    public = urlsplit(fleet.client_url)
+    assert public.hostname is not None and public.port is not None
+    slowloris = b"GET /ws?user=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+    assert await _closed_by_server(public.hostname, public.port, slowloris)
+    async with unlimited_session() as session:  # and everyone else is served meanwhile
+        ws, _ = await open_ws(fleet, session, "bob")
+        await ws.send_str("hi")
+        assert (await ws.receive(timeout=10)).data == "hi"
+        await ws.close()
+
+
+async def test_a_gateway_cuts_silent_and_slowloris_connections_after_its_idle_deadline(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1, sidecar_args=("--http-idle-timeout", "1"))
+    sidecar = fleet.info.sidecars["sidecar-1"]
+    silent = _closed_by_server("127.0.0.1", sidecar.port, b"")
+    slowloris = _closed_by_server(
+        "127.0.0.1", sidecar.port, b"GET /ws?user=alice HTTP/1.1\r\nHost: x\r\n"
+    )
+    assert await asyncio.gather(silent, slowloris) == [True, True]
+
+
+async def test_a_deeply_nested_post_body_is_a_bad_frame_and_the_session_lives_on(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    poll_url = fleet.client_url.replace("ws://", "http://").replace("/ws", "/poll")
+    auth = {"user": "alice", "access_token": fleet.token("alice")}
+    async with unlimited_session() as session:
+        async with session.get(poll_url, params={**auth, "wait": "0"}) as response:
+            session_id = (await response.json())["session"]
+        send = {**auth, "session": session_id}
+        nested = b"[" * 60_000 + b"]" * 60_000
+        async with session.post(f"{poll_url}/send", params=send, data=nested) as response:
+            assert response.status == 400
+            assert (await response.json())["error"] == "bad_frame"
+        frame = {"type": "message", "cseq": 1, "data": "still here"}
+        async with session.post(f"{poll_url}/send", params=send, json=frame) as response:
+            assert response.status == 202
+        async with session.get(poll_url, params={**send, "wait": "10"}) as response:
+            frames = (await response.json())["frames"]
+        assert [f["data"] for f in frames if f["type"] == "message"] == ["still here"]
