@@ -23,7 +23,7 @@ def valid_close_code(code: object) -> int | None:
 
 
 def add_admin_routes(
-    app: web.Application, gateway: Gateway, drainer: Drainer, token: str | None
+    app: web.Application, gateway: Gateway, drainer: Drainer, tokens: tuple[str, ...]
 ) -> None:
     async def start_drain(request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -79,7 +79,7 @@ def add_admin_routes(
             }
         )
 
-    app.router.add_post("/drain", require_token(token, start_drain))
-    app.router.add_get("/drain", require_token(token, drain_status))
-    app.router.add_post("/drain/cancel", require_token(token, cancel_drain))
-    app.router.add_post("/disconnect", require_token(token, disconnect))
+    app.router.add_post("/drain", require_token(tokens, start_drain))
+    app.router.add_get("/drain", require_token(tokens, drain_status))
+    app.router.add_post("/drain/cancel", require_token(tokens, cancel_drain))
+    app.router.add_post("/disconnect", require_token(tokens, disconnect))

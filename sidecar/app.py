@@ -49,11 +49,13 @@ def build_public_app(gateway: Gateway, registration: PodRegistration) -> web.App
 
 
 def build_admin_app(
-    gateway: Gateway, registration: PodRegistration, drainer: Drainer, token: str | None
+    gateway: Gateway, registration: PodRegistration, drainer: Drainer, tokens: tuple[str, ...]
 ) -> web.Application:
+    """``tokens``: the bearer tokens the admin API accepts (the operators' admin token, and
+    this pod's own token, derived from the registry key, that the control plane uses)."""
     app = web.Application()
     app[GATEWAY_KEY] = gateway
-    add_admin_routes(app, gateway, drainer, token)
+    add_admin_routes(app, gateway, drainer, tokens)
 
     _moves_seen = [0]
 

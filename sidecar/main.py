@@ -32,6 +32,7 @@ from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet.registry.signing import read_registry_key
 from wsfleet.settings import SidecarSettings, advertised_address
 from wsfleet.tokens import read_auth_key
 
@@ -85,7 +86,8 @@ async def serve(
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
     verifier = await build_verifier(settings)
-    registry = RedisRegistry(settings.redis_url, settings.namespace)
+    signer = read_registry_key(settings.registry_key_file)
+    registry = RedisRegistry(settings.redis_url, settings.namespace, signer=signer)
     try:
         await registry.ping()
     except RegistryUnavailable as exc:
@@ -133,6 +135,11 @@ async def serve(
     )
     drainer = Drainer(gateway, registration, settings.drain_retry_hint_ms)
     admin_token = read_admin_token(settings.admin_token_file)
+    admin_tokens = tuple(
+        token
+        for token in (admin_token, signer.admin_token(settings.pod_id) if signer else None)
+        if token is not None
+    )
     runners: list[web.AppRunner] = []
     try:
         public = await _listen(
@@ -144,7 +151,7 @@ async def serve(
         )
         runners.append(public)
         admin = await _listen(
-            build_admin_app(gateway, registration, drainer, admin_token),
+            build_admin_app(gateway, registration, drainer, admin_tokens),
             settings.host,
             settings.admin_port,
             128,

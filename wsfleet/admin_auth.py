@@ -47,16 +47,18 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def require_token(token: str | None, handler: Handler) -> Handler:
-    """Wrap ``handler`` so that it runs only for ``Authorization: Bearer <token>``."""
+def require_token(token: str | tuple[str, ...] | None, handler: Handler) -> Handler:
+    """Wrap ``handler`` so that it runs only for ``Authorization: Bearer <token>`` (any of
+    several tokens, when given a tuple: a pod accepts the operators' token and its own)."""
+    accepted = tuple(t.encode() for t in ((token,) if isinstance(token, str) else token or ()))
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        if token is None:
+        if not accepted:
             return error(403, "admin API disabled: no admin token configured")
         offered = request.headers.get("Authorization", "")
-        if not offered.startswith("Bearer ") or not hmac.compare_digest(
-            offered[7:].strip().encode(), token.encode()
-        ):
+        given = offered[7:].strip().encode() if offered.startswith("Bearer ") else b""
+        matches = [hmac.compare_digest(given, t) for t in accepted]  # all compared: no timing
+        if not given or not any(matches):
             return error(401, "missing or wrong admin token (Authorization: Bearer <token>)")
         return await handler(request)
 

@@ -101,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--namespace", default="wsfleet")
     xds.add_argument("--policy-poll", type=positive_float, default=0.5, help="seconds")
     xds.add_argument("--admin-token-file", type=Path, help="bearer token for the admin API")
+    xds.add_argument(
+        "--registry-key-file",
+        type=Path,
+        help="fleet registry key: pod records must be signed with it (the state dir's "
+        "registry.key); without it pods are trusted as found and never called",
+    )
     xds.add_argument("--membership-poll", type=positive_float, default=1.0, help="seconds")
     xds.add_argument("--ready-file", type=Path)
 
@@ -125,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--delta", action="store_true", help="Delta ADS instead of SotW")
     envoy.add_argument("--concurrency", type=positive_int, default=1)
 
-    keygen = commands.add_parser("keygen", help="create the state dir's token signing key")
+    keygen = commands.add_parser(
+        "keygen", help="create the state dir's token signing key and registry key"
+    )
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
     pods = commands.add_parser(
@@ -395,6 +403,12 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--drain-retry-hint-ms", type=positive_int, default=defaults.drain_retry_hint_ms)
     add("--admin-token-file", type=Path, help="bearer token for the admin API")
+    add(
+        "--registry-key-file",
+        type=Path,
+        help="fleet registry key: signs this pod's record; the control plane calls this pod "
+        "with a token derived from it (the state dir's registry.key)",
+    )
     add("--ready-file", type=Path)
 
 
@@ -465,6 +479,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                     namespace=args.namespace,
                     policy_poll_s=args.policy_poll,
                     admin_token_file=args.admin_token_file,
+                    registry_key_file=args.registry_key_file,
                     membership_poll_s=args.membership_poll,
                     ready_file=args.ready_file,
                 )
@@ -484,9 +499,11 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif command == "envoy":
         _exec_envoy(args)
     elif command == "keygen":
+        from wsfleet.registry.signing import ensure_registry_key
         from wsfleet.tokens import ensure_auth_key
 
         print(ensure_auth_key(args.state_dir))
+        print(ensure_registry_key(args.state_dir))
     elif command == "policy" and args.policy_command == "validate":
         from xds_server.policy_loader import load_bundle
 

@@ -46,6 +46,8 @@ class XdsSettings:
     membership_poll_s: float = 1.0
     policy_poll_s: float = 0.5
     admin_token_file: Path | None = None  # protects /debug/* and the fleet admin API
+    # pods' records must be signed with it; pods are called with tokens derived from it
+    registry_key_file: Path | None = None
     ready_file: Path | None = None
 
 
@@ -113,6 +115,7 @@ class SidecarSettings:
     drain_budget_s: float = 15.0
     drain_retry_hint_ms: int = 250  # carried in the 1012 close reason (randomized +-50%)
     admin_token_file: Path | None = None  # protects POST /drain, POST /disconnect
+    registry_key_file: Path | None = None  # signs this pod's record; its admin token derives
     ready_file: Path | None = None
 
 

@@ -26,6 +26,7 @@ from wsfleet.registry import (
     Registry,
     RegistryUnavailable,
 )
+from wsfleet.registry.signing import PodSigner
 from xds_server.pod_history import PodHistory
 
 log = structlog.get_logger()
@@ -61,9 +62,16 @@ def _connection_json(record: ConnectionRecord) -> dict[str, Any]:
 class FleetAdmin:
     """Handlers of the fleet admin API; one per control plane."""
 
-    def __init__(self, registry: Registry, token: str | None, history: PodHistory) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        token: str | None,
+        history: PodHistory,
+        signer: PodSigner | None = None,
+    ) -> None:
         self._registry = registry
         self._token = token
+        self._signer = signer  # pods are called with their own tokens, derived from its key
         self._history = history
         self._drains: dict[str, DrainRecord] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -92,8 +100,10 @@ class FleetAdmin:
     ) -> tuple[int, dict[str, Any]]:
         if self._http is None:
             self._http = aiohttp.ClientSession(timeout=POD_TIMEOUT)
+        if self._signer is None:  # the operators' token never goes to a pod
+            return 503, {"error": "pods cannot be called: the control plane has no registry key"}
         url = f"http://{pod.host}:{pod.admin_port}{path}"
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self._signer.admin_token(pod.pod_id)}"}
         try:
             async with self._http.request(method, url, json=body, headers=headers) as response:
                 return response.status, await response.json(content_type=None)

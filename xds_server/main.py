@@ -16,6 +16,7 @@ from wsfleet.errors import StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet.registry.signing import read_registry_key
 from wsfleet.settings import XdsSettings
 from xds_server.admin import build_admin_app
 from xds_server.ads_service import AdsService
@@ -45,10 +46,25 @@ def _with_overrides(bundle: PolicyBundle, settings: XdsSettings) -> PolicyBundle
     return bundle
 
 
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+"""Envoy pings its xDS connection every 15 s (the bootstrap's ``connection_keepalive``).
+gRPC servers accept a ping only every 5 minutes while no data flows, and answer the third
+early one with GOAWAY (too_many_pings): with the default, every Envoy lost its ADS stream
+about every 65 s and re-fetched every resource. Pings up to this often are welcome."""
+
+GRPC_SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+]
+
+
 async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
     bundle = load_initial_bundle(settings)
-    registry = RedisRegistry(settings.redis_url, settings.namespace)
+    signer = read_registry_key(settings.registry_key_file)
+    registry = RedisRegistry(settings.redis_url, settings.namespace, signer=signer)
     try:
         await registry.ping()
     except RegistryUnavailable as exc:
@@ -71,16 +87,12 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     if publisher.snapshot is None:
         publisher.publish()
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.http2.max_pings_without_data", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-        ]
-    )
+    server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     ads = AdsService(cache, ledger, metrics, on_new_group=publisher.ensure_group)
     server.add_generic_rpc_handlers([ads.handler()])
     metrics.watch(ledger, lambda: publisher.bundle.certificates)
+    if signer is not None:
+        metrics.watch_rejections(lambda: signer.rejected)
     try:
         grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     except RuntimeError:
@@ -97,7 +109,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         ledger,
         metrics,
         publisher,
-        FleetAdmin(registry, token, history),
+        FleetAdmin(registry, token, history, signer),
         registry,
         token,
         settings.listener_port,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from wsfleet.registry import PodRecord
@@ -99,11 +99,29 @@ class XdsMetrics:
             self.fleet_pods.labels(state).set(count)
         self.drains_in_progress.set(drains_in_progress)
 
+    def watch_rejections(self, rejected: Callable[[], int]) -> None:
+        """Export how many pod records read did not verify (read at scrape time)."""
+        self.registry.register(_RejectionCollector(rejected))
+
     def watch(
         self, ledger: Ledger, certificates: Callable[[], Mapping[str, LoadedCertificate]]
     ) -> None:
         """Export the per-node ledger and certificate expiry, read at scrape time."""
         self.registry.register(_LedgerCollector(ledger, certificates))
+
+
+class _RejectionCollector(Collector):
+    def __init__(self, rejected: Callable[[], int]) -> None:
+        self._rejected = rejected
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "wsfleet_xds_rejected_pod_records",
+            "Pod records read from the registry that were not signed with the registry key "
+            "(ignored: not routed to, not called)",
+        )
+        family.add_metric([], self._rejected())
+        yield family
 
 
 class _LedgerCollector(Collector):

@@ -177,7 +177,8 @@ async def test_fifty_edits_of_routes_limits_and_endpoints_drop_none_of_2000_conn
     policy = tmp_path / "policy.yaml"
     write_policy(policy)
     fleet: LocalFleet = await fleet_factory(policy_path=policy, xds_args=("--policy-poll", "0.1"))
-    registry = RedisRegistry(fleet.info.redis_url)
+    # the fake pods below are signed like real ones: the control plane ignores any other
+    registry = RedisRegistry(fleet.info.redis_url, signer=fleet.pod_signer())
     async with unlimited_session() as session:
         sockets = []
         for start in range(0, 2000, 200):

@@ -8,9 +8,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session
 from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.launcher.ports import free_port
+from wsfleet.registry import PodRecord
+from wsfleet.registry.redis_registry import RedisRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +102,54 @@ async def test_a_deeply_nested_post_body_is_a_bad_frame_and_the_session_lives_on
         async with session.get(poll_url, params={**send, "wait": "10"}) as response:
             frames = (await response.json())["frames"]
         assert [f["data"] for f in frames if f["type"] == "message"] == ["still here"]
+
+
+async def _capture_admin_calls(seen: list[str]) -> tuple[web.AppRunner, int]:
+    """A listener posing as a pod's admin API; records the bearer tokens it is sent."""
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        return web.json_response({"pod_id": "x", "started": True, "open": 0})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, port
+
+
+async def test_the_control_plane_ignores_forged_pods_and_never_hands_out_its_admin_token(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    seen: list[str] = []
+    runner, port = await _capture_admin_calls(seen)
+    intruder = RedisRegistry(fleet.info.redis_url)  # can write Redis, has no registry key
+    signed = RedisRegistry(fleet.info.redis_url, signer=fleet.pod_signer())
+    headers = {"Authorization": f"Bearer {fleet.admin_token}"}
+    try:
+        forged = PodRecord("forged", "gateways", "127.0.0.1", port, port, region="evil")
+        await intruder.put_pod(forged, ttl_s=60)
+        async with unlimited_session() as session:
+            drain = f"{fleet.admin_url}/drain"
+            async with session.post(drain, json={"region": "evil"}, headers=headers) as response:
+                assert response.status == 404  # no pod of that region that can be trusted
+            async with session.get(f"{fleet.admin_url}/pods", headers=headers) as response:
+                assert "forged" not in {pod["pod_id"] for pod in (await response.json())["pods"]}
+            assert seen == []
+            metrics = await (await session.get(f"{fleet.admin_url}/metrics")).text()
+            assert "wsfleet_xds_rejected_pod_records_total 0.0" not in metrics
+            # a pod that proves itself (signed) is called with its own token, never with
+            # the operators' admin token
+            pod = PodRecord("signed", "gateways", "127.0.0.1", port, port, region="lab")
+            await signed.put_pod(pod, ttl_s=60)
+            async with session.post(drain, json={"pod": "signed"}, headers=headers) as response:
+                assert response.status in (200, 202), await response.text()
+        assert seen and all(s == f"Bearer {fleet.pod_signer().admin_token('signed')}" for s in seen)
+        assert all(fleet.admin_token not in s for s in seen)
+    finally:
+        await intruder.close()
+        await signed.close()
+        await runner.cleanup()

@@ -28,6 +28,7 @@ from wsfleet.launcher.embedded_redis import start_embedded_redis, wait_redis
 from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
 from wsfleet.launcher.ports import ensure_port_free, free_port
 from wsfleet.readiness import read_ready, write_ready
+from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
 from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
 from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
 
@@ -99,6 +100,7 @@ class LocalFleet:
         self._next_sidecar = 1
         self._auth_key_path = self.state_dir / "auth.key"
         self.admin_token_path = self.state_dir / TOKEN_FILE
+        self.registry_key_path = self.state_dir / KEY_FILE
         self.client_tls: ssl.SSLContext | None = None  # set when the first listener is TLS
         self.edges: dict[str, Edge] = {}
 
@@ -117,6 +119,12 @@ class LocalFleet:
 
     def token(self, user_id: str, ttl_s: float = 3600) -> str:
         return mint_token(read_auth_key(self._auth_key_path), user_id, ttl_s)
+
+    def pod_signer(self) -> PodSigner:
+        """Signs pod records as this fleet's pods do (tests register pods of their own)."""
+        signer = read_registry_key(self.registry_key_path)
+        assert signer is not None
+        return signer
 
     # -- start -----------------------------------------------------------
 
@@ -146,6 +154,7 @@ class LocalFleet:
         self.run_dir.mkdir(parents=True)
         self._auth_key_path = ensure_auth_key(self.state_dir)
         self.admin_token_path = ensure_admin_token(self.state_dir)
+        self.registry_key_path = ensure_registry_key(self.state_dir)
 
         if options.redis_url is None:
             port = free_port()
@@ -191,6 +200,7 @@ class LocalFleet:
             *("--admin-port", str(admin_port)),
             *("--listener-port", str(listener_port)),
             *("--admin-token-file", str(self.admin_token_path)),
+            *("--registry-key-file", str(self.registry_key_path)),
             *(["--policy", str(options.policy_path)] if options.policy_path else []),
             *options.xds_args,
         ]
@@ -308,6 +318,8 @@ class LocalFleet:
             str(self._auth_key_path),
             "--admin-token-file",
             str(self.admin_token_path),
+            "--registry-key-file",
+            str(self.registry_key_path),
             "--drain-budget",
             str(self.options.drain_budget_s),
             *(

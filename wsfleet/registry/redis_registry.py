@@ -24,6 +24,7 @@ from wsfleet.registry.base import (
     PodRecord,
     RegistryUnavailable,
 )
+from wsfleet.registry.signing import SIGNATURE_FIELD, PodSigner
 
 # Record a connection unless its user already holds the maximum (0: no maximum, and no
 # check at all: O(1)). With a maximum, the user's set is pruned of connections whose
@@ -74,7 +75,15 @@ TOUCH_CHUNK = 500  # connections per script call: no call holds Redis for long
 class RedisRegistry:
     """:class:`~wsfleet.registry.base.Registry` on a Redis server."""
 
-    def __init__(self, url: str, namespace: str = "wsfleet", max_connections: int = 32) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "wsfleet",
+        max_connections: int = 32,
+        signer: PodSigner | None = None,
+    ) -> None:
+        # with a signer, pod records written are signed and records read must verify
+        self.signer = signer
         # A bounded pool: a handshake surge waits for a connection instead of opening
         # hundreds (each with its own buffers) that then stay idle.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -115,6 +124,8 @@ class RedisRegistry:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hget(key, "state")
                 fields: dict[Any, Any] = dict(pod.to_fields())
+                if self.signer is not None:
+                    fields[SIGNATURE_FIELD] = self.signer.sign(pod)
                 pipe.hset(key, mapping=fields)
                 pipe.pexpire(key, ttl_ms)
                 pipe.sadd(self._pods_key, pod.pod_id)
@@ -151,25 +162,30 @@ class RedisRegistry:
             raise RegistryUnavailable(str(exc)) from exc
         pods = []
         for row in rows:
-            if not row:
-                continue
-            try:
-                pod = PodRecord.from_fields(row)
-            except ValueError:
-                continue  # a half-written or foreign record: not a member
-            if pool is None or pod.pool == pool:
+            pod = self._trusted(row)
+            if pod is not None and (pool is None or pod.pool == pool):
                 pods.append(pod)
         return pods
+
+    def _trusted(self, row: dict[str, str]) -> PodRecord | None:
+        """The record in ``row``, or None: empty, half-written, foreign, or (with a
+        signer) not signed with the fleet's registry key."""
+        if not row:
+            return None
+        try:
+            pod = PodRecord.from_fields(row)
+        except ValueError:
+            return None
+        if self.signer is not None and not self.signer.verify(pod, row.get(SIGNATURE_FIELD, "")):
+            return None  # counted by the signer; the control plane exports the count
+        return pod
 
     async def get_pod(self, pod_id: str) -> PodRecord | None:
         try:
             row = cast(dict[str, str], await self._redis.hgetall(self._pod_key(pod_id)))
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
-        try:
-            return PodRecord.from_fields(row) if row else None
-        except ValueError:
-            return None
+        return self._trusted(row)
 
     async def live_pod_ids(self) -> set[str]:
         try:
