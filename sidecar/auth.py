@@ -60,6 +60,13 @@ class Identity:
     user_id: str
     claims: Mapping[str, object]
 
+    @property
+    def expires_at(self) -> float:
+        """When the token expires (Unix seconds; verified tokens always say)."""
+        exp = self.claims["exp"]
+        assert isinstance(exp, int | float)
+        return float(exp)
+
 
 def find_token(headers: Mapping[str, str], query: Mapping[str, str]) -> tuple[str, str | None]:
     """The token and, if it came as a subprotocol entry, that entry (to echo back)."""
@@ -106,11 +113,13 @@ class TokenVerifier:
         audience: str,
         issuer: str | None = None,
         leeway_s: float = 5.0,
+        max_lifetime_s: float | None = None,
     ) -> None:
         self.keys = keys
         self._audience = audience
         self._issuer = issuer
         self._leeway_s = leeway_s
+        self._max_lifetime_s = max_lifetime_s
         self.unknown_kids = 0  # a hint for the key refresher
 
     def verify(self, token: str) -> Identity:
@@ -159,7 +168,8 @@ class TokenVerifier:
         """The subject of signature-checked ``claims`` if they hold now, else AuthError:
         ``sub`` and ``exp`` required, NumericDates are numbers, ``exp`` past (with leeway)
         is expired, ``iat`` or ``nbf`` ahead is not yet valid, ``aud`` must name this
-        audience, ``iss`` must be the issuer when one is configured."""
+        audience, ``iss`` must be the issuer when one is configured, ``exp`` no further
+        ahead than the maximum lifetime."""
         leeway = self._leeway_s
         for name in ("sub", "exp"):
             if name not in claims:
@@ -169,6 +179,12 @@ class TokenVerifier:
         exp = _numeric_date(claims, "exp")
         if exp <= now - leeway:
             raise AuthError(401, "expired", "token expired")
+        if self._max_lifetime_s is not None and exp > now + self._max_lifetime_s + leeway:
+            raise AuthError(
+                401,
+                "too_long_lived",
+                f"token expires more than {self._max_lifetime_s:g} s from now",
+            )
         if "iat" in claims and _numeric_date(claims, "iat") > now + leeway:
             raise AuthError(401, "not_yet_valid", "token not yet valid")
         if "nbf" in claims and _numeric_date(claims, "nbf") > now + leeway:

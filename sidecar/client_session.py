@@ -17,8 +17,9 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
+from sidecar.auth import AuthError
 from sidecar.backend_bridge import BackendLink, SessionInfo
-from sidecar.core import backend_close, envelope
+from sidecar.core import CloseCode, backend_close, envelope
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
 from sidecar.core.session import Entry, QueueBounds, SessionCore
 from sidecar.gateway import Admission, Gateway
@@ -76,6 +77,7 @@ class ClientSession:
         "core",
         "link",
         "routing_key",
+        "token_expires_at",
         "transport",
         "user_id",
     )
@@ -94,6 +96,7 @@ class ClientSession:
         self.connection_id = admission.connection_id
         self.user_id = admission.identity.user_id
         self.routing_key = admission.routing_key
+        self.token_expires_at = admission.identity.expires_at  # Unix seconds
         self.transport = transport
         self.link: BackendLink = admission.link
         self.channel = channel
@@ -193,8 +196,12 @@ class ClientSession:
     async def from_client(self, data: bytes, binary: bool) -> bool:
         """Hand a client message on; False once the session is closing."""
         core = self.core
-        message = core.client_frame(data, binary, asyncio.get_running_loop().time())
-        if message is not None:
+        now = asyncio.get_running_loop().time()
+        message = core.client_frame(data, binary, now)
+        if message is not None and message.cseq == envelope.REFRESH_CSEQ:
+            self._refresh(message.data.decode("ascii"), now)
+            self._pump()
+        elif message is not None:
             if message.cseq:
                 self._gateway.replay.record_cseq(core.session_id, message.cseq)
             await self.link.send(core.session_id, message.data, message.binary, message.cseq)
@@ -203,6 +210,26 @@ class ClientSession:
             return False
         else:  # a pong or a notice may be waiting
             self._pump()
+        return True
+
+    def _refresh(self, token: str, now: float) -> None:
+        """A refresh frame: a valid token for the same user extends the session's life."""
+        try:
+            identity = self._gateway.verifier.verify(token)
+        except AuthError as refused:
+            self.core.notice(f"refresh_refused: {refused.reason}", now)
+            return
+        if identity.user_id != self.user_id:
+            self.core.notice("refresh_refused: user_mismatch", now)
+            return
+        self.token_expires_at = max(self.token_expires_at, identity.expires_at)
+        self.core.notice("token_refreshed", now)
+
+    def expire_token(self, wall_now: float) -> bool:
+        """Close the session (4401) if its token has expired; whether it did."""
+        if wall_now < self.token_expires_at:
+            return False
+        self.cut(CloseCode.TOKEN_EXPIRED, "token expired")
         return True
 
     # -- liveness and closing ----------------------------------------------------------

@@ -70,6 +70,9 @@ class Connection(Protocol):
 
     def abort(self) -> None: ...
 
+    def expire_token(self, wall_now: float) -> bool:
+        """Close the connection if its token has expired (and was not refreshed)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -293,13 +296,16 @@ class Gateway:
                     connection.abort()
 
     async def run_keepalives(self) -> None:
-        """SSE streams get a comment every heartbeat interval; poll sessions that stopped
-        polling for ``poll_timeout_s`` are gone (their liveness is their requests)."""
+        """Every heartbeat interval: sessions whose token expired are closed (4401); SSE
+        streams get a comment; poll sessions that stopped polling for ``poll_timeout_s``
+        are gone (their liveness is their requests)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval_s)
-            now = loop.time()
+            now, wall_now = loop.time(), time.time()
             for connection in list(self.connections.values()):
+                if connection.expire_token(wall_now):
+                    continue
                 if connection.transport == "sse":
                     connection.send_ping()
                 elif connection.transport == "poll" and connection.idle_for(now) > (

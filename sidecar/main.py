@@ -70,6 +70,11 @@ async def build_verifier(settings: SidecarSettings) -> TokenVerifier:
     """Keys from the shared secret file and/or the JWKS; at least one is needed."""
     if settings.auth_key_file is None and settings.jwks is None:
         raise ConfigError("a sidecar needs --auth-key-file or --jwks (or both)")
+    if settings.jwks is not None and settings.issuer is None:
+        raise ConfigError(
+            "--jwks needs --issuer: keys published for others would otherwise be trusted "
+            "for tokens any issuer using them signed"
+        )
     secret = read_auth_key(settings.auth_key_file) if settings.auth_key_file else None
     keys = KeySet(secret=secret)
     if settings.jwks is not None:
@@ -77,7 +82,9 @@ async def build_verifier(settings: SidecarSettings) -> TokenVerifier:
             keys = await load_keys(settings.jwks, secret)
         except (OSError, ValueError, aiohttp.ClientError) as exc:
             raise ConfigError(f"cannot load JWKS {settings.jwks}: {exc}") from None
-    return TokenVerifier(keys, settings.audience, settings.issuer)
+    return TokenVerifier(
+        keys, settings.audience, settings.issuer, max_lifetime_s=settings.max_token_lifetime_s
+    )
 
 
 async def serve(

@@ -12,6 +12,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from wsfleet.settings import DEFAULT_ISSUER
+
 
 @dataclass
 class SigningKey:
@@ -35,7 +37,14 @@ class SigningKey:
 
     def token(self, user: str, ttl_s: float = 300, **claims: Any) -> str:
         now = int(time.time())
-        body = {"sub": user, "aud": "wsfleet", "iat": now, "exp": now + ttl_s, **claims}
+        body = {
+            "sub": user,
+            "aud": "wsfleet",
+            "iss": DEFAULT_ISSUER,
+            "iat": now,
+            "exp": now + ttl_s,
+            **claims,
+        }
         return jwt.encode(body, self.private, algorithm=self.algorithm, headers={"kid": self.kid})
 
 

@@ -290,7 +290,15 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.jwks_refresh_s,
         dest="jwks_refresh_s",
     )
-    add("--issuer", help="required token issuer (iss)")
+    add("--issuer", help="required token issuer (iss); needed with --jwks")
+    add(
+        "--max-token-lifetime",
+        type=positive_float,
+        default=defaults.max_token_lifetime_s,
+        dest="max_token_lifetime_s",
+        help="refuse tokens that expire later than this many seconds from now "
+        "(default %(default)g)",
+    )
     add("--audience", default=defaults.audience)
     add("--pod-id")
     add("--pool", default=defaults.pool)

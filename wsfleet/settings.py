@@ -60,7 +60,8 @@ class SidecarSettings:
     auth_key_file: Path | None = None  # HS256 shared secret
     jwks: str | None = None  # JWKS file path or URL (RS256/ES256 keys by kid)
     jwks_refresh_s: float = 60.0
-    issuer: str | None = None  # when set, tokens must carry this "iss"
+    issuer: str | None = None  # when set, tokens must carry this "iss" (required with jwks)
+    max_token_lifetime_s: float = 86400.0  # a token expiring later than this is refused
     pod_id: str = field(default_factory=default_pod_id)
     pool: str = DEFAULT_POOL
     host: str = "127.0.0.1"

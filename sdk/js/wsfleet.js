@@ -276,6 +276,16 @@ export class WsfleetClient {
     }
   }
 
+  // A new token before the current one expires: the live session goes on with it (a
+  // `refresh` frame; the gateway closes a session whose token expired with 4401), and
+  // reconnects use it. Call it with a token for the same user.
+  refreshToken(token) {
+    this.token = token;
+    if (this._link && this.connected) {
+      Promise.resolve(this._link.send({ type: "refresh", token })).catch(() => {});
+    }
+  }
+
   // An async iterator of messages, for `for await (const message of client.messages())`.
   async *messages() {
     const queue = [];

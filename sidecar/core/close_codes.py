@@ -42,6 +42,10 @@ class CloseCode(IntEnum):
     """Overload: the client read too slowly, the gateway is full or the session's backend
     was lost. Reconnect with backoff."""
 
+    TOKEN_EXPIRED = 4401
+    """The session's token expired and no refresh frame brought a newer one: reconnect
+    with a fresh token (the session resumes)."""
+
 
 def retry_hint_reason(reason: str, retry_after_ms: int) -> str:
     """A close reason that carries a retry hint: ``"drain; retry_after_ms=1500"``.

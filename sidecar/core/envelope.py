@@ -40,6 +40,10 @@ class ClientMessage:
 _json_string = json.encoder.encode_basestring_ascii  # a str as a JSON string literal (C)
 PING = "ping"  # a client frame {"type": "ping"} is answered {"type": "pong"}: browsers
 # cannot see WebSocket ping frames, so their SDK checks liveness this way
+REFRESH = "refresh"  # {"type": "refresh", "token": T}: the session lives on with token T
+# control frames parse to a ClientMessage with a negative cseq naming them
+PING_CSEQ = -1
+REFRESH_CSEQ = -2
 
 
 def pong() -> str:
@@ -102,9 +106,14 @@ def parse_client(text: str) -> ClientMessage:
     except RecursionError:  # thousands of nested brackets
         raise EnvelopeError("nested too deeply: a v1 frame is one flat object") from None
     if isinstance(body, dict) and body.get("type") == PING:
-        return ClientMessage(-1, b"", False)
+        return ClientMessage(PING_CSEQ, b"", False)
+    if isinstance(body, dict) and body.get("type") == REFRESH:
+        token = body.get("token")
+        if not isinstance(token, str) or not token.isascii():
+            raise EnvelopeError('a refresh frame needs "token": a JWT')
+        return ClientMessage(REFRESH_CSEQ, token.encode(), False)
     if not isinstance(body, dict) or body.get("type") != "message":
-        raise EnvelopeError('a v1 frame needs "type": "message" (or "ping")')
+        raise EnvelopeError('a v1 frame needs "type": "message" (or "ping", "refresh")')
     cseq = body.get("cseq", 0)
     if isinstance(cseq, bool) or not isinstance(cseq, int) or cseq < 0:
         raise EnvelopeError('"cseq" must be a non-negative integer')

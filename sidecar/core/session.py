@@ -116,7 +116,8 @@ class SessionCore:
     # -- client -> backend -------------------------------------------------------------
 
     def client_frame(self, data: bytes, binary: bool, now: float) -> envelope.ClientMessage | None:
-        """What to forward to the backend (``cseq`` > 0: record it), or None."""
+        """What to forward to the backend (``cseq`` > 0: record it), a token refresh to
+        verify (``cseq`` is ``envelope.REFRESH_CSEQ``, ``data`` the token), or None."""
         counters = self._counters
         counters.messages_in += 1
         counters.bytes_in += len(data)
@@ -143,9 +144,11 @@ class SessionCore:
                 counters.bad_frame_closes += 1
                 self._close(CloseCode.INVALID_PAYLOAD, "too many bad frames")
             return None
-        if parsed.cseq < 0:  # an application-level ping: pongs queued meanwhile coalesce
+        if parsed.cseq == envelope.PING_CSEQ:  # pongs queued meanwhile coalesce
             self._push(Outgoing(PONG, False, True, "pong"), now)
             return None
+        if parsed.cseq == envelope.REFRESH_CSEQ:  # a new token: the transport verifies it
+            return parsed
         if not self.sequencer.accept_client(parsed.cseq):
             counters.duplicates += 1
             return None
@@ -155,6 +158,10 @@ class SessionCore:
         if self._bad_frames is None:
             self._bad_frames = TokenBucket(BAD_FRAMES_PER_S, BAD_FRAME_BURST)
         return self._bad_frames.take(1, now)
+
+    def notice(self, reason: str, now: float) -> None:
+        """Queue a notice for the client (see :meth:`_notice`)."""
+        self._notice(reason, now)
 
     def _notice(self, reason: str, now: float) -> None:
         """Tell the client something: notices of a kind coalesce, and are shed first when

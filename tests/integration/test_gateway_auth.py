@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import unlimited_session, wait_for
 from tests.jwks import SigningKey, write_jwks
 from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.settings import DEFAULT_ISSUER
 from wsfleet.tokens import read_auth_key
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,8 @@ async def test_every_token_variant_is_accepted_or_refused_with_its_reason(
     jwks = tmp_path / "jwks.json"
     write_jwks(jwks, rsa_key, ec_key)
     fleet: LocalFleet = await fleet_factory(
-        sidecars=1, sidecar_args=("--jwks", str(jwks), "--jwks-refresh", "60")
+        sidecars=1,
+        sidecar_args=("--jwks", str(jwks), "--jwks-refresh", "60", "--issuer", DEFAULT_ISSUER),
     )
     secret = read_auth_key(fleet.state_dir / "auth.key")
     now = int(time.time())
@@ -114,6 +116,20 @@ async def test_every_token_variant_is_accepted_or_refused_with_its_reason(
             "bad_signature",
         ),
         "other user": ("bob", rsa_key.token("alice"), "header", 403, "user_mismatch"),
+        "foreign issuer": (
+            "alice",
+            rsa_key.token("alice", iss="elsewhere"),
+            "header",
+            403,
+            "wrong_issuer",
+        ),
+        "expires in year 2500": (
+            "alice",
+            rsa_key.token("alice", exp=16_725_225_600),
+            "header",
+            401,
+            "too_long_lived",
+        ),
     }
     async with unlimited_session() as session:
         for name, (user, token, where, status, reason) in cases.items():
@@ -136,7 +152,8 @@ async def test_a_rotated_jwks_key_is_picked_up_on_first_use(fleet_factory, tmp_p
     jwks = tmp_path / "jwks.json"
     write_jwks(jwks, old)
     fleet: LocalFleet = await fleet_factory(
-        sidecars=1, sidecar_args=("--jwks", str(jwks), "--jwks-refresh", "3600")
+        sidecars=1,
+        sidecar_args=("--jwks", str(jwks), "--jwks-refresh", "3600", "--issuer", DEFAULT_ISSUER),
     )
     async with unlimited_session() as session:
         assert (await _handshake(fleet, session, "alice", old.token("alice")))[0] == 101

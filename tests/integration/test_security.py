@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -15,6 +16,7 @@ from wsfleet.launcher.fleet import LocalFleet
 from wsfleet.launcher.ports import free_port
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet_client.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -153,3 +155,64 @@ async def test_the_control_plane_ignores_forged_pods_and_never_hands_out_its_adm
         await intruder.close()
         await signed.close()
         await runner.cleanup()
+
+
+async def _v1_socket(
+    fleet: LocalFleet, session: aiohttp.ClientSession, user: str, token: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(
+        f"{fleet.client_url}?user={user}",
+        headers={"Authorization": f"Bearer {token}"},
+        protocols=("wsfleet.v1",),
+    )
+    welcome = await ws.receive_json(timeout=10)
+    assert welcome["type"] == "welcome"
+    return ws
+
+
+async def _next_notice(ws: aiohttp.ClientWebSocketResponse) -> str:
+    while True:
+        frame = await ws.receive_json(timeout=10)
+        if frame["type"] == "notice":
+            return str(frame["reason"])
+
+
+async def test_a_session_outlives_its_token_only_if_the_client_refreshes_it(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1, sidecar_args=("--heartbeat-interval", "0.5")
+    )
+    async with unlimited_session() as session:
+        # all start with tokens that expire in 6 s; the SDK client's source gives fresh
+        # ones, it refreshes by itself; bob refreshes by hand; alice does not
+        sdk = Client(
+            fleet.client_url,
+            "carol",
+            lambda: fleet.token("carol", ttl_s=6),
+            session=session,
+            transports=("websocket",),
+        )
+        sdk.start()
+        await asyncio.wait_for(sdk.connected.wait(), 10)
+        kept = await _v1_socket(fleet, session, "bob", fleet.token("bob", ttl_s=6))
+        lapsing = await _v1_socket(fleet, session, "alice", fleet.token("alice", ttl_s=6))
+        await kept.send_json({"type": "refresh", "token": fleet.token("alice", ttl_s=60)})
+        assert await _next_notice(kept) == "refresh_refused: user_mismatch"
+        await kept.send_json({"type": "refresh", "token": "not-a-jwt"})
+        assert await _next_notice(kept) == "refresh_refused: malformed"
+        await kept.send_json({"type": "refresh", "token": fleet.token("bob", ttl_s=60)})
+        assert await _next_notice(kept) == "token_refreshed"
+        closed = await lapsing.receive(timeout=DEADLINE_S)
+        assert closed.type is aiohttp.WSMsgType.CLOSE
+        assert (lapsing.close_code, closed.extra) == (4401, "token expired")
+        # the sweep that closed the lapsed session passed the refreshed one by: it lives on
+        await kept.send_json({"type": "message", "cseq": 1, "data": "still here"})
+        while (frame := await kept.receive_json(timeout=10))["type"] != "message":
+            pass
+        assert frame["data"] == "still here"
+        await kept.close()
+        assert sdk.stats.closes == [] and sdk.connected.is_set()
+        await sdk.send("refreshed by itself")
+        assert (await asyncio.wait_for(anext(aiter(sdk)), 10)).data == "refreshed by itself"
+        await sdk.close()

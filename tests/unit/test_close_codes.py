@@ -26,6 +26,7 @@ def test_close_codes_have_their_rfc_6455_numbers() -> None:
         "INTERNAL_ERROR": 1011,
         "SERVICE_RESTART": 1012,
         "TRY_AGAIN_LATER": 1013,
+        "TOKEN_EXPIRED": 4401,  # the private-use range (RFC 6455 section 7.4.2)
     }
 
 

@@ -143,3 +143,23 @@ def test_an_unsigned_token_is_refused() -> None:
     with pytest.raises(AuthError) as caught:
         TokenVerifier(KeySet(secret=KEY), "wsfleet").verify(token)
     assert caught.value.status == 401
+
+
+def test_a_token_that_lives_longer_than_the_maximum_is_refused_on_every_path() -> None:
+    verifier = TokenVerifier(
+        KeySet(secret=KEY, by_kid={"rsa-1": jwt.PyJWK(RSA.jwk())}),
+        "wsfleet",
+        max_lifetime_s=3600,
+    )
+    for ttl, accepted in ((3000, True), (30 * 86400, False)):
+        claims = _timed({"sub": "a", "aud": "wsfleet", "exp": ttl})
+        for token in (
+            jwt.encode(claims, KEY, algorithm="HS256"),
+            jwt.encode(claims, RSA.private, algorithm="RS256", headers={"kid": "rsa-1"}),
+        ):
+            if accepted:
+                assert verifier.verify(token).expires_at == claims["exp"]
+            else:
+                with pytest.raises(AuthError) as caught:
+                    verifier.verify(token)
+                assert caught.value.reason == "too_long_lived"

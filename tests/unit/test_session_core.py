@@ -171,3 +171,12 @@ def test_droppable_messages_are_shed_for_a_full_queue_and_counted() -> None:
     core.backend_message(b"m2", False, False, "", 0, 0.0)
     assert _frames(core) == [b"m1", b"m2"]
     assert core._counters.shed == 1
+
+
+def test_a_refresh_frame_is_handed_to_the_transport_to_verify() -> None:
+    core = _v1()
+    refresh = core.client_frame(b'{"type":"refresh","token":"a.b.c"}', False, 0.0)
+    assert refresh == envelope.ClientMessage(envelope.REFRESH_CSEQ, b"a.b.c", False)
+    assert core.client_frame(b'{"type":"refresh","token":7}', False, 0.0) is None
+    [notice] = [json.loads(f) for f in _frames(core)]
+    assert notice["reason"].startswith("bad_frame")

@@ -18,6 +18,10 @@ networks that block WebSockets.
   and the gateway drops any it already had.
 - **Watchdog**: no frame, ping or keep-alive for ``silence_timeout_s`` means the path is
   dead: reconnect.
+- **Token refresh**: the gateway closes a session whose token expired (4401). Given a
+  token *source* (a function), the client asks it for a new token shortly before the
+  current one expires and sends it on the live session (a ``refresh`` frame);
+  :meth:`Client.refresh_token` does the same with a token in hand.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,6 +42,8 @@ from wsfleet_client.backoff import Backoff
 from wsfleet_client.transports import OPENERS, Frame, Link, Refused, TransportBlocked
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
+REFRESH_AHEAD = 0.2  # refresh when this share of the token's remaining life is left ...
+REFRESH_AHEAD_MAX_S = 60.0  # ... but at most this long before it expires
 _HINT = re.compile(r"retry_after_ms=(\d+)")
 FATAL_CLOSES = frozenset({1008})
 
@@ -115,6 +122,8 @@ class Client:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._cseq = 0
+        self._current_token = ""  # the token of the live session
+        self._refresher: asyncio.Task[None] | None = None
         self.session_id = ""
         self.last_seq = 0
         self.transport = ""
@@ -168,6 +177,31 @@ class Client:
                 pass
         self._unsent.append(frame)
 
+    async def refresh_token(self, token: str) -> None:
+        """Go on with ``token`` (same user): sent to the live session, used to reconnect."""
+        self._token = token
+        await self._send_refresh(token)
+
+    async def _send_refresh(self, token: str) -> None:
+        self._current_token = token
+        link = self._link
+        if link is not None and self.connected.is_set():
+            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
+                await link.send({"type": "refresh", "token": token})
+
+    async def _keep_token_fresh(self) -> None:
+        """While a link lives: before its token expires, fetch a new one and send it."""
+        while True:
+            expires_at = _expiry(self._current_token)
+            if expires_at is None:
+                return  # not a JWT with an exp: nothing to go by
+            left = expires_at - time.time()
+            await asyncio.sleep(max(0.0, left - min(REFRESH_AHEAD_MAX_S, left * REFRESH_AHEAD)))
+            token = await self._token_value()
+            if token == self._current_token or (_expiry(token) or 0) <= expires_at:
+                return  # the source has nothing newer: the session ends at expiry
+            await self._send_refresh(token)
+
     def __aiter__(self) -> AsyncIterator[Message]:
         return self._messages()
 
@@ -193,6 +227,7 @@ class Client:
         if self.session_id:
             params.update(session=self.session_id, last_seq=str(self.last_seq))
         token = await self._token_value()
+        self._current_token = token
         assert self._http is not None
         blocked: list[str] = []
         for name in list(self._transports):
@@ -256,6 +291,7 @@ class Client:
         self._link = link
         held_since = time.monotonic()
         code, reason = 1006, "link lost"
+        refresher = asyncio.create_task(self._keep_token_fresh()) if callable(self._token) else None
         frames = link.frames().__aiter__()
         try:
             while True:
@@ -284,6 +320,8 @@ class Client:
         except (ConnectionError, RuntimeError, aiohttp.ClientError, ValueError):
             code = 1006
         finally:
+            if refresher is not None:
+                refresher.cancel()
             self.connected.clear()
             self._link = None
             with contextlib.suppress(Exception):
@@ -320,3 +358,15 @@ class Client:
         self.connected.set()
         if self._on_connect is not None:
             self._on_connect(link.pod)
+
+
+def _expiry(token: str) -> float | None:
+    """The ``exp`` of a JWT, read without verifying it (the server verifies); None if the
+    token is not a JWT with a numeric ``exp``."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
