@@ -19,7 +19,6 @@ Raw WebSocket clients (no ``wsfleet.v1`` subprotocol) see bare messages instead.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from dataclasses import dataclass
 
@@ -120,7 +119,7 @@ def parse_client(text: str) -> ClientMessage:
     if "data_b64" in body:
         try:
             return ClientMessage(cseq, base64.b64decode(body["data_b64"], validate=True), True)
-        except (binascii.Error, TypeError):
+        except (ValueError, TypeError):  # binascii.Error, non-ASCII text, not a string
             raise EnvelopeError('"data_b64" is not base64') from None
     data = body.get("data")
     if not isinstance(data, str):
