@@ -109,7 +109,7 @@ class ClientSession:
                 settings.send_queue_bytes,
                 settings.slow_consumer_grace_s,
             ),
-            gateway.new_limits(),
+            gateway.new_limits,
             backend_last_id,
         )
         self.close_code: int | None = None

@@ -136,7 +136,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
 class PollChannel:
     """Frames wait here between polls; a poll takes what is there (or waits for it)."""
 
-    __slots__ = ("_arrived", "_room", "closed", "last_request", "pending", "session")
+    __slots__ = ("_arrived", "_polls", "_room", "closed", "last_request", "pending", "session")
 
     def __init__(self) -> None:
         self.pending: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -145,6 +145,7 @@ class PollChannel:
         self.session: ClientSession | None = None
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
+        self._polls = 0  # polls taken so far: only the newest one may wait
 
     def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
         if len(self.pending) >= POLL_BUFFER and self.closed is None:
@@ -190,11 +191,19 @@ class PollChannel:
         self._room.set()
 
     async def take(self, wait_s: float) -> tuple[list[bytes], tuple[int, str] | None]:
+        """What is pending, waiting up to ``wait_s`` for something. One poll per session
+        waits at a time: a newer poll answers the one waiting at once, with nothing."""
         self.last_request = asyncio.get_running_loop().time()
+        self._polls += 1
+        mine = self._polls
+        self._arrived.set()  # an older poll still waiting returns now
         if not self.pending and self.closed is None:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._arrived.wait()
+        if mine != self._polls:  # replaced by a newer poll: it gets the frames
+            return [], self.closed
         frames = [frame for _, frame in self.pending]
         # unnumbered frames (welcome, notices) are not replayable: hand them out once
         self.pending = collections.deque((seq, f) for seq, f in self.pending if seq)

@@ -19,7 +19,13 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from wsfleet.arg_types import non_negative_float, port, positive_float, positive_int
+from wsfleet.arg_types import (
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+)
 from wsfleet.errors import ConfigError, WsfleetError
 from wsfleet.settings import DEFAULT_STATE_DIR, SidecarSettings, default_pod_id
 
@@ -358,12 +364,30 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
         help="close a connection with no complete request for this long (header-read deadline "
         "and keep-alive idle; default %(default)s s)",
     )
-    add("--messages-per-second", type=positive_float, default=None, dest="messages_per_s")
-    add("--message-burst", type=positive_float, default=None)
-    add("--bytes-per-second", type=positive_float, default=None, dest="bytes_per_s")
-    add("--byte-burst", type=positive_float, default=None)
+    add(
+        "--messages-per-second",
+        type=non_negative_float,
+        default=None,
+        dest="messages_per_s",
+        help=f"per connection, every frame counted (default {defaults.messages_per_s:g}; "
+        "0: unlimited)",
+    )
+    add("--message-burst", type=non_negative_float, default=None)
+    add(
+        "--bytes-per-second",
+        type=non_negative_float,
+        default=None,
+        dest="bytes_per_s",
+        help=f"per connection (default {defaults.bytes_per_s:g}; 0: unlimited)",
+    )
+    add("--byte-burst", type=non_negative_float, default=None)
     add("--rate-limit-action", choices=["close", "drop"], default=defaults.rate_limit_action)
-    add("--max-connections-per-user", type=positive_int, default=None)
+    add(
+        "--max-connections-per-user",
+        type=non_negative_int,
+        default=None,
+        help=f"fleet-wide (default {defaults.max_connections_per_user}; 0: unlimited)",
+    )
     add("--replay-max-messages", type=positive_int, default=defaults.replay_max_messages)
     add(
         "--replay-max-age",

@@ -94,12 +94,15 @@ class SidecarSettings:
     # own default is an hour). Above Envoy's idle timeout for its pooled connections to
     # gateways (xds_server.builders.UPSTREAM_IDLE_TIMEOUT_S), so Envoy closes first.
     http_idle_timeout_s: float = 75.0
-    messages_per_s: float = 0.0  # per connection; 0: unlimited
-    message_burst: float = 0.0
-    bytes_per_s: float = 0.0
+    # Per connection, every frame counted (0: unlimited). Far above what a person or an
+    # app sends; a client flooding past them is cut (1008) before it costs others.
+    messages_per_s: float = 1000.0
+    message_burst: float = 0.0  # 0: one second's worth of the rate
+    bytes_per_s: float = 4.0 * 2**20
     byte_burst: float = 0.0
     rate_limit_action: str = "close"  # "close" (1008) or "drop" (with a notice)
-    max_connections_per_user: int = 0  # fleet-wide, through the registry; 0: unlimited
+    # fleet-wide, through the registry (0: unlimited): many tabs and devices, not a botnet
+    max_connections_per_user: int = 100
     replay_max_messages: int = 1000  # the replay window: this many messages per session ...
     replay_max_age_s: float = (
         300.0  # ... and a session's buffer lives this long after its last write

@@ -20,6 +20,7 @@ here awaits: the transport writes what it is handed and reports back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.core import envelope
@@ -85,6 +86,7 @@ class SessionCore:
         "_bounds",
         "_counters",
         "_limits",
+        "_new_limits",
         "_queue",
         "backend_last_id",
         "closing",
@@ -99,7 +101,7 @@ class SessionCore:
         sequencer: Sequencer | None,
         counters: SessionCounters,
         bounds: QueueBounds,
-        limits: InboundLimits | None = None,
+        limits: Callable[[], InboundLimits | None] | None = None,
         backend_last_id: int = 0,
     ) -> None:
         self.session_id = session_id
@@ -109,7 +111,8 @@ class SessionCore:
         self.closing: tuple[int, str] | None = None  # the first close decided wins
         self._counters = counters
         self._bounds = bounds
-        self._limits = limits
+        self._new_limits = limits  # made at the first client frame: idle sessions pay nothing
+        self._limits: InboundLimits | None = None
         self._queue: SendQueue | None = None  # made at the first frame for the client
         self._bad_frames: TokenBucket | None = None  # made at the first bad frame
 
@@ -123,6 +126,8 @@ class SessionCore:
         counters.bytes_in += len(data)
         if self.closing is not None:
             return None
+        if self._new_limits is not None:
+            self._limits, self._new_limits = self._new_limits(), None
         if self._limits is not None:
             verdict = self._limits.check(len(data), now)
             if verdict is InboundVerdict.CLOSE:

@@ -216,3 +216,55 @@ async def test_a_session_outlives_its_token_only_if_the_client_refreshes_it(
         await sdk.send("refreshed by itself")
         assert (await asyncio.wait_for(anext(aiter(sdk)), 10)).data == "refreshed by itself"
         await sdk.close()
+
+
+async def test_a_second_long_poll_of_a_session_replaces_the_first(fleet_factory) -> None:
+    """Polls piling up on one session would each hold a request open: only the newest
+    waits, the older one is answered at once with nothing."""
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    poll_url = fleet.client_url.replace("ws://", "http://").replace("/ws", "/poll")
+    auth = {"user": "alice", "access_token": fleet.token("alice")}
+    async with unlimited_session() as session:
+        async with session.get(poll_url, params={**auth, "wait": "0"}) as response:
+            session_id = (await response.json())["session"]
+        params = {**auth, "session": session_id, "wait": "50"}
+
+        async def poll() -> list[dict[str, object]]:
+            async with session.get(poll_url, params=params) as response:
+                assert response.status == 200
+                frames: list[dict[str, object]] = (await response.json())["frames"]
+                return frames
+
+        polls = [asyncio.ensure_future(poll()) for _ in range(5)]
+        # the first four are answered, empty, as newer ones arrive; the newest waits
+        done, waiting = await asyncio.wait(polls, timeout=DEADLINE_S, return_when="FIRST_COMPLETED")
+        while len(waiting) > 1:
+            more, waiting = await asyncio.wait(
+                waiting, timeout=DEADLINE_S, return_when="FIRST_COMPLETED"
+            )
+            assert more, "an older poll was left waiting"
+            done |= more
+        assert all(task.result() == [] for task in done)
+        frame = {"type": "message", "cseq": 1, "data": "hello"}
+        send = {**auth, "session": session_id}
+        async with session.post(f"{poll_url}/send", params=send, json=frame) as response:
+            assert response.status == 202
+        [newest] = waiting
+        frames = await asyncio.wait_for(newest, DEADLINE_S)
+        assert [f["data"] for f in frames if f["type"] == "message"] == ["hello"]
+
+
+async def test_by_default_one_user_holds_at_most_100_connections(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    async with unlimited_session() as session:
+        held = [
+            ws
+            for ws, _ in await asyncio.gather(
+                *(open_ws(fleet, session, "greedy") for _ in range(100))
+            )
+        ]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await open_ws(fleet, session, "greedy")
+        assert refused.value.status == 429
+        other, _ = await open_ws(fleet, session, "modest")  # nobody else pays for it
+        await asyncio.gather(*(ws.close() for ws in [*held, other]))

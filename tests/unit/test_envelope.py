@@ -52,7 +52,7 @@ def test_a_client_message_parses_to_its_sequence_and_bytes(cseq: int, text: str)
         ('{"type": "message", "data_b64": "***"}', "not base64"),
         ('{"type": "message", "data_b64": "\\u0080"}', "not base64"),  # found by fuzzing
         ('{"type": "message", "data_b64": 7}', "not base64"),
-        ('{"type": "refresh", "token": 7}', "needs \"token\""),
+        ('{"type": "refresh", "token": 7}', 'needs "token"'),
         ('{"type": "message", "data": "\\ud800"}', "not valid Unicode"),
         ("[" * 60_000 + "]" * 60_000, "nested too deeply"),
     ],

@@ -20,11 +20,11 @@ BOUNDS = QueueBounds(messages=100, bytes=1_000_000, slow_consumer_grace_s=5.0)
 
 
 def _v1(limits: InboundLimits | None = None, **kwargs: int) -> SessionCore:
-    return SessionCore("s1", Sequencer(**kwargs), SessionCounters(), BOUNDS, limits)
+    return SessionCore("s1", Sequencer(**kwargs), SessionCounters(), BOUNDS, lambda: limits)
 
 
 def _raw(limits: InboundLimits | None = None) -> SessionCore:
-    return SessionCore("s1", None, SessionCounters(), BOUNDS, limits)
+    return SessionCore("s1", None, SessionCounters(), BOUNDS, lambda: limits)
 
 
 def _frames(core: SessionCore) -> list[bytes]:

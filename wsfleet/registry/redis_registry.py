@@ -26,12 +26,13 @@ from wsfleet.registry.base import (
 )
 from wsfleet.registry.signing import SIGNATURE_FIELD, PodSigner
 
-# Record a connection unless its user already holds the maximum (0: no maximum, and no
-# check at all: O(1)). With a maximum, the user's set is pruned of connections whose
-# records expired, so a crashed pod's connections stop counting after their TTL.
+# Record a connection unless its user already holds the maximum (0: no maximum). O(1)
+# while the user's set is below the maximum (SCARD); only a user at the maximum has the
+# set pruned of connections whose records expired (a crashed pod's stop counting after
+# their TTL), and counted again.
 _ADD_CONNECTION_LUA = """
 local limit = tonumber(ARGV[2])
-if limit > 0 then
+if limit > 0 and redis.call('SCARD', KEYS[1]) >= limit then
   local live = 0
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if redis.call('EXISTS', ARGV[4] .. id) == 1 then
