@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     xds.add_argument("--policy-poll", type=positive_float, default=0.5, help="seconds")
     xds.add_argument("--admin-token-file", type=Path, help="bearer token for the admin API")
     xds.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="serve xDS over mutual TLS with the fleet CA in this directory (the state "
+        "dir's tls/, made by wsfleet keygen): only Envoys with a client certificate of "
+        "the CA, and only as the node and region it names",
+    )
+    xds.add_argument(
         "--registry-key-file",
         type=Path,
         help="fleet registry key: pod records must be signed with it (the state dir's "
@@ -136,11 +143,28 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--admin-port", type=port, default=9901)
     envoy.add_argument("--delta", action="store_true", help="Delta ADS instead of SotW")
     envoy.add_argument("--concurrency", type=positive_int, default=1)
+    envoy.add_argument("--region", default="local", help="this Envoy's locality region")
+    envoy.add_argument(
+        "--tls-dir",
+        type=Path,
+        help="reach xDS over mutual TLS with the fleet CA's files in this directory "
+        "(node-<node id>.crt/.key and fleet-ca.crt, made by wsfleet keygen)",
+    )
 
     keygen = commands.add_parser(
-        "keygen", help="create the state dir's token signing key and registry key"
+        "keygen",
+        help="create the state dir's token signing key, registry key and fleet CA "
+        "(with the control plane's certificate and one per Envoy node)",
     )
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    keygen.add_argument(
+        "--envoy-node",
+        action="append",
+        default=None,
+        metavar="NODE[@REGION]",
+        help="issue an Envoy client certificate for this node id (repeatable; "
+        "default envoy-1@local)",
+    )
 
     pods = commands.add_parser(
         "pods", help="list the gateway pods: serving, draining, drained, gone"
@@ -512,6 +536,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                     policy_poll_s=args.policy_poll,
                     admin_token_file=args.admin_token_file,
                     registry_key_file=args.registry_key_file,
+                    tls_dir=args.tls_dir,
                     membership_poll_s=args.membership_poll,
                     ready_file=args.ready_file,
                 )
@@ -531,11 +556,16 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif command == "envoy":
         _exec_envoy(args)
     elif command == "keygen":
+        from wsfleet import fleet_ca
         from wsfleet.registry.signing import ensure_registry_key
         from wsfleet.tokens import ensure_auth_key
 
         print(ensure_auth_key(args.state_dir))
         print(ensure_registry_key(args.state_dir))
+        print(fleet_ca.ensure_server_pair(args.state_dir).cert)
+        for spec in args.envoy_node or ["envoy-1@local"]:
+            node_id, _, region = spec.partition("@")
+            print(fleet_ca.ensure_node_pair(args.state_dir, node_id, region or "local").cert)
     elif command == "policy" and args.policy_command == "validate":
         from xds_server.policy_loader import load_bundle
 
@@ -601,8 +631,20 @@ def _exec_envoy(args: argparse.Namespace) -> None:
     """Render a bootstrap for the given xDS server and become Envoy (exec)."""
     import tempfile
 
-    from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
+    from wsfleet.launcher.envoy_bootstrap import (
+        BootstrapParams,
+        XdsTls,
+        envoy_binary,
+        render_bootstrap,
+    )
 
+    tls = None
+    if args.tls_dir is not None:
+        tls = XdsTls(
+            args.tls_dir / f"node-{args.node_id}.crt",
+            args.tls_dir / f"node-{args.node_id}.key",
+            args.tls_dir / "fleet-ca.crt",
+        )
     params = BootstrapParams(
         node_id=args.node_id,
         node_cluster=args.node_cluster,
@@ -611,6 +653,8 @@ def _exec_envoy(args: argparse.Namespace) -> None:
         admin_host=args.admin_host,
         admin_port=args.admin_port,
         api_type="DELTA_GRPC" if args.delta else "GRPC",
+        region=args.region,
+        xds_tls=tls,
     )
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as bootstrap:
         bootstrap.write(render_bootstrap(params))

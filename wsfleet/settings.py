@@ -48,6 +48,7 @@ class XdsSettings:
     admin_token_file: Path | None = None  # protects /debug/* and the fleet admin API
     # pods' records must be signed with it; pods are called with tokens derived from it
     registry_key_file: Path | None = None
+    tls_dir: Path | None = None  # the fleet CA's files: xDS only over mTLS, to proven nodes
     ready_file: Path | None = None
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import grpc
 import structlog
 
+from wsfleet.fleet_ca import NodeIdentity, node_identity
 from xds_server import type_urls, wire
 from xds_server.delta import DeltaRequest, DeltaResponse, DeltaStream
 from xds_server.envoy_types import DeltaDiscoveryRequest, DiscoveryRequest
@@ -125,11 +126,14 @@ class AdsService:
         ledger: Ledger,
         metrics: XdsMetrics,
         on_new_group: Callable[[str], None] = lambda group: None,
+        require_identity: bool = False,
     ) -> None:
         self._cache = cache
         self._ledger = ledger
         self._metrics = metrics
         self._on_new_group = on_new_group
+        # mTLS: a node must be the one its client certificate names (id and region)
+        self._require_identity = require_identity
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
@@ -150,17 +154,38 @@ class AdsService:
 
     # grpc.aio streams responses from async generator functions (not plain functions)
     async def stream_sotw(self, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[bytes]:
-        async for response in self._serve(requests, SOTW):
+        async for response in self._serve(requests, SOTW, context):
             yield response
 
     async def stream_delta(
         self, requests: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[bytes]:
-        async for response in self._serve(requests, DELTA):
+        async for response in self._serve(requests, DELTA, context):
             yield response
 
+    async def _refuse_unproven(self, node: Any, context: Any) -> None:
+        """With mTLS, abort a stream whose node is not the one its certificate names."""
+        certs = (context.auth_context() or {}).get("x509_pem_cert") or [b""]
+        identity = node_identity(certs[0])
+        claimed = NodeIdentity(
+            str(getattr(node, "id", "") or ""),
+            str(getattr(getattr(node, "locality", None), "region", "") or ""),
+        )
+        if identity != claimed:
+            self._metrics.refused_nodes.inc()
+            log.warning(
+                "ads_node_refused",
+                claimed_node=claimed.node_id,
+                claimed_region=claimed.region,
+                certificate=f"{identity.node_id}/{identity.region}" if identity else None,
+            )
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the node id and region must be those of the client certificate",
+            )
+
     async def _serve(
-        self, requests: AsyncIterator[Any], protocol: _Protocol
+        self, requests: AsyncIterator[Any], protocol: _Protocol, context: Any
     ) -> AsyncIterator[bytes]:
         events: asyncio.Queue[object] = asyncio.Queue()
         stream_id = next(_stream_ids)
@@ -183,6 +208,8 @@ class AdsService:
                 else:
                     if machine is None:
                         node = getattr(event, "node", None)
+                        if self._require_identity:
+                            await self._refuse_unproven(node, context)
                         group = node_group(node)
                         node_id = str(getattr(node, "id", "") or f"anonymous-{stream_id}")
                         status = self._ledger.open(

@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+from pathlib import Path
 
 import grpc
 import structlog
 from aiohttp import web
 
+from wsfleet import fleet_ca
 from wsfleet.admin_auth import read_admin_token
-from wsfleet.errors import StartupError
+from wsfleet.bounded_files import UnreadableFile, read_bounded
+from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -60,6 +63,20 @@ GRPC_SERVER_OPTIONS = [
 ]
 
 
+def _server_credentials(tls: Path | None) -> grpc.ServerCredentials | None:
+    """mTLS from the fleet CA in ``tls`` (``wsfleet keygen``): only Envoys holding a client
+    certificate of this CA are served. None: plain gRPC (a trusted network only)."""
+    if tls is None:
+        return None
+    server = fleet_ca.Pair(tls / f"{fleet_ca.SERVER_NAME}.crt", tls / f"{fleet_ca.SERVER_NAME}.key")
+    ca = tls / f"{fleet_ca.CA_NAME}.crt"
+    try:
+        key, cert, roots = (read_bounded(p, 256 * 1024) for p in (server.key, server.cert, ca))
+    except UnreadableFile as exc:
+        raise ConfigError(f"--tls-dir {tls}: {exc} (run wsfleet keygen)") from None
+    return grpc.ssl_server_credentials([(key, cert)], roots, require_client_auth=True)
+
+
 async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
     bundle = load_initial_bundle(settings)
@@ -88,13 +105,24 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         publisher.publish()
 
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-    ads = AdsService(cache, ledger, metrics, on_new_group=publisher.ensure_group)
+    credentials = _server_credentials(settings.tls_dir)
+    ads = AdsService(
+        cache,
+        ledger,
+        metrics,
+        on_new_group=publisher.ensure_group,
+        require_identity=credentials is not None,
+    )
     server.add_generic_rpc_handlers([ads.handler()])
     metrics.watch(ledger, lambda: publisher.bundle.certificates)
     if signer is not None:
         metrics.watch_rejections(lambda: signer.rejected)
     try:
-        grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        if credentials is None:
+            grpc_port = server.add_insecure_port(address)
+        else:
+            grpc_port = server.add_secure_port(address, credentials)
     except RuntimeError:
         grpc_port = 0
     if grpc_port == 0:

@@ -26,6 +26,11 @@ class XdsMetrics:
             ["protocol"],
             registry=self.registry,
         )
+        self.refused_nodes = Counter(
+            "wsfleet_xds_refused_nodes_total",
+            "ADS streams refused: the node was not the one its client certificate names",
+            registry=self.registry,
+        )
         self.pushes = Counter(
             "wsfleet_xds_pushes_total", "xDS responses sent", ["type"], registry=self.registry
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 
@@ -268,3 +269,66 @@ async def test_by_default_one_user_holds_at_most_100_connections(fleet_factory) 
         assert refused.value.status == 429
         other, _ = await open_ws(fleet, session, "modest")  # nobody else pays for it
         await asyncio.gather(*(ws.close() for ws in [*held, other]))
+
+
+SOTW_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
+async def _ads_answer(
+    port: int, credentials: grpc.ChannelCredentials | None, node_id: str, region: str
+) -> str:
+    """``"answered"`` if the control plane sent clusters to this client, else the gRPC
+    status it got."""
+    from envoy_data_plane.envoy.config.core.v3 import Locality, Node
+
+    from xds_server import type_urls
+    from xds_server.envoy_types import DiscoveryRequest
+
+    node = Node(id=node_id, cluster="probe", locality=Locality(region=region))
+    request = bytes(DiscoveryRequest(type_url=type_urls.CLUSTER, node=node))
+    address = f"127.0.0.1:{port}"
+    channel = (
+        grpc.aio.insecure_channel(address)
+        if credentials is None
+        else grpc.aio.secure_channel(
+            address, credentials, options=[("grpc.ssl_target_name_override", "xds-server")]
+        )
+    )
+    async with channel:
+        call = channel.stream_stream(
+            SOTW_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )(iter([request]))
+        try:
+            reply = await asyncio.wait_for(call.read(), DEADLINE_S)
+        except grpc.aio.AioRpcError as error:
+            return str(error.code().name)
+        finally:
+            call.cancel()
+    return "answered" if reply is not grpc.aio.EOF else "EOF"
+
+
+async def test_xds_is_served_only_to_envoys_that_prove_the_node_they_claim(
+    fleet_factory,
+) -> None:
+    from wsfleet import fleet_ca
+
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    port = fleet.info.xds_grpc_port
+    ca = fleet_ca.ca_file(fleet.state_dir).read_bytes()
+    envoy = fleet_ca.ensure_node_pair(fleet.state_dir, "envoy-1", "local")
+    proven = grpc.ssl_channel_credentials(ca, envoy.key.read_bytes(), envoy.cert.read_bytes())
+    assert await _ads_answer(port, None, "envoy-1", "local") == "UNAVAILABLE"  # plain gRPC
+    no_certificate = grpc.ssl_channel_credentials(ca)
+    assert await _ads_answer(port, no_certificate, "envoy-1", "local") == "UNAVAILABLE"
+    assert await _ads_answer(port, proven, "intruder", "local") == "PERMISSION_DENIED"
+    assert await _ads_answer(port, proven, "envoy-1", "elsewhere") == "PERMISSION_DENIED"
+    assert await _ads_answer(port, proven, "envoy-1", "local") == "answered"
+    metrics = await _control_plane_metrics(fleet)
+    assert "wsfleet_xds_refused_nodes_total 2.0" in metrics
+    # and the fleet's own Envoy, proven, serves clients
+    assert await fleet.round_trip("alice", "over mTLS") == "over mTLS"
+
+
+async def _control_plane_metrics(fleet: LocalFleet) -> str:
+    async with unlimited_session() as session, session.get(f"{fleet.admin_url}/metrics") as got:
+        return await got.text()

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import json
 import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from wsfleet.errors import StartupError
+from wsfleet.fleet_ca import SERVER_NAME
+
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
+
+
+@dataclass(frozen=True)
+class XdsTls:
+    """This Envoy's client certificate and the fleet CA: xDS over mutual TLS."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class BootstrapParams:
     admin_port: int = 0  # 0: any free port, written to --admin-address-path
     api_type: str = "GRPC"  # or DELTA_GRPC
     max_downstream_connections: int = 100_000
+    xds_tls: XdsTls | None = None  # None: plain gRPC to the control plane (trusted network)
 
 
 def render_bootstrap(params: BootstrapParams, template: Path = TEMPLATE) -> str:
@@ -34,7 +48,39 @@ def render_bootstrap(params: BootstrapParams, template: Path = TEMPLATE) -> str:
         ) from None
     if params.api_type not in ("GRPC", "DELTA_GRPC"):
         raise StartupError(f"ADS api_type must be GRPC or DELTA_GRPC, not {params.api_type!r}")
-    return string.Template(text).substitute({k: str(v) for k, v in asdict(params).items()})
+    values = {k: str(v) for k, v in asdict(params).items() if k != "xds_tls"}
+    values["xds_transport_socket"] = _xds_transport_socket(params.xds_tls)
+    return string.Template(text).substitute(values)
+
+
+def _xds_transport_socket(tls: XdsTls | None) -> str:
+    """The xDS cluster's TLS, as one line of YAML (flow style): Envoy shows its certificate
+    and accepts only a control plane certified by the fleet CA as ``xds-server``."""
+    if tls is None:
+        return ""
+    socket = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": UPSTREAM_TLS,
+            "sni": SERVER_NAME,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(tls.cert)},
+                        "private_key": {"filename": str(tls.key)},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(tls.ca)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": SERVER_NAME}}
+                    ],
+                },
+            },
+        },
+    }
+    return "transport_socket: " + json.dumps(socket)
 
 
 def envoy_binary() -> Path:

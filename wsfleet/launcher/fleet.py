@@ -20,12 +20,18 @@ from typing import Any
 
 import aiohttp
 
+from wsfleet import fleet_ca
 from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
 from wsfleet.admin_client import fleet_file
 from wsfleet.errors import StartupError
 from wsfleet.launcher.children import Child, LineSink, Supervisor
 from wsfleet.launcher.embedded_redis import start_embedded_redis, wait_redis
-from wsfleet.launcher.envoy_bootstrap import BootstrapParams, envoy_binary, render_bootstrap
+from wsfleet.launcher.envoy_bootstrap import (
+    BootstrapParams,
+    XdsTls,
+    envoy_binary,
+    render_bootstrap,
+)
 from wsfleet.launcher.ports import ensure_port_free, free_port
 from wsfleet.readiness import read_ready, write_ready
 from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
@@ -155,6 +161,7 @@ class LocalFleet:
         self._auth_key_path = ensure_auth_key(self.state_dir)
         self.admin_token_path = ensure_admin_token(self.state_dir)
         self.registry_key_path = ensure_registry_key(self.state_dir)
+        fleet_ca.ensure_server_pair(self.state_dir)  # xDS is served over mTLS only
 
         if options.redis_url is None:
             port = free_port()
@@ -201,6 +208,7 @@ class LocalFleet:
             *("--listener-port", str(listener_port)),
             *("--admin-token-file", str(self.admin_token_path)),
             *("--registry-key-file", str(self.registry_key_path)),
+            *("--tls-dir", str(fleet_ca.tls_dir(self.state_dir))),
             *(["--policy", str(options.policy_path)] if options.policy_path else []),
             *options.xds_args,
         ]
@@ -266,6 +274,8 @@ class LocalFleet:
         self, name: str, xds_port: int, region: str, node_id: str = "envoy-1"
     ) -> int:
         bootstrap = self.run_dir / f"{name}.yaml"
+        client = fleet_ca.ensure_node_pair(self.state_dir, node_id, region)
+        tls = XdsTls(client.cert, client.key, fleet_ca.ca_file(self.state_dir))
         bootstrap.write_text(
             render_bootstrap(
                 BootstrapParams(
@@ -273,6 +283,7 @@ class LocalFleet:
                     xds_port=xds_port,
                     api_type=self.options.api_type,
                     region=region,
+                    xds_tls=tls,
                 )
             )
         )

@@ -1,0 +1,188 @@
+"""The fleet's own certificate authority: mutual TLS between Envoys and the control plane.
+
+``wsfleet up`` and ``wsfleet keygen`` create it in the state dir (``tls/``): a CA, the
+control plane's server certificate (names ``xds-server``, ``localhost``, 127.0.0.1), and
+one client certificate per Envoy whose subject names the node it may claim to be
+(CN = node id, OU = region). The control plane serves xDS only to clients with a
+certificate from this CA, and only under the node id and region their certificate names:
+configuration, endpoints and the TLS keys of SDS secrets go to proven Envoys only.
+
+Keys are EC P-256, files mode 0600; certificates last a year (the CA ten), and a
+certificate that expires within 30 days is issued again at the next start.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+TLS_DIR = "tls"
+CA_NAME = "fleet-ca"
+SERVER_NAME = "xds-server"  # the name Envoys check in the control plane's certificate
+SERVER_NAMES = (SERVER_NAME, "localhost")
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A certificate and its key, as files."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who a client certificate says its holder is."""
+
+    node_id: str
+    region: str
+
+
+def tls_dir(state_dir: Path) -> Path:
+    return state_dir / TLS_DIR
+
+
+def ca_file(state_dir: Path) -> Path:
+    return tls_dir(state_dir) / f"{CA_NAME}.crt"
+
+
+def ensure_ca(state_dir: Path) -> Pair:
+    """The fleet CA, created if missing."""
+    pair = _pair(state_dir, CA_NAME)
+    if not (pair.cert.exists() and pair.key.exists()):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsfleet fleet CA")])
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        _write(pair, cert, key)
+    return pair
+
+
+def ensure_server_pair(state_dir: Path) -> Pair:
+    """The control plane's certificate (for every name and address it is reached by)."""
+    return _ensure_issued(
+        state_dir,
+        SERVER_NAME,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]),
+        [
+            *(x509.DNSName(name) for name in SERVER_NAMES),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ],
+        ExtendedKeyUsageOID.SERVER_AUTH,
+    )
+
+
+def ensure_node_pair(state_dir: Path, node_id: str, region: str) -> Pair:
+    """An Envoy's client certificate: it may be node ``node_id`` of ``region``, only."""
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, node_id),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, region),
+        ]
+    )
+    return _ensure_issued(
+        state_dir, f"node-{node_id}", subject, [], ExtendedKeyUsageOID.CLIENT_AUTH
+    )
+
+
+def node_identity(cert_pem: bytes) -> NodeIdentity | None:
+    """The node a (verified) client certificate names; None if it names none."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except ValueError:
+        return None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    regions = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
+    if len(names) != 1 or len(regions) != 1:
+        return None
+    return NodeIdentity(str(names[0].value), str(regions[0].value))
+
+
+def _ensure_issued(
+    state_dir: Path,
+    file_name: str,
+    subject: x509.Name,
+    alt_names: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+) -> Pair:
+    pair = _pair(state_dir, file_name)
+    if pair.cert.exists() and pair.key.exists():
+        current = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+        if current.subject == subject and current.not_valid_after_utc - RENEW_BEFORE > _now():
+            return pair
+    ca = ensure_ca(state_dir)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    _write(pair, builder.sign(ca_key, hashes.SHA256()), key)
+    return pair
+
+
+def _pair(state_dir: Path, name: str) -> Pair:
+    directory = tls_dir(state_dir)
+    return Pair(directory / f"{name}.crt", directory / f"{name}.key")
+
+
+def _write(pair: Pair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+    pair.cert.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    descriptor = os.open(pair.key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key_pem)
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
