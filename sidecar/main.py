@@ -33,7 +33,7 @@ from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
-from wsfleet.settings import SidecarSettings, advertised_address
+from wsfleet.settings import SidecarSettings, advertised_address, redacted_url
 from wsfleet.tokens import read_auth_key
 
 log = structlog.get_logger()
@@ -99,7 +99,8 @@ async def serve(
         await registry.ping()
     except RegistryUnavailable as exc:
         await registry.close()
-        raise StartupError(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+        url = redacted_url(settings.redis_url)
+        raise StartupError(f"cannot reach Redis at {url}: {exc}") from None
     metrics = GatewayMetrics()
     bridge = BackendBridge(settings.backends, settings.pod_id, settings.backend_loss)
     sessions = SessionRegistry(

@@ -10,12 +10,25 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_REDIS_NAMESPACE = "wsfleet"
 DEFAULT_POOL = "gateways"
 DEFAULT_AUDIENCE = "wsfleet"
 DEFAULT_ISSUER = "wsfleet-local"
 DEFAULT_STATE_DIR = Path(os.environ.get("WSFLEET_STATE_DIR", ".wsfleet"))
+
+
+def redacted_url(url: str) -> str:
+    """``url`` fit for logs and errors: a password in it (``redis://:secret@host``) is
+    replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
 def default_pod_id() -> str:

@@ -20,7 +20,7 @@ from wsfleet.readiness import write_ready
 from wsfleet.registry import RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
-from wsfleet.settings import XdsSettings
+from wsfleet.settings import XdsSettings, redacted_url
 from xds_server.admin import build_admin_app
 from xds_server.ads_service import AdsService
 from xds_server.fleet_admin import FleetAdmin
@@ -86,7 +86,8 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         await registry.ping()
     except RegistryUnavailable as exc:
         await registry.close()
-        raise StartupError(f"cannot reach Redis at {settings.redis_url}: {exc}") from None
+        url = redacted_url(settings.redis_url)
+        raise StartupError(f"cannot reach Redis at {url}: {exc}") from None
 
     metrics = XdsMetrics()
     ledger = Ledger()

@@ -6,6 +6,7 @@ the other integration tests.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +30,10 @@ def _docker_compose() -> str:
     return found
 
 
+PASSWORD = "compose-test-password"
+ENV = {**os.environ, "REDIS_PASSWORD": PASSWORD}
+
+
 def _resolved() -> dict[str, object]:
     result = subprocess.run(
         [_docker_compose(), "-f", str(COMPOSE), "config"],
@@ -36,6 +41,7 @@ def _resolved() -> dict[str, object]:
         text=True,
         timeout=60,
         cwd=ROOT,
+        env=ENV,
     )
     assert result.returncode == 0, result.stderr
     loaded: dict[str, object] = yaml.safe_load(result.stdout)
@@ -49,8 +55,41 @@ def test_docker_compose_accepts_the_file() -> None:
         text=True,
         timeout=60,
         cwd=ROOT,
+        env=ENV,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_redis_needs_a_password_and_every_client_carries_it() -> None:
+    without = {key: value for key, value in os.environ.items() if key != "REDIS_PASSWORD"}
+    result = subprocess.run(
+        [_docker_compose(), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=without,
+    )
+    assert result.returncode != 0 and "REDIS_PASSWORD" in result.stderr
+    services = _resolved()["services"]
+    assert isinstance(services, dict)
+    assert services["redis"]["command"][-2:] == ["--requirepass", PASSWORD]
+    parser = build_parser()
+    urls = [
+        parser.parse_args(service["command"]).redis_url
+        for service in services.values()
+        if service.get("image") == "wsfleet:local" and "--redis-url" in str(service["command"])
+    ]
+    assert len(urls) == 3 and all(url == f"redis://:{PASSWORD}@redis:6379/0" for url in urls)
+
+
+def test_only_loopback_ports_are_published() -> None:
+    services = _resolved()["services"]
+    assert isinstance(services, dict)
+    for name, service in services.items():
+        for published in service.get("ports", []):
+            host_ip = published.get("host_ip") if isinstance(published, dict) else published
+            assert str(host_ip).startswith("127.0.0.1"), (name, published)
 
 
 def test_docker_compose_rejects_a_broken_copy(tmp_path: Path) -> None:
