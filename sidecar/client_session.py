@@ -21,7 +21,7 @@ from sidecar.auth import AuthError
 from sidecar.backend_bridge import BackendLink, SessionInfo
 from sidecar.core import CloseCode, backend_close, envelope
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
-from sidecar.core.session import Entry, QueueBounds, SessionCore
+from sidecar.core.session import Entry, SessionCore
 from sidecar.gateway import Admission, Gateway
 from sidecar.replay_store import ReplayStoreUnavailable
 
@@ -92,7 +92,6 @@ class ClientSession:
         sequencer: Sequencer | None,
         backend_last_id: int = 0,
     ) -> None:
-        settings = gateway.settings
         self.connection_id = admission.connection_id
         self.user_id = admission.identity.user_id
         self.routing_key = admission.routing_key
@@ -104,11 +103,7 @@ class ClientSession:
             session_id,
             sequencer,  # None: a raw WebSocket (no envelopes, no resume)
             gateway.metrics.counters,
-            QueueBounds(
-                settings.send_queue_messages,
-                settings.send_queue_bytes,
-                settings.slow_consumer_grace_s,
-            ),
+            gateway.queue_bounds,
             gateway.new_limits,
             backend_last_id,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from aiohttp import web
 from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendBridge, BackendLink
 from sidecar.core import HeartbeatPolicy, HeartbeatSchedule, InboundLimits
+from sidecar.core.session import QueueBounds
 from sidecar.metrics import GatewayMetrics
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
@@ -145,6 +147,14 @@ class Gateway:
                 settings.heartbeat_timeout_s,
                 settings.heartbeat_jitter,
             )
+        )
+
+    @functools.cached_property
+    def queue_bounds(self) -> QueueBounds:
+        """Every session's send-queue bounds (one object for the pod)."""
+        settings = self.settings
+        return QueueBounds(
+            settings.send_queue_messages, settings.send_queue_bytes, settings.slow_consumer_grace_s
         )
 
     def new_limits(self) -> InboundLimits | None:

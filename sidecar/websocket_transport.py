@@ -77,33 +77,32 @@ class WebSocketChannel:
             transport.write(ws_frames.PING)
 
 
-async def _receive(ws: web.WebSocketResponse, session: ClientSession) -> None:
-    gateway = session._gateway
-    async for message in ws:
-        if message.type is WSMsgType.PONG:
-            gateway.pong(session.connection_id)
-            continue
-        gateway.activity(session.connection_id)
-        if message.type is WSMsgType.PING:
-            await ws.pong(message.data)
-            continue
-        if message.type is WSMsgType.TEXT:
-            data, binary = message.data.encode(), False
-        elif message.type is WSMsgType.BINARY:
-            data, binary = message.data, True
-        else:
-            break
-        if not await session.from_client(data, binary):
-            break
-
-
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
+    """The handshake, then the connection's read loop (in this one frame: a held
+    connection keeps one coroutine frame, not two)."""
     accepted = await _accept(request)
     if isinstance(accepted, web.Response):
         return accepted
     ws, session = accepted
+    gateway = session._gateway
+    connection_id = session.connection_id
     try:
-        await _receive(ws, session)
+        async for message in ws:
+            if message.type is WSMsgType.PONG:
+                gateway.pong(connection_id)
+                continue
+            gateway.activity(connection_id)
+            if message.type is WSMsgType.PING:
+                await ws.pong(message.data)
+                continue
+            if message.type is WSMsgType.TEXT:
+                data, binary = message.data.encode(), False
+            elif message.type is WSMsgType.BINARY:
+                data, binary = message.data, True
+            else:
+                break
+            if not await session.from_client(data, binary):
+                break
     finally:
         if session.close_code is None:
             session.close_code = ws.close_code or 1006

@@ -356,7 +356,7 @@ async def test_policy_diff_against_the_running_server_names_what_would_change(
     relisten.write_text(
         policy.read_text().replace(
             "  - name: public\n    port: 8080\n",
-            "  - name: public\n    port: 8080\n    idle_timeout_s: 60\n",
+            "  - name: public\n    port: 8080\n    idle_timeout_s: 120\n",
         )
     )
     out = diff(relisten)
