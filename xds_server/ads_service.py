@@ -11,6 +11,7 @@ it alone touches its state machine.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -33,6 +34,7 @@ from xds_server.sotw import Request, Response, SotwStream
 log = structlog.get_logger()
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+MAX_GROUPS = 256  # regions with Envoys connected at once; a snapshot is built for each
 _END = object()
 _stream_ids = itertools.count(1)
 
@@ -127,11 +129,16 @@ class AdsService:
         metrics: XdsMetrics,
         on_new_group: Callable[[str], None] = lambda group: None,
         require_identity: bool = False,
+        on_group_gone: Callable[[str], None] = lambda group: None,
+        max_groups: int = MAX_GROUPS,
     ) -> None:
         self._cache = cache
         self._ledger = ledger
         self._metrics = metrics
         self._on_new_group = on_new_group
+        self._on_group_gone = on_group_gone
+        self._max_groups = max_groups
+        self._streams_by_group: collections.Counter[str] = collections.Counter()
         # mTLS: a node must be the one its client certificate names (id and region)
         self._require_identity = require_identity
 
@@ -211,6 +218,15 @@ class AdsService:
                         if self._require_identity:
                             await self._refuse_unproven(node, context)
                         group = node_group(node)
+                        if (
+                            group not in self._streams_by_group
+                            and len(self._streams_by_group) >= self._max_groups
+                        ):
+                            await context.abort(
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"at most {self._max_groups} regions have Envoys at once",
+                            )
+                        self._streams_by_group[group] += 1
                         node_id = str(getattr(node, "id", "") or f"anonymous-{stream_id}")
                         status = self._ledger.open(
                             node_id, group, protocol.name, _envoy_version(node)
@@ -242,6 +258,10 @@ class AdsService:
                 self._ledger.close(machine.status)
                 self._metrics.connected_nodes.labels(protocol.name).dec()
                 bound.info("ads_stream_closed")
+                self._streams_by_group[group] -= 1
+                if self._streams_by_group[group] <= 0:
+                    del self._streams_by_group[group]
+                    self._on_group_gone(group)
 
     def _count_replies(self, status: NodeStatus, type_url: str, acks: int, nacks: int) -> None:
         """Turn the ledger's ACK/NACK counts, before and after a request, into metrics."""

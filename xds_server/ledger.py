@@ -94,6 +94,9 @@ class NodeStatus:
         }
 
 
+MAX_NODES = 10_000  # nodes remembered: every connected one, and the latest disconnected
+
+
 class Ledger:
     """All nodes seen since start, by node id (a reconnect replaces the entry)."""
 
@@ -102,7 +105,12 @@ class Ledger:
 
     def open(self, node_id: str, cluster: str, protocol: str, envoy_version: str) -> NodeStatus:
         status = NodeStatus(node_id, cluster, protocol, envoy_version)
+        self._nodes.pop(node_id, None)  # a reconnect moves to the end: newest last
         self._nodes[node_id] = status
+        if len(self._nodes) > MAX_NODES:  # forget the longest-gone disconnected nodes
+            gone = [n for n, s in self._nodes.items() if not s.connected]
+            for node in gone[: len(self._nodes) - MAX_NODES]:
+                del self._nodes[node]
         return status
 
     def close(self, status: NodeStatus) -> None:

@@ -112,6 +112,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         ledger,
         metrics,
         on_new_group=publisher.ensure_group,
+        on_group_gone=publisher.forget_group,
         require_identity=credentials is not None,
     )
     server.add_generic_rpc_handlers([ads.handler()])

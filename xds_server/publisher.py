@@ -80,6 +80,19 @@ class SnapshotPublisher:
             self._publish_group(group)
             self._prune()
 
+    def forget_group(self, group: str) -> None:
+        """The last Envoy of ``group`` left: stop building its snapshot (built again if
+        one comes back). Groups therefore follow the Envoys connected, not all ever seen."""
+        if group != DEFAULT_GROUP and group in self._groups:
+            self._groups.discard(group)
+            self._snapshots.pop(group, None)
+            self._cache.drop(group)
+            self._prune()
+
+    @property
+    def group_count(self) -> int:
+        return len(self._groups)
+
     def publish(self) -> None:
         changed = [group for group in sorted(self._groups) if self._publish_group(group)]
         self._prune()

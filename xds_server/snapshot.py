@@ -146,6 +146,11 @@ class SnapshotCache:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def drop(self, group: str) -> None:
+        """Forget a group's snapshot (its last Envoy left); never the default group's."""
+        if group != DEFAULT_GROUP:
+            self._snapshots.pop(group, None)
+
     def get(self, group: str = DEFAULT_GROUP) -> Snapshot | None:
         return self._snapshots.get(group) or self._snapshots.get(DEFAULT_GROUP)
 
