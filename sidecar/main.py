@@ -115,6 +115,7 @@ async def serve(
         settings.namespace,
         settings.replay_max_messages,
         settings.replay_max_age_s,
+        settings.replay_max_bytes,
     )
     replay = ReplayWriter(replay_store, on_error=metrics.registry_errors.inc)
     replay.start()

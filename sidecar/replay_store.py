@@ -4,8 +4,8 @@
   ``last_cseq`` (last client seq delivered to the backend), ``backend_last_id`` (highest
   backend message_id persisted);
 - ``{ns}:replay:{session_id}`` stream: one entry per outbound message, id ``<seq>-1``,
-  fields ``d`` (data), ``b`` (binary flag), ``m`` (backend message_id); capped at
-  ``max_messages`` entries.
+  fields ``d`` (data), ``b`` (binary flag), ``m`` (backend message_id); trimmed, oldest
+  first, to ``max_messages`` entries and ``max_bytes`` of data (the hash's ``bytes``).
 
 Both expire ``max_age_s`` after the session's last write: that is the replay window's
 age; ``max_messages`` is its size. Stream ids only grow, so a pod that lost a session to
@@ -51,6 +51,7 @@ class ReplayStore:
         namespace: str = "wsfleet",
         max_messages: int = 1000,
         max_age_s: float = 300.0,
+        max_bytes: int = 1 << 20,
     ) -> None:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=16, timeout=5.0, socket_connect_timeout=2.0, socket_timeout=5.0
@@ -58,6 +59,7 @@ class ReplayStore:
         self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._ns = namespace
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self.max_age_ms = max(1, int(max_age_s * 1000))
 
     def _session_key(self, session_id: str) -> str:
@@ -141,6 +143,7 @@ class ReplayStore:
             args: list[bytes | int | str] = [
                 self.max_age_ms,
                 self.max_messages,
+                self.max_bytes,
                 max((e.seq for e in mine), default=0),
                 max((e.message_id for e in mine), default=0),
                 cseqs.get(session_id, 0),
@@ -161,23 +164,42 @@ class ReplayStore:
         return refused
 
 
-# KEYS: the session's stream, its hash. ARGV: max age (ms), max entries, the batch's last
-# seq (0: none), last backend message id (0: none), client seq (0: none), then per entry
-# its stream id, data, binary flag and backend message id. Returns 1 when an append was
-# refused (its id is not above the stream's top: another pod owns the session now).
+# KEYS: the session's stream, its hash. ARGV: max age (ms), max entries, max bytes, the
+# batch's last seq (0: none), last backend message id (0: none), client seq (0: none),
+# then per entry its stream id, data, binary flag and backend message id. The window is
+# trimmed oldest first to both bounds (the hash's `bytes` counts the data kept). Returns 1
+# when an append was refused (its id is not above the stream's top: another pod owns the
+# session now).
 PERSIST_LUA = """
 local refused = 0
-for i = 6, #ARGV, 4 do
-  local added = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[2], ARGV[i],
+local added_bytes = 0
+for i = 7, #ARGV, 4 do
+  local added = redis.pcall('XADD', KEYS[1], ARGV[i],
                             'd', ARGV[i + 1], 'b', ARGV[i + 2], 'm', ARGV[i + 3])
-  if type(added) == 'table' and added.err then refused = 1 end
+  if type(added) == 'table' and added.err then
+    refused = 1
+  else
+    added_bytes = added_bytes + #ARGV[i + 1]
+  end
 end
-if ARGV[3] ~= '0' then
-  redis.call('HSET', KEYS[2], 'last_seq', ARGV[3])
-  if ARGV[4] ~= '0' then redis.call('HSET', KEYS[2], 'backend_last_id', ARGV[4]) end
+if added_bytes > 0 then
+  local kept = redis.call('HINCRBY', KEYS[2], 'bytes', added_bytes)
+  local count = redis.call('XLEN', KEYS[1])
+  local max_count, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+  while count > 0 and (count > max_count or kept > max_bytes) do
+    local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+    kept = kept - #oldest[2][2]
+    redis.call('XDEL', KEYS[1], oldest[1])
+    count = count - 1
+  end
+  redis.call('HSET', KEYS[2], 'bytes', kept)
+end
+if ARGV[4] ~= '0' then
+  redis.call('HSET', KEYS[2], 'last_seq', ARGV[4])
+  if ARGV[5] ~= '0' then redis.call('HSET', KEYS[2], 'backend_last_id', ARGV[5]) end
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
-if ARGV[5] ~= '0' then redis.call('HSET', KEYS[2], 'last_cseq', ARGV[5]) end
+if ARGV[6] ~= '0' then redis.call('HSET', KEYS[2], 'last_cseq', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return refused
 """

@@ -414,6 +414,12 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--replay-max-messages", type=positive_int, default=defaults.replay_max_messages)
     add(
+        "--replay-max-bytes",
+        type=positive_int,
+        default=defaults.replay_max_bytes,
+        help="message data a session's replay window keeps, at most (default %(default)s)",
+    )
+    add(
         "--replay-max-age",
         type=positive_float,
         default=defaults.replay_max_age_s,

@@ -118,6 +118,7 @@ class SidecarSettings:
     # fleet-wide, through the registry (0: unlimited): many tabs and devices, not a botnet
     max_connections_per_user: int = 100
     replay_max_messages: int = 1000  # the replay window: this many messages per session ...
+    replay_max_bytes: int = 1 << 20  # ... and this much data (16 messages of the maximum size)
     replay_max_age_s: float = (
         300.0  # ... and a session's buffer lives this long after its last write
     )

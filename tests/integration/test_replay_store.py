@@ -76,6 +76,27 @@ async def test_the_buffer_keeps_only_the_newest_entries_and_expires_with_the_win
         await store.close()
 
 
+async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(redis_server) -> None:
+    store = ReplayStore(redis_server.url, max_messages=1000, max_age_s=20, max_bytes=10_000)
+    try:
+        await store.create("s2", "alice")
+        big = [Entry("s2", seq, b"x" * 3000, False) for seq in range(1, 11)]  # 30 KB in all
+        for entry in big:  # one batch each, and then all at once on another session
+            await store.persist([entry], {})
+        kept = await store.entries("s2", 0, 10)
+        assert [e.seq for e in kept] == [8, 9, 10]  # 9 KB: the newest that fit
+        state = await store.load("s2")
+        assert state is not None and (state.first_kept, state.last_seq) == (8, 10)
+        assert int(await store._redis.hget("wsfleet:sess:s2", "bytes")) == 9000
+        await store.create("s3", "bob")
+        await store.persist([Entry("s3", n, b"y" * 3000, False) for n in range(1, 11)], {})
+        assert [e.seq for e in await store.entries("s3", 0, 10)] == [8, 9, 10]
+        await store.persist([Entry("s3", 11, b"z" * 20_000, False)], {})  # alone over the bound
+        assert await store.entries("s3", 0, 11) == []  # kept nothing: a resume gets a resync
+    finally:
+        await store.close()
+
+
 async def test_a_pod_that_lost_the_session_to_another_pod_has_its_writes_refused(
     redis_server,
 ) -> None:
