@@ -8,13 +8,15 @@ Every frame from the client is liveness; pongs feed the heartbeat schedule.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
+from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 
 from sidecar.client_session import ClientSession, open_session
-from sidecar.core import envelope, fit_reason, ws_frames
+from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
 from sidecar.gateway import GATEWAY_KEY, Refusal
 from wsfleet.headers import POD_HEADER
 
@@ -141,10 +143,43 @@ async def _accept(
     except (ConnectionError, web.HTTPException):
         gateway.sessions.remove(admission.connection_id)
         raise
+    _refuse_unmasked_frames(request, ws)
     gateway.metrics.handshakes.labels("accepted").inc()
     channel = WebSocketChannel(ws, request, compress=bool(ws.compress))  # as negotiated
     session = await open_session(gateway, request, admission, channel, TRANSPORT, v1)
     return ws, session
+
+
+class _MaskedFramesOnly:
+    """aiohttp's frame reader, behind a check of every client frame's mask bit (aiohttp
+    does not check it): the first unmasked frame closes the connection with 1002."""
+
+    __slots__ = ("_check", "_closing", "_reader", "_ws")
+
+    def __init__(self, reader: Any, ws: web.WebSocketResponse) -> None:
+        self._reader = reader
+        self._ws = ws
+        self._check = ws_frames.MaskCheck()
+        self._closing: asyncio.Future[bool] | None = None
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self._check.feed(data):
+            result: tuple[bool, bytes] = self._reader.feed_data(data)
+            return result
+        if self._closing is None and not self._ws.closed:
+            self._closing = asyncio.ensure_future(
+                self._ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"unmasked frame")
+            )
+        return False, b""  # nothing of it reaches the session
+
+    def feed_eof(self) -> None:
+        self._reader.feed_eof()
+
+
+def _refuse_unmasked_frames(request: web.Request, ws: web.WebSocketResponse) -> None:
+    """Put the mask check in front of the frame reader that ``prepare`` installed."""
+    protocol: Any = request.protocol
+    protocol._payload_parser = _MaskedFramesOnly(protocol._payload_parser, ws)
 
 
 def _not_rfc6455(request: web.Request) -> Refusal | None:

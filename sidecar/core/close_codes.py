@@ -21,6 +21,9 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     """The gateway is shutting down now, with no drain: reconnect with backoff."""
 
+    PROTOCOL_ERROR = 1002
+    """The client broke RFC 6455 (an unmasked frame): the connection is closed."""
+
     INVALID_PAYLOAD = 1007
     """The client kept sending frames that are not protocol v1 (past its bad-frame budget)."""
 

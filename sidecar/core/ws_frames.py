@@ -28,3 +28,61 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
 
 
 PING = server_frame(OP_PING, b"")
+
+
+class MaskCheck:
+    """Follows the frames a client sends, chunk by chunk, and says when one is not masked
+    (RFC 6455 section 5.1: a server must close such a connection, with 1002).
+
+    Only frame headers are read: payloads are skipped by their length.
+    """
+
+    __slots__ = ("_header", "_skip")
+
+    def __init__(self) -> None:
+        self._header = b""  # a header split across chunks, so far
+        self._skip = 0  # payload bytes of the current frame still to come
+
+    def feed(self, data: bytes) -> bool:
+        """False once an unmasked frame has been seen (and from then on)."""
+        if self._skip < 0:
+            return False
+        view = memoryview(data)
+        position = 0
+        while position < len(view):
+            if self._skip:
+                step = min(self._skip, len(view) - position)
+                self._skip -= step
+                position += step
+                continue
+            header = self._header + bytes(view[position : position + 14 - len(self._header)])
+            size = _header_size(header)
+            if size is None or len(header) < size:
+                self._header = header
+                return True
+            position += size - len(self._header)
+            self._header = b""
+            if not header[1] & 0x80:
+                self._skip = -1  # unmasked: never reads on
+                return False
+            self._skip = _payload_length(header)
+        return self._skip >= 0
+
+
+def _header_size(header: bytes) -> int | None:
+    """The full header's length (with the 4-byte masking key), once its first two bytes
+    are known."""
+    if len(header) < 2:
+        return None
+    length = header[1] & 0x7F
+    extended = 2 if length == 126 else 8 if length == 127 else 0
+    return 2 + extended + (4 if header[1] & 0x80 else 0)
+
+
+def _payload_length(header: bytes) -> int:
+    length = header[1] & 0x7F
+    if length == 126:
+        return int(struct.unpack_from("!H", header, 2)[0])
+    if length == 127:
+        return int(struct.unpack_from("!Q", header, 2)[0])
+    return length

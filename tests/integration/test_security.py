@@ -4,6 +4,7 @@ fleet must cut them, bound them or refuse them, without losing anything for othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -332,3 +333,64 @@ async def test_xds_is_served_only_to_envoys_that_prove_the_node_they_claim(
 async def _control_plane_metrics(fleet: LocalFleet) -> str:
     async with unlimited_session() as session, session.get(f"{fleet.admin_url}/metrics") as got:
         return await got.text()
+
+
+async def test_by_default_a_client_flooding_frames_is_cut_and_others_are_served(
+    fleet_factory,
+) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    async with unlimited_session() as session:
+        flooder, _ = await open_ws(fleet, session, "flooder")
+        other, _ = await open_ws(fleet, session, "other")
+
+        async def flood() -> None:  # as fast as this client can: far past 1,000 a second
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                for n in range(200_000):
+                    await flooder.send_str(f"f{n}")
+
+        sender = asyncio.ensure_future(flood())
+        while (message := await flooder.receive(timeout=DEADLINE_S)).type is aiohttp.WSMsgType.TEXT:
+            pass  # echoes of what got in before the cut
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        assert message.type is aiohttp.WSMsgType.CLOSE and flooder.close_code == 1008
+        await other.send_str("still served")
+        assert (await other.receive(timeout=10)).data == "still served"
+        await other.close()
+
+
+async def test_an_unmasked_client_frame_closes_the_connection_with_1002(fleet_factory) -> None:
+    """RFC 6455 5.1: every client frame is masked; aiohttp alone would echo this one."""
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    public = urlsplit(fleet.client_url)
+    assert public.hostname is not None and public.port is not None
+
+    async def upgraded() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(public.hostname, public.port)
+        writer.write(
+            (
+                "GET /ws?user=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token('alice')}\r\n\r\n"
+            ).encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return reader, writer
+
+    def masked(payload: bytes) -> bytes:
+        key = b"\x0a\x0b\x0c\x0d"
+        body = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+        return bytes((0x81, 0x80 | len(payload))) + key + body
+
+    reader, writer = await upgraded()
+    writer.write(masked(b"masked"))
+    echo = await asyncio.wait_for(reader.readexactly(2 + 6), DEADLINE_S)
+    assert echo == b"\x81\x06masked"
+    writer.write(bytes((0x81, 8)) + b"unmasked")  # no mask bit, no key
+    first = await asyncio.wait_for(reader.readexactly(2), DEADLINE_S)
+    assert first[0] == 0x88  # a close frame, not an echo
+    body = await asyncio.wait_for(reader.readexactly(first[1] & 0x7F), DEADLINE_S)
+    assert int.from_bytes(body[:2], "big") == 1002 and body[2:] == b"unmasked frame"
+    writer.close()
