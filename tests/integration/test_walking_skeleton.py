@@ -39,6 +39,12 @@ async def test_a_broadcast_reaches_every_connection_on_every_sidecar(fleet_facto
         for n in range(12):
             sockets[f"user-{n}"] = await open_ws(fleet, session, f"user-{n}")
         assert {pod for _, pod in sockets.values()} == {"sidecar-1", "sidecar-2"}
+        # an echo from each proves its backend knows the session (the gateway tells the
+        # backend of a session before any message of it): sessions opened a moment ago on
+        # another pod could otherwise miss a broadcast sent at once
+        for ws, _ in sockets.values():
+            await ws.send_str("ready")
+            assert (await ws.receive(timeout=10)).data == "ready"
         sender, _ = sockets["user-0"]
         await sender.send_str("/broadcast hello, everyone")
         got = [(await ws.receive(timeout=5)).data for ws, _ in sockets.values()]
