@@ -72,9 +72,6 @@ class BackendLink(Protocol):
     @property
     def is_up(self) -> bool: ...
 
-    @property
-    def session_count(self) -> int: ...
-
     def start(self, on_lost: Callable[[BackendLink, LostSessions], None]) -> None: ...
 
     async def stop(self) -> None: ...
@@ -112,10 +109,6 @@ class GrpcBackendLink:
     @property
     def is_up(self) -> bool:
         return self._up.is_set()
-
-    @property
-    def session_count(self) -> int:
-        return len(self._sessions)
 
     def start(self, on_lost: Callable[[BackendLink, LostSessions], None]) -> None:
         self._on_lost = on_lost

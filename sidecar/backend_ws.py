@@ -55,10 +55,6 @@ class WebSocketBackendLink:
     def is_up(self) -> bool:
         return self._up
 
-    @property
-    def session_count(self) -> int:
-        return len(self._sessions)
-
     def start(self, on_lost: Callable[[BackendLink, LostSessions], None]) -> None:
         self._on_lost = on_lost
         self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))

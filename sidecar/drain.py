@@ -49,10 +49,6 @@ class Drainer:
         self.state = "serving"  # serving | draining | drained
         self.done = asyncio.Event()
 
-    @property
-    def active(self) -> bool:
-        return self._task is not None
-
     def start(self, budget_s: float) -> bool:
         """Begin draining over ``budget_s``; False if a drain already runs or ran."""
         if self._task is not None:

@@ -7,6 +7,7 @@ close every client with 1001 going away, stop listening, close links.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
@@ -28,6 +29,7 @@ from sidecar.registration import PodRegistration
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet.admin_auth import read_admin_token
+from wsfleet.arg_types import routing_key_source
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, RegistryUnavailable
@@ -68,6 +70,10 @@ async def _listen(
 
 async def build_verifier(settings: SidecarSettings) -> TokenVerifier:
     """Keys from the shared secret file and/or the JWKS; at least one is needed."""
+    try:  # a typo here would refuse every client: say so at start instead
+        routing_key_source(settings.routing_key_source)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--routing-key: {exc}") from None
     if settings.auth_key_file is None and settings.jwks is None:
         raise ConfigError("a sidecar needs --auth-key-file or --jwks (or both)")
     if settings.jwks is not None and settings.issuer is None:

@@ -37,6 +37,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def routing_key_source(text: str) -> str:
+    """Where a session's backend routing key comes from: ``user``, ``claim:NAME``,
+    ``query:NAME`` or ``header:NAME`` (checked once, at start: not on every handshake)."""
+    kind, separator, name = text.partition(":")
+    if text == "user" or (kind in ("claim", "query", "header") and separator and name):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not a routing key source: user, claim:NAME, query:NAME or header:NAME"
+    )
+
+
 def port(text: str) -> int:
     try:
         value = int(text)

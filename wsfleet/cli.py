@@ -25,6 +25,7 @@ from wsfleet.arg_types import (
     port,
     positive_float,
     positive_int,
+    routing_key_source,
 )
 from wsfleet.errors import ConfigError, WsfleetError
 from wsfleet.settings import DEFAULT_STATE_DIR, SidecarSettings, default_pod_id
@@ -341,6 +342,7 @@ def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
     add("--namespace", default=defaults.namespace)
     add(
         "--routing-key",
+        type=routing_key_source,
         default=defaults.routing_key_source,
         dest="routing_key_source",
         help="user | claim:NAME | query:NAME | header:NAME",

@@ -47,11 +47,6 @@ def group_by_pool(pods: Iterable[PodRecord]) -> Membership:
     return {pool: tuple(sorted(endpoints)) for pool, endpoints in pools.items()}
 
 
-async def read_membership(registry: Registry) -> Membership:
-    """Every live pod of every pool, grouped and sorted."""
-    return group_by_pool(await registry.list_pods())
-
-
 class MembershipWatcher:
     """Calls ``on_change`` with the new membership whenever it changes.
 

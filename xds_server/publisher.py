@@ -28,10 +28,6 @@ from xds_server.snapshot import (
 log = structlog.get_logger()
 
 
-def group_key(region: str | None) -> str:
-    return region or DEFAULT_GROUP
-
-
 class SnapshotPublisher:
     """Holds the inputs; rebuilds and publishes snapshots whenever one changes."""
 
