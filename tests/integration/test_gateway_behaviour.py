@@ -178,7 +178,12 @@ async def test_a_client_that_never_reads_is_cut_with_1013_and_memory_stays_flat(
                 break
             await asyncio.sleep(0.1)
         assert await cut()
-        assert (peak - baseline) / 2**20 < 40, f"sidecar grew {(peak - baseline) / 2**20:.1f} MB"
+        # 200 MB asked for; the queue holds at most 1 MB (4x its bound) before the cut. The
+        # rest of the growth is transient and varies from run to run (13-65 MB measured):
+        # batches in flight on the bridge, gRPC's receive window, the allocator's high-water.
+        # Buffering what the client does not read would pass 100 MB.
+        grew = (peak - baseline) / 2**20
+        assert grew < 100, f"sidecar grew {grew:.1f} MB"
         await reader.send_str("still here")  # the other client is served throughout
         assert (await reader.receive(timeout=5)).data == "still here"
         await reader.close()
