@@ -8,39 +8,24 @@ nothing; with no token configured, protected endpoints answer 403.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from wsfleet.errors import ConfigError
+from wsfleet.secret_files import ensure_secret, read_secret
 
 TOKEN_FILE = "admin.token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def ensure_admin_token(state_dir: Path) -> Path:
-    path = state_dir / TOKEN_FILE
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-    return path
+    return ensure_secret(state_dir / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
 
 
 def read_admin_token(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        token = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read admin token {path}: {exc.strerror}") from None
-    if len(token) < 16:
-        raise ConfigError(f"admin token {path} is too short (need at least 16 characters)")
-    return token
+    return None if path is None else read_secret(path, "admin token", 16)
 
 
 def error(status: int, message: str) -> web.Response:

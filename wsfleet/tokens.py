@@ -7,7 +7,6 @@ by one works against the fleet started by the other.
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import jwt
 
 from wsfleet.errors import ConfigError
+from wsfleet.secret_files import ensure_secret, read_secret
 from wsfleet.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER
 
 KEY_FILE = "auth.key"
@@ -26,23 +26,11 @@ def key_path(state_dir: Path) -> Path:
 
 def ensure_auth_key(state_dir: Path) -> Path:
     """Create the state dir's signing key if it has none; return its path."""
-    path = key_path(state_dir)
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path
+    return ensure_secret(key_path(state_dir), lambda: secrets.token_hex(32))
 
 
 def read_auth_key(path: Path) -> bytes:
-    try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read auth key {path}: {exc.strerror}") from None
-    if len(key) < 32:
-        raise ConfigError(f"auth key {path} is too short (need at least 32 characters)")
-    return key.encode()
+    return read_secret(path, "auth key", 32).encode()
 
 
 def mint_token(

@@ -14,12 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 
-from wsfleet.errors import ConfigError
 from wsfleet.registry.base import PodRecord
+from wsfleet.secret_files import ensure_secret, read_secret
 
 KEY_FILE = "registry.key"
 SIGNATURE_FIELD = "sig"
@@ -57,22 +56,8 @@ def _canonical(pod: PodRecord) -> bytes:
 
 def ensure_registry_key(state_dir: Path) -> Path:
     """Create the state dir's registry key if it has none; return its path."""
-    path = state_dir / KEY_FILE
-    if not path.exists():
-        state_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path
+    return ensure_secret(state_dir / KEY_FILE, lambda: secrets.token_hex(32))
 
 
 def read_registry_key(path: Path | None) -> PodSigner | None:
-    if path is None:
-        return None
-    try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read registry key {path}: {exc.strerror}") from None
-    if len(key) < 32:
-        raise ConfigError(f"registry key {path} is too short (need at least 32 characters)")
-    return PodSigner(key.encode())
+    return None if path is None else PodSigner(read_secret(path, "registry key", 32).encode())
