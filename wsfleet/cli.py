@@ -639,6 +639,7 @@ def _exec_envoy(args: argparse.Namespace) -> None:
     """Render a bootstrap for the given xDS server and become Envoy (exec)."""
     import tempfile
 
+    from wsfleet import fleet_ca
     from wsfleet.launcher.envoy_bootstrap import (
         BootstrapParams,
         XdsTls,
@@ -648,11 +649,8 @@ def _exec_envoy(args: argparse.Namespace) -> None:
 
     tls = None
     if args.tls_dir is not None:
-        tls = XdsTls(
-            args.tls_dir / f"node-{args.node_id}.crt",
-            args.tls_dir / f"node-{args.node_id}.key",
-            args.tls_dir / "fleet-ca.crt",
-        )
+        node = fleet_ca.files(args.tls_dir, fleet_ca.node_name(args.node_id))
+        tls = XdsTls(node.cert, node.key, fleet_ca.files(args.tls_dir, fleet_ca.CA_NAME).cert)
     params = BootstrapParams(
         node_id=args.node_id,
         node_cluster=args.node_cluster,

@@ -52,8 +52,18 @@ def tls_dir(state_dir: Path) -> Path:
     return state_dir / TLS_DIR
 
 
+def files(tls: Path, name: str) -> Pair:
+    """Where certificate ``name`` (``CA_NAME``, ``SERVER_NAME``, :func:`node_name`) and its
+    key live in a TLS directory."""
+    return Pair(tls / f"{name}.crt", tls / f"{name}.key")
+
+
+def node_name(node_id: str) -> str:
+    return f"node-{node_id}"
+
+
 def ca_file(state_dir: Path) -> Path:
-    return tls_dir(state_dir) / f"{CA_NAME}.crt"
+    return files(tls_dir(state_dir), CA_NAME).cert
 
 
 def ensure_ca(state_dir: Path) -> Pair:
@@ -115,7 +125,7 @@ def ensure_node_pair(state_dir: Path, node_id: str, region: str) -> Pair:
         ]
     )
     return _ensure_issued(
-        state_dir, f"node-{node_id}", subject, [], ExtendedKeyUsageOID.CLIENT_AUTH
+        state_dir, node_name(node_id), subject, [], ExtendedKeyUsageOID.CLIENT_AUTH
     )
 
 
@@ -168,8 +178,7 @@ def _ensure_issued(
 
 
 def _pair(state_dir: Path, name: str) -> Pair:
-    directory = tls_dir(state_dir)
-    return Pair(directory / f"{name}.crt", directory / f"{name}.key")
+    return files(tls_dir(state_dir), name)
 
 
 def _write(pair: Pair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:

@@ -68,8 +68,8 @@ def _server_credentials(tls: Path | None) -> grpc.ServerCredentials | None:
     certificate of this CA are served. None: plain gRPC (a trusted network only)."""
     if tls is None:
         return None
-    server = fleet_ca.Pair(tls / f"{fleet_ca.SERVER_NAME}.crt", tls / f"{fleet_ca.SERVER_NAME}.key")
-    ca = tls / f"{fleet_ca.CA_NAME}.crt"
+    server = fleet_ca.files(tls, fleet_ca.SERVER_NAME)
+    ca = fleet_ca.files(tls, fleet_ca.CA_NAME).cert
     try:
         key, cert, roots = (read_bounded(p, 256 * 1024) for p in (server.key, server.cert, ca))
     except UnreadableFile as exc:
