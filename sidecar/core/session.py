@@ -136,7 +136,7 @@ class SessionCore:
                 return None
             if verdict is InboundVerdict.DROP:
                 counters.rate_limited_drops += 1
-                self._notice("rate_limited", now)
+                self.notice("rate_limited", now)
                 return None
         if self.sequencer is None:
             return envelope.ClientMessage(0, data, binary)
@@ -144,7 +144,7 @@ class SessionCore:
             parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
         except envelope.EnvelopeError as exc:
             if self._bad_frame_allowed(now):
-                self._notice(f"bad_frame: {exc}", now)
+                self.notice(f"bad_frame: {exc}", now)
             else:
                 counters.bad_frame_closes += 1
                 self._close(CloseCode.INVALID_PAYLOAD, "too many bad frames")
@@ -165,10 +165,6 @@ class SessionCore:
         return self._bad_frames.take(1, now)
 
     def notice(self, reason: str, now: float) -> None:
-        """Queue a notice for the client (see :meth:`_notice`)."""
-        self._notice(reason, now)
-
-    def _notice(self, reason: str, now: float) -> None:
         """Tell the client something: notices of a kind coalesce, and are shed first when
         the client reads slowly."""
         text = envelope.notice(reason).encode()
