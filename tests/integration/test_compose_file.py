@@ -34,42 +34,35 @@ PASSWORD = "compose-test-password"
 ENV = {**os.environ, "REDIS_PASSWORD": PASSWORD}
 
 
-def _resolved() -> dict[str, object]:
-    result = subprocess.run(
-        [_docker_compose(), "-f", str(COMPOSE), "config"],
+def _config(
+    file: Path = COMPOSE, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose config`` on ``file`` (with REDIS_PASSWORD set unless ``env`` says)."""
+    return subprocess.run(
+        [_docker_compose(), "-f", str(file), "config", *flags],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=ROOT,
-        env=ENV,
+        cwd=file.parent,
+        env=ENV if env is None else env,
     )
+
+
+def _resolved() -> dict[str, object]:
+    result = _config()
     assert result.returncode == 0, result.stderr
     loaded: dict[str, object] = yaml.safe_load(result.stdout)
     return loaded
 
 
 def test_docker_compose_accepts_the_file() -> None:
-    result = subprocess.run(
-        [_docker_compose(), "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=ENV,
-    )
+    result = _config(COMPOSE, "-q")
     assert result.returncode == 0, result.stderr
 
 
 def test_redis_needs_a_password_and_every_client_carries_it() -> None:
     without = {key: value for key, value in os.environ.items() if key != "REDIS_PASSWORD"}
-    result = subprocess.run(
-        [_docker_compose(), "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env=without,
-    )
+    result = _config(COMPOSE, "-q", env=without)
     assert result.returncode != 0 and "REDIS_PASSWORD" in result.stderr
     services = _resolved()["services"]
     assert isinstance(services, dict)
@@ -95,13 +88,7 @@ def test_only_loopback_ports_are_published() -> None:
 def test_docker_compose_rejects_a_broken_copy(tmp_path: Path) -> None:
     broken = tmp_path / "compose.yaml"
     broken.write_text(COMPOSE.read_text().replace("services:", "servicez:", 1))
-    result = subprocess.run(
-        [_docker_compose(), "-f", str(broken), "config", "-q"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = _config(broken, "-q")
     assert result.returncode != 0
     assert "servicez" in result.stderr
 
