@@ -237,7 +237,6 @@ class Gateway:
     def track(self, connection: Connection) -> None:
         self.connections[connection.connection_id] = connection
         self.by_session[connection.session_id] = connection
-        self.metrics.connections.labels(connection.transport).inc()
         if connection.transport == "websocket":  # SSE and poll have their own liveness
             now = asyncio.get_running_loop().time()
             self.heartbeats.add(connection.connection_id, now)
@@ -250,8 +249,7 @@ class Gateway:
         if self.by_session.get(connection.session_id) is connection:
             del self.by_session[connection.session_id]
         if self.connections.pop(connection.connection_id, None) is not None:
-            self.metrics.connections.labels(connection.transport).dec()
-            self.metrics.closes.labels(str(code)).inc()
+            self.metrics.closes[code] += 1
         self.sessions.remove(connection.connection_id)
 
     def pong(self, connection_id: str) -> None:

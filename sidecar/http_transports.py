@@ -95,7 +95,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     try:
         admission = await gateway.admit(request, "sse")
     except Refusal as refusal:
-        gateway.metrics.handshakes.labels(refusal.reason).inc()
+        gateway.metrics.handshakes[refusal.reason] += 1
         return _refused(refusal)
     response = web.StreamResponse(
         headers={
@@ -112,7 +112,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     except (ConnectionError, RuntimeError):
         gateway.sessions.remove(admission.connection_id)
         return response
-    gateway.metrics.handshakes.labels("accepted").inc()
+    gateway.metrics.handshakes["accepted"] += 1
     channel = SseChannel(response, request)
     session = await open_session(gateway, request, admission, channel, "sse", v1=True)
     del admission
@@ -249,9 +249,9 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
     try:
         admission = await gateway.admit(request, "poll")
     except Refusal as refusal:
-        gateway.metrics.handshakes.labels(refusal.reason).inc()
+        gateway.metrics.handshakes[refusal.reason] += 1
         return _refused(refusal)
-    gateway.metrics.handshakes.labels("accepted").inc()
+    gateway.metrics.handshakes["accepted"] += 1
     channel = PollChannel()
     session = await open_session(gateway, request, admission, channel, "poll", v1=True)
     channel.session = session

@@ -126,7 +126,7 @@ async def serve(
     replay = ReplayWriter(replay_store, on_error=metrics.registry_errors.inc)
     replay.start()
     gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay)
-    metrics.watch_queues(gateway.queued)
+    metrics.watch_gateway(gateway.queued, gateway.counts_by_transport)
     bridge.start()
     await bridge.wait_any_up(5.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import resource
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from sidecar.core.session import SessionCounters
 
+TRANSPORTS = {"websocket": 0, "sse": 0, "poll": 0}  # exported even when none is open
 RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -21,15 +23,10 @@ class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.connections = Gauge(
-            "wsfleet_gateway_connections", "Open client connections", ["transport"], registry=r
-        )
-        self.handshakes = Counter(
-            "wsfleet_gateway_handshakes_total", "Handshakes by outcome", ["outcome"], registry=r
-        )
-        self.closes = Counter(
-            "wsfleet_gateway_closes_total", "Closed connections by close code", ["code"], registry=r
-        )
+        # per-handshake counts are plain integers too, read at scrape time
+        self.handshakes: collections.Counter[str] = collections.Counter()  # by outcome
+        self.closes: collections.Counter[int] = collections.Counter()  # by close code
+        r.register(_HandshakeCollector(self.handshakes, self.closes))
         self.dead = Counter(
             "wsfleet_gateway_dead_connections_total",
             "Connections closed because heartbeats went unanswered",
@@ -61,9 +58,35 @@ class GatewayMetrics:
             registry=r,
         )
 
-    def watch_queues(self, depth: Callable[[], tuple[int, int]]) -> None:
-        """Export queued messages/bytes (read at scrape) and open file descriptors vs limit."""
-        self.registry.register(_ProcessCollector(depth))
+    def watch_gateway(
+        self,
+        depth: Callable[[], tuple[int, int]],
+        connections: Callable[[], dict[str, int]],
+    ) -> None:
+        """Export open connections by transport and queued messages/bytes (read at scrape),
+        and open file descriptors vs limit."""
+        self.registry.register(_ProcessCollector(depth, connections))
+
+
+class _HandshakeCollector(Collector):
+    def __init__(
+        self, handshakes: collections.Counter[str], closes: collections.Counter[int]
+    ) -> None:
+        self._handshakes = handshakes
+        self._closes = closes
+
+    def collect(self) -> Iterator[Metric]:
+        handshakes = CounterMetricFamily(
+            "wsfleet_gateway_handshakes", "Handshakes by outcome", labels=["outcome"]
+        )
+        for outcome, count in sorted(self._handshakes.items()):
+            handshakes.add_metric([outcome], count)
+        closes = CounterMetricFamily(
+            "wsfleet_gateway_closes", "Closed connections by close code", labels=["code"]
+        )
+        for code, count in sorted(self._closes.items()):
+            closes.add_metric([str(code)], count)
+        yield from (handshakes, closes)
 
 
 class _SessionCollector(Collector):
@@ -103,10 +126,19 @@ class _SessionCollector(Collector):
 
 
 class _ProcessCollector(Collector):
-    def __init__(self, depth: Callable[[], tuple[int, int]]) -> None:
+    def __init__(
+        self, depth: Callable[[], tuple[int, int]], connections: Callable[[], dict[str, int]]
+    ) -> None:
         self._depth = depth
+        self._connections = connections
 
     def collect(self) -> Iterator[Metric]:
+        open_connections = GaugeMetricFamily(
+            "wsfleet_gateway_connections", "Open client connections", labels=["transport"]
+        )
+        for transport, count in sorted({**TRANSPORTS, **self._connections()}.items()):
+            open_connections.add_metric([transport], count)
+        yield open_connections
         messages, size = self._depth()
         queued = GaugeMetricFamily(
             "wsfleet_gateway_queued_messages", "Messages waiting in send queues"

@@ -120,12 +120,12 @@ async def _accept(
     gateway = request.app[GATEWAY_KEY]
     unfit = _not_rfc6455(request)
     if unfit is not None:
-        gateway.metrics.handshakes.labels(unfit.reason).inc()
+        gateway.metrics.handshakes[unfit.reason] += 1
         return unfit.response()
     try:
         admission = await gateway.admit(request, TRANSPORT)
     except Refusal as refusal:
-        gateway.metrics.handshakes.labels(refusal.reason).inc()
+        gateway.metrics.handshakes[refusal.reason] += 1
         return refusal.response()
     settings = gateway.settings
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
@@ -144,7 +144,7 @@ async def _accept(
         gateway.sessions.remove(admission.connection_id)
         raise
     _refuse_unmasked_frames(request, ws)
-    gateway.metrics.handshakes.labels("accepted").inc()
+    gateway.metrics.handshakes["accepted"] += 1
     channel = WebSocketChannel(ws, request, compress=bool(ws.compress))  # as negotiated
     session = await open_session(gateway, request, admission, channel, TRANSPORT, v1)
     return ws, session

@@ -83,8 +83,24 @@ class ConnectionRecord:
     connected_at: float
     last_ping: float = 0.0
 
+    @staticmethod
+    def field_names() -> tuple[str, ...]:
+        return _CONNECTION_FIELDS
+
+    def field_values(self) -> tuple[str, ...]:
+        """The fields' values as strings, in :meth:`field_names` order."""
+        return (
+            self.connection_id,
+            self.user_id,
+            self.shard,
+            self.backend_routing_key,
+            self.transport,
+            str(self.connected_at),
+            str(self.last_ping),
+        )
+
     def to_fields(self) -> dict[str, str]:
-        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return dict(zip(_CONNECTION_FIELDS, self.field_values(), strict=True))
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> ConnectionRecord:
@@ -100,6 +116,9 @@ class ConnectionRecord:
             )
         except KeyError as missing:
             raise ValueError(f"connection record lacks field {missing}") from None
+
+
+_CONNECTION_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionRecord))
 
 
 class QuotaExceeded(Exception):

@@ -12,7 +12,7 @@ Expiry is left to Redis (key TTL), so no two clocks are ever compared.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -26,34 +26,62 @@ from wsfleet.registry.base import (
 )
 from wsfleet.registry.signing import SIGNATURE_FIELD, PodSigner
 
-# Record a connection unless its user already holds the maximum (0: no maximum). O(1)
-# while the user's set is below the maximum (SCARD); only a user at the maximum has the
-# set pruned of connections whose records expired (a crashed pod's stop counting after
-# their TTL), and counted again.
-_ADD_CONNECTION_LUA = """
-local limit = tonumber(ARGV[2])
-if limit > 0 and redis.call('SCARD', KEYS[1]) >= limit then
-  local live = 0
-  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-      live = live + 1
-    else
-      redis.call('SREM', KEYS[1], id)
+# Record many connections in one call, each unless its user already holds the maximum
+# (0: no maximum). O(1) per connection while the user's set is below the maximum (SCARD);
+# only a user at the maximum has the set pruned of connections whose records expired (a
+# crashed pod's stop counting after their TTL), and counted again.
+# KEYS[1]: the pod's set; then per connection: its user's set, its record.
+# ARGV: maximum, TTL in ms, record key prefix, field count F, the F field names, then per
+# connection its id and its F values. Returns 1 (recorded) or 0 (refused) per connection.
+_ADD_CONNECTIONS_LUA = """
+local limit, ttl, prefix, nf = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local answers, fields, at = {}, {}, 5 + nf
+for i = 2, #KEYS, 2 do
+  local user, record, id = KEYS[i], KEYS[i + 1], ARGV[at]
+  local admit = 1
+  if limit > 0 and redis.call('SCARD', user) >= limit then
+    local live = 0
+    for _, other in ipairs(redis.call('SMEMBERS', user)) do
+      if redis.call('EXISTS', prefix .. other) == 1 then
+        live = live + 1
+      else
+        redis.call('SREM', user, other)
+      end
+    end
+    if live >= limit then
+      admit = 0
     end
   end
-  if live >= limit then
-    return 0
+  if admit == 1 then
+    for f = 1, nf do
+      fields[2 * f - 1] = ARGV[4 + f]
+      fields[2 * f] = ARGV[at + f]
+    end
+    redis.call('HSET', record, unpack(fields))
+    redis.call('PEXPIRE', record, ttl)
+    redis.call('SADD', user, id)
+    redis.call('PEXPIRE', user, ttl)
+    redis.call('SADD', KEYS[1], id)
   end
+  answers[#answers + 1] = admit
+  at = at + 1 + nf
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return 1
+redis.call('PEXPIRE', KEYS[1], ttl)
+return answers
 """
-_ADD_CONNECTION = PipelinedScript(_ADD_CONNECTION_LUA)
+_ADD_CONNECTIONS = PipelinedScript(_ADD_CONNECTIONS_LUA)
+
+# Forget many connections in one call. KEYS[1]: the pod's set; then per connection: its
+# record, its user's set. ARGV: the connection ids.
+_REMOVE_CONNECTIONS_LUA = """
+for i = 1, #ARGV do
+  redis.call('DEL', KEYS[2 * i])
+  redis.call('SREM', KEYS[2 * i + 1], ARGV[i])
+end
+redis.call('SREM', KEYS[1], unpack(ARGV))
+return 0
+"""
+_REMOVE_CONNECTIONS = PipelinedScript(_REMOVE_CONNECTIONS_LUA)
 
 # Touch many connections in one call: a pong refreshes the record's last_ping and TTL and
 # its user's set TTL. A record that has expired meanwhile is not brought back half-made.
@@ -70,7 +98,7 @@ end
 return 0
 """
 _TOUCH_CONNECTIONS = PipelinedScript(_TOUCH_CONNECTIONS_LUA)
-TOUCH_CHUNK = 500  # connections per script call: no call holds Redis for long
+CHUNK = 500  # connections per script call: no call holds Redis for long
 
 
 class RedisRegistry:
@@ -210,55 +238,66 @@ class RedisRegistry:
         if not records:
             return set()
         ttl_ms = max(1, int(ttl_s * 1000))
-        calls = [
-            (
-                (
-                    self._user_key(record.user_id),
-                    self._conn_key(record.connection_id),
-                    self._pod_conns_key(record.shard),
-                ),
-                (
-                    record.connection_id,
-                    max_per_user,
-                    ttl_ms,
-                    f"{self._ns}:conn:",
-                    *(item for pair in record.to_fields().items() for item in pair),
-                ),
-            )
-            for record in records
-        ]
+        names = ConnectionRecord.field_names()
+        head = (max_per_user, ttl_ms, f"{self._ns}:conn:", len(names), *names)
+        calls = []
+        for shard, chunk in self._chunks(records):
+            keys = [self._pod_conns_key(shard)]
+            args: list[object] = [*head]
+            for record in chunk:
+                keys += (self._user_key(record.user_id), self._conn_key(record.connection_id))
+                args.append(record.connection_id)
+                args += record.field_values()
+            calls.append((keys, args))
         try:
-            results = await _ADD_CONNECTION.run(self._redis, calls)
+            answers = await _ADD_CONNECTIONS.run(self._redis, calls)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
         refused = set()
-        for record, result in zip(records, results, strict=True):
-            if isinstance(result, Exception):
-                raise RegistryUnavailable(str(result))
-            if not result:
-                refused.add(record.connection_id)
+        for (_, chunk), answer in zip(self._chunks(records), answers, strict=True):
+            if isinstance(answer, Exception):
+                raise RegistryUnavailable(str(answer))
+            for record, admitted in zip(chunk, cast(list[int], answer), strict=True):
+                if not admitted:
+                    refused.add(record.connection_id)
         return refused
 
     async def remove_connections(self, records: list[ConnectionRecord]) -> None:
         if not records:
             return
+        calls = []
+        for shard, chunk in self._chunks(records):
+            keys = [self._pod_conns_key(shard)]
+            for record in chunk:
+                keys += (self._conn_key(record.connection_id), self._user_key(record.user_id))
+            calls.append((keys, [record.connection_id for record in chunk]))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for record in records:
-                    pipe.delete(self._conn_key(record.connection_id))
-                    pipe.srem(self._user_key(record.user_id), record.connection_id)
-                    pipe.srem(self._pod_conns_key(record.shard), record.connection_id)
-                await pipe.execute()
+            results = await _REMOVE_CONNECTIONS.run(self._redis, calls)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
+        for result in results:
+            if isinstance(result, Exception):
+                raise RegistryUnavailable(str(result))
+
+    @staticmethod
+    def _chunks(
+        records: list[ConnectionRecord],
+    ) -> Iterator[tuple[str, list[ConnectionRecord]]]:
+        """The records by pod, at most :data:`CHUNK` at a time (in a stable order)."""
+        by_shard: dict[str, list[ConnectionRecord]] = {}
+        for record in records:
+            by_shard.setdefault(record.shard, []).append(record)
+        for shard, group in by_shard.items():
+            for start in range(0, len(group), CHUNK):
+                yield shard, group[start : start + CHUNK]
 
     async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         if not records:
             return
         ttl_ms = max(1, int(ttl_s * 1000))
         calls = []
-        for start in range(0, len(records), TOUCH_CHUNK):
-            chunk = records[start : start + TOUCH_CHUNK]
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
             keys = []
             for record in chunk:
                 keys.append(self._conn_key(record.connection_id))
@@ -277,21 +316,7 @@ class RedisRegistry:
                 raise RegistryUnavailable(str(result))
 
     async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
-        ttl_ms = max(1, int(ttl_s * 1000))
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for record in records:
-                    key = self._conn_key(record.connection_id)
-                    fields: dict[Any, Any] = dict(record.to_fields())
-                    pipe.hset(key, mapping=fields)
-                    pipe.pexpire(key, ttl_ms)
-                    pipe.sadd(self._user_key(record.user_id), record.connection_id)
-                    pipe.pexpire(self._user_key(record.user_id), ttl_ms)
-                    pipe.sadd(self._pod_conns_key(record.shard), record.connection_id)
-                    pipe.pexpire(self._pod_conns_key(record.shard), ttl_ms)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(str(exc)) from exc
+        await self.add_connections(records, ttl_s, max_per_user=0)  # no quota: write them all
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         try:
