@@ -298,7 +298,7 @@ async def open_session(
             if requested:  # asked to resume a session we do not have (expired, or not theirs)
                 plan = ResumePlan(0, 0, resync=True)
             try:
-                await gateway.replay_store.create(session_id, admission.identity.user_id)
+                await gateway.replay.create(session_id, admission.identity.user_id)
             except ReplayStoreUnavailable:
                 gateway.metrics.registry_errors.inc()
     session = ClientSession(

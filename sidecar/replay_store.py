@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -92,15 +92,26 @@ class ReplayStore:
             first_kept=first_kept,
         )
 
-    async def create(self, session_id: str, user_id: str) -> None:
-        key = self._session_key(session_id)
+    async def create(self, sessions: Sequence[tuple[str, str]]) -> None:
+        """Start new sessions, given as (session id, user id): one script call per
+        :data:`CREATE_CHUNK` sessions, all in one pipeline."""
+        calls = [
+            (
+                [self._session_key(session_id) for session_id, _ in chunk],
+                [self.max_age_ms, *(user_id for _, user_id in chunk)],
+            )
+            for chunk in (
+                sessions[start : start + CREATE_CHUNK]
+                for start in range(0, len(sessions), CREATE_CHUNK)
+            )
+        ]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping={"user_id": user_id, "last_seq": 0, "last_cseq": 0})
-                pipe.pexpire(key, self.max_age_ms)
-                await pipe.execute()
+            results = await _CREATE.run(self._redis, calls)
         except (RedisError, OSError) as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
+        for result in results:
+            if isinstance(result, Exception):
+                raise ReplayStoreUnavailable(str(result))
 
     async def entries(self, session_id: str, after: int, upto: int) -> list[Entry]:
         """Persisted messages with ``after < seq <= upto``, in order."""
@@ -164,6 +175,17 @@ class ReplayStore:
         return refused
 
 
+# KEYS: new sessions' hashes. ARGV: max age (ms), then each session's user id.
+CREATE_LUA = """
+for i = 1, #KEYS do
+  redis.call('HSET', KEYS[i], 'user_id', ARGV[i + 1], 'last_seq', 0, 'last_cseq', 0)
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+end
+return 0
+"""
+_CREATE = PipelinedScript(CREATE_LUA)
+CREATE_CHUNK = 500  # sessions per script call: no call holds Redis for long
+
 # KEYS: the session's stream, its hash. ARGV: max age (ms), max entries, max bytes, the
 # batch's last seq (0: none), last backend message id (0: none), client seq (0: none),
 # then per entry its stream id, data, binary flag and backend message id. The window is
@@ -216,10 +238,12 @@ class PersistWatcher(Protocol):
 
 
 class ReplayWriter:
-    """Batches persistence of all sessions of a pod: one pipeline per event-loop turn.
+    """Batches the replay writes of all sessions of a pod: one pipeline per event-loop turn
+    for the sessions that handshakes create, one for the messages they persist.
 
     Nothing is created per message: entries join the pending batch, and each session's
-    watcher hears once per batch how far its writes got (a watermark).
+    watcher hears once per batch how far its writes got (a watermark). A batch's new
+    sessions are written before its entries.
     """
 
     def __init__(self, store: ReplayStore, on_error: Callable[[], None]) -> None:
@@ -228,6 +252,7 @@ class ReplayWriter:
         self._entries: list[Entry] = []
         self._cseqs: dict[str, int] = {}
         self._watchers: dict[str, tuple[PersistWatcher, int, int]] = {}  # id -> (w, seq, mid)
+        self._creating: list[tuple[str, str, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -239,6 +264,13 @@ class ReplayWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def create(self, session_id: str, user_id: str) -> None:
+        """Start a session with the next batch; raises :class:`ReplayStoreUnavailable`."""
+        created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._creating.append((session_id, user_id, created))
+        self._wake.set()
+        await created
 
     def persist(self, watcher: PersistWatcher, entry: Entry) -> None:
         self._entries.append(entry)
@@ -255,10 +287,15 @@ class ReplayWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(0)  # let this turn's messages join the batch
+            await asyncio.sleep(0)  # let this turn's handshakes and messages join the batch
+            creating, self._creating = self._creating, []
+            if creating:
+                await self._create(creating)
             entries, self._entries = self._entries, []
             cseqs, self._cseqs = self._cseqs, {}
             watchers, self._watchers = self._watchers, {}
+            if not entries and not cseqs:
+                continue
             try:
                 refused = await self._store.persist(entries, cseqs)
             except ReplayStoreUnavailable as exc:
@@ -269,3 +306,17 @@ class ReplayWriter:
                 continue
             for session_id, (watcher, seq, message_id) in watchers.items():
                 watcher.persisted(seq, message_id, session_id not in refused)
+
+    async def _create(self, creating: list[tuple[str, str, asyncio.Future[None]]]) -> None:
+        failure: ReplayStoreUnavailable | None = None
+        try:
+            await self._store.create([(session_id, user_id) for session_id, user_id, _ in creating])
+        except ReplayStoreUnavailable as exc:
+            failure = exc
+        for _, _, created in creating:
+            if created.done():  # the handshake was given up meanwhile
+                continue
+            if failure is None:
+                created.set_result(None)
+            else:
+                created.set_exception(failure)

@@ -18,8 +18,8 @@ async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counte
 ) -> None:
     store = ReplayStore(redis_server.url, max_messages=100, max_age_s=60)
     try:
-        await store.create("s1", "alice")
-        await store.create("s2", "bob")
+        await store.create([("s1", "alice")])
+        await store.create([("s2", "bob")])
         batch = [*_entries("s1", range(1, 4), message_id=7), *_entries("s2", range(1, 3))]
         batch.append(Entry("s2", 3, b"\x00\xff", True, 9))
         assert await store.persist(batch, {"s1": 5}) == set()
@@ -51,7 +51,7 @@ async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counte
 async def test_a_client_seq_alone_is_recorded_and_keeps_the_session_alive(redis_server) -> None:
     store = ReplayStore(redis_server.url, max_age_s=30)
     try:
-        await store.create("s1", "alice")
+        await store.create([("s1", "alice")])
         assert await store.persist([], {"s1": 4}) == set()
         state = await store.load("s1")
         assert state is not None and (state.last_cseq, state.last_seq) == (4, 0)
@@ -66,7 +66,7 @@ async def test_the_buffer_keeps_only_the_newest_entries_and_expires_with_the_win
 ) -> None:
     store = ReplayStore(redis_server.url, max_messages=5, max_age_s=20)
     try:
-        await store.create("s1", "alice")
+        await store.create([("s1", "alice")])
         await store.persist(_entries("s1", range(1, 11)), {})
         state = await store.load("s1")
         assert state is not None and (state.first_kept, state.last_seq) == (6, 10)
@@ -79,7 +79,7 @@ async def test_the_buffer_keeps_only_the_newest_entries_and_expires_with_the_win
 async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(redis_server) -> None:
     store = ReplayStore(redis_server.url, max_messages=1000, max_age_s=20, max_bytes=10_000)
     try:
-        await store.create("s2", "alice")
+        await store.create([("s2", "alice")])
         big = [Entry("s2", seq, b"x" * 3000, False) for seq in range(1, 11)]  # 30 KB in all
         for entry in big:  # one batch each, and then all at once on another session
             await store.persist([entry], {})
@@ -88,7 +88,7 @@ async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(redis_
         state = await store.load("s2")
         assert state is not None and (state.first_kept, state.last_seq) == (8, 10)
         assert int(await store._redis.hget("wsfleet:sess:s2", "bytes")) == 9000
-        await store.create("s3", "bob")
+        await store.create([("s3", "bob")])
         await store.persist([Entry("s3", n, b"y" * 3000, False) for n in range(1, 11)], {})
         assert [e.seq for e in await store.entries("s3", 0, 10)] == [8, 9, 10]
         await store.persist([Entry("s3", 11, b"z" * 20_000, False)], {})  # alone over the bound
@@ -103,7 +103,7 @@ async def test_a_pod_that_lost_the_session_to_another_pod_has_its_writes_refused
     old_pod = ReplayStore(redis_server.url)
     new_pod = ReplayStore(redis_server.url)
     try:
-        await old_pod.create("s1", "alice")
+        await old_pod.create([("s1", "alice")])
         await old_pod.persist(_entries("s1", range(1, 4)), {})
         # the client resumed elsewhere from seq 3 and the new pod went on
         assert await new_pod.persist(_entries("s1", range(4, 8)), {}) == set()
@@ -120,7 +120,7 @@ async def test_a_pod_that_lost_the_session_to_another_pod_has_its_writes_refused
 async def test_redis_going_away_is_reported_not_hidden(redis_server) -> None:
     store = ReplayStore(redis_server.url)
     try:
-        await store.create("s1", "alice")
+        await store.create([("s1", "alice")])
         redis_server.stop()
         with pytest.raises(ReplayStoreUnavailable):
             await store.persist(_entries("s1", range(1, 2)), {})
@@ -133,7 +133,7 @@ async def test_redis_going_away_is_reported_not_hidden(redis_server) -> None:
 async def test_a_flushed_script_cache_is_reloaded_without_losing_the_batch(redis_server) -> None:
     store = ReplayStore(redis_server.url)
     try:
-        await store.create("s1", "alice")
+        await store.create([("s1", "alice")])
         await store.persist(_entries("s1", range(1, 3)), {})
         await store._redis.script_flush()  # as after a Redis restart
         assert await store.persist(_entries("s1", range(3, 5)), {}) == set()
