@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -488,6 +489,12 @@ async def measure(target: Target, args: argparse.Namespace, placement: Placement
         surge_s = time.monotonic() - started
         opened = sum(r["opened"] for r in connected)
         handshakes = [t for r in connected for t in r["handshake_s"]]
+        # how busy the load generators' cores were: near 100 %, latencies include the
+        # clients' own queueing, and hs/s is the clients' limit, not the server's
+        client_cores = len(placement.clients) if placement.clients else os.cpu_count() or 1
+        client_busy = sum(r["cpu_s"] for r in connected) / (
+            max(r["seconds"] for r in connected) * client_cores
+        )
         client_affinity = [processes.affinity(g.pid) for g in generators]
         await asyncio.sleep(args.hold)  # sustained
         held = _usage(target.processes)
@@ -539,6 +546,7 @@ async def measure(target: Target, args: argparse.Namespace, placement: Placement
             "success": opened / args.connections,
             "handshakes_per_s": opened / surge_s,
             "latency_s": summary(handshakes),
+            "client_cores_busy": client_busy,
             "errors": _errors(connected),
             "cpu_s": surge_cpu,
             "handshakes_per_cpu_s": {r: per(opened, c, MIN_CPU_S) for r, c in surge_cpu.items()},
@@ -755,6 +763,7 @@ def _readable(results: list[dict[str, Any]], by_row: dict[str, Any], pinned: boo
             f"{r['surge']['success']:.2%}",
             r["surge"]["handshakes_per_s"],
             ms(r["surge"]["latency_s"]["p99"]),
+            f"{r['surge']['client_cores_busy']:.0%}",
             sum(r["surge"]["errors"].values()),
             r["sustained"]["kb_per_connection_total"],
             ", ".join(f"{k} {v:.1f}" for k, v in r["sustained"]["kb_per_connection"].items()),
@@ -776,6 +785,7 @@ def _readable(results: list[dict[str, Any]], by_row: dict[str, Any], pinned: boo
             "surge ok",
             "hs/s",
             "hs p99 ms",
+            "clients busy",
             "errors",
             "KB/conn",
             "KB/conn by process",

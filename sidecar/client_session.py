@@ -10,8 +10,8 @@ and the hand-off of client messages to the backend.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
@@ -261,77 +261,103 @@ class ClientSession:
         self._gateway.untrack(self, code)
 
 
+@dataclass(slots=True)
+class SessionStart:
+    """Where a session starts: read from (or written to) the replay store before the
+    upgrade, so that once the client is answered nothing waits before the welcome."""
+
+    session_id: str
+    sequencer: Sequencer | None  # None: a raw WebSocket (no envelopes, no resume)
+    resumed: bool = False
+    plan: ResumePlan | None = None
+    entries: list[Entry] = field(default_factory=list)  # to replay after the welcome
+    backend_last_id: int = 0
+
+
+async def start_session(
+    gateway: Gateway, request: web.Request, admission: Admission, v1: bool
+) -> SessionStart:
+    """A new session, or (v1, ``?session=&last_seq=``) the one the client resumes with the
+    messages it missed. Replay store errors are counted, never refused: a session the store
+    cannot vouch for starts afresh (``resync``)."""
+    if not v1:
+        return SessionStart(admission.connection_id, None)
+    requested = request.query.get("session")
+    client_last_seq = _int(request.query.get("last_seq") or request.headers.get("Last-Event-ID"))
+    state = None
+    if requested:
+        try:
+            state = await gateway.replay_store.load(requested)
+        except ReplayStoreUnavailable:
+            gateway.metrics.registry_errors.inc()
+    if state is None or state.user_id != admission.identity.user_id:
+        # a new session (when asked to resume one we do not have: expired, or not theirs)
+        start = SessionStart(
+            admission.connection_id,
+            Sequencer(),
+            plan=ResumePlan(0, 0, resync=True) if requested else None,
+        )
+        try:
+            await gateway.replay.create(start.session_id, admission.identity.user_id)
+        except ReplayStoreUnavailable:
+            gateway.metrics.registry_errors.inc()
+        return start
+    sequencer = Sequencer(next_seq=state.last_seq + 1, last_cseq=state.last_cseq)
+    start = SessionStart(
+        state.session_id,
+        sequencer,
+        resumed=True,
+        plan=plan_resume(client_last_seq, state.first_kept, state.last_seq),
+        backend_last_id=state.backend_last_id,
+    )
+    plan = start.plan
+    if plan is not None and plan.replays:
+        try:
+            entries = await gateway.replay_store.entries(
+                start.session_id, plan.replay_after, plan.replay_upto
+            )
+        except ReplayStoreUnavailable:
+            gateway.metrics.registry_errors.inc()
+            entries = []
+            start.plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
+        if entries and entries[0].seq != plan.replay_after + 1:
+            entries = []
+            start.plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
+        start.entries = entries
+    return start
+
+
 async def open_session(
     gateway: Gateway,
-    request: web.Request,
     admission: Admission,
     channel: Channel,
     transport: str,
-    v1: bool,
+    start: SessionStart,
 ) -> ClientSession:
-    """Start a session: new or resumed (v1), welcome + replay, backend link, tracking."""
+    """Open a started session on its channel: welcome + replay (v1), backend link,
+    tracking. The welcome is the first frame written (nothing is awaited before it)."""
     settings = gateway.settings
-    resumed = False
-    plan: ResumePlan | None = None
-    sequencer: Sequencer | None = None
-    backend_last_id = 0
-    session_id = admission.connection_id
-    if v1:
-        sequencer = Sequencer()
-        requested = request.query.get("session")
-        client_last_seq = _int(
-            request.query.get("last_seq") or request.headers.get("Last-Event-ID")
-        )
-        state = None
-        if requested:
-            try:
-                state = await gateway.replay_store.load(requested)
-            except ReplayStoreUnavailable:
-                gateway.metrics.registry_errors.inc()
-        if state is not None and state.user_id == admission.identity.user_id:
-            session_id, resumed = requested or session_id, True
-            sequencer = Sequencer(next_seq=state.last_seq + 1, last_cseq=state.last_cseq)
-            backend_last_id = state.backend_last_id
-            plan = plan_resume(client_last_seq, state.first_kept, state.last_seq)
-        else:
-            session_id = uuid.uuid4().hex
-            if requested:  # asked to resume a session we do not have (expired, or not theirs)
-                plan = ResumePlan(0, 0, resync=True)
-            try:
-                await gateway.replay.create(session_id, admission.identity.user_id)
-            except ReplayStoreUnavailable:
-                gateway.metrics.registry_errors.inc()
+    session_id, sequencer, plan = start.session_id, start.sequencer, start.plan
     session = ClientSession(
-        gateway, admission, channel, transport, session_id, sequencer, backend_last_id
+        gateway, admission, channel, transport, session_id, sequencer, start.backend_last_id
     )
     if sequencer is not None:
-        entries: list[Entry] = []
-        if plan is not None and plan.replays:
-            try:
-                entries = await gateway.replay_store.entries(
-                    session_id, plan.replay_after, plan.replay_upto
-                )
-            except ReplayStoreUnavailable:
-                gateway.metrics.registry_errors.inc()
-                plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
-            if entries and entries[0].seq != plan.replay_after + 1:
-                entries, plan = [], ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
         hello = envelope.welcome(
             session_id,
             sequencer.last_seq,
-            resumed,
-            len(entries),
+            start.resumed,
+            len(start.entries),
             bool(plan and plan.resync),
             transport,
             settings.pod_id,
             sequencer.last_cseq,
         )
         await send(channel, hello.encode(), False, 0)
-        for entry in entries:
+        for entry in start.entries:
             frame = envelope.message(entry.seq, entry.data, entry.binary)
             await send(channel, frame, False, entry.seq)
-        if entries:
-            gateway.metrics.replayed.inc(len(entries))
+        if start.entries:
+            gateway.metrics.replayed.inc(len(start.entries))
     # only now does the backend hear of the session: nothing it sends can overtake the
     # welcome and the replay
     session.link.open(
@@ -343,8 +369,8 @@ async def open_session(
             pod_id=settings.pod_id,
         ),
         session,
-        resumed=resumed,
-        last_message_id=backend_last_id,
+        resumed=start.resumed,
+        last_message_id=start.backend_last_id,
     )
     gateway.track(session)
     log.debug(
@@ -353,7 +379,7 @@ async def open_session(
         session_id=session_id,
         user_id=session.user_id,
         transport=transport,
-        resumed=resumed,
+        resumed=start.resumed,
     )
     return session
 
@@ -365,4 +391,4 @@ def _int(text: str | None) -> int:
         return 0
 
 
-__all__ = ["Channel", "ClientSession", "open_session", "send"]
+__all__ = ["Channel", "ClientSession", "SessionStart", "open_session", "send", "start_session"]

@@ -26,7 +26,7 @@ from collections.abc import Awaitable
 import structlog
 from aiohttp import web
 
-from sidecar.client_session import ClientSession, open_session
+from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import envelope
 from sidecar.gateway import GATEWAY_KEY, Gateway, Refusal
 from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
@@ -97,6 +97,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         return _refused(refusal)
+    start = await start_session(gateway, request, admission, v1=True)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -114,7 +115,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         return response
     gateway.metrics.handshakes["accepted"] += 1
     channel = SseChannel(response, request)
-    session = await open_session(gateway, request, admission, channel, "sse", v1=True)
+    session = await open_session(gateway, admission, channel, "sse", start)
     del admission
     try:
         while not channel.done.is_set():
@@ -252,8 +253,9 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
         gateway.metrics.handshakes[refusal.reason] += 1
         return _refused(refusal)
     gateway.metrics.handshakes["accepted"] += 1
+    start = await start_session(gateway, request, admission, v1=True)
     channel = PollChannel()
-    session = await open_session(gateway, request, admission, channel, "poll", v1=True)
+    session = await open_session(gateway, admission, channel, "poll", start)
     channel.session = session
     frames, closed = await channel.take(0.0 if channel.pending else wait_s)
     return _poll_response(gateway, session.session_id, frames, closed)

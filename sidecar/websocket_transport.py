@@ -14,8 +14,9 @@ from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
-from sidecar.client_session import ClientSession, open_session
+from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
 from sidecar.gateway import GATEWAY_KEY, Refusal
 from wsfleet.headers import POD_HEADER
@@ -31,12 +32,19 @@ class WebSocketChannel:
     """Frames go straight to the socket, each in one transport write (see
     :mod:`sidecar.core.ws_frames`); with permessage-deflate on, through aiohttp."""
 
-    __slots__ = ("_compress", "_request", "_ws")
+    __slots__ = ("_compress", "_request", "_upgrade", "_ws")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, compress: bool) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        compress: bool,
+        upgrade: AbstractStreamWriter | None = None,
+    ) -> None:
         self._ws = ws
         self._request = request
         self._compress = compress
+        self._upgrade = upgrade  # the 101 not sent yet: it leaves with the first frame
 
     def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
         if binary:
@@ -47,6 +55,9 @@ class WebSocketChannel:
                 frame = frame.decode("utf-8", errors="replace").encode()
         if self._compress:
             return self._ws.send_frame(frame, WSMsgType(opcode))
+        if self._upgrade is not None:
+            upgrade, self._upgrade = self._upgrade, None
+            return upgrade.write(ws_frames.server_frame(opcode, frame))  # the 101 + this frame
         transport = self._request.transport
         if transport is None or transport.is_closing() or self._ws.closed:
             raise ConnectionResetError("the client is gone")
@@ -131,7 +142,8 @@ async def _accept(
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
     v1 = envelope.PROTOCOL in offered or request.query.get("protocol") == "v1"
     subprotocol = envelope.PROTOCOL if envelope.PROTOCOL in offered else admission.subprotocol
-    ws = web.WebSocketResponse(
+    start = await start_session(gateway, request, admission, v1)
+    ws = _WebSocketResponse(
         protocols=(subprotocol,) if subprotocol else (),
         max_msg_size=settings.max_message_bytes,
         autoping=False,  # pongs feed the heartbeat schedule
@@ -139,15 +151,26 @@ async def _accept(
     )
     ws.headers[POD_HEADER] = settings.pod_id
     try:
-        await ws.prepare(request)
+        answer = await ws.prepare(request)  # the 101, held back (see _WebSocketResponse)
     except (ConnectionError, web.HTTPException):
         gateway.sessions.remove(admission.connection_id)
         raise
     _refuse_unmasked_frames(request, ws)
     gateway.metrics.handshakes["accepted"] += 1
-    channel = WebSocketChannel(ws, request, compress=bool(ws.compress))  # as negotiated
-    session = await open_session(gateway, request, admission, channel, TRANSPORT, v1)
+    compress = bool(ws.compress)  # as negotiated
+    if not v1 or compress:  # no welcome to send with it, or frames written by aiohttp
+        answer.send_headers()
+    channel = WebSocketChannel(ws, request, compress, None if compress or not v1 else answer)
+    session = await open_session(gateway, admission, channel, TRANSPORT, start)
     return ws, session
+
+
+class _WebSocketResponse(web.WebSocketResponse):
+    """Holds the 101 back until the first frame, so that the upgrade answer and the v1
+    welcome leave in one write (one segment, one read for Envoy). Every path that does
+    not write the welcome sends the 101 at once (``send_headers``)."""
+
+    _send_headers_immediately = False
 
 
 class _MaskedFramesOnly:
