@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import re
@@ -149,12 +148,12 @@ class TokenVerifier:
                 _HEADERS[header_b64] = header
         if header.get("alg") != "HS256" or "kid" in header or header.get("crit"):
             return None
-        signed = hmac.new(secret, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256)
+        signed = hmac.digest(secret, f"{header_b64}.{payload_b64}".encode(), "sha256")
         try:
             signature = _b64url(signature_b64)
         except ValueError:
             return None
-        if not hmac.compare_digest(signed.digest(), signature):
+        if not hmac.compare_digest(signed, signature):
             raise AuthError(401, "bad_signature", "token signature does not verify")
         try:
             claims = json.loads(_b64url(payload_b64))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -212,7 +212,7 @@ class Gateway:
         if link is None:
             raise Refusal(503, "no_backend", "no backend is available", retry_after_s=2)
         record = ConnectionRecord(
-            connection_id=uuid.uuid4().hex,
+            connection_id=os.urandom(16).hex(),  # 128 random bits, as hex
             user_id=identity.user_id,
             shard=settings.pod_id,
             backend_routing_key=key,

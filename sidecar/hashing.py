@@ -19,4 +19,6 @@ def pick_backend(key: str, backends: Sequence[str]) -> str | None:
     """The backend that owns ``key``, or None when there are none."""
     if not backends:
         return None
+    if len(backends) == 1:  # the only one owns every key (no hash to compute)
+        return backends[0]
     return max(backends, key=lambda backend: _score(backend, key))

@@ -61,6 +61,9 @@ def message(seq: int, data: bytes, binary: bool) -> bytes:
     return b'{"type":"message","seq":%d,"data":%s}' % (seq, text.encode())
 
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, made once
+
+
 def welcome(
     session: str,
     seq: int,
@@ -72,7 +75,7 @@ def welcome(
     cseq: int = 0,
 ) -> str:
     """``seq``: the last seq sent so far; ``cseq``: the last client seq delivered."""
-    return json.dumps(
+    return _compact(
         {
             "type": "welcome",
             "session": session,
@@ -83,17 +86,16 @@ def welcome(
             "resync": resync,
             "transport": transport,
             "pod": pod,
-        },
-        separators=(",", ":"),
+        }
     )
 
 
 def notice(reason: str) -> str:
-    return json.dumps({"type": "notice", "reason": reason}, separators=(",", ":"))
+    return _compact({"type": "notice", "reason": reason})
 
 
 def close(code: int, reason: str) -> str:
-    return json.dumps({"type": "close", "code": code, "reason": reason}, separators=(",", ":"))
+    return _compact({"type": "close", "code": code, "reason": reason})
 
 
 def parse_client(text: str) -> ClientMessage:
