@@ -51,6 +51,9 @@ class SessionSink(Protocol):
 
     def rebind(self, link: BackendLink) -> None: ...
 
+    def session_info(self) -> SessionInfo:
+        """Who the session is, as the backend hears it (made when needed, not kept)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
@@ -61,7 +64,7 @@ class SessionInfo:
     pod_id: str
 
 
-LostSessions = list[tuple[SessionInfo, SessionSink]]
+LostSessions = list[SessionSink]
 
 
 class BackendLink(Protocol):
@@ -76,9 +79,7 @@ class BackendLink(Protocol):
 
     async def stop(self) -> None: ...
 
-    def open(
-        self, info: SessionInfo, sink: SessionSink, resumed: bool = False, last_message_id: int = 0
-    ) -> None: ...
+    def open(self, sink: SessionSink, resumed: bool = False, last_message_id: int = 0) -> None: ...
 
     async def send(self, session_id: str, data: bytes, binary: bool, seq: int = 0) -> None: ...
 
@@ -98,7 +99,7 @@ class GrpcBackendLink:
     def __init__(self, address: str, pod_id: str, queue_size: int = 10_000) -> None:
         self.address = address
         self._pod_id = pod_id
-        self._sessions: dict[str, tuple[SessionInfo, SessionSink]] = {}
+        self._sessions: dict[str, SessionSink] = {}  # by session id
         self._outbox: Outbox[pb.GatewayEvent] = Outbox(
             queue_size, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, BATCH_SPACING_S
         )
@@ -120,10 +121,9 @@ class GrpcBackendLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def open(
-        self, info: SessionInfo, sink: SessionSink, resumed: bool = False, last_message_id: int = 0
-    ) -> None:
-        self._sessions[info.session_id] = (info, sink)
+    def open(self, sink: SessionSink, resumed: bool = False, last_message_id: int = 0) -> None:
+        info = sink.session_info()
+        self._sessions[info.session_id] = sink
         session = pb.SessionInfo(
             session_id=info.session_id,
             user_id=info.user_id,
@@ -201,10 +201,10 @@ class GrpcBackendLink:
     def _dispatch(self, event: pb.BackendEvent) -> None:
         kind = event.WhichOneof("event")
         if kind == "message":
-            entry = self._sessions.get(event.message.session_id)
-            if entry is not None:
+            sink = self._sessions.get(event.message.session_id)
+            if sink is not None:
                 message = event.message
-                entry[1].deliver(
+                sink.deliver(
                     message.data,
                     message.binary,
                     message.droppable,
@@ -212,9 +212,9 @@ class GrpcBackendLink:
                     message.message_id,
                 )
         elif kind == "close":
-            entry = self._sessions.pop(event.close.session_id, None)
-            if entry is not None:
-                entry[1].close_requested(event.close.code or 1000, event.close.reason)
+            sink = self._sessions.pop(event.close.session_id, None)
+            if sink is not None:
+                sink.close_requested(event.close.code or 1000, event.close.reason)
 
     def _lost(self) -> None:
         self._up.clear()
@@ -268,13 +268,14 @@ class BackendBridge:
 
     def _sessions_lost(self, link: BackendLink, sessions: LostSessions) -> None:
         moved = 0
-        for info, sink in sessions:
-            target = self.link_for(info.routing_key) if self._on_loss == "move" else None
+        for sink in sessions:
+            routing_key = sink.session_info().routing_key
+            target = self.link_for(routing_key) if self._on_loss == "move" else None
             if target is None or target is link:
                 sink.close_requested(CLOSE_TRY_AGAIN_LATER, "backend unavailable")
                 continue
             sink.rebind(target)
-            target.open(info, sink, resumed=True, last_message_id=sink.backend_last_id)
+            target.open(sink, resumed=True, last_message_id=sink.backend_last_id)
             moved += 1
         self.moved_sessions += moved
         log.warning(

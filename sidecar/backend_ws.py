@@ -85,9 +85,8 @@ class WebSocketBackendLink:
                 self._up = False
             await asyncio.sleep(PROBE_INTERVAL_S)
 
-    def open(
-        self, info: SessionInfo, sink: SessionSink, resumed: bool = False, last_message_id: int = 0
-    ) -> None:
+    def open(self, sink: SessionSink, resumed: bool = False, last_message_id: int = 0) -> None:
+        info = sink.session_info()
         upstream = _Upstream(info, sink)
         self._sessions[info.session_id] = upstream
         upstream.task = asyncio.create_task(self._relay(upstream))
@@ -135,7 +134,7 @@ class WebSocketBackendLink:
         except (aiohttp.ClientError, OSError) as exc:
             if self._sessions.pop(info.session_id, None) is not None:
                 log.warning("backend_session_failed", backend=self.address, error=str(exc))
-                self._on_lost(self, [(info, upstream.sink)])
+                self._on_lost(self, [upstream.sink])
 
     @staticmethod
     async def _forward(upstream: _Upstream, ws: aiohttp.ClientWebSocketResponse) -> None:

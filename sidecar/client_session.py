@@ -186,6 +186,11 @@ class ClientSession:
     def rebind(self, link: BackendLink) -> None:
         self.link = link
 
+    def session_info(self) -> SessionInfo:
+        return SessionInfo(
+            self.session_id, self.user_id, self.routing_key, self.transport, self._gateway.pod_id
+        )
+
     # -- client -> backend ---------------------------------------------------------
 
     async def from_client(self, data: bytes, binary: bool) -> bool:
@@ -282,8 +287,9 @@ async def start_session(
     cannot vouch for starts afresh (``resync``)."""
     if not v1:
         return SessionStart(admission.connection_id, None)
-    requested = request.query.get("session")
-    client_last_seq = _int(request.query.get("last_seq") or request.headers.get("Last-Event-ID"))
+    requested = admission.query.get("session")
+    last_seq = admission.query.get("last_seq") or request.headers.get("Last-Event-ID")
+    client_last_seq = _int(last_seq)
     state = None
     if requested:
         try:
@@ -360,18 +366,7 @@ async def open_session(
             gateway.metrics.replayed.inc(len(start.entries))
     # only now does the backend hear of the session: nothing it sends can overtake the
     # welcome and the replay
-    session.link.open(
-        SessionInfo(
-            session_id=session_id,
-            user_id=session.user_id,
-            routing_key=session.routing_key,
-            transport=transport,
-            pod_id=settings.pod_id,
-        ),
-        session,
-        resumed=start.resumed,
-        last_message_id=start.backend_last_id,
-    )
+    session.link.open(session, resumed=start.resumed, last_message_id=start.backend_last_id)
     gateway.track(session)
     log.debug(
         "session_opened",

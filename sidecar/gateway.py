@@ -7,6 +7,8 @@ import contextlib
 import functools
 import os
 import time
+import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,6 +86,7 @@ class Admission:
     record: ConnectionRecord
     link: BackendLink
     subprotocol: str | None
+    query: Mapping[str, str]  # the handshake's query (see handshake_query)
 
     @property
     def connection_id(self) -> str:
@@ -94,7 +97,22 @@ class Admission:
         return self.record.backend_routing_key
 
 
-def routing_key(source: str, identity: Identity, request: web.Request) -> str | None:
+def handshake_query(request: web.Request) -> dict[str, str]:
+    """The request's query, parsed for the handshake only (the first value of each name).
+
+    ``request.query`` would keep its parsed form (a MultiDict and its strings) on the
+    request, which lives as long as the connection: a few hundred bytes per idle client.
+    """
+    query: dict[str, str] = {}
+    raw = request.rel_url.raw_query_string
+    for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
+        query.setdefault(name, value)
+    return query
+
+
+def routing_key(
+    source: str, identity: Identity, request: web.Request, query: Mapping[str, str]
+) -> str | None:
     """The session's backend_routing_key, from where the settings say it is."""
     if source == "user":
         return identity.user_id
@@ -103,7 +121,7 @@ def routing_key(source: str, identity: Identity, request: web.Request) -> str | 
     if kind == "claim":
         value = identity.claims.get(name)
     elif kind == "query":
-        value = request.query.get(name)
+        value = query.get(name)
     elif kind == "header":
         value = request.headers.get(name)
     return str(value) if value not in (None, "") else None
@@ -149,6 +167,10 @@ class Gateway:
             )
         )
 
+    @property
+    def pod_id(self) -> str:
+        return self.settings.pod_id
+
     @functools.cached_property
     def queue_bounds(self) -> QueueBounds:
         """Every session's send-queue bounds (one object for the pod)."""
@@ -169,17 +191,19 @@ class Gateway:
         )
         return None if limits.unlimited else limits
 
-    def authenticate(self, request: web.Request) -> tuple[Identity, str | None]:
+    def authenticate(
+        self, request: web.Request, query: Mapping[str, str]
+    ) -> tuple[Identity, str | None]:
         """The verified identity (and the subprotocol entry the token came in, if any);
         raises :class:`Refusal`. The user Envoy hashed on must be the token's subject."""
         settings = self.settings
         try:
-            token, token_entry = find_token(request.headers, request.query)
+            token, token_entry = find_token(request.headers, query)
             identity = self.verifier.verify(token)
         except AuthError as exc:
             raise Refusal(exc.status, exc.reason, exc.message) from None
         header_user = request.headers.get(settings.user_header)
-        query_user = request.query.get(settings.user_query_parameter)
+        query_user = query.get(settings.user_query_parameter)
         if header_user is not None and query_user is not None and header_user != query_user:
             raise Refusal(
                 400,
@@ -200,10 +224,11 @@ class Gateway:
     async def admit(self, request: web.Request, transport: str) -> Admission:
         """Check a handshake; raise :class:`Refusal` with the reason if refused."""
         settings = self.settings
-        identity, token_entry = self.authenticate(request)
+        query = handshake_query(request)
+        identity, token_entry = self.authenticate(request, query)
         if self.draining:
             raise Refusal(503, "draining", "this gateway is draining", retry_after_s=1)
-        key = routing_key(settings.routing_key_source, identity, request)
+        key = routing_key(settings.routing_key_source, identity, request, query)
         if key is None:
             raise Refusal(
                 400, "no_routing_key", f"no backend routing key ({settings.routing_key_source})"
@@ -232,7 +257,7 @@ class Gateway:
         subprotocol = choose_subprotocol(
             [p for p in offered if p], settings.subprotocols, token_entry
         )
-        return Admission(identity, record, link, subprotocol)
+        return Admission(identity, record, link, subprotocol, query)
 
     def track(self, connection: Connection) -> None:
         self.connections[connection.connection_id] = connection

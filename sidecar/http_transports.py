@@ -236,7 +236,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
     existing = gateway.by_session.get(requested) if requested else None
     if isinstance(existing, ClientSession) and isinstance(existing.channel, PollChannel):
         try:
-            identity, _ = gateway.authenticate(request)
+            identity, _ = gateway.authenticate(request, request.query)
         except Refusal as refusal:
             return _refused(refusal)
         if identity.user_id != existing.user_id:
@@ -267,7 +267,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
 async def handle_send(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
-        identity, _ = gateway.authenticate(request)
+        identity, _ = gateway.authenticate(request, request.query)
     except Refusal as refusal:
         return _refused(refusal)
     session = gateway.by_session.get(request.query.get("session", ""))

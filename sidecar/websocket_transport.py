@@ -140,7 +140,7 @@ async def _accept(
         return refusal.response()
     settings = gateway.settings
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
-    v1 = envelope.PROTOCOL in offered or request.query.get("protocol") == "v1"
+    v1 = envelope.PROTOCOL in offered or admission.query.get("protocol") == "v1"
     subprotocol = envelope.PROTOCOL if envelope.PROTOCOL in offered else admission.subprotocol
     start = await start_session(gateway, request, admission, v1)
     ws = _WebSocketResponse(
@@ -173,20 +173,21 @@ class _WebSocketResponse(web.WebSocketResponse):
     _send_headers_immediately = False
 
 
-class _MaskedFramesOnly:
+class _MaskedFramesOnly(ws_frames.MaskCheck):
     """aiohttp's frame reader, behind a check of every client frame's mask bit (aiohttp
-    does not check it): the first unmasked frame closes the connection with 1002."""
+    does not check it): the first unmasked frame closes the connection with 1002. (One
+    object with the check it runs: it lives as long as the connection.)"""
 
-    __slots__ = ("_check", "_closing", "_reader", "_ws")
+    __slots__ = ("_closing", "_reader", "_ws")
 
     def __init__(self, reader: Any, ws: web.WebSocketResponse) -> None:
+        super().__init__()
         self._reader = reader
         self._ws = ws
-        self._check = ws_frames.MaskCheck()
         self._closing: asyncio.Future[bool] | None = None
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self._check.feed(data):
+        if self.feed(data):
             result: tuple[bool, bytes] = self._reader.feed_data(data)
             return result
         if self._closing is None and not self._ws.closed:
