@@ -97,6 +97,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     if isinstance(accepted, web.Response):
         return accepted
     ws, session = accepted
+    del accepted  # the tuple would live as long as the connection
     gateway = session._gateway
     connection_id = session.connection_id
     try:
