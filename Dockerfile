@@ -9,5 +9,5 @@ COPY sidecar ./sidecar
 COPY sdk ./sdk
 COPY envoy ./envoy
 COPY deploy ./deploy
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e ./sdk/python -e .
 ENTRYPOINT ["wsfleet"]

@@ -12,12 +12,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+# wsfleet depends on the Python SDK (wsfleet-client, in sdk/python): both from this tree
+$(VENV)/.installed-run: pyproject.toml sdk/python/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./sdk/python -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml sdk/python/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./sdk/python -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
 install: $(VENV)/.installed-run
