@@ -120,6 +120,7 @@ class TokenVerifier:
         self._leeway_s = leeway_s
         self._max_lifetime_s = max_lifetime_s
         self.unknown_kids = 0  # a hint for the key refresher
+        self._keyed: tuple[bytes, hmac.HMAC] | None = None  # (secret, HMAC keyed with it)
 
     def verify(self, token: str) -> Identity:
         """The identity a valid token names; raises :class:`AuthError` for any other."""
@@ -148,7 +149,7 @@ class TokenVerifier:
                 _HEADERS[header_b64] = header
         if header.get("alg") != "HS256" or "kid" in header or header.get("crit"):
             return None
-        signed = hmac.digest(secret, f"{header_b64}.{payload_b64}".encode(), "sha256")
+        signed = self._hs256(secret, f"{header_b64}.{payload_b64}".encode())
         try:
             signature = _b64url(signature_b64)
         except ValueError:
@@ -162,6 +163,16 @@ class TokenVerifier:
         if not isinstance(claims, dict):
             return None
         return Identity(self._check_claims(claims, time.time()), claims)
+
+    def _hs256(self, secret: bytes, message: bytes) -> bytes:
+        """HMAC-SHA256 from a copy of an object keyed once (keying costs more than hashing
+        a token: OpenSSL 3 looks the algorithm up each time)."""
+        keyed = self._keyed
+        if keyed is None or keyed[0] is not secret:
+            keyed = self._keyed = (secret, hmac.new(secret, digestmod="sha256"))
+        mac = keyed[1].copy()
+        mac.update(message)
+        return mac.digest()
 
     def _check_claims(self, claims: dict[str, Any], now: float) -> str:
         """The subject of signature-checked ``claims`` if they hold now, else AuthError:
