@@ -31,8 +31,8 @@ from typing import Any
 from benchmarks.load import Target, _close, _read, _spawn, _static_envoy_config, start_envoy
 from benchmarks.report import fmt_ratio, per, publish, ratio, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
-from wsfleet.launcher.children import Supervisor
-from wsfleet.launcher.ports import free_port
+from wsfleet.ops.launcher.children import Supervisor
+from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from xds_server import builders
 from xds_server.policy_loader import default_policy_text, parse_policy

@@ -25,9 +25,9 @@ import psutil
 from benchmarks import processes
 from benchmarks.report import fmt_ratio, ms, per, publish, ratio, summary, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
-from wsfleet.launcher.children import Supervisor
-from wsfleet.launcher.embedded_redis import start_embedded_redis
-from wsfleet.launcher.ports import free_port
+from wsfleet.ops.launcher.children import Supervisor
+from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
+from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from wsfleet.tokens import ensure_auth_key
 

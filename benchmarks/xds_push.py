@@ -25,9 +25,9 @@ from benchmarks.ads_client import SimulatedEnvoy
 from benchmarks.report import ms, publish, summary, table
 from wsfleet.admin_auth import ensure_admin_token, read_admin_token
 from wsfleet.arg_types import positive_float, positive_int
-from wsfleet.launcher.children import Child, Supervisor
-from wsfleet.launcher.embedded_redis import start_embedded_redis
-from wsfleet.launcher.ports import free_port
+from wsfleet.ops.launcher.children import Child, Supervisor
+from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
+from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import read_ready
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry

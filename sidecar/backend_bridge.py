@@ -4,8 +4,8 @@ One :class:`GrpcBackendLink` per gRPC backend holds one bidirectional stream
 on which all of this pod's sessions for that backend are multiplexed (an idle
 session costs a dict entry). WebSocket backends (``ws://…``) get a
 :class:`~sidecar.backend_ws.WebSocketBackendLink`: one upstream socket per
-session. :class:`BackendBridge` picks a backend per session by consistent
-hashing of its routing key over the links that are up.
+session. :class:`sidecar.backends.BackendBridge` picks a backend per session by
+consistent hashing of its routing key over the links that are up.
 
 A backend that goes away: its sessions move to the backend that now owns
 their key (``backend_loss="move"``; the new backend gets ``opened`` again) or
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 import structlog
 
-from sidecar.hashing import pick_backend
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import BATCH_SPACING_S, Outbox
@@ -221,67 +220,3 @@ class GrpcBackendLink:
         sessions, self._sessions = self._sessions, {}
         if sessions:
             self._on_lost(self, list(sessions.values()))
-
-
-class BackendBridge:
-    """All backend links of this pod; routes each session to one of them."""
-
-    def __init__(self, addresses: Iterable[str], pod_id: str, on_loss: str = "move") -> None:
-        from sidecar.backend_ws import WebSocketBackendLink
-
-        if on_loss not in ("move", "close"):
-            raise ValueError(f"backend_loss must be 'move' or 'close', not {on_loss!r}")
-        self._on_loss = on_loss
-        self._links: dict[str, BackendLink] = {}
-        for address in addresses:
-            if address.startswith(("ws://", "wss://")):
-                self._links[address] = WebSocketBackendLink(address)
-            else:
-                self._links[address] = GrpcBackendLink(address, pod_id)
-        self.moved_sessions = 0
-
-    @property
-    def links(self) -> list[BackendLink]:
-        return list(self._links.values())
-
-    def start(self) -> None:
-        for link in self._links.values():
-            link.start(self._sessions_lost)
-
-    async def stop(self) -> None:
-        for link in self._links.values():
-            await link.stop()
-
-    async def wait_any_up(self, timeout_s: float) -> bool:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            if any(link.is_up for link in self._links.values()):
-                return True
-            await asyncio.sleep(0.05)
-        return any(link.is_up for link in self._links.values())
-
-    def link_for(self, routing_key: str) -> BackendLink | None:
-        """The up backend that owns ``routing_key``, or None if none is up."""
-        up = [address for address, link in self._links.items() if link.is_up]
-        chosen = pick_backend(routing_key, up)
-        return self._links[chosen] if chosen is not None else None
-
-    def _sessions_lost(self, link: BackendLink, sessions: LostSessions) -> None:
-        moved = 0
-        for sink in sessions:
-            routing_key = sink.session_info().routing_key
-            target = self.link_for(routing_key) if self._on_loss == "move" else None
-            if target is None or target is link:
-                sink.close_requested(CLOSE_TRY_AGAIN_LATER, "backend unavailable")
-                continue
-            sink.rebind(target)
-            target.open(sink, resumed=True, last_message_id=sink.backend_last_id)
-            moved += 1
-        self.moved_sessions += moved
-        log.warning(
-            "backend_sessions_lost",
-            backend=link.address,
-            sessions=len(sessions),
-            moved=moved,
-            closed=len(sessions) - moved,
-        )

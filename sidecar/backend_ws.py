@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import structlog
 
-if TYPE_CHECKING:
-    from sidecar.backend_bridge import BackendLink, LostSessions, SessionInfo, SessionSink
+from sidecar.backend_bridge import BackendLink, LostSessions, SessionInfo, SessionSink
 
 log = structlog.get_logger()
 

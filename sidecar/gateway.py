@@ -16,7 +16,8 @@ import structlog
 from aiohttp import web
 
 from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
-from sidecar.backend_bridge import BackendBridge, BackendLink
+from sidecar.backend_bridge import BackendLink
+from sidecar.backends import BackendBridge
 from sidecar.core import HeartbeatPolicy, HeartbeatSchedule, InboundLimits
 from sidecar.core.session import QueueBounds
 from sidecar.metrics import GatewayMetrics

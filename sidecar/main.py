@@ -20,7 +20,7 @@ from aiohttp import web
 
 from sidecar.app import build_admin_app, build_public_app
 from sidecar.auth import KeySet, TokenVerifier
-from sidecar.backend_bridge import BackendBridge
+from sidecar.backends import BackendBridge
 from sidecar.drain import Drainer
 from sidecar.gateway import Gateway
 from sidecar.jwks import JwksRefresher, load_keys

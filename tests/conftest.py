@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from wsfleet.launcher.embedded_redis import redis_argv
-from wsfleet.launcher.fleet import FleetOptions, LocalFleet
-from wsfleet.launcher.ports import free_port
+from wsfleet.ops.launcher.embedded_redis import redis_argv
+from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
+from wsfleet.ops.launcher.ports import free_port
 
 
 class RedisProcess:

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.fleet import LocalFleet
 
 POD_HEADER = "x-wsfleet-pod"
 

@@ -1,4 +1,4 @@
-from wsfleet.cli import main
+from wsfleet.ops.cli import main
 
 if __name__ == "__main__":
     main()

@@ -1,16 +1,29 @@
 """Typed settings for every process, with every default in one place.
 
-The CLI (:mod:`wsfleet.cli`) fills these from flags; the launcher builds them
-for its children. Units are in the names (``_s`` seconds, ``_bytes``).
+Each field is declared once, with :func:`~wsfleet.settings_flags.setting`: its default,
+help, group and check; the flags of ``wsfleet xds``, ``wsfleet sidecar`` and ``wsfleet
+backend`` and their ``WSFLEET_…`` environment variables are made from the fields
+(:mod:`wsfleet.settings_flags`). Units are in the names (``_s`` seconds, ``_bytes``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from wsfleet.arg_types import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    routing_key_source,
+)
+from wsfleet.arg_types import port as port_number
+from wsfleet.settings_flags import setting
 
 DEFAULT_REDIS_NAMESPACE = "wsfleet"
 DEFAULT_POOL = "gateways"
@@ -48,101 +61,348 @@ def advertised_address(host: str, advertise_host: str | None) -> str:
 class XdsSettings:
     """The control plane (``wsfleet xds``)."""
 
-    redis_url: str
-    policy_path: Path | None = None  # None: the embedded default policy
-    listener_port: int | None = None  # overrides the first listener's port
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int = 18000
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 18001
-    namespace: str = DEFAULT_REDIS_NAMESPACE
-    membership_poll_s: float = 1.0
-    policy_poll_s: float = 0.5
-    admin_token_file: Path | None = None  # protects /debug/* and the fleet admin API
-    # pods' records must be signed with it; pods are called with tokens derived from it
-    registry_key_file: Path | None = None
-    tls_dir: Path | None = None  # the fleet CA's files: xDS only over mTLS, to proven nodes
-    ready_file: Path | None = None
+    redis_url: str = setting(help="the registry's Redis", group="process")
+    policy_path: Path | None = setting(
+        None,
+        flag="--policy",
+        help="routing policy file (default: the embedded one)",
+        group="policy",
+        check=Path,
+    )
+    listener_port: int | None = setting(
+        None,
+        help="move the policy's first listener to this port",
+        group="policy",
+        check=port_number,
+    )
+    policy_poll_s: float = setting(
+        0.5,
+        help="seconds between checks of the policy file",
+        group="policy",
+        check=positive_float,
+    )
+    grpc_host: str = setting("127.0.0.1", help="xDS (gRPC) address", group="process")
+    grpc_port: int = setting(18000, help="xDS (gRPC) port", group="process", check=port_number)
+    admin_host: str = setting("127.0.0.1", help="admin API address", group="process")
+    admin_port: int = setting(18001, help="admin API port", group="process", check=port_number)
+    namespace: str = setting(
+        DEFAULT_REDIS_NAMESPACE, help="the fleet's key prefix in Redis", group="process"
+    )
+    membership_poll_s: float = setting(
+        1.0,
+        help="seconds between reads of the pods' records",
+        group="process",
+        check=positive_float,
+    )
+    admin_token_file: Path | None = setting(
+        None,
+        help="bearer token for the admin API (/debug/*, fleet operations)",
+        group="security",
+        check=Path,
+    )
+    registry_key_file: Path | None = setting(
+        None,
+        help="fleet registry key: pod records must be signed with it (the state dir's "
+        "registry.key); without it pods are trusted as found and never called",
+        group="security",
+        check=Path,
+    )
+    tls_dir: Path | None = setting(
+        None,
+        help="serve xDS over mutual TLS with the fleet CA in this directory (the state dir's "
+        "tls/, made by wsfleet keygen): only Envoys with a client certificate of the CA, and "
+        "only as the node and region it names",
+        group="security",
+        check=Path,
+    )
+    ready_file: Path | None = setting(
+        None, help="write the bound ports here once serving", group="process", check=Path
+    )
 
 
 @dataclass(frozen=True)
 class SidecarSettings:
     """One gateway sidecar (``wsfleet sidecar``)."""
 
-    redis_url: str
-    backends: tuple[str, ...]  # host:port (gRPC bridge) or ws://host:port/path (WebSocket)
-    auth_key_file: Path | None = None  # HS256 shared secret
-    jwks: str | None = None  # JWKS file path or URL (RS256/ES256 keys by kid)
-    jwks_refresh_s: float = 60.0
-    issuer: str | None = None  # when set, tokens must carry this "iss" (required with jwks)
-    max_token_lifetime_s: float = 86400.0  # a token expiring later than this is refused
-    pod_id: str = field(default_factory=default_pod_id)
-    pool: str = DEFAULT_POOL
-    host: str = "127.0.0.1"
-    advertise_host: str | None = None  # the IP Envoy dials; default: host (or this host's IP)
-    port: int = 0  # 0: any free port; the registry records the real one
-    admin_port: int = 0
-    region: str = "local"
-    zone: str = "local-a"
-    namespace: str = DEFAULT_REDIS_NAMESPACE
-    audience: str = DEFAULT_AUDIENCE
-    user_query_parameter: str = "user"  # Envoy's hash key: must equal the token's subject
-    user_header: str = "x-user-id"
-    # where a session's backend_routing_key comes from: "user", "claim:NAME",
-    # "query:NAME" or "header:NAME"
-    routing_key_source: str = "user"
-    backend_loss: str = "move"  # "move" sessions to another backend, or "close" them (1013)
-    subprotocols: tuple[str, ...] = ()  # application subprotocols offered, in preference order
-    compression: bool = True  # permessage-deflate when the client offers it
+    # -- process
+    redis_url: str = setting(help="the registry's and replay buffers' Redis", group="process")
+    backends: tuple[str, ...] = setting(
+        flag="--backend",
+        help="host:port (gRPC bridge) or ws://host:port/path (WebSocket); repeat for several",
+        group="process",
+    )
+    pod_id: str = setting(
+        factory=default_pod_id,
+        help="this pod's id (default: host name and pid)",
+        group="process",
+    )
+    pool: str = setting(DEFAULT_POOL, help="the gateway pool it serves", group="process")
+    host: str = setting("127.0.0.1", help="address to listen on", group="process")
+    advertise_host: str | None = setting(
+        None,
+        help="the address Envoy dials (default: --host, or this host's IP)",
+        group="process",
+    )
+    port: int = setting(0, help="client port (0: any free one)", group="process", check=port_number)
+    admin_port: int = setting(
+        0, help="admin port (0: any free one)", group="process", check=port_number
+    )
+    region: str = setting("local", help="the region it registers in", group="process")
+    zone: str = setting("local-a", help="the zone it registers in", group="process")
+    namespace: str = setting(
+        DEFAULT_REDIS_NAMESPACE, help="the fleet's key prefix in Redis", group="process"
+    )
     # the default 128 loses handshakes in surges (docs/envoy-behaviours.md, 9)
-    listen_backlog: int = 4096
-    max_message_bytes: int = 64 * 1024  # larger messages close the connection with 1009
-    heartbeat_interval_s: float = 10.0
-    heartbeat_timeout_s: float = 20.0  # interval + timeout <= 30 s: dead sockets found in time
-    heartbeat_jitter: float = 0.2
-    send_queue_messages: int = 1000
-    send_queue_bytes: int = 1 << 20
-    slow_consumer_grace_s: float = 5.0
+    listen_backlog: int = setting(
+        4096, help="the client socket's accept backlog", group="process", check=positive_int
+    )
+    shutdown_timeout_s: float = setting(
+        5.0,
+        help="seconds the last closes may take at exit",
+        group="process",
+        check=positive_float,
+    )
+    ready_file: Path | None = setting(
+        None, help="write the bound ports here once serving", group="process", check=Path
+    )
+    # -- auth
+    auth_key_file: Path | None = setting(
+        None, help="HS256 shared secret (the local fleet's auth.key)", group="auth", check=Path
+    )
+    jwks: str | None = setting(
+        None, help="JWKS file or URL with RS256/ES256 keys (re-read on rotation)", group="auth"
+    )
+    jwks_refresh_s: float = setting(
+        60.0, help="seconds between JWKS reads", group="auth", check=positive_float
+    )
+    issuer: str | None = setting(
+        None, help="required token issuer (iss); needed with --jwks", group="auth"
+    )
+    max_token_lifetime_s: float = setting(
+        86400.0,
+        help="refuse tokens that expire later than this many seconds from now",
+        group="auth",
+        check=positive_float,
+    )
+    audience: str = setting(DEFAULT_AUDIENCE, help="required token audience (aud)", group="auth")
+    user_query_parameter: str = setting(
+        "user",
+        help="the query parameter Envoy hashes on: must equal the token's subject",
+        group="auth",
+    )
+    user_header: str = setting(
+        "x-user-id",
+        help="the header Envoy hashes on: must equal the token's subject",
+        group="auth",
+    )
+    # -- sessions
+    routing_key_source: str = setting(
+        "user",
+        flag="--routing-key",
+        help="where a session's backend routing key comes from: user | claim:NAME | "
+        "query:NAME | header:NAME",
+        group="sessions",
+        check=routing_key_source,
+    )
+    backend_loss: str = setting(
+        "move",
+        help="when a backend goes: move its sessions to another, or close them (1013)",
+        group="sessions",
+        choices=("move", "close"),
+    )
+    subprotocols: tuple[str, ...] = setting(
+        (),
+        flag="--subprotocol",
+        help="an application subprotocol to accept (repeat, in preference order)",
+        group="sessions",
+    )
+    compression: bool = setting(
+        True, help="permessage-deflate when the client offers it", group="sessions"
+    )
+    max_message_bytes: int = setting(
+        64 * 1024,
+        help="larger messages close the connection with 1009",
+        group="sessions",
+        check=positive_int,
+    )
+    poll_wait_s: float = setting(
+        25.0,
+        help="seconds a long poll waits for messages",
+        group="sessions",
+        check=positive_float,
+    )
+    poll_timeout_s: float = setting(
+        60.0,
+        help="a poll session with no request for this many seconds is gone",
+        group="sessions",
+        check=positive_float,
+    )
+    # -- heartbeat
+    heartbeat_interval_s: float = setting(
+        10.0, help="seconds between pings", group="heartbeat", check=positive_float
+    )
+    heartbeat_timeout_s: float = setting(
+        20.0,
+        help="seconds without an answer before a socket is dead (interval + timeout "
+        "<= 30 s: dead sockets found in time)",
+        group="heartbeat",
+        check=positive_float,
+    )
+    heartbeat_jitter: float = setting(
+        0.2,
+        help="pings come up to this fraction of the interval early",
+        group="heartbeat",
+        check=fraction,
+    )
+    # -- queues
+    send_queue_messages: int = setting(
+        1000, help="messages a session's send queue holds", group="queues", check=positive_int
+    )
+    send_queue_bytes: int = setting(
+        1 << 20, help="bytes a session's send queue holds", group="queues", check=positive_int
+    )
+    slow_consumer_grace_s: float = setting(
+        5.0,
+        help="seconds a full queue may stay full before the client is cut (1013)",
+        group="queues",
+        check=positive_float,
+    )
+    # -- limits
     # A connection with no complete request for this long is closed: from its first byte
     # (a header-read deadline: a slowloris client is cut) and between requests (aiohttp's
     # own default is an hour). Above Envoy's idle timeout for its pooled connections to
     # gateways (xds_server.builders.UPSTREAM_IDLE_TIMEOUT_S), so Envoy closes first.
-    http_idle_timeout_s: float = 75.0
+    http_idle_timeout_s: float = setting(
+        75.0,
+        help="close a connection with no complete request for this long (header-read "
+        "deadline and keep-alive idle)",
+        group="limits",
+        check=positive_float,
+    )
     # Per connection, every frame counted (0: unlimited). Far above what a person or an
     # app sends; a client flooding past them is cut (1008) before it costs others.
-    messages_per_s: float = 1000.0
-    message_burst: float = 0.0  # 0: one second's worth of the rate
-    bytes_per_s: float = 4.0 * 2**20
-    byte_burst: float = 0.0
-    rate_limit_action: str = "close"  # "close" (1008) or "drop" (with a notice)
-    # fleet-wide, through the registry (0: unlimited): many tabs and devices, not a botnet
-    max_connections_per_user: int = 100
-    replay_max_messages: int = 1000  # the replay window: this many messages per session ...
-    replay_max_bytes: int = 1 << 20  # ... and this much data (16 messages of the maximum size)
-    replay_max_age_s: float = (
-        300.0  # ... and a session's buffer lives this long after its last write
+    messages_per_s: float = setting(
+        1000.0,
+        flag="--messages-per-second",
+        help="frames per second per connection, every frame counted (0: unlimited)",
+        group="limits",
+        check=non_negative_float,
     )
-    poll_wait_s: float = 25.0  # a long poll waits this long for messages
-    poll_timeout_s: float = 60.0  # a poll session with no request for this long is gone
-    registry_ttl_s: float = 5.0
-    registry_refresh_s: float = 1.5
-    connection_ttl_s: float = 60.0  # about 2x the dead-socket window
-    connection_flush_s: float = 2.0  # last_ping writes are batched this often
-    shutdown_timeout_s: float = 5.0
+    message_burst: float = setting(
+        0.0,
+        help="frames above the rate at once (0: one second's worth)",
+        group="limits",
+        check=non_negative_float,
+    )
+    bytes_per_s: float = setting(
+        4.0 * 2**20,
+        flag="--bytes-per-second",
+        help="bytes per second per connection (0: unlimited)",
+        group="limits",
+        check=non_negative_float,
+    )
+    byte_burst: float = setting(
+        0.0,
+        help="bytes above the rate at once (0: one second's worth)",
+        group="limits",
+        check=non_negative_float,
+    )
+    rate_limit_action: str = setting(
+        "close",
+        help="past a limit: close (1008) or drop the frame with a notice",
+        group="limits",
+        choices=("close", "drop"),
+    )
+    # fleet-wide, through the registry: many tabs and devices, not a botnet
+    max_connections_per_user: int = setting(
+        100,
+        help="connections one user may hold, fleet-wide (0: unlimited)",
+        group="limits",
+        check=non_negative_int,
+    )
+    # -- replay
+    replay_max_messages: int = setting(
+        1000,
+        help="messages a session's replay window keeps, at most",
+        group="replay",
+        check=positive_int,
+    )
+    replay_max_bytes: int = setting(
+        1 << 20,
+        help="message data a session's replay window keeps, at most",
+        group="replay",
+        check=positive_int,
+    )
+    replay_max_age_s: float = setting(
+        300.0,
+        help="seconds a session's buffer lives after its last write",
+        group="replay",
+        check=positive_float,
+    )
+    # -- registry
+    registry_ttl_s: float = setting(
+        5.0,
+        help="seconds this pod's record lives unless refreshed",
+        group="registry",
+        check=positive_float,
+    )
+    registry_refresh_s: float = setting(
+        1.5,
+        help="seconds between refreshes of this pod's record",
+        group="registry",
+        check=positive_float,
+    )
+    connection_ttl_s: float = setting(
+        60.0,
+        help="seconds a connection's record lives unless refreshed (about 2x the "
+        "dead-socket window)",
+        group="registry",
+        check=positive_float,
+    )
+    connection_flush_s: float = setting(
+        2.0,
+        help="seconds between batched writes of pongs (last_ping)",
+        group="registry",
+        check=positive_float,
+    )
+    # -- drain
     # SIGTERM drains over this (POST /drain may say otherwise). Below Kubernetes' default
     # grace period (30 s) with room for the shutdown after it: see docs/operations.md
-    drain_budget_s: float = 15.0
-    drain_retry_hint_ms: int = 250  # carried in the 1012 close reason (randomized +-50%)
-    admin_token_file: Path | None = None  # protects POST /drain, POST /disconnect
-    registry_key_file: Path | None = None  # signs this pod's record; its admin token derives
-    ready_file: Path | None = None
+    drain_budget_s: float = setting(
+        15.0,
+        help="seconds a SIGTERM drain takes; keep it 10 s below the orchestrator's grace period",
+        group="drain",
+        check=non_negative_float,
+    )
+    drain_retry_hint_ms: int = setting(
+        250,
+        help="the retry hint in the 1012 close reason (randomized +-50%)",
+        group="drain",
+        check=positive_int,
+    )
+    # -- security
+    admin_token_file: Path | None = setting(
+        None,
+        help="bearer token for the admin API (POST /drain, POST /disconnect)",
+        group="security",
+        check=Path,
+    )
+    registry_key_file: Path | None = setting(
+        None,
+        help="fleet registry key: signs this pod's record; the control plane calls this pod "
+        "with a token derived from it (the state dir's registry.key)",
+        group="security",
+        check=Path,
+    )
 
 
 @dataclass(frozen=True)
 class BackendSettings:
     """The demo echo backend (``wsfleet backend``)."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    ready_file: Path | None = None
-    name: str = "backend"  # what /whoami answers
+    host: str = setting("127.0.0.1", help="address to listen on", group="process")
+    port: int = setting(0, help="port (0: any free one)", group="process", check=port_number)
+    ready_file: Path | None = setting(
+        None, help="write the bound port here once serving", group="process", check=Path
+    )
+    name: str = setting("backend", help="what /whoami answers", group="process")

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from tests.browser import Chromium
-from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ import aiohttp
 import pytest
 
 from tests.helpers import dynamic_config, unlimited_session, wait_for
-from wsfleet.chaos.faults import Faults
-from wsfleet.chaos.proxy import FaultProxy
-from wsfleet.chaos.reconnects import peak_to_mean
-from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.ops.chaos.faults import Faults
+from wsfleet.ops.chaos.proxy import FaultProxy
+from wsfleet.ops.chaos.reconnects import peak_to_mean
+from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client

@@ -20,8 +20,8 @@ from tests.helpers import (
     wait_for,
     xds_get,
 )
-from wsfleet.launcher.fleet import LocalFleet
-from wsfleet.launcher.ports import free_port
+from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.ports import free_port
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from tests.helpers import cluster_hosts, envoy_get, open_ws, pod_of, unlimited_session, wait_for
-from wsfleet.launcher.fleet import LocalFleet
-from wsfleet.launcher.ports import free_port
-from wsfleet.launcher.rollout import RolloutStatus, rollout
+from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.ports import free_port
+from wsfleet.ops.launcher.rollout import RolloutStatus, rollout
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
 

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session, wait_for
-from wsfleet.launcher.fleet import LocalFleet, SidecarInfo
+from wsfleet.ops.launcher.fleet import LocalFleet, SidecarInfo
 from wsfleet.registry.redis_registry import RedisRegistry
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from wsfleet.launcher.ports import free_port, port_is_listening
+from wsfleet.ops.launcher.ports import free_port, port_is_listening
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import unlimited_session, wait_for
-from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
 

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session
-from wsfleet.launcher.fleet import LocalFleet
-from wsfleet.launcher.ports import free_port
+from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.ports import free_port
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_client.client import Client

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 
 from tests.helpers import unlimited_session, wait_for
-from wsfleet.chaos.reconnects import peak_to_mean
-from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.ops.chaos.reconnects import peak_to_mean
+from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
 

@@ -15,7 +15,7 @@ from tests.helpers import (
     unlimited_session,
     wait_for,
 )
-from wsfleet.launcher.fleet import LocalFleet
+from wsfleet.ops.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfleet.capacity import Measured, hpa_manifest, load_measured, plan
+from wsfleet.ops.capacity import Measured, hpa_manifest, load_measured, plan
 
 
 def test_memory_bounds_connections_per_pod_with_headroom() -> None:

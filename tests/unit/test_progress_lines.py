@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wsfleet.progress import ProgressLines
+from wsfleet.ops.progress import ProgressLines
 
 
 class FakeClock:

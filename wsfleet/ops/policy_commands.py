@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from wsfleet.admin_client import AdminClient
 from wsfleet.errors import ConfigError
+from wsfleet.ops.admin_client import AdminClient
 
 
 def diff_command(files: list[Path], server: str | None, token: str | None = None) -> str:

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from wsfleet.errors import StartupError
-from wsfleet.launcher.children import Child, Supervisor
+from wsfleet.ops.launcher.children import Child, Supervisor
 
 
 def redis_server_binary() -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from wsfleet.chaos.faults import FaultPlan, Faults
+from wsfleet.ops.chaos.faults import FaultPlan, Faults
 
 log = structlog.get_logger()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import ipaddress
 import os
 import signal
@@ -19,16 +18,17 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sidecar import cli as sidecar_cli
 from wsfleet.arg_types import (
     non_negative_float,
-    non_negative_int,
     port,
     positive_float,
     positive_int,
-    routing_key_source,
 )
 from wsfleet.errors import ConfigError, WsfleetError
-from wsfleet.settings import DEFAULT_STATE_DIR, SidecarSettings, default_pod_id
+from wsfleet.settings import DEFAULT_STATE_DIR, BackendSettings
+from wsfleet.settings_flags import add_flags, from_args
+from xds_server import cli as xds_cli
 
 
 class _Parser(argparse.ArgumentParser):
@@ -97,41 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--token", help="token (default: signed with the state dir's key)")
     connect.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
-    xds = commands.add_parser("xds", help="run the xDS control plane")
-    xds.add_argument("--redis-url", required=True)
-    xds.add_argument("--policy", type=Path)
-    xds.add_argument("--listener-port", type=port, help="move the policy's first listener here")
-    xds.add_argument("--grpc-host", default="127.0.0.1")
-    xds.add_argument("--grpc-port", type=port, default=18000)
-    xds.add_argument("--admin-host", default="127.0.0.1")
-    xds.add_argument("--admin-port", type=port, default=18001)
-    xds.add_argument("--namespace", default="wsfleet")
-    xds.add_argument("--policy-poll", type=positive_float, default=0.5, help="seconds")
-    xds.add_argument("--admin-token-file", type=Path, help="bearer token for the admin API")
-    xds.add_argument(
-        "--tls-dir",
-        type=Path,
-        help="serve xDS over mutual TLS with the fleet CA in this directory (the state "
-        "dir's tls/, made by wsfleet keygen): only Envoys with a client certificate of "
-        "the CA, and only as the node and region it names",
-    )
-    xds.add_argument(
-        "--registry-key-file",
-        type=Path,
-        help="fleet registry key: pod records must be signed with it (the state dir's "
-        "registry.key); without it pods are trusted as found and never called",
-    )
-    xds.add_argument("--membership-poll", type=positive_float, default=1.0, help="seconds")
-    xds.add_argument("--ready-file", type=Path)
-
-    sidecar = commands.add_parser("sidecar", help="run one gateway sidecar")
-    _add_sidecar_arguments(sidecar)
-
+    xds_cli.register(commands)
+    sidecar_cli.register(commands)
     backend = commands.add_parser("backend", help="run the demo echo backend")
-    backend.add_argument("--host", default="127.0.0.1")
-    backend.add_argument("--port", type=port, default=0)
-    backend.add_argument("--name", default="backend", help="what /whoami answers")
-    backend.add_argument("--ready-file", type=Path)
+    add_flags(backend, BackendSettings)
+    backend.set_defaults(run=_run_backend)
 
     envoy = commands.add_parser(
         "envoy", help="run Envoy with a bootstrap pointing at an xDS server"
@@ -301,188 +271,13 @@ def _version() -> str:
         return "unknown"
 
 
-def _add_sidecar_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every SidecarSettings field as a flag (defaults in wsfleet.settings)."""
-    defaults = SidecarSettings(redis_url="", backends=())
-    add = parser.add_argument
-    add("--redis-url", required=True)
-    add(
-        "--backend",
-        action="append",
-        required=True,
-        dest="backends",
-        help="host:port (gRPC bridge) or ws://host:port/path (WebSocket); repeat for several",
-    )
-    add("--auth-key-file", type=Path, help="HS256 shared secret (the local fleet's auth.key)")
-    add("--jwks", help="JWKS file or URL with RS256/ES256 keys (re-read on rotation)")
-    add(
-        "--jwks-refresh",
-        type=positive_float,
-        default=defaults.jwks_refresh_s,
-        dest="jwks_refresh_s",
-    )
-    add("--issuer", help="required token issuer (iss); needed with --jwks")
-    add(
-        "--max-token-lifetime",
-        type=positive_float,
-        default=defaults.max_token_lifetime_s,
-        dest="max_token_lifetime_s",
-        help="refuse tokens that expire later than this many seconds from now "
-        "(default %(default)g)",
-    )
-    add("--audience", default=defaults.audience)
-    add("--pod-id")
-    add("--pool", default=defaults.pool)
-    add("--host", default=defaults.host)
-    add("--advertise-host", help="address Envoy dials (default: --host)")
-    add("--port", type=port, default=0)
-    add("--admin-port", type=port, default=0)
-    add("--region", default=defaults.region)
-    add("--zone", default=defaults.zone)
-    add("--namespace", default=defaults.namespace)
-    add(
-        "--routing-key",
-        type=routing_key_source,
-        default=defaults.routing_key_source,
-        dest="routing_key_source",
-        help="user | claim:NAME | query:NAME | header:NAME",
-    )
-    add("--backend-loss", choices=["move", "close"], default=defaults.backend_loss)
-    add(
-        "--subprotocol",
-        action="append",
-        default=[],
-        dest="subprotocols",
-        help="an application subprotocol to accept (repeat, in preference order)",
-    )
-    add(
-        "--no-compression",
-        action="store_false",
-        dest="compression",
-        help="refuse permessage-deflate",
-    )
-    add("--max-message-bytes", type=positive_int, default=defaults.max_message_bytes)
-    add(
-        "--heartbeat-interval",
-        type=positive_float,
-        default=defaults.heartbeat_interval_s,
-        dest="heartbeat_interval_s",
-    )
-    add(
-        "--heartbeat-timeout",
-        type=positive_float,
-        default=defaults.heartbeat_timeout_s,
-        dest="heartbeat_timeout_s",
-    )
-    add("--send-queue-messages", type=positive_int, default=defaults.send_queue_messages)
-    add("--send-queue-bytes", type=positive_int, default=defaults.send_queue_bytes)
-    add(
-        "--slow-consumer-grace",
-        type=positive_float,
-        default=defaults.slow_consumer_grace_s,
-        dest="slow_consumer_grace_s",
-    )
-    add(
-        "--http-idle-timeout",
-        type=positive_float,
-        default=defaults.http_idle_timeout_s,
-        dest="http_idle_timeout_s",
-        help="close a connection with no complete request for this long (header-read deadline "
-        "and keep-alive idle; default %(default)s s)",
-    )
-    add(
-        "--messages-per-second",
-        type=non_negative_float,
-        default=None,
-        dest="messages_per_s",
-        help=f"per connection, every frame counted (default {defaults.messages_per_s:g}; "
-        "0: unlimited)",
-    )
-    add("--message-burst", type=non_negative_float, default=None)
-    add(
-        "--bytes-per-second",
-        type=non_negative_float,
-        default=None,
-        dest="bytes_per_s",
-        help=f"per connection (default {defaults.bytes_per_s:g}; 0: unlimited)",
-    )
-    add("--byte-burst", type=non_negative_float, default=None)
-    add("--rate-limit-action", choices=["close", "drop"], default=defaults.rate_limit_action)
-    add(
-        "--max-connections-per-user",
-        type=non_negative_int,
-        default=None,
-        help=f"fleet-wide (default {defaults.max_connections_per_user}; 0: unlimited)",
-    )
-    add("--replay-max-messages", type=positive_int, default=defaults.replay_max_messages)
-    add(
-        "--replay-max-bytes",
-        type=positive_int,
-        default=defaults.replay_max_bytes,
-        help="message data a session's replay window keeps, at most (default %(default)s)",
-    )
-    add(
-        "--replay-max-age",
-        type=positive_float,
-        default=defaults.replay_max_age_s,
-        dest="replay_max_age_s",
-    )
-    add(
-        "--poll-timeout",
-        type=positive_float,
-        default=defaults.poll_timeout_s,
-        dest="poll_timeout_s",
-    )
-    add(
-        "--registry-ttl",
-        type=positive_float,
-        default=defaults.registry_ttl_s,
-        dest="registry_ttl_s",
-    )
-    add(
-        "--registry-refresh",
-        type=positive_float,
-        default=defaults.registry_refresh_s,
-        dest="registry_refresh_s",
-    )
-    add(
-        "--connection-ttl",
-        type=positive_float,
-        default=defaults.connection_ttl_s,
-        dest="connection_ttl_s",
-    )
-    add(
-        "--connection-flush",
-        type=positive_float,
-        default=defaults.connection_flush_s,
-        dest="connection_flush_s",
-    )
-    add(
-        "--drain-budget",
-        type=non_negative_float,
-        default=defaults.drain_budget_s,
-        dest="drain_budget_s",
-        help=f"seconds a SIGTERM drain takes (default {defaults.drain_budget_s:g}); keep it "
-        "10 s below the orchestrator's grace period",
-    )
-    add("--drain-retry-hint-ms", type=positive_int, default=defaults.drain_retry_hint_ms)
-    add("--admin-token-file", type=Path, help="bearer token for the admin API")
-    add(
-        "--registry-key-file",
-        type=Path,
-        help="fleet registry key: signs this pod's record; the control plane calls this pod "
-        "with a token derived from it (the state dir's registry.key)",
-    )
-    add("--ready-file", type=Path)
+def _run_backend(args: argparse.Namespace) -> None:
+    from wsfleet import logs
+    from wsfleet.ops.demo_backend import run as run_backend
 
-
-def _sidecar_settings(args: argparse.Namespace) -> SidecarSettings:
-    fields = {f.name for f in dataclasses.fields(SidecarSettings)}
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    values["backends"] = tuple(args.backends)
-    values["subprotocols"] = tuple(args.subprotocols)
-    values["pod_id"] = args.pod_id or default_pod_id()
-    return SidecarSettings(**values)
+    settings = from_args(BackendSettings, args)
+    logs.configure("backend", args.log_level)
+    _run(run_backend(settings))
 
 
 def _run(coroutine: Coroutine[Any, Any, None], use_uvloop: bool = False) -> None:
@@ -509,7 +304,9 @@ def _dispatch(args: argparse.Namespace) -> None:
     from wsfleet import logs
 
     command = args.command
-    if command == "up":
+    if getattr(args, "run", None) is not None:  # a command an app registered (xds, sidecar)
+        args.run(args)
+    elif command == "up":
         logs.configure("launcher", args.log_level, json_output=False)
         _run(_up(args))
     elif command == "token":
@@ -522,45 +319,9 @@ def _dispatch(args: argparse.Namespace) -> None:
             )
         print(mint_token(read_auth_key(path), args.user, args.ttl))
     elif command == "connect":
-        from wsfleet.connect import interactive
+        from wsfleet.ops.connect import interactive
 
         _run(interactive(args.url, args.user, args.token, args.state_dir))
-    elif command == "xds":
-        from wsfleet.settings import XdsSettings
-        from xds_server.main import run as run_xds
-
-        logs.configure("xds", args.log_level)
-        _run(
-            run_xds(
-                XdsSettings(
-                    redis_url=args.redis_url,
-                    policy_path=args.policy,
-                    listener_port=args.listener_port,
-                    grpc_host=args.grpc_host,
-                    grpc_port=args.grpc_port,
-                    admin_host=args.admin_host,
-                    admin_port=args.admin_port,
-                    namespace=args.namespace,
-                    policy_poll_s=args.policy_poll,
-                    admin_token_file=args.admin_token_file,
-                    registry_key_file=args.registry_key_file,
-                    tls_dir=args.tls_dir,
-                    membership_poll_s=args.membership_poll,
-                    ready_file=args.ready_file,
-                )
-            )
-        )
-    elif command == "sidecar":
-        from sidecar.main import run as run_sidecar
-
-        logs.configure("sidecar", args.log_level)
-        _run(run_sidecar(_sidecar_settings(args)), use_uvloop=True)
-    elif command == "backend":
-        from wsfleet.demo_backend import run as run_backend
-        from wsfleet.settings import BackendSettings
-
-        logs.configure("backend", args.log_level)
-        _run(run_backend(BackendSettings(args.host, args.port, args.ready_file, args.name)))
     elif command == "envoy":
         _exec_envoy(args)
     elif command == "keygen":
@@ -584,17 +345,17 @@ def _dispatch(args: argparse.Namespace) -> None:
             f"{len(policy.pools)} pools, {len(bundle.certificates)} certificates)"
         )
     elif command == "policy" and args.policy_command == "diff":
-        from wsfleet.policy_commands import diff_command
+        from wsfleet.ops.policy_commands import diff_command
 
         token = None
         if args.server:
-            from wsfleet.admin_client import admin_token
+            from wsfleet.ops.admin_client import admin_token
 
             token = admin_token(args.admin_token, args.state_dir)
         print(diff_command(args.files, args.server, token))
     elif command == "faultproxy":
-        from wsfleet.chaos.faults import Faults
-        from wsfleet.chaos.proxy import FaultProxy, serve_until_stopped
+        from wsfleet.ops.chaos.faults import Faults
+        from wsfleet.ops.chaos.proxy import FaultProxy, serve_until_stopped
 
         faults = Faults(
             loss=args.loss,
@@ -608,7 +369,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif command == "capacity":
         import json
 
-        from wsfleet.capacity import load_measured, plan, render
+        from wsfleet.ops.capacity import load_measured, plan, render
 
         for path in args.results:
             if not path.exists():
@@ -630,7 +391,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise ConfigError(str(exc)) from None
         print(json.dumps(result.to_json(), indent=2) if args.json else render(result, measured))
     elif command in ("pods", "drain", "undrain", "stop", "disconnect", "rollout"):
-        from wsfleet import ops_commands
+        from wsfleet.ops import commands as ops_commands
 
         print(getattr(ops_commands, f"{command}_command")(args))
 
@@ -640,7 +401,7 @@ def _exec_envoy(args: argparse.Namespace) -> None:
     import tempfile
 
     from wsfleet import fleet_ca
-    from wsfleet.launcher.envoy_bootstrap import (
+    from wsfleet.ops.launcher.envoy_bootstrap import (
         BootstrapParams,
         XdsTls,
         envoy_binary,
@@ -681,8 +442,8 @@ def _exec_envoy(args: argparse.Namespace) -> None:
 
 
 async def _up(args: argparse.Namespace) -> None:
-    from wsfleet.launcher.fleet import FleetOptions, LocalFleet
-    from wsfleet.log_view import print_line
+    from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
+    from wsfleet.ops.log_view import print_line
 
     options = FleetOptions(
         sidecars=args.sidecars,
@@ -709,7 +470,7 @@ async def _up(args: argparse.Namespace) -> None:
         print("wsfleet: stopped before the fleet was up", file=sys.stderr)
         return
     starting.result()  # raises the startup error, if any (the fleet already cleaned up)
-    from wsfleet.launcher.control import LauncherControl
+    from wsfleet.ops.launcher.control import LauncherControl
 
     control = LauncherControl(fleet)
     await control.start()

@@ -2,7 +2,7 @@
 
 :class:`LocalFleet` is used by ``wsfleet up`` and by the integration tests, so
 the tests run exactly what a user runs. Every child process is started by the
-:class:`~wsfleet.launcher.children.Supervisor` and stopped by :meth:`LocalFleet.stop`.
+:class:`~wsfleet.ops.launcher.children.Supervisor` and stopped by :meth:`LocalFleet.stop`.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import aiohttp
 
 from wsfleet import fleet_ca
 from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
-from wsfleet.admin_client import fleet_file
 from wsfleet.errors import StartupError
-from wsfleet.launcher.children import Child, LineSink, Supervisor
-from wsfleet.launcher.embedded_redis import start_embedded_redis, wait_redis
-from wsfleet.launcher.envoy_bootstrap import (
+from wsfleet.ops.admin_client import fleet_file
+from wsfleet.ops.launcher.children import Child, LineSink, Supervisor
+from wsfleet.ops.launcher.embedded_redis import start_embedded_redis, wait_redis
+from wsfleet.ops.launcher.envoy_bootstrap import (
     BootstrapParams,
     XdsTls,
     envoy_binary,
     render_bootstrap,
 )
-from wsfleet.launcher.ports import ensure_port_free, free_port
+from wsfleet.ops.launcher.ports import ensure_port_free, free_port
 from wsfleet.readiness import read_ready, write_ready
 from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
 from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR

@@ -13,7 +13,7 @@ from wsfleet.fleet_ca import SERVER_NAME
 
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
+TEMPLATE = Path(__file__).resolve().parents[3] / "envoy" / "bootstrap.yaml"
 
 
 @dataclass(frozen=True)
