@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http.cookies
 import os
 import time
 import urllib.parse
@@ -24,7 +25,7 @@ from sidecar.metrics import GatewayMetrics
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet.headers import REFUSAL_HEADER
-from wsfleet.registry import ConnectionRecord, QuotaExceeded
+from wsfleet.registry import ConnectionRecord, HashSources, QuotaExceeded
 from wsfleet.settings import SidecarSettings
 
 log = structlog.get_logger()
@@ -111,6 +112,39 @@ def handshake_query(request: web.Request) -> dict[str, str]:
     return query
 
 
+def hashed_user(sources: HashSources, request: web.Request, query: Mapping[str, str]) -> str:
+    """The user id Envoy hashed this request on: the first of the pool's hash sources
+    present, in Envoy's order (header, query parameter, cookie); "" when none is. Raises
+    :class:`Refusal` when present sources name different users (a client could otherwise
+    be hashed as one user and authenticated as another)."""
+    found = []
+    if sources.header and (value := request.headers.get(sources.header)) is not None:
+        found.append(value)
+    if sources.query_parameter and (value := query.get(sources.query_parameter)) is not None:
+        found.append(value)
+    if sources.cookie and (value := _cookie(request, sources.cookie)) is not None:
+        found.append(value)
+    if len(set(found)) > 1:
+        raise Refusal(400, "user_ambiguous", f"{describe(sources)} name different users")
+    return found[0] if found else ""
+
+
+def describe(sources: HashSources) -> str:
+    """``x-user-id, ?user=`` for a header and a query parameter (what a client may send)."""
+    names = [sources.header, f"?{sources.query_parameter}=" if sources.query_parameter else None]
+    names.append(f"cookie {sources.cookie}" if sources.cookie else None)
+    return ", ".join(name for name in names if name)
+
+
+def _cookie(request: web.Request, name: str) -> str | None:
+    """One cookie, parsed for this handshake only (``request.cookies`` would keep them all)."""
+    jar = http.cookies.SimpleCookie()
+    with contextlib.suppress(http.cookies.CookieError):
+        jar.load(request.headers.get("Cookie", ""))
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
 def routing_key(
     source: str, identity: Identity, request: web.Request, query: Mapping[str, str]
 ) -> str | None:
@@ -152,6 +186,7 @@ class Gateway:
     replay_store: ReplayStore
     replay: ReplayWriter
     draining: bool = False
+    hash_sources: HashSources | None = None  # the pool's, from the control plane's policy
     connections: dict[str, Connection] = field(default_factory=dict)  # by connection id
     by_session: dict[str, Connection] = field(default_factory=dict)  # by session id
     heartbeats: HeartbeatSchedule = field(init=False)
@@ -197,28 +232,25 @@ class Gateway:
     ) -> tuple[Identity, str | None]:
         """The verified identity (and the subprotocol entry the token came in, if any);
         raises :class:`Refusal`. The user Envoy hashed on must be the token's subject."""
-        settings = self.settings
         try:
             token, token_entry = find_token(request.headers, query)
             identity = self.verifier.verify(token)
         except AuthError as exc:
             raise Refusal(exc.status, exc.reason, exc.message) from None
-        header_user = request.headers.get(settings.user_header)
-        query_user = query.get(settings.user_query_parameter)
-        if header_user is not None and query_user is not None and header_user != query_user:
+        sources = self.hash_sources
+        if sources is None:
             raise Refusal(
-                400,
-                "user_ambiguous",
-                f"{settings.user_header} and ?{settings.user_query_parameter}= name "
-                "different users",
+                503,
+                "no_hash_key",
+                "this gateway has not learned from the control plane where its pool's "
+                "users are hashed",
+                retry_after_s=1,
             )
-        hashed_user = header_user if header_user is not None else query_user  # Envoy's order
-        if hashed_user != identity.user_id:
+        if hashed_user(sources, request, query) != identity.user_id:
             raise Refusal(
                 403,
                 "user_mismatch",
-                f"the routing user (?{settings.user_query_parameter}= or "
-                f"{settings.user_header}) must equal the token subject",
+                f"the routing user ({describe(sources)}) must equal the token subject",
             )
         return identity, token_entry
 

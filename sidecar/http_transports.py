@@ -302,13 +302,17 @@ async def handle_send(request: web.Request) -> web.Response:
     return web.json_response({"accepted": accepted}, status=202, headers=CORS)
 
 
-async def handle_preflight(_: web.Request) -> web.Response:
+async def handle_preflight(request: web.Request) -> web.Response:
+    sources = request.app[GATEWAY_KEY].hash_sources
+    allowed = ["Authorization", "Content-Type"]
+    if sources is not None and sources.header:
+        allowed.append(sources.header)  # the pool's hash header (from the policy)
     return web.Response(
         status=204,
         headers={
             **CORS,
             "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, x-user-id",
+            "Access-Control-Allow-Headers": ", ".join(allowed),
             "Access-Control-Max-Age": "600",
         },
     )

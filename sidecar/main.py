@@ -23,6 +23,7 @@ from sidecar.auth import KeySet, TokenVerifier
 from sidecar.backends import BackendBridge
 from sidecar.drain import Drainer
 from sidecar.gateway import Gateway
+from sidecar.hash_sources import HashSourcesFollower
 from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
 from sidecar.registration import PodRegistration
@@ -32,7 +33,7 @@ from wsfleet.admin_auth import read_admin_token
 from wsfleet.arg_types import routing_key_source
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
-from wsfleet.registry import PodRecord, RegistryUnavailable
+from wsfleet.registry import HashSources, PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
 from wsfleet.settings import SidecarSettings, advertised_address, redacted_url
@@ -148,6 +149,14 @@ async def serve(
         on_error=metrics.registry_errors.inc,
         on_record_lost=sessions.mark_resync,
     )
+
+    def use_hash_sources(sources: HashSources) -> None:
+        gateway.hash_sources = sources
+
+    hash_sources = HashSourcesFollower(
+        registry, settings.pool, use_hash_sources, settings.registry_refresh_s
+    )
+    await hash_sources.refresh()
     drainer = Drainer(gateway, registration, settings.drain_retry_hint_ms)
     admin_token = read_admin_token(settings.admin_token_file)
     admin_tokens = tuple(
@@ -184,6 +193,7 @@ async def serve(
     registration.set_address(port, admin_port)
     tasks = [
         asyncio.create_task(registration.run()),
+        asyncio.create_task(hash_sources.run()),
         asyncio.create_task(sessions.run()),
         asyncio.create_task(gateway.run_heartbeats()),
         asyncio.create_task(gateway.run_keepalives()),

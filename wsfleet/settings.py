@@ -185,16 +185,6 @@ class SidecarSettings:
         check=positive_float,
     )
     audience: str = setting(DEFAULT_AUDIENCE, help="required token audience (aud)", group="auth")
-    user_query_parameter: str = setting(
-        "user",
-        help="the query parameter Envoy hashes on: must equal the token's subject",
-        group="auth",
-    )
-    user_header: str = setting(
-        "x-user-id",
-        help="the header Envoy hashes on: must equal the token's subject",
-        group="auth",
-    )
     # -- sessions
     routing_key_source: str = setting(
         "user",

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,7 +19,7 @@ from wsfleet.admin_auth import read_admin_token
 from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.readiness import write_ready
-from wsfleet.registry import RegistryUnavailable
+from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
 from wsfleet.settings import XdsSettings, redacted_url
@@ -28,6 +30,7 @@ from xds_server.ledger import Ledger
 from xds_server.membership import Membership, MembershipWatcher
 from xds_server.metrics import XdsMetrics
 from xds_server.pod_history import PodHistory
+from xds_server.policy import Policy
 from xds_server.policy_loader import PolicyBundle, default_bundle, load_bundle
 from xds_server.policy_watcher import PolicyWatcher
 from xds_server.publisher import SnapshotPublisher
@@ -100,6 +103,12 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         publisher.set_membership(membership)
         history.observe(membership)
 
+    announcer = HashSourcesAnnouncer(registry, lambda: publisher.policy)
+    try:
+        await announcer.announce()
+    except RegistryUnavailable as exc:
+        await registry.close()
+        raise StartupError(f"cannot write to Redis: {exc}") from None
     watcher = MembershipWatcher(registry, on_membership, settings.membership_poll_s)
     await watcher.refresh()
     if publisher.snapshot is None:
@@ -159,7 +168,10 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         ) from None
     admin_port = runner.addresses[0][1]
 
-    tasks = [asyncio.create_task(watcher.run())]
+    tasks = [
+        asyncio.create_task(watcher.run()),
+        asyncio.create_task(announcer.run(settings.policy_poll_s)),
+    ]
     if settings.policy_path is not None:
         policy_watcher = PolicyWatcher(
             settings.policy_path,
@@ -184,6 +196,38 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         await runner.cleanup()
         await registry.close()
         log.info("xds_server_stopped")
+
+
+class HashSourcesAnnouncer:
+    """Tells the gateways, through the registry, where Envoy hashes each pool's users: the
+    policy's ``hash_key`` is their one definition. Written at start, when the policy
+    changes, and every :data:`REANNOUNCE_S` (a Redis that restarted empty learns it again)."""
+
+    def __init__(self, registry: RedisRegistry, policy: Callable[[], Policy]) -> None:
+        self._registry = registry
+        self._policy = policy
+        self._said: dict[str, HashSources] | None = None
+        self._said_at = 0.0
+
+    async def announce(self) -> None:
+        """Write every pool's hash sources; raises ``RegistryUnavailable``."""
+        pools = {pool.name: pool.hash_key.sources() for pool in self._policy().pools}
+        await self._registry.put_hash_sources(pools)
+        self._said, self._said_at = pools, time.monotonic()
+
+    async def run(self, poll_s: float) -> None:
+        while True:
+            await asyncio.sleep(poll_s)
+            pools = {pool.name: pool.hash_key.sources() for pool in self._policy().pools}
+            if pools == self._said and time.monotonic() - self._said_at < REANNOUNCE_S:
+                continue
+            try:
+                await self.announce()
+            except RegistryUnavailable as exc:
+                log.warning("hash_sources_not_written", error=str(exc)[:200])
+
+
+REANNOUNCE_S = 30.0
 
 
 async def run(settings: XdsSettings) -> None:

@@ -13,6 +13,8 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wsfleet.registry import HashSources
+
 NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 PORT = Annotated[int, Field(ge=1, le=65535)]
 
@@ -40,6 +42,10 @@ class HashKey(Frozen):
         if self.header and not re.fullmatch(r"[a-z0-9-]+", self.header):
             raise ValueError(f"hash_key.header {self.header!r} must be a lower-case header name")
         return self
+
+    def sources(self) -> HashSources:
+        """What the gateways of the pool are told (through the registry) to check."""
+        return HashSources(self.header, self.query_parameter, self.cookie)
 
 
 SECONDS = Annotated[float, Field(gt=0, le=86_400 * 7)]

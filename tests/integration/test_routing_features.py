@@ -122,3 +122,57 @@ async def test_a_client_cannot_choose_its_gateway_by_varying_the_hash_key(fleet_
         assert await attempt("alice") == home
         for n in range(16):
             assert await attempt(f"mallory-{n}") == (400, "")
+
+
+HASHED_ON = """\
+listeners:
+  - name: public
+    port: 8080
+    routes: [websocket]
+routes:
+  - name: websocket
+    path_prefix: /ws
+    pool: gateways
+pools:
+  - name: gateways
+    hash_key: {{header: {header}, query_parameter: user}}
+"""
+
+
+async def test_the_gateways_check_the_hash_key_the_policy_names_and_follow_its_edits(
+    fleet_factory, tmp_path: Path
+) -> None:
+    """The policy's hash key is the one definition: Envoy hashes on it, and the gateways
+    learn it from the control plane, so an edit to it reaches both (the gateway used to
+    check a header of its own settings, and every handshake failed after such an edit)."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(HASHED_ON.format(header="x-account"))
+    fleet: LocalFleet = await fleet_factory(
+        policy_path=policy, sidecars=1, xds_args=("--policy-poll", "0.1")
+    )
+    token = fleet.token("alice")
+    async with unlimited_session() as session:
+
+        async def status(headers: dict[str, str]) -> int:
+            try:
+                ws = await session.ws_connect(
+                    f"{fleet.client_url}?user=alice",
+                    headers={"Authorization": f"Bearer {token}", **headers},
+                )
+            except aiohttp.WSServerHandshakeError as refused:
+                return refused.status
+            await ws.close()
+            return 101
+
+        assert await status({"x-account": "alice"}) == 101  # the policy's header, same user
+        assert await status({"x-account": "mallory"}) == 400  # it names another: ambiguous
+        assert await status({"x-user-id": "mallory"}) == 101  # not a hash source here
+
+        policy.write_text(HASHED_ON.format(header="x-user-id"))
+
+        async def edited() -> bool:
+            return await status({"x-user-id": "mallory"}) == 400
+
+        await wait_for(edited, 15)  # the edit reached Envoy and the gateway
+        assert await status({"x-account": "mallory"}) == 101
+        assert await status({"x-user-id": "alice"}) == 101

@@ -12,6 +12,7 @@ import pytest_asyncio
 from tests.conftest import RedisProcess
 from wsfleet.registry import (
     ConnectionRecord,
+    HashSources,
     PodRecord,
     PodState,
     Registry,
@@ -175,3 +176,24 @@ async def test_connections_are_recorded_after_redis_forgets_its_scripts(
     finally:
         await admin.aclose()
         await store.close()
+
+
+async def test_hash_sources_are_kept_per_pool_and_replaced_whole(registry: Registry) -> None:
+    assert await registry.get_hash_sources("gateways") is None  # until the control plane says
+    await registry.put_hash_sources(
+        {"gateways": HashSources(header="x-user-id", query_parameter="user"), "blue": HashSources()}
+    )
+    assert await registry.get_hash_sources("gateways") == HashSources("x-user-id", "user", None)
+    await registry.put_hash_sources({"gateways": HashSources(cookie="uid")})
+    assert await registry.get_hash_sources("gateways") == HashSources(None, None, "uid")
+    assert await registry.get_hash_sources("blue") == HashSources()
+    assert await registry.get_hash_sources("green") is None
+
+
+@pytest.mark.parametrize(
+    "text", ["[]", "{", '{"header": 3}', '{"header": "h", "extra": "x"}', '"x-user-id"']
+)
+def test_hash_sources_that_are_not_what_a_control_plane_writes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        HashSources.from_json(text)
+    assert HashSources.from_json(HashSources("h", "q", "c").to_json()) == HashSources("h", "q", "c")

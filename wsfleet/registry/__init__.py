@@ -7,6 +7,7 @@ fleets (:mod:`wsfleet.registry.redis_registry`) and memory for unit tests
 
 from wsfleet.registry.base import (
     ConnectionRecord,
+    HashSources,
     PodRecord,
     PodState,
     QuotaExceeded,
@@ -16,6 +17,7 @@ from wsfleet.registry.base import (
 
 __all__ = [
     "ConnectionRecord",
+    "HashSources",
     "PodRecord",
     "PodState",
     "QuotaExceeded",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Protocol
@@ -121,6 +122,36 @@ class ConnectionRecord:
 _CONNECTION_FIELDS = tuple(f.name for f in dataclasses.fields(ConnectionRecord))
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class HashSources:
+    """Where Envoy finds the user id it hashes a pool's clients on, in the order it looks
+    (the first one present is used): a header, a query parameter, a cookie (None: not that
+    one). The control plane writes them from the routing policy (its ``hash_key``); the
+    gateways read them and check the same value against the token's subject, so the
+    policy is their one definition."""
+
+    header: str | None = None
+    query_parameter: str | None = None
+    cookie: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> HashSources:
+        """Parse what :meth:`to_json` wrote; raises ``ValueError`` on anything else."""
+        try:
+            fields = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ValueError("hash sources are not JSON") from None
+        if not isinstance(fields, dict) or set(fields) - {"header", "query_parameter", "cookie"}:
+            raise ValueError("hash sources name unknown fields")
+        values = [fields.get(name) for name in ("header", "query_parameter", "cookie")]
+        if not all(value is None or isinstance(value, str) for value in values):
+            raise ValueError("hash sources must be names")
+        return cls(*values)
+
+
 class QuotaExceeded(Exception):
     """The user already holds the most connections allowed."""
 
@@ -172,6 +203,12 @@ class Registry(Protocol):
 
     async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         """Write whole records (a pod re-syncing its set after a registry outage)."""
+
+    async def put_hash_sources(self, pools: dict[str, HashSources]) -> None:
+        """Record where Envoy hashes each pool's users (the control plane, from its policy)."""
+
+    async def get_hash_sources(self, pool: str) -> HashSources | None:
+        """Where Envoy hashes ``pool``'s users; None until the control plane has said."""
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         """A live connection, or None."""

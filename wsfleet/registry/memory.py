@@ -7,7 +7,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
-from wsfleet.registry.base import ConnectionRecord, PodRecord
+from wsfleet.registry.base import ConnectionRecord, HashSources, PodRecord
 
 
 class MemoryRegistry:
@@ -18,6 +18,13 @@ class MemoryRegistry:
         self._pods: dict[str, tuple[PodRecord, float]] = {}
         self._connections: dict[str, tuple[ConnectionRecord, float]] = {}
         self._listeners: list[asyncio.Queue[str]] = []
+        self._hash_sources: dict[str, HashSources] = {}
+
+    async def put_hash_sources(self, pools: dict[str, HashSources]) -> None:
+        self._hash_sources.update(pools)
+
+    async def get_hash_sources(self, pool: str) -> HashSources | None:
+        return self._hash_sources.get(pool)
 
     async def put_pod(self, pod: PodRecord, ttl_s: float) -> bool:
         previous = self._live(pod.pod_id)

@@ -4,7 +4,8 @@ Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default):
 
 - ``{ns}:pod:{pod_id}`` hash of :class:`PodRecord` fields, with a TTL the pod refreshes;
 - ``{ns}:pods`` set of pod ids (members whose hash expired are pruned on read);
-- ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or leaves.
+- ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or leaves;
+- ``{ns}:hash_sources`` hash: per pool, where Envoy hashes its users (JSON, from the policy).
 
 Expiry is left to Redis (key TTL), so no two clocks are ever compared.
 """
@@ -21,6 +22,7 @@ from redis.exceptions import RedisError
 from wsfleet.redis_scripts import PipelinedScript
 from wsfleet.registry.base import (
     ConnectionRecord,
+    HashSources,
     PodRecord,
     RegistryUnavailable,
 )
@@ -317,6 +319,27 @@ class RedisRegistry:
 
     async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         await self.add_connections(records, ttl_s, max_per_user=0)  # no quota: write them all
+
+    async def put_hash_sources(self, pools: dict[str, HashSources]) -> None:
+        if not pools:
+            return
+        mapping: dict[Any, Any] = {pool: sources.to_json() for pool, sources in pools.items()}
+        try:
+            await self._redis.hset(f"{self._ns}:hash_sources", mapping=mapping)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def get_hash_sources(self, pool: str) -> HashSources | None:
+        try:
+            text = await self._redis.hget(f"{self._ns}:hash_sources", pool)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        if text is None:
+            return None
+        try:
+            return HashSources.from_json(str(text))
+        except ValueError:
+            return None  # not written by a control plane of this version: as if unsaid
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         try:
