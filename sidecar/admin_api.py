@@ -7,19 +7,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sidecar.core.close_codes import OPERATOR_CLOSE_CODES, CloseCode
 from sidecar.drain import Drainer
 from sidecar.gateway import Gateway
 from wsfleet.admin_auth import error, json_body, require_token
 
 MAX_DRAIN_BUDGET_S = 24 * 3600
-CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012, 1013})
 
 
 def valid_close_code(code: object) -> int | None:
     """Close codes an operator may send: wsfleet's own, or 4000-4999 (application)."""
     if isinstance(code, bool) or not isinstance(code, int):
         return None
-    return code if code in CLOSE_CODES or 4000 <= code <= 4999 else None
+    return code if code in OPERATOR_CLOSE_CODES or 4000 <= code <= 4999 else None
 
 
 def add_admin_routes(
@@ -47,9 +47,10 @@ def add_admin_routes(
 
     async def disconnect(request: web.Request) -> web.Response:
         body = await json_body(request)
-        code = valid_close_code(body.get("code", 1000))
+        code = valid_close_code(body.get("code", CloseCode.NORMAL))
         if code is None:
-            return error(400, "code must be 1000, 1001, 1008, 1011, 1012, 1013 or 4000-4999")
+            allowed = ", ".join(str(int(c)) for c in sorted(OPERATOR_CLOSE_CODES))
+            return error(400, f"code must be {allowed} or 4000-4999")
         reason = body.get("reason", "disconnected by operator")
         if not isinstance(reason, str) or len(reason.encode()) > 123:
             return error(400, "reason must be a string of at most 123 bytes")

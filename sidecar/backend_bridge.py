@@ -23,6 +23,7 @@ from typing import Protocol
 import grpc
 import structlog
 
+from sidecar.core.close_codes import CloseCode
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import BATCH_SPACING_S, Outbox
@@ -32,7 +33,6 @@ log = structlog.get_logger()
 CONNECT_METHOD = "/wsfleet.bridge.v2.Bridge/Connect"
 MAX_BATCH_EVENTS = 512  # events in one GatewayBatch, at most ...
 MAX_BATCH_BYTES = 1 << 20  # ... and this much message data (a larger message goes alone)
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class SessionSink(Protocol):
@@ -213,7 +213,7 @@ class GrpcBackendLink:
         elif kind == "close":
             sink = self._sessions.pop(event.close.session_id, None)
             if sink is not None:
-                sink.close_requested(event.close.code or 1000, event.close.reason)
+                sink.close_requested(event.close.code or CloseCode.NORMAL, event.close.reason)
 
     def _lost(self) -> None:
         self._up.clear()

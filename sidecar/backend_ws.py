@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from sidecar.backend_bridge import BackendLink, LostSessions, SessionInfo, SessionSink
+from sidecar.core.close_codes import CloseCode
 
 log = structlog.get_logger()
 
@@ -128,7 +129,8 @@ class WebSocketBackendLink:
                 finally:
                     writer.cancel()
                 if self._sessions.pop(info.session_id, None) is not None:
-                    upstream.sink.close_requested(ws.close_code or 1000, "backend closed")
+                    code = ws.close_code or CloseCode.NORMAL
+                    upstream.sink.close_requested(code, "backend closed")
         except (aiohttp.ClientError, OSError) as exc:
             if self._sessions.pop(info.session_id, None) is not None:
                 log.warning("backend_session_failed", backend=self.address, error=str(exc))

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 import structlog
 
 from sidecar.backend_bridge import (
-    CLOSE_TRY_AGAIN_LATER,
     BackendLink,
     GrpcBackendLink,
     LostSessions,
 )
 from sidecar.backend_ws import WebSocketBackendLink
+from sidecar.core.close_codes import CloseCode
 from sidecar.hashing import pick_backend
 
 log = structlog.get_logger()
@@ -71,7 +71,7 @@ class BackendBridge:
             routing_key = sink.session_info().routing_key
             target = self.link_for(routing_key) if self._on_loss == "move" else None
             if target is None or target is link:
-                sink.close_requested(CLOSE_TRY_AGAIN_LATER, "backend unavailable")
+                sink.close_requested(CloseCode.TRY_AGAIN_LATER, "backend unavailable")
                 continue
             sink.rebind(target)
             target.open(sink, resumed=True, last_message_id=sink.backend_last_id)

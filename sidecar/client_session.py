@@ -255,12 +255,12 @@ class ClientSession:
 
     def abort(self) -> None:
         if self.close_code is None:
-            self.close_code = 1006
+            self.close_code = CloseCode.ABNORMAL
         self.channel.abort()
 
     def finish(self) -> None:
         """The transport is done: tell the backend, leave the gateway and the registry."""
-        code = self.close_code or 1006
+        code = self.close_code or CloseCode.ABNORMAL
         self.close_code = code
         self.link.close(self.session_id, code, "client gone")
         self._gateway.untrack(self, code)

@@ -27,7 +27,7 @@ import structlog
 from aiohttp import web
 
 from sidecar.client_session import ClientSession, open_session, start_session
-from sidecar.core import envelope
+from sidecar.core import CloseCode, envelope
 from sidecar.gateway import GATEWAY_KEY, Gateway, Refusal
 from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
 
@@ -126,7 +126,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         if session.close_code is None:
-            session.close_code = 1001
+            session.close_code = CloseCode.GOING_AWAY
         session.finish()
     return response
 
@@ -169,7 +169,7 @@ class PollChannel:
 
     def abort(self) -> None:
         if self.closed is None:
-            self.closed = (1006, "poll session expired")
+            self.closed = (CloseCode.ABNORMAL, "poll session expired")
         self._arrived.set()
         self._room.set()
         self._finish()
@@ -294,7 +294,7 @@ async def handle_send(request: web.Request) -> web.Response:
     accepted = 0
     for data in encoded:
         if len(data) > gateway.settings.max_message_bytes:
-            await session.close(1009, "message too big")
+            await session.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
             return _refused(Refusal(413, "too_big", "a message exceeds the maximum size"))
         if not await session.from_client(data, False):
             break

@@ -21,6 +21,7 @@ from aiohttp import web
 from sidecar.app import build_admin_app, build_public_app
 from sidecar.auth import KeySet, TokenVerifier
 from sidecar.backends import BackendBridge
+from sidecar.core.close_codes import CloseCode
 from sidecar.drain import Drainer
 from sidecar.gateway import Gateway
 from sidecar.hash_sources import HashSourcesFollower
@@ -41,7 +42,6 @@ from wsfleet.tokens import read_auth_key
 
 log = structlog.get_logger()
 
-CLOSE_GOING_AWAY = 1001
 # A SIGTERM drain may overrun its budget by this much (closing frames still on their way)
 # before the shutdown closes whatever is left with 1001.
 DRAIN_OVERRUN_S = 5.0
@@ -222,7 +222,7 @@ async def serve(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(registration.remove(), 2.0)
         await gateway.close_all(
-            CLOSE_GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s
+            CloseCode.GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s
         )
         for runner in reversed(runners):
             await runner.cleanup()

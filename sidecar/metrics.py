@@ -85,7 +85,7 @@ class _HandshakeCollector(Collector):
             "wsfleet_gateway_closes", "Closed connections by close code", labels=["code"]
         )
         for code, count in sorted(self._closes.items()):
-            closes.add_metric([str(code)], count)
+            closes.add_metric([str(int(code))], count)
         yield from (handshakes, closes)
 
 

@@ -119,7 +119,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         if session.close_code is None:
-            session.close_code = ws.close_code or 1006
+            session.close_code = ws.close_code or CloseCode.ABNORMAL
         session.finish()
     return ws
 

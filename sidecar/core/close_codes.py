@@ -21,6 +21,10 @@ class CloseCode(IntEnum):
     GOING_AWAY = 1001
     """The gateway is shutting down now, with no drain: reconnect with backoff."""
 
+    ABNORMAL = 1006
+    """Never sent: recorded when a connection ended without a close frame (the client
+    vanished, or a poll session expired)."""
+
     PROTOCOL_ERROR = 1002
     """The client broke RFC 6455 (an unmasked frame): the connection is closed."""
 
@@ -68,6 +72,19 @@ def retry_hint_reason(reason: str, retry_after_ms: int) -> str:
 
 
 BACKEND_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012, 1013, 1014})
+"""What a backend may ask the gateway to send (RFC 6455 7.4.1: the codes a server sends)."""
+
+OPERATOR_CLOSE_CODES = frozenset(
+    {
+        CloseCode.NORMAL,
+        CloseCode.GOING_AWAY,
+        CloseCode.POLICY_VIOLATION,
+        CloseCode.INTERNAL_ERROR,
+        CloseCode.SERVICE_RESTART,
+        CloseCode.TRY_AGAIN_LATER,
+    }
+)
+"""What an operator may send with ``POST /disconnect`` (and 4000-4999, the application's)."""
 
 
 def backend_close(code: int, reason: str) -> tuple[int, str]:
