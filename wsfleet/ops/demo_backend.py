@@ -36,6 +36,7 @@ import structlog
 
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.errors import StartupError
+from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import BATCH_SPACING_S, Outbox, OutboxClosed
 from wsfleet.readiness import write_ready
 from wsfleet.settings import BackendSettings
@@ -137,7 +138,7 @@ class EchoBackend:
         self, batches: AsyncIterator[pb.GatewayBatch], context: Any
     ) -> AsyncIterator[pb.BackendBatch]:
         """One gateway's stream: read its batches, answer with one batch per write."""
-        pod = dict(context.invocation_metadata() or ()).get("x-wsfleet-pod", "?")
+        pod = dict(context.invocation_metadata() or ()).get(POD_HEADER, "?")
         log.info("gateway_connected", pod_id=pod)
         out = _outbox()
         reader = asyncio.create_task(self._read(batches, out, pod))
