@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import signal
 import time
 
 import aiohttp
@@ -33,6 +32,7 @@ from sidecar.session_registry import SessionRegistry
 from wsfleet.admin_auth import read_admin_token
 from wsfleet.arg_types import routing_key_source
 from wsfleet.errors import ConfigError, StartupError
+from wsfleet.process_shell import signal_events, stop_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import HashSources, PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -45,6 +45,9 @@ log = structlog.get_logger()
 # A SIGTERM drain may overrun its budget by this much (closing frames still on their way)
 # before the shutdown closes whatever is left with 1001.
 DRAIN_OVERRUN_S = 5.0
+BACKEND_WAIT_S = 5.0  # at start, how long to wait for a backend link before serving anyway
+LEAVE_REGISTRY_S = 2.0  # at stop, how long removing this pod's record may take
+ADMIN_BACKLOG = 128  # the admin port's accept backlog (operators, probes, the control plane)
 COLLECTOR_THRESHOLDS = (10_000, 10, 100)
 """Python's cycle collector, tuned for many long-lived connections. A full collection
 walks every live object (about 50 per held connection: 0.3-0.5 s at 8,000 connections
@@ -129,7 +132,7 @@ async def serve(
     gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay)
     metrics.watch_gateway(gateway.queued, gateway.counts_by_transport)
     bridge.start()
-    await bridge.wait_any_up(5.0)
+    await bridge.wait_any_up(BACKEND_WAIT_S)
 
     registration = PodRegistration(
         registry,
@@ -178,7 +181,7 @@ async def serve(
             build_admin_app(gateway, registration, drainer, admin_tokens),
             settings.host,
             settings.admin_port,
-            128,
+            ADMIN_BACKLOG,
             settings.http_idle_timeout_s,
         )
         runners.append(admin)
@@ -214,13 +217,9 @@ async def serve(
     finally:
         log.info("sidecar_stopping", connections=len(gateway.connections))
         gateway.draining = True
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(registration.remove(), 2.0)
+            await asyncio.wait_for(registration.remove(), LEAVE_REGISTRY_S)
         await gateway.close_all(
             CloseCode.GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s
         )
@@ -241,15 +240,5 @@ async def _hurry_on(hurry: asyncio.Event, drainer: Drainer) -> None:
 
 async def run(settings: SidecarSettings) -> None:
     """Serve until SIGTERM/SIGINT, which starts a drain; a second signal hurries it."""
-    stop = asyncio.Event()
-    hurry = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            hurry.set()
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
+    stop, hurry = signal_events()
     await serve(settings, stop, hurry)

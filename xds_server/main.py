@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ from wsfleet import fleet_ca
 from wsfleet.admin_auth import read_admin_token
 from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError, StartupError
+from wsfleet.process_shell import signal_events, stop_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -52,6 +51,7 @@ def _with_overrides(bundle: PolicyBundle, settings: XdsSettings) -> PolicyBundle
     return bundle
 
 
+GRPC_STOP_GRACE_S = 1.0  # at stop, how long open xDS streams get to end on their own
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
 """Envoy pings its xDS connection every 15 s (the bootstrap's ``connection_keepalive``).
 gRPC servers accept a ping only every 5 minutes while no data flows, and answer the third
@@ -187,12 +187,8 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         log.info("xds_server_stopping")
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await server.stop(grace=1.0)
+        await stop_tasks(tasks)
+        await server.stop(grace=GRPC_STOP_GRACE_S)
         await runner.cleanup()
         await registry.close()
         log.info("xds_server_stopped")
@@ -232,8 +228,5 @@ REANNOUNCE_S = 30.0
 
 async def run(settings: XdsSettings) -> None:
     """Serve until SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop, _ = signal_events()
     await serve(settings, stop)
