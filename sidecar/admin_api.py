@@ -66,7 +66,7 @@ def add_admin_routes(
             return error(400, "user_id must be a string")
         chosen = [
             connection
-            for connection in list(gateway.connections.values())
+            for connection in list(gateway.table.connections.values())
             if (ids is not None and connection.connection_id in ids)
             or (user is not None and connection.user_id == user)
         ]

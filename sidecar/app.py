@@ -15,7 +15,7 @@ from sidecar.websocket_transport import handle_websocket
 
 def readiness(gateway: Gateway, registration: PodRegistration) -> tuple[bool, str]:
     """Ready = registered, not draining, and at least one backend link up."""
-    if gateway.draining:
+    if gateway.gatekeeper.draining:
         return False, "draining"
     if not registration.registered:
         return False, "not registered"

@@ -17,12 +17,13 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
+from sidecar.admission import Admission
 from sidecar.auth import AuthError
 from sidecar.backend_bridge import BackendLink, SessionInfo
 from sidecar.core import CloseCode, backend_close, envelope
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
 from sidecar.core.session import Entry, SessionCore
-from sidecar.gateway import Admission, Gateway
+from sidecar.gateway import Gateway
 from sidecar.replay_store import ReplayStoreUnavailable
 
 log = structlog.get_logger()
@@ -263,7 +264,7 @@ class ClientSession:
         code = self.close_code or CloseCode.ABNORMAL
         self.close_code = code
         self.link.close(self.session_id, code, "client gone")
-        self._gateway.untrack(self, code)
+        self._gateway.table.untrack(self, code)
 
 
 @dataclass(slots=True)
@@ -367,7 +368,7 @@ async def open_session(
     # only now does the backend hear of the session: nothing it sends can overtake the
     # welcome and the replay
     session.link.open(session, resumed=start.resumed, last_message_id=start.backend_last_id)
-    gateway.track(session)
+    gateway.table.track(session)
     log.debug(
         "session_opened",
         connection_id=session.connection_id,

@@ -54,7 +54,7 @@ class Drainer:
         if self._task is not None:
             return False
         self.state = "draining"
-        self._gateway.draining = True
+        self._gateway.gatekeeper.draining = True
         self._started_wall = time.time()
         self._task = asyncio.create_task(self._run(budget_s))
         return True
@@ -69,7 +69,7 @@ class Drainer:
         self._task = None
         self._plan = None
         self.done = asyncio.Event()
-        self._gateway.draining = False
+        self._gateway.gatekeeper.draining = False
         await self._registration.set_state(PodState.SERVING)
         self.state = "serving"
         log.info("drain_cancelled")
@@ -85,12 +85,12 @@ class Drainer:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(TimeoutError):  # a dead registry must not stall the drain
             await asyncio.wait_for(self._registration.set_state(PodState.DRAINING), 2.0)
-        pending = list(gateway.connections.values())
+        pending = list(gateway.table.connections.values())
         random.shuffle(pending)  # no user or age order: every cohort drains evenly
         plan = self._plan = DrainPlan(len(pending), budget_s, loop.time())
         log.info("drain_started", connections=len(pending), budget_s=budget_s)
         while pending:
-            still = [c for c in pending if c.connection_id in gateway.connections]
+            still = [c for c in pending if c.connection_id in gateway.table.connections]
             plan.closed(len(pending) - len(still))  # clients that left by themselves
             pending = still
             now = loop.time()
@@ -118,7 +118,7 @@ class Drainer:
     def progress(self) -> dict[str, Any]:
         if self._plan is None:
             return {"state": self.state, "total": 0, "closed": 0, "left": 0, "eta_s": 0.0}
-        open_left = len(self._gateway.connections)
+        open_left = len(self._gateway.table.connections)
         progress = self._plan.progress(asyncio.get_running_loop().time())
         return {
             "state": self.state,

@@ -26,9 +26,10 @@ from collections.abc import Awaitable
 import structlog
 from aiohttp import web
 
+from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope
-from sidecar.gateway import GATEWAY_KEY, Gateway, Refusal
+from sidecar.gateway import GATEWAY_KEY, Gateway
 from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
 
 log = structlog.get_logger()
@@ -93,7 +94,7 @@ class SseChannel:
 async def handle_sse(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     try:
-        admission = await gateway.admit(request, "sse")
+        admission = await gateway.gatekeeper.admit(request, "sse")
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         return _refused(refusal)
@@ -233,10 +234,10 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
     except ValueError:
         return _refused(Refusal(400, "bad_request", "wait and last_seq must be numbers"))
     requested = request.query.get("session")
-    existing = gateway.by_session.get(requested) if requested else None
+    existing = gateway.table.by_session.get(requested) if requested else None
     if isinstance(existing, ClientSession) and isinstance(existing.channel, PollChannel):
         try:
-            identity, _ = gateway.authenticate(request, request.query)
+            identity, _ = gateway.gatekeeper.authenticate(request, request.query)
         except Refusal as refusal:
             return _refused(refusal)
         if identity.user_id != existing.user_id:
@@ -248,7 +249,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
         frames, closed = await channel.take(wait_s)
         return _poll_response(gateway, existing.session_id, frames, closed)
     try:
-        admission = await gateway.admit(request, "poll")
+        admission = await gateway.gatekeeper.admit(request, "poll")
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         return _refused(refusal)
@@ -267,10 +268,10 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
 async def handle_send(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY_KEY]
     try:
-        identity, _ = gateway.authenticate(request, request.query)
+        identity, _ = gateway.gatekeeper.authenticate(request, request.query)
     except Refusal as refusal:
         return _refused(refusal)
-    session = gateway.by_session.get(request.query.get("session", ""))
+    session = gateway.table.by_session.get(request.query.get("session", ""))
     if not isinstance(session, ClientSession) or session.transport not in ("sse", "poll"):
         return _refused(
             Refusal(409, "session_not_here", "no such session on this pod: reconnect to resume it")
@@ -303,7 +304,7 @@ async def handle_send(request: web.Request) -> web.Response:
 
 
 async def handle_preflight(request: web.Request) -> web.Response:
-    sources = request.app[GATEWAY_KEY].hash_sources
+    sources = request.app[GATEWAY_KEY].gatekeeper.hash_sources
     allowed = ["Authorization", "Content-Type"]
     if sources is not None and sources.header:
         allowed.append(sources.header)  # the pool's hash header (from the policy)

@@ -130,7 +130,7 @@ async def serve(
     replay = ReplayWriter(replay_store, on_error=metrics.registry_errors.inc)
     replay.start()
     gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay)
-    metrics.watch_gateway(gateway.queued, gateway.counts_by_transport)
+    metrics.watch_gateway(gateway.table.queued, gateway.table.counts_by_transport)
     bridge.start()
     await bridge.wait_any_up(BACKEND_WAIT_S)
 
@@ -148,13 +148,13 @@ async def serve(
         ),
         settings.registry_ttl_s,
         settings.registry_refresh_s,
-        connection_counts=gateway.counts_by_transport,
+        connection_counts=gateway.table.counts_by_transport,
         on_error=metrics.registry_errors.inc,
         on_record_lost=sessions.mark_resync,
     )
 
     def use_hash_sources(sources: HashSources) -> None:
-        gateway.hash_sources = sources
+        gateway.gatekeeper.hash_sources = sources
 
     hash_sources = HashSourcesFollower(
         registry, settings.pool, use_hash_sources, settings.registry_refresh_s
@@ -198,8 +198,8 @@ async def serve(
         asyncio.create_task(registration.run()),
         asyncio.create_task(hash_sources.run()),
         asyncio.create_task(sessions.run()),
-        asyncio.create_task(gateway.run_heartbeats()),
-        asyncio.create_task(gateway.run_keepalives()),
+        asyncio.create_task(gateway.table.run_heartbeats()),
+        asyncio.create_task(gateway.table.run_keepalives()),
     ]
     if settings.jwks is not None:
         refresher = JwksRefresher(verifier, settings.jwks, settings.jwks_refresh_s)
@@ -215,12 +215,12 @@ async def serve(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drainer.done.wait(), settings.drain_budget_s + DRAIN_OVERRUN_S)
     finally:
-        log.info("sidecar_stopping", connections=len(gateway.connections))
-        gateway.draining = True
+        log.info("sidecar_stopping", connections=len(gateway.table.connections))
+        gateway.gatekeeper.draining = True
         await stop_tasks(tasks)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(registration.remove(), LEAVE_REGISTRY_S)
-        await gateway.close_all(
+        await gateway.table.close_all(
             CloseCode.GOING_AWAY, "gateway shutting down", settings.shutdown_timeout_s
         )
         for runner in reversed(runners):

@@ -16,9 +16,10 @@ import structlog
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
+from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
-from sidecar.gateway import GATEWAY_KEY, Refusal
+from sidecar.gateway import GATEWAY_KEY
 from wsfleet.headers import POD_HEADER
 
 log = structlog.get_logger()
@@ -103,9 +104,9 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     try:
         async for message in ws:
             if message.type is WSMsgType.PONG:
-                gateway.pong(connection_id)
+                gateway.table.pong(connection_id)
                 continue
-            gateway.activity(connection_id)
+            gateway.table.activity(connection_id)
             if message.type is WSMsgType.PING:
                 await ws.pong(message.data)
                 continue
@@ -135,7 +136,7 @@ async def _accept(
         gateway.metrics.handshakes[unfit.reason] += 1
         return unfit.response()
     try:
-        admission = await gateway.admit(request, TRANSPORT)
+        admission = await gateway.gatekeeper.admit(request, TRANSPORT)
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         return refusal.response()

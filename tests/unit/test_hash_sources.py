@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from sidecar.gateway import Refusal, hashed_user
+from sidecar.admission import Refusal, hashed_user
 from sidecar.hash_sources import HashSourcesFollower
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.memory import MemoryRegistry

@@ -1,0 +1,222 @@
+"""The rules at the door: a handshake is authenticated, checked against the user Envoy
+hashed on, given a backend and recorded (with the user's quota) before any upgrade, or
+refused with a status and a reason."""
+
+from __future__ import annotations
+
+import contextlib
+import http.cookies
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
+from sidecar.backend_bridge import BackendLink
+from sidecar.backends import BackendBridge
+from sidecar.session_registry import SessionRegistry
+from wsfleet.headers import REFUSAL_HEADER
+from wsfleet.registry import ConnectionRecord, HashSources, QuotaExceeded
+from wsfleet.settings import SidecarSettings
+
+
+class Refusal(Exception):
+    """A handshake refused before any upgrade: HTTP status + short JSON body."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after_s: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.headers: dict[str, str] = {}  # more headers for the answer
+
+    def response(self) -> web.Response:
+        # The reason also travels in a header: WebSocket clients rarely get to read the body
+        # of a refused upgrade, and an operator's tools should show it verbatim.
+        headers = {**self.headers, REFUSAL_HEADER: f"{self.reason}: {self.message}"}
+        if self.retry_after_s:
+            headers["Retry-After"] = str(self.retry_after_s)
+        return web.json_response(
+            {"error": self.reason, "message": self.message}, status=self.status, headers=headers
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A handshake that passed: who, which backend serves them, their registry record."""
+
+    identity: Identity
+    record: ConnectionRecord
+    link: BackendLink
+    subprotocol: str | None
+    query: Mapping[str, str]  # the handshake's query (see handshake_query)
+
+    @property
+    def connection_id(self) -> str:
+        return self.record.connection_id
+
+    @property
+    def routing_key(self) -> str:
+        return self.record.backend_routing_key
+
+
+def handshake_query(request: web.Request) -> dict[str, str]:
+    """The request's query, parsed for the handshake only (the first value of each name).
+
+    ``request.query`` would keep its parsed form (a MultiDict and its strings) on the
+    request, which lives as long as the connection: a few hundred bytes per idle client.
+    """
+    query: dict[str, str] = {}
+    raw = request.rel_url.raw_query_string
+    for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
+        query.setdefault(name, value)
+    return query
+
+
+def hashed_user(sources: HashSources, request: web.Request, query: Mapping[str, str]) -> str:
+    """The user id Envoy hashed this request on: the first of the pool's hash sources
+    present, in Envoy's order (header, query parameter, cookie); "" when none is. Raises
+    :class:`Refusal` when present sources name different users (a client could otherwise
+    be hashed as one user and authenticated as another)."""
+    found = []
+    if sources.header and (value := request.headers.get(sources.header)) is not None:
+        found.append(value)
+    if sources.query_parameter and (value := query.get(sources.query_parameter)) is not None:
+        found.append(value)
+    if sources.cookie and (value := _cookie(request, sources.cookie)) is not None:
+        found.append(value)
+    if len(set(found)) > 1:
+        raise Refusal(400, "user_ambiguous", f"{describe(sources)} name different users")
+    return found[0] if found else ""
+
+
+def describe(sources: HashSources) -> str:
+    """``x-user-id, ?user=`` for a header and a query parameter (what a client may send)."""
+    names = [sources.header, f"?{sources.query_parameter}=" if sources.query_parameter else None]
+    names.append(f"cookie {sources.cookie}" if sources.cookie else None)
+    return ", ".join(name for name in names if name)
+
+
+def _cookie(request: web.Request, name: str) -> str | None:
+    """One cookie, parsed for this handshake only (``request.cookies`` would keep them all)."""
+    jar = http.cookies.SimpleCookie()
+    with contextlib.suppress(http.cookies.CookieError):
+        jar.load(request.headers.get("Cookie", ""))
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
+
+
+def routing_key(
+    source: str, identity: Identity, request: web.Request, query: Mapping[str, str]
+) -> str | None:
+    """The session's backend_routing_key, from where the settings say it is."""
+    if source == "user":
+        return identity.user_id
+    kind, _, name = source.partition(":")
+    value: object = None
+    if kind == "claim":
+        value = identity.claims.get(name)
+    elif kind == "query":
+        value = query.get(name)
+    elif kind == "header":
+        value = request.headers.get(name)
+    return str(value) if value not in (None, "") else None
+
+
+def choose_subprotocol(
+    offered: list[str], supported: tuple[str, ...], token_entry: str | None
+) -> str | None:
+    """The first supported application subprotocol the client offered; else echo the token
+    entry (a browser that offered subprotocols fails a handshake that selects none)."""
+    for protocol in offered:
+        if protocol in supported:
+            return protocol
+    return token_entry
+
+
+class Gatekeeper:
+    """Checks handshakes. Its state: whether the pod is draining (no new sessions) and
+    where Envoy hashes this pool's users (from the control plane)."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        verifier: TokenVerifier,
+        bridge: BackendBridge,
+        sessions: SessionRegistry,
+    ) -> None:
+        self.settings = settings
+        self.verifier = verifier
+        self._bridge = bridge
+        self._sessions = sessions
+        self.draining = False
+        self.hash_sources: HashSources | None = None  # the pool's, from the policy
+
+    def authenticate(
+        self, request: web.Request, query: Mapping[str, str]
+    ) -> tuple[Identity, str | None]:
+        """The verified identity (and the subprotocol entry the token came in, if any);
+        raises :class:`Refusal`. The user Envoy hashed on must be the token's subject."""
+        try:
+            token, token_entry = find_token(request.headers, query)
+            identity = self.verifier.verify(token)
+        except AuthError as exc:
+            raise Refusal(exc.status, exc.reason, exc.message) from None
+        sources = self.hash_sources
+        if sources is None:
+            raise Refusal(
+                503,
+                "no_hash_key",
+                "this gateway has not learned from the control plane where its pool's "
+                "users are hashed",
+                retry_after_s=1,
+            )
+        if hashed_user(sources, request, query) != identity.user_id:
+            raise Refusal(
+                403,
+                "user_mismatch",
+                f"the routing user ({describe(sources)}) must equal the token subject",
+            )
+        return identity, token_entry
+
+    async def admit(self, request: web.Request, transport: str) -> Admission:
+        """Check a handshake; raise :class:`Refusal` with the reason if refused."""
+        settings = self.settings
+        query = handshake_query(request)
+        identity, token_entry = self.authenticate(request, query)
+        if self.draining:
+            raise Refusal(503, "draining", "this gateway is draining", retry_after_s=1)
+        key = routing_key(settings.routing_key_source, identity, request, query)
+        if key is None:
+            raise Refusal(
+                400, "no_routing_key", f"no backend routing key ({settings.routing_key_source})"
+            )
+        link = self._bridge.link_for(key)
+        if link is None:
+            raise Refusal(503, "no_backend", "no backend is available", retry_after_s=2)
+        record = ConnectionRecord(
+            connection_id=os.urandom(16).hex(),  # 128 random bits, as hex
+            user_id=identity.user_id,
+            shard=settings.pod_id,
+            backend_routing_key=key,
+            transport=transport,
+            connected_at=time.time(),
+        )
+        try:
+            await self._sessions.add(record)
+        except QuotaExceeded:
+            raise Refusal(
+                429,
+                "user_quota",
+                f"user already holds {settings.max_connections_per_user} connections",
+                retry_after_s=5,
+            ) from None
+        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        subprotocol = choose_subprotocol(
+            [p for p in offered if p], settings.subprotocols, token_entry
+        )
+        return Admission(identity, record, link, subprotocol, query)
