@@ -123,8 +123,7 @@ def test_the_compose_policy_is_valid() -> None:
 def test_sidecars_get_more_time_to_stop_than_their_drain_budget_takes() -> None:
     from sidecar.main import DRAIN_OVERRUN_S
     from wsfleet.settings import SidecarSettings
-
-    shutdown_s = SidecarSettings(redis_url="", backends=()).shutdown_timeout_s
+    from wsfleet.settings_flags import from_args
 
     services = _resolved()["services"]
     assert isinstance(services, dict)
@@ -132,7 +131,8 @@ def test_sidecars_get_more_time_to_stop_than_their_drain_budget_takes() -> None:
     sidecars = {name: s for name, s in services.items() if s["command"][0] == "sidecar"}
     assert sidecars
     for name, service in sidecars.items():
-        budget = parser.parse_args(service["command"]).drain_budget_s
+        settings = from_args(SidecarSettings, parser.parse_args(service["command"]), environ={})
+        budget, shutdown_s = settings.drain_budget_s, settings.shutdown_timeout_s
         grace = service["stop_grace_period"]
         seconds = float(grace.rstrip("s")) if isinstance(grace, str) else float(grace)
         # the drain, its overrun, then the final 1001 closes
