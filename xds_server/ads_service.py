@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from xds_server.delta import DeltaRequest, DeltaResponse, DeltaStream
 from xds_server.envoy_types import DeltaDiscoveryRequest, DiscoveryRequest
 from xds_server.ledger import Ledger, NodeStatus
 from xds_server.metrics import XdsMetrics
+from xds_server.outcomes import Acked, Nacked, Outcome, Sent, Subscriber
 from xds_server.snapshot import DEFAULT_GROUP, Snapshot, SnapshotCache
 from xds_server.sotw import Request, Response, SotwStream
 
@@ -42,8 +44,6 @@ _stream_ids = itertools.count(1)
 class Machine(Protocol):
     """A protocol state machine: :class:`SotwStream` or :class:`DeltaStream`."""
 
-    status: NodeStatus
-
     def on_request(self, request: Any, snapshot: Snapshot | None) -> list[Any]: ...
 
     def on_snapshot(self, snapshot: Snapshot) -> list[Any]: ...
@@ -52,7 +52,7 @@ class Machine(Protocol):
 @dataclass(frozen=True)
 class _Protocol:
     name: str
-    machine: Callable[[NodeStatus], Machine]
+    machine: Callable[[Subscriber], Machine]  # made with the outcomes' subscriber
     parse: Callable[[Any], Any]  # betterproto request -> state-machine request
     encode: Callable[[Any], bytes]  # state-machine response -> wire bytes
 
@@ -131,8 +131,10 @@ class AdsService:
         require_identity: bool = False,
         on_group_gone: Callable[[str], None] = lambda group: None,
         max_groups: int = MAX_GROUPS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._cache = cache
+        self._clock = clock  # the ledger's times (Unix seconds)
         self._ledger = ledger
         self._metrics = metrics
         self._on_new_group = on_new_group
@@ -199,6 +201,7 @@ class AdsService:
         reader = asyncio.create_task(_pump(requests, events))
         watcher: asyncio.Task[None] | None = None
         machine: Machine | None = None
+        status: NodeStatus | None = None
         group = DEFAULT_GROUP
         bound = log.bind(stream_id=stream_id, protocol=protocol.name)
         try:
@@ -229,22 +232,18 @@ class AdsService:
                         self._streams_by_group[group] += 1
                         node_id = str(getattr(node, "id", "") or f"anonymous-{stream_id}")
                         status = self._ledger.open(
-                            node_id, group, protocol.name, _envoy_version(node)
+                            node_id, group, protocol.name, _envoy_version(node), self._clock()
                         )
-                        machine = protocol.machine(status)
+                        machine = protocol.machine(functools.partial(self._record, status))
                         bound = bound.bind(node_id=node_id)
                         bound.info("ads_stream_opened", group=group)
                         self._metrics.connected_nodes.labels(protocol.name).inc()
                         self._on_new_group(group)
                         watcher = asyncio.create_task(self._watch(events))
-                    machine.status.last_seen = time.time()
-                    request = protocol.parse(event)
-                    typed = machine.status.of(request.type_url)
-                    acks, nacks = typed.acks, typed.nacks
-                    responses = machine.on_request(request, self._cache.get(group))
-                    self._count_replies(machine.status, request.type_url, acks, nacks)
+                    assert status is not None
+                    status.last_seen = self._clock()
+                    responses = machine.on_request(protocol.parse(event), self._cache.get(group))
                 for response in responses:
-                    self._metrics.pushes.labels(_short(response.type_url)).inc()
                     yield protocol.encode(response)
         finally:
             reader.cancel()
@@ -254,8 +253,8 @@ class AdsService:
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            if machine is not None:
-                self._ledger.close(machine.status)
+            if status is not None:
+                self._ledger.close(status)
                 self._metrics.connected_nodes.labels(protocol.name).dec()
                 bound.info("ads_stream_closed")
                 self._streams_by_group[group] -= 1
@@ -263,21 +262,24 @@ class AdsService:
                     del self._streams_by_group[group]
                     self._on_group_gone(group)
 
-    def _count_replies(self, status: NodeStatus, type_url: str, acks: int, nacks: int) -> None:
-        """Turn the ledger's ACK/NACK counts, before and after a request, into metrics."""
-        typed = status.of(type_url)
-        short = _short(type_url)
-        if typed.acks > acks:
+    def _record(self, status: NodeStatus, outcome: Outcome) -> None:
+        """An outcome a stream's state machine reported: into the ledger, then metrics."""
+        status.apply(outcome, self._clock())
+        short = _short(outcome.type_url)
+        if isinstance(outcome, Sent):
+            self._metrics.pushes.labels(short).inc()
+        elif isinstance(outcome, Acked):
             self._metrics.acks.labels(short).inc()
-            self._metrics.push_to_ack.labels(short).observe(typed.last_ack_latency_s)
-        if typed.nacks > nacks:
+            latency = status.of(outcome.type_url).last_ack_latency_s
+            self._metrics.push_to_ack.labels(short).observe(latency)
+        elif isinstance(outcome, Nacked):
             self._metrics.nacks.labels(short).inc()
             log.warning(
                 "xds_nack",
                 node_id=status.node_id,
                 type=short,
-                version=typed.nacked_version,
-                message=typed.nack_message,
+                version=outcome.version,
+                message=outcome.message,
             )
 
     async def _watch(self, events: asyncio.Queue[object]) -> None:

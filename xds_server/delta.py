@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from xds_server import type_urls
-from xds_server.ledger import NodeStatus
+from xds_server.outcomes import Acked, Nacked, Sent, Subscribed, Subscriber
 from xds_server.snapshot import Resource, Snapshot
 
 
@@ -65,9 +65,9 @@ class _TypeState:
 
 @dataclass
 class DeltaStream:
-    """One Envoy's Delta ADS stream (all types multiplexed)."""
+    """One Envoy's Delta ADS stream (all types multiplexed); ``report`` hears each outcome."""
 
-    status: NodeStatus
+    report: Subscriber
     _types: dict[str, _TypeState] = field(default_factory=dict)
     _nonce: int = 0
 
@@ -81,16 +81,16 @@ class DeltaStream:
                 known=dict(request.initial_versions),
             )
         self._apply_subscription(state, request)
-        self.status.of(request.type_url).subscribed = (
-            None if state.wildcard else sorted(state.names)
+        self.report(
+            Subscribed(request.type_url, None if state.wildcard else tuple(sorted(state.names)))
         )
         responses: list[DeltaResponse] = []
         if request.response_nonce and request.response_nonce == state.sent_nonce:
             state.awaiting_reply = False
             if request.error_message is not None:
-                self.status.record_nack(request.type_url, state.sent_version, request.error_message)
+                self.report(Nacked(request.type_url, state.sent_version, request.error_message))
             else:
-                self.status.record_ack(request.type_url, state.sent_version)
+                self.report(Acked(request.type_url, state.sent_version))
                 if request.type_url == type_urls.CLUSTER:
                     responses += self._refresh_endpoints(state.sent_names, snapshot)
         responses += self._respond(request.type_url, state, snapshot)
@@ -159,5 +159,5 @@ class DeltaStream:
         state.sent_nonce = nonce
         state.sent_version = typed.version
         state.sent_names = tuple(resource.name for resource in changed)
-        self.status.record_sent(type_url, typed.version, nonce)
+        self.report(Sent(type_url, typed.version, nonce))
         return [DeltaResponse(type_url, typed.version, nonce, changed, removed)]

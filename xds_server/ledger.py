@@ -1,16 +1,17 @@
 """The per-node ledger: what every connected Envoy asked for, got, ACKed and NACKed.
 
-Plain data, updated by the protocol state machines and read by the debug
-endpoint (``GET /debug/nodes``) and the metrics.
+Plain data, written from the outcomes the protocol state machines report
+(:mod:`xds_server.outcomes`) at the times the ADS service's clock gives, and read by the
+debug endpoint (``GET /debug/nodes``) and the metrics.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from xds_server import type_urls
+from xds_server.outcomes import Acked, Nacked, Outcome, Sent, Subscribed
 
 
 @dataclass
@@ -52,31 +53,35 @@ class NodeStatus:
     node_id: str
     cluster: str
     protocol: str  # "sotw" | "delta"
-    envoy_version: str = ""
+    envoy_version: str
+    connected_at: float  # Unix seconds
+    last_seen: float = 0.0
     connected: bool = True
-    connected_at: float = field(default_factory=time.time)
-    last_seen: float = field(default_factory=time.time)
     types: dict[str, TypeStatus] = field(default_factory=dict)
 
     def of(self, type_url: str) -> TypeStatus:
         return self.types.setdefault(type_url, TypeStatus())
 
-    def record_sent(self, type_url: str, version: str, nonce: str) -> None:
-        status = self.of(type_url)
-        status.sent_version, status.sent_nonce, status.sent_at = version, nonce, time.time()
-        status.pushes += 1
-
-    def record_ack(self, type_url: str, version: str) -> None:
-        status = self.of(type_url)
-        status.acked_version, status.acked_at = version, time.time()
-        status.last_ack_latency_s = status.acked_at - status.sent_at if status.sent_at else 0.0
-        status.acks += 1
-
-    def record_nack(self, type_url: str, version: str, message: str) -> None:
-        status = self.of(type_url)
-        status.nacked_version, status.nack_message = version, message
-        status.nacked_at = time.time()
-        status.nacks += 1
+    def apply(self, outcome: Outcome, now: float) -> None:
+        """Record what the stream's state machine reported, as of ``now``."""
+        status = self.of(outcome.type_url)
+        if isinstance(outcome, Subscribed):
+            status.subscribed = None if outcome.names is None else list(outcome.names)
+        elif isinstance(outcome, Sent):
+            status.sent_version, status.sent_nonce, status.sent_at = (
+                outcome.version,
+                outcome.nonce,
+                now,
+            )
+            status.pushes += 1
+        elif isinstance(outcome, Acked):
+            status.acked_version, status.acked_at = outcome.version, now
+            status.last_ack_latency_s = now - status.sent_at if status.sent_at else 0.0
+            status.acks += 1
+        elif isinstance(outcome, Nacked):
+            status.nacked_version, status.nack_message = outcome.version, outcome.message
+            status.nacked_at = now
+            status.nacks += 1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -103,8 +108,10 @@ class Ledger:
     def __init__(self) -> None:
         self._nodes: dict[str, NodeStatus] = {}
 
-    def open(self, node_id: str, cluster: str, protocol: str, envoy_version: str) -> NodeStatus:
-        status = NodeStatus(node_id, cluster, protocol, envoy_version)
+    def open(
+        self, node_id: str, cluster: str, protocol: str, envoy_version: str, now: float
+    ) -> NodeStatus:
+        status = NodeStatus(node_id, cluster, protocol, envoy_version, now, now)
         self._nodes.pop(node_id, None)  # a reconnect moves to the end: newest last
         self._nodes[node_id] = status
         if len(self._nodes) > MAX_NODES:  # forget the longest-gone disconnected nodes

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from xds_server import type_urls
-from xds_server.ledger import NodeStatus
+from xds_server.outcomes import Acked, Nacked, Sent, Subscribed, Subscriber
 from xds_server.snapshot import Resource, Snapshot
 
 ContentKey = tuple[tuple[str, str], ...]
@@ -63,9 +63,9 @@ class _TypeState:
 
 @dataclass
 class SotwStream:
-    """One Envoy's SotW ADS stream (all types multiplexed)."""
+    """One Envoy's SotW ADS stream (all types multiplexed); ``report`` hears each outcome."""
 
-    status: NodeStatus
+    report: Subscriber
     _types: dict[str, _TypeState] = field(default_factory=dict)
     _nonce: int = 0
 
@@ -74,7 +74,7 @@ class SotwStream:
             return []
         state = self._types.setdefault(request.type_url, _TypeState())
         names = _subscription(request)
-        self.status.of(request.type_url).subscribed = None if names is None else sorted(names)
+        self.report(Subscribed(request.type_url, None if names is None else tuple(sorted(names))))
         if not request.response_nonce:
             state.names = names
             return self._respond(request.type_url, state, snapshot)
@@ -85,12 +85,12 @@ class SotwStream:
         state.names = names
         if request.error_message is not None:
             state.nacked_key = state.sent_key
-            self.status.record_nack(request.type_url, state.sent_version, request.error_message)
+            self.report(Nacked(request.type_url, state.sent_version, request.error_message))
             return self._respond(request.type_url, state, snapshot) if names_changed else []
         if state.acked_nonce == request.response_nonce:
             return self._respond(request.type_url, state, snapshot)  # re-subscribe
         state.acked_nonce = request.response_nonce
-        self.status.record_ack(request.type_url, request.version_info)
+        self.report(Acked(request.type_url, request.version_info))
         if names_changed:
             return self._respond(request.type_url, state, snapshot)
         return self._respond_if_changed(request.type_url, state, snapshot)
@@ -131,7 +131,7 @@ class SotwStream:
         state.sent_nonce = nonce
         state.sent_key = key
         state.sent_version = typed.version
-        self.status.record_sent(type_url, typed.version, nonce)
+        self.report(Sent(type_url, typed.version, nonce))
         return [Response(type_url, typed.version, nonce, tuple(typed.resources[n] for n, _ in key))]
 
 

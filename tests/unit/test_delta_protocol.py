@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from tests.unit.xds_node import RecordingNode
 from xds_server import type_urls as T
 from xds_server.delta import DeltaRequest, DeltaStream
-from xds_server.ledger import NodeStatus
 from xds_server.snapshot import Snapshot, VersionClock, build_snapshot
 
 
@@ -22,7 +22,7 @@ def _snapshot(
 
 
 def _stream() -> DeltaStream:
-    return DeltaStream(NodeStatus("envoy-1", "wsfleet", "delta"))
+    return DeltaStream(RecordingNode("delta"))
 
 
 def _ack(response, type_url=T.CLUSTER) -> DeltaRequest:  # type: ignore[no-untyped-def]
@@ -87,7 +87,7 @@ def test_a_nack_is_recorded_and_the_rejected_versions_are_not_resent() -> None:
     [rejected] = stream.on_snapshot(bad)
     nack = DeltaRequest(T.CLUSTER, response_nonce=rejected.nonce, error_message="b: bad timeout")
     assert stream.on_request(nack, bad) == []
-    status = stream.status.of(T.CLUSTER)
+    status = stream.report.status.of(T.CLUSTER)
     assert (status.nacks, status.nack_message) == (1, "b: bad timeout")
     assert stream.on_snapshot(_snapshot(bad, clock, a=1, b=0)) == []
     [fixed] = stream.on_snapshot(_snapshot(bad, clock, a=1, b=5))
@@ -121,4 +121,4 @@ def test_a_stale_nonce_is_not_an_ack_but_its_subscription_counts() -> None:
     assert stream.on_request(stale, snapshot) == []  # still waiting for the ACK of `first`
     [more] = stream.on_request(_ack(first, T.ENDPOINT), snapshot)
     assert [r.name for r in more.resources] == ["b"]
-    assert stream.status.of(T.ENDPOINT).acks == 1
+    assert stream.report.status.of(T.ENDPOINT).acks == 1

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from tests.unit.xds_node import RecordingNode
 from xds_server import type_urls as T
-from xds_server.ledger import NodeStatus
+from xds_server.outcomes import Acked, Sent, Subscribed
 from xds_server.snapshot import Snapshot, VersionClock, build_snapshot
 from xds_server.sotw import Request, SotwStream
 
@@ -38,7 +39,7 @@ def _snapshot(
 
 
 def _stream() -> SotwStream:
-    return SotwStream(NodeStatus("envoy-1", "wsfleet", "sotw"))
+    return SotwStream(RecordingNode("sotw"))
 
 
 def test_a_first_request_is_answered_with_everything_of_a_wildcard_type() -> None:
@@ -61,7 +62,7 @@ def test_an_ack_is_recorded_and_answered_by_nothing_new() -> None:
     snapshot = _snapshot(a=1)
     [sent] = stream.on_request(Request(T.CLUSTER), snapshot)
     assert stream.on_request(Request(T.CLUSTER, sent.version, (), sent.nonce), snapshot) == []
-    status = stream.status.of(T.CLUSTER)
+    status = stream.report.status.of(T.CLUSTER)
     assert status.acked_version == sent.version
     assert status.acks == 1
 
@@ -84,7 +85,7 @@ def test_a_stale_nonce_is_ignored() -> None:
     first = _snapshot(clock=clock, a=1)
     [sent] = stream.on_request(Request(T.CLUSTER), first)
     assert stream.on_request(Request(T.CLUSTER, "", (), "not-" + sent.nonce), first) == []
-    assert stream.status.of(T.CLUSTER).acks == 0
+    assert stream.report.status.of(T.CLUSTER).acks == 0
 
 
 def test_a_nack_is_recorded_and_the_rejected_content_is_never_resent() -> None:
@@ -97,7 +98,7 @@ def test_a_nack_is_recorded_and_the_rejected_content_is_never_resent() -> None:
     [rejected] = stream.on_snapshot(bad)
     nack = Request(T.CLUSTER, sent.version, (), rejected.nonce, error_message="b: invalid")
     assert stream.on_request(nack, bad) == []
-    status = stream.status.of(T.CLUSTER)
+    status = stream.report.status.of(T.CLUSTER)
     assert (status.nacks, status.nack_message, status.nacked_version) == (
         1,
         "b: invalid",
@@ -157,3 +158,21 @@ def test_an_unrelated_change_does_not_push_named_resources_again() -> None:
 
 def test_unknown_types_are_ignored() -> None:
     assert _stream().on_request(Request("type.googleapis.com/nope"), _snapshot(a=1)) == []
+
+
+def test_the_machine_reports_outcomes_in_order_and_the_ledger_times_them() -> None:
+    stream = _stream()
+    node = stream.report
+    snapshot = _snapshot(a=1)
+    [sent] = stream.on_request(Request(T.CLUSTER), snapshot)
+    node.now += 0.25  # the ACK comes a quarter second later, by the ledger's clock
+    stream.on_request(Request(T.CLUSTER, sent.version, (), sent.nonce), snapshot)
+    assert node.outcomes == [
+        Subscribed(T.CLUSTER, None),
+        Sent(T.CLUSTER, sent.version, sent.nonce),
+        Subscribed(T.CLUSTER, None),
+        Acked(T.CLUSTER, sent.version),
+    ]
+    status = node.status.of(T.CLUSTER)
+    assert (status.sent_at, status.acked_at, status.last_ack_latency_s) == (1000.0, 1000.25, 0.25)
+    assert (status.pushes, status.acks, status.subscribed) == (1, 1, None)

@@ -102,13 +102,13 @@ def test_the_ledger_forgets_the_longest_gone_nodes_past_its_bound(
 ) -> None:
     monkeypatch.setattr(ledger_module, "MAX_NODES", 3)
     ledger = Ledger()
-    first = ledger.open("n1", "g", "sotw", "")
-    ledger.open("n2", "g", "sotw", "")
+    first = ledger.open("n1", "g", "sotw", "", 0.0)
+    ledger.open("n2", "g", "sotw", "", 0.0)
     ledger.close(first)
-    ledger.open("n3", "g", "sotw", "")
-    ledger.open("n4", "g", "sotw", "")
+    ledger.open("n3", "g", "sotw", "", 0.0)
+    ledger.open("n4", "g", "sotw", "", 0.0)
     assert [node.node_id for node in ledger.nodes()] == ["n2", "n3", "n4"]
     for node in ledger.nodes():  # connected nodes are never forgotten
         assert node.connected
-    ledger.open("n5", "g", "sotw", "")
+    ledger.open("n5", "g", "sotw", "", 0.0)
     assert len(ledger.nodes()) == 4  # over the bound only while all are connected
