@@ -29,7 +29,9 @@ from wsfleet.ops.launcher.children import Supervisor
 from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
 from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
+from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.tokens import ensure_auth_key
+from xds_server.policy_loader import default_bundle
 
 START_TIMEOUT_S = 30.0
 
@@ -69,6 +71,17 @@ class ClientProcess:
         await self.process.stdin.drain()
 
 
+async def _announce_default_hash_key(redis_url: str) -> None:
+    """What the control plane would do: tell the sidecar where users are hashed (the
+    default policy's hash key). A lone sidecar refuses handshakes until it knows."""
+    registry = RedisRegistry(redis_url)
+    try:
+        policy = default_bundle().policy
+        await registry.put_hash_sources({p.name: p.hash_key.sources() for p in policy.pools})
+    finally:
+        await registry.close()
+
+
 async def _start_server(
     kind: str, supervisor: Supervisor, run_dir: Path
 ) -> tuple[int, int, Path | None]:
@@ -81,6 +94,7 @@ async def _start_server(
         facts = await wait_ready(ready, START_TIMEOUT_S)
         return int(facts["port"]), child.pid, None
     _, redis_url = await start_embedded_redis(supervisor, free_port(), run_dir / "redis")
+    await _announce_default_hash_key(redis_url)
     backend_ready = run_dir / "backend.ready.json"
     await supervisor.start(
         "backend",

@@ -14,13 +14,16 @@ from sidecar.websocket_transport import handle_websocket
 
 
 def readiness(gateway: Gateway, registration: PodRegistration) -> tuple[bool, str]:
-    """Ready = registered, not draining, and at least one backend link up."""
+    """Ready = registered, not draining, at least one backend link up, and the pool's hash
+    key known (from the control plane)."""
     if gateway.gatekeeper.draining:
         return False, "draining"
     if not registration.registered:
         return False, "not registered"
     if not any(link.is_up for link in gateway.bridge.links):
         return False, "no backend link is up"
+    if gateway.gatekeeper.hash_sources is None:
+        return False, "the pool's hash key is not known yet (no control plane?)"
     return True, "ready"
 
 
