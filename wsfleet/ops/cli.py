@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = commands.add_parser(
         "keygen",
-        help="create the state dir's token signing key, registry key and fleet CA "
+        help="create the state dir's token signing key, registry key, admin token and fleet CA "
         "(with the control plane's certificate and one per Envoy node)",
     )
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -326,11 +326,13 @@ def _dispatch(args: argparse.Namespace) -> None:
         _exec_envoy(args)
     elif command == "keygen":
         from wsfleet import fleet_ca
+        from wsfleet.admin_auth import ensure_admin_token
         from wsfleet.registry.signing import ensure_registry_key
         from wsfleet.tokens import ensure_auth_key
 
         print(ensure_auth_key(args.state_dir))
         print(ensure_registry_key(args.state_dir))
+        print(ensure_admin_token(args.state_dir))
         print(fleet_ca.ensure_server_pair(args.state_dir).cert)
         for spec in args.envoy_node or ["envoy-1@local"]:
             node_id, _, region = spec.partition("@")

@@ -1,0 +1,223 @@
+"""deploy/kubernetes: every manifest validates offline against the Kubernetes schemas, and
+the manifests agree with the processes they run: settings that parse, ports and probes on
+the real endpoints, a grace period longer than a drain, private admin and xDS ports, and
+the autoscaler that `wsfleet capacity` prints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from sidecar.main import DRAIN_OVERRUN_S
+from wsfleet.ops.capacity import Measured, hpa_manifest, plan
+from wsfleet.ops.cli import build_parser
+from wsfleet.settings import BackendSettings, SidecarSettings, XdsSettings
+from wsfleet.settings_flags import ENV_PREFIX, env_name, from_args
+from xds_server.policy_loader import parse_policy
+
+ROOT = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
+KUBERNETES = "1.37"
+CUSTOM = ("monitoring.coreos.com/",)  # CRDs: no schema in kubernetes-validate
+DOWNWARD_API = {  # what the cluster fills in, for the settings check
+    "metadata.name": "gateways-5d8f9-abcde",
+    "status.podIP": "10.1.2.3",
+}
+SECRETS = {("wsfleet-redis", "url"): "redis://:secret@redis:6379/0"}
+SETTINGS = {"sidecar": SidecarSettings, "xds": XdsSettings, "backend": BackendSettings}
+
+
+def documents(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every resource a kustomization lists, with the file it is in."""
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    for entry in kustomization.get("resources", []):
+        path = directory / entry
+        if path.is_dir():
+            yield from documents(path)
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                yield path, document
+
+
+def base() -> list[dict[str, Any]]:
+    return [document for _, document in documents(ROOT / "base")]
+
+
+def one(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in base() if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def settings_of(deployment: dict[str, Any]) -> Any:
+    """The settings the container's process starts with: its args and its environment."""
+    spec = container(deployment)
+    environ = {}
+    for variable in spec.get("env", []):
+        if "value" in variable:
+            environ[variable["name"]] = variable["value"]
+        elif "fieldRef" in variable["valueFrom"]:
+            environ[variable["name"]] = DOWNWARD_API[variable["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            ref = variable["valueFrom"]["secretKeyRef"]
+            environ[variable["name"]] = SECRETS[(ref["name"], ref["key"])]
+    command = spec["args"][0]
+    cls = SETTINGS[command]
+    known = {env_name(field) for field in cls.__dataclass_fields__.values()}
+    unknown = {name for name in environ if name.startswith(ENV_PREFIX)} - known
+    assert not unknown, f"{deployment['metadata']['name']}: no such setting {unknown}"
+    return from_args(cls, build_parser().parse_args(spec["args"]), environ=environ)
+
+
+def port_named(spec: dict[str, Any], name: str) -> int:
+    (number,) = [p["containerPort"] for p in spec["ports"] if p["name"] == name]
+    return int(number)
+
+
+@pytest.mark.parametrize("directory", ["base", "overlays/region-5m"])
+def test_every_manifest_validates_against_the_kubernetes_schemas(directory: str) -> None:
+    found = [
+        document
+        for path in sorted((ROOT / directory).glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text())
+    ]
+    built_in = [d for d in found if not d["apiVersion"].startswith(CUSTOM)]
+    assert built_in
+    for document in built_in:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def test_a_broken_manifest_is_refused() -> None:
+    gateways = one("Deployment", "gateways")
+    gateways["spec"]["replicas"] = "six"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(gateways, KUBERNETES, strict=True)
+
+
+def test_every_process_starts_from_settings_it_knows() -> None:
+    sidecar = settings_of(one("Deployment", "gateways"))
+    assert sidecar.pod_id == DOWNWARD_API["metadata.name"]
+    assert sidecar.advertise_host == DOWNWARD_API["status.podIP"]
+    assert sidecar.backends == ("backend:50051",)
+    xds = settings_of(one("Deployment", "xds-server"))
+    assert xds.tls_dir is not None and xds.registry_key_file is not None  # mTLS, signed pods
+    backend = settings_of(one("Deployment", "backend"))
+    assert backend.port == port_named(container(one("Deployment", "backend")), "bridge")
+
+
+def test_gateways_get_longer_to_stop_than_their_drain_takes() -> None:
+    gateways = one("Deployment", "gateways")
+    settings = settings_of(gateways)
+    grace = gateways["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > settings.drain_budget_s + DRAIN_OVERRUN_S + settings.shutdown_timeout_s
+    pre_stop = " ".join(container(gateways)["lifecycle"]["preStop"]["exec"]["command"])
+    assert f"127.0.0.1:{settings.admin_port}/drain" in pre_stop
+    assert "WSFLEET_DRAIN_BUDGET_S" in pre_stop
+
+
+def test_probes_and_ports_are_the_processes_real_endpoints() -> None:
+    gateways = one("Deployment", "gateways")
+    spec, settings = container(gateways), settings_of(gateways)
+    assert port_named(spec, "clients") == settings.port
+    assert port_named(spec, "admin") == settings.admin_port
+    assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+
+    xds_deployment = one("Deployment", "xds-server")
+    xds = settings_of(xds_deployment)
+    assert port_named(container(xds_deployment), "xds") == xds.grpc_port
+    assert port_named(container(xds_deployment), "admin") == xds.admin_port
+    service = one("Service", "xds-server")
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "xds": xds.grpc_port,
+        "admin": xds.admin_port,
+    }
+
+    policy = parse_policy(one("ConfigMap", "wsfleet-policy")["data"]["policy.yaml"], "policy")
+    envoy = one("Deployment", "envoy-zone-a")
+    args = build_parser().parse_args(container(envoy)["args"])
+    assert (args.xds_host, args.xds_port) == ("xds-server", xds.grpc_port)
+    assert args.admin_host == "127.0.0.1"  # Envoy's admin API never leaves the pod
+    assert port_named(container(envoy), "public") == policy.listeners[0].port
+    assert policy.listeners[0].address == "0.0.0.0"  # reachable from the Service
+    assert str(xds.policy_path).startswith(
+        container(xds_deployment)["volumeMounts"][0]["mountPath"]
+    )
+
+
+def test_admin_and_xds_ports_are_private() -> None:
+    policies = {d["metadata"]["name"]: d["spec"] for d in base() if d["kind"] == "NetworkPolicy"}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+    def allowed(policy: str) -> dict[int, list[dict[str, Any]]]:
+        rules = policies[policy]["ingress"]
+        return {rule["ports"][0]["port"]: rule.get("from", []) for rule in rules}
+
+    envoy = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}]
+    xds = settings_of(one("Deployment", "xds-server"))
+    sidecar = settings_of(one("Deployment", "gateways"))
+    assert allowed("xds-server")[xds.grpc_port] == envoy
+    assert allowed("xds-server")[xds.admin_port] != []  # operators only, not everyone
+    assert allowed("gateways")[sidecar.port] == envoy
+    admin_from = allowed("gateways")[sidecar.admin_port]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "xds-server"}}} in admin_from
+    assert allowed("envoy-public") == {8080: []}  # the only port open to everyone
+
+
+def test_the_control_plane_is_replicated_and_every_tier_has_a_disruption_budget() -> None:
+    assert one("Deployment", "xds-server")["spec"]["replicas"] >= 2
+    budgets = {d["metadata"]["name"] for d in base() if d["kind"] == "PodDisruptionBudget"}
+    assert budgets == {"xds-server", "envoy", "gateways"}
+
+
+@pytest.mark.parametrize(
+    ("path", "connections"),
+    [("base/gateways-hpa.yaml", 500_000), ("overlays/region-5m/gateways-hpa.yaml", 5_000_000)],
+)
+def test_the_autoscaler_is_what_wsfleet_capacity_prints(path: str, connections: int) -> None:
+    printed = yaml.safe_load(hpa_manifest(plan(connections, Measured())))
+    assert yaml.safe_load((ROOT / path).read_text()) == printed
+    # the plan's pods are the Deployment's pods: 2 GiB each
+    limit = container(one("Deployment", "gateways"))["resources"]["limits"]["memory"]
+    assert limit == "2Gi" == f"{plan(connections, Measured()).pod_memory_gib:g}Gi"
+
+
+def test_the_service_monitor_scrapes_the_gateways_admin_port() -> None:
+    monitor = one("ServiceMonitor", "gateways")["spec"]
+    service = one("Service", "gateways-metrics")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["endpoints"]] == [
+        p["name"] for p in service["spec"]["ports"]
+    ]
+    assert monitor["endpoints"][0]["path"] == "/metrics"
+
+
+def test_the_region_overlay_adds_a_zone_of_envoys_with_its_own_identity() -> None:
+    overlay = ROOT / "overlays" / "region-5m"
+    resources = [document for _, document in documents(overlay)]  # the base, and its own
+    envoys = [
+        d for d in resources if d["kind"] == "Deployment" and "envoy" in d["metadata"]["name"]
+    ]
+    identities = set()
+    for envoy in envoys:
+        args = build_parser().parse_args(container(envoy)["args"])
+        (tls,) = envoy["spec"]["template"]["spec"]["volumes"]
+        identities.add((args.node_id, tls["secret"]["secretName"]))
+    assert identities == {
+        ("envoy-zone-a", "wsfleet-envoy-tls"),
+        ("envoy-zone-b", "wsfleet-envoy-tls-b"),
+    }
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    patched = {p.get("path") or p["target"]["name"] for p in kustomization["patches"]}
+    assert patched == {"gateways-hpa.yaml", "gateways"}
+    assert {d["metadata"]["name"] for d in resources if d["kind"] == "Deployment"} >= {"gateways"}
