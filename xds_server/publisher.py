@@ -21,7 +21,6 @@ from xds_server.snapshot import (
     Interned,
     Snapshot,
     SnapshotCache,
-    VersionClock,
     build_snapshot,
 )
 
@@ -34,7 +33,6 @@ class SnapshotPublisher:
     def __init__(self, cache: SnapshotCache, metrics: XdsMetrics, bundle: PolicyBundle) -> None:
         self._cache = cache
         self._metrics = metrics
-        self._clock = VersionClock()
         self._bundle = bundle
         self._membership: Membership = {}
         self._snapshots: dict[str, Snapshot] = {}
@@ -115,7 +113,7 @@ class SnapshotPublisher:
             self.policy, self._membership, self._bundle.certificates, NodeGroup(region)
         )
         previous = self._snapshots.get(group)
-        snapshot = build_snapshot(resources, previous, self._clock, self._interned)
+        snapshot = build_snapshot(resources, previous, self._interned)
         if previous is not None and snapshot.types == previous.types:
             return False
         self._snapshots[group] = snapshot

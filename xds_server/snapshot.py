@@ -4,9 +4,11 @@ A :class:`Snapshot` maps each xDS type URL to a :class:`TypeSnapshot`: the
 resources of that type, each serialized once (``body``) and versioned by a hash
 of its content, plus a type-level version for State-of-the-World responses.
 
-Versions are content-derived, so rebuilding an unchanged config yields the same
-versions (nothing is re-pushed), and type versions start with a millisecond
-stamp that only grows, also across control-plane restarts (docs/envoy-behaviours.md, 3).
+Versions are derived from content only: rebuilding an unchanged config yields the
+same versions (nothing is re-pushed), a restarted control plane computes the versions it
+had, and replicas that read the same policy and registry agree on every version — so an
+Envoy that reconnects to another replica, or to a restarted one, is sent nothing that did
+not change (docs/envoy-behaviours.md, 3: versions must not clash across restarts).
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -70,17 +71,7 @@ def content_version(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-class VersionClock:
-    """Type-level version strings that only grow: ``<ms since epoch>-<content hash>``."""
-
-    def __init__(self, now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
-        self._now_ms = now_ms
-        self._last = 0
-
-    def next(self, digest: str) -> str:
-        stamp = max(self._now_ms(), self._last + 1)
-        self._last = stamp
-        return f"{stamp:013d}-{digest[:8]}"
+TYPE_VERSION_CHARS = 16  # hex digits of a type's content hash in its version
 
 
 Interned = dict[tuple[str, str, str], Resource]  # (type URL, name, version) -> resource
@@ -89,7 +80,6 @@ Interned = dict[tuple[str, str, str], Resource]  # (type URL, name, version) -> 
 def build_snapshot(
     specs: Mapping[str, Mapping[str, Mapping[str, Any]]],
     previous: Snapshot | None,
-    clock: VersionClock,
     interned: Interned | None = None,
 ) -> Snapshot:
     """Serialize ``specs`` (type URL -> name -> resource dict) into a snapshot.
@@ -119,7 +109,7 @@ def build_snapshot(
             types[type_url] = before
         else:
             digest = hashlib.sha256(repr(candidate.content_key()).encode()).hexdigest()
-            types[type_url] = TypeSnapshot(clock.next(digest), candidate.resources)
+            types[type_url] = TypeSnapshot(digest[:TYPE_VERSION_CHARS], candidate.resources)
     return Snapshot(MappingProxyType(types))
 
 

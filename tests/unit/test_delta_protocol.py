@@ -5,12 +5,10 @@ from __future__ import annotations
 from tests.unit.xds_node import RecordingNode
 from xds_server import type_urls as T
 from xds_server.delta import DeltaRequest, DeltaStream
-from xds_server.snapshot import Snapshot, VersionClock, build_snapshot
+from xds_server.snapshot import Snapshot, build_snapshot
 
 
-def _snapshot(
-    previous: Snapshot | None = None, clock: VersionClock | None = None, **timeouts: int
-) -> Snapshot:
+def _snapshot(previous: Snapshot | None = None, **timeouts: int) -> Snapshot:
     specs = {
         T.CLUSTER: {
             name: {"name": name, "type": "EDS", "connect_timeout": f"{seconds}s"}
@@ -18,7 +16,7 @@ def _snapshot(
         },
         T.ENDPOINT: {name: {"cluster_name": name} for name in timeouts},
     }
-    return build_snapshot(specs, previous, clock or VersionClock())
+    return build_snapshot(specs, previous)
 
 
 def _stream() -> DeltaStream:
@@ -39,11 +37,10 @@ def test_a_wildcard_subscription_gets_every_resource_once() -> None:
 
 def test_only_changed_resources_are_sent_and_removed_ones_named() -> None:
     stream = _stream()
-    clock = VersionClock()
-    one = _snapshot(clock=clock, a=1, b=2)
+    one = _snapshot(a=1, b=2)
     [first] = stream.on_request(DeltaRequest(T.CLUSTER), one)
     stream.on_request(_ack(first), one)
-    two = _snapshot(one, clock, a=1, c=3)
+    two = _snapshot(one, a=1, c=3)
     [update] = stream.on_snapshot(two)
     assert [r.name for r in update.resources] == ["c"]
     assert update.removed == ("b",)
@@ -79,26 +76,24 @@ def test_named_subscriptions_follow_subscribe_and_unsubscribe() -> None:
 
 def test_a_nack_is_recorded_and_the_rejected_versions_are_not_resent() -> None:
     stream = _stream()
-    clock = VersionClock()
-    one = _snapshot(clock=clock, a=1)
+    one = _snapshot(a=1)
     [first] = stream.on_request(DeltaRequest(T.CLUSTER), one)
     stream.on_request(_ack(first), one)
-    bad = _snapshot(one, clock, a=1, b=0)
+    bad = _snapshot(one, a=1, b=0)
     [rejected] = stream.on_snapshot(bad)
     nack = DeltaRequest(T.CLUSTER, response_nonce=rejected.nonce, error_message="b: bad timeout")
     assert stream.on_request(nack, bad) == []
     status = stream.report.status.of(T.CLUSTER)
     assert (status.nacks, status.nack_message) == (1, "b: bad timeout")
-    assert stream.on_snapshot(_snapshot(bad, clock, a=1, b=0)) == []
-    [fixed] = stream.on_snapshot(_snapshot(bad, clock, a=1, b=5))
+    assert stream.on_snapshot(_snapshot(bad, a=1, b=0)) == []
+    [fixed] = stream.on_snapshot(_snapshot(bad, a=1, b=5))
     assert [r.name for r in fixed.resources] == ["b"]
 
 
 def test_an_acked_cluster_update_pushes_its_endpoints_again() -> None:
     """Delta Envoys do not re-subscribe EDS after a cluster update (docs/envoy-behaviours.md, 2)."""
     stream = _stream()
-    clock = VersionClock()
-    one = _snapshot(clock=clock, a=1)
+    one = _snapshot(a=1)
     [clusters] = stream.on_request(DeltaRequest(T.CLUSTER), one)
     [endpoints] = stream.on_request(DeltaRequest(T.ENDPOINT, subscribe=("a",)), one)
     stream.on_request(_ack(endpoints, T.ENDPOINT), one)
@@ -106,7 +101,7 @@ def test_an_acked_cluster_update_pushes_its_endpoints_again() -> None:
     assert eds_after_cds_ack.type_url == T.ENDPOINT
     assert [r.name for r in eds_after_cds_ack.resources] == ["a"]
     stream.on_request(_ack(eds_after_cds_ack, T.ENDPOINT), one)
-    two = _snapshot(one, clock, a=9)  # cluster changed, its endpoints did not
+    two = _snapshot(one, a=9)  # cluster changed, its endpoints did not
     [cds] = stream.on_snapshot(two)
     assert cds.type_url == T.CLUSTER
     [eds] = stream.on_request(_ack(cds), two)

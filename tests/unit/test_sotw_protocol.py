@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.unit.xds_node import RecordingNode
 from xds_server import type_urls as T
 from xds_server.outcomes import Acked, Sent, Subscribed
-from xds_server.snapshot import Snapshot, VersionClock, build_snapshot
+from xds_server.snapshot import Snapshot, build_snapshot
 from xds_server.sotw import Request, SotwStream
 
 
@@ -28,14 +28,12 @@ def _cla(name: str, port: int) -> dict[str, object]:
     }
 
 
-def _snapshot(
-    previous: Snapshot | None = None, clock: VersionClock | None = None, **ports: int
-) -> Snapshot:
+def _snapshot(previous: Snapshot | None = None, **ports: int) -> Snapshot:
     specs = {
         T.CLUSTER: {name: {"name": name, "type": "EDS"} for name in ports},
         T.ENDPOINT: {name: _cla(name, port) for name, port in ports.items()},
     }
-    return build_snapshot(specs, previous, clock or VersionClock())
+    return build_snapshot(specs, previous)
 
 
 def _stream() -> SotwStream:
@@ -69,10 +67,9 @@ def test_an_ack_is_recorded_and_answered_by_nothing_new() -> None:
 
 def test_one_response_per_type_is_in_flight_until_acked() -> None:
     stream = _stream()
-    clock = VersionClock()
-    first = _snapshot(clock=clock, a=1)
+    first = _snapshot(a=1)
     [sent] = stream.on_request(Request(T.CLUSTER), first)
-    second = _snapshot(first, clock, a=1, b=2)
+    second = _snapshot(first, a=1, b=2)
     assert stream.on_snapshot(second) == []  # waiting for the ACK of `sent`
     [update] = stream.on_request(Request(T.CLUSTER, sent.version, (), sent.nonce), second)
     assert [r.name for r in update.resources] == ["a", "b"]
@@ -81,8 +78,7 @@ def test_one_response_per_type_is_in_flight_until_acked() -> None:
 
 def test_a_stale_nonce_is_ignored() -> None:
     stream = _stream()
-    clock = VersionClock()
-    first = _snapshot(clock=clock, a=1)
+    first = _snapshot(a=1)
     [sent] = stream.on_request(Request(T.CLUSTER), first)
     assert stream.on_request(Request(T.CLUSTER, "", (), "not-" + sent.nonce), first) == []
     assert stream.report.status.of(T.CLUSTER).acks == 0
@@ -90,11 +86,10 @@ def test_a_stale_nonce_is_ignored() -> None:
 
 def test_a_nack_is_recorded_and_the_rejected_content_is_never_resent() -> None:
     stream = _stream()
-    clock = VersionClock()
-    good = _snapshot(clock=clock, a=1)
+    good = _snapshot(a=1)
     [sent] = stream.on_request(Request(T.CLUSTER), good)
     stream.on_request(Request(T.CLUSTER, sent.version, (), sent.nonce), good)
-    bad = _snapshot(good, clock, a=1, b=2)
+    bad = _snapshot(good, a=1, b=2)
     [rejected] = stream.on_snapshot(bad)
     nack = Request(T.CLUSTER, sent.version, (), rejected.nonce, error_message="b: invalid")
     assert stream.on_request(nack, bad) == []
@@ -106,9 +101,9 @@ def test_a_nack_is_recorded_and_the_rejected_content_is_never_resent() -> None:
     )
     assert status.acked_version == sent.version  # the last good version stays recorded
     # the same content again (e.g. a rebuild) is not re-sent ...
-    assert stream.on_snapshot(_snapshot(bad, clock, a=1, b=2)) == []
+    assert stream.on_snapshot(_snapshot(bad, a=1, b=2)) == []
     # ... a different one is
-    [fixed] = stream.on_snapshot(_snapshot(bad, clock, a=1, c=3))
+    [fixed] = stream.on_snapshot(_snapshot(bad, a=1, c=3))
     assert [r.name for r in fixed.resources] == ["a", "c"]
 
 
@@ -149,11 +144,10 @@ def test_a_request_before_any_snapshot_is_answered_when_one_arrives() -> None:
 
 def test_an_unrelated_change_does_not_push_named_resources_again() -> None:
     stream = _stream()
-    clock = VersionClock()
-    first = _snapshot(clock=clock, a=1, b=2)
+    first = _snapshot(a=1, b=2)
     [sent] = stream.on_request(Request(T.ENDPOINT, resource_names=("a",)), first)
     stream.on_request(Request(T.ENDPOINT, sent.version, ("a",), sent.nonce), first)
-    assert stream.on_snapshot(_snapshot(first, clock, a=1, b=3)) == []  # only b changed
+    assert stream.on_snapshot(_snapshot(first, a=1, b=3)) == []  # only b changed
 
 
 def test_unknown_types_are_ignored() -> None:
