@@ -4,6 +4,7 @@ invalid edits, restarts, and pushes that drop no live connection."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 from pathlib import Path
@@ -361,3 +362,47 @@ async def test_policy_diff_against_the_running_server_names_what_would_change(
     )
     out = diff(relisten)
     assert "lds  public  changed  ! drains the live connections of this listener" in out
+
+
+async def test_killing_one_of_two_control_planes_drops_nothing_and_the_other_takes_over(
+    fleet_factory,
+) -> None:
+    """Two replicas serve the same snapshots (content-derived versions); Envoy lists both.
+    Killing the one Envoy streams from keeps every live connection, and the next
+    membership change reaches Envoy through the survivor."""
+    fleet: LocalFleet = await fleet_factory(sidecars=1, xds_replicas=2)
+    assert set(fleet.info.xds_replicas) == {"xds", "xds-2"}
+    headers = {"Authorization": f"Bearer {fleet.admin_token}"}
+
+    async with unlimited_session() as session:
+
+        async def streams_from(name: str) -> bool:
+            """Whether Envoy has a live ADS stream to this replica."""
+            _, admin_port = fleet.info.xds_replicas[name]
+            url = f"http://127.0.0.1:{admin_port}/debug/nodes"
+            async with session.get(url, headers=headers) as response:
+                return any(node["connected"] for node in (await response.json())["nodes"])
+
+        async def serving() -> list[str]:
+            return [name for name in fleet.info.xds_replicas if await streams_from(name)]
+
+        sockets = [(await open_ws(fleet, session, f"user-{n}"))[0] for n in range(300)]
+        (victim,) = await serving()
+        (survivor,) = set(fleet.info.xds_replicas) - {victim}
+        child = fleet.supervisor.find(victim)
+        assert child is not None
+        await child.stop(5.0, signal.SIGKILL)
+
+        async def survivor_serves() -> bool:
+            return await streams_from(survivor)
+
+        await wait_for(survivor_serves, 30)
+        added = await fleet.start_sidecar()
+
+        async def envoy_has_it() -> bool:
+            return added.pod_id in await cluster_hosts(fleet, "gateways")
+
+        await wait_for(envoy_has_it, 15)
+        for n, ws in enumerate(sockets):  # every connection lived through it
+            await ws.send_str(f"still-{n}")
+            assert (await ws.receive(timeout=5)).data == f"still-{n}"

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="run the local fleet (Redis, xDS, Envoy, sidecars, backend)"
     )
     up.add_argument("--sidecars", type=positive_int, default=2, help="gateway sidecars (default 2)")
+    up.add_argument(
+        "--xds-replicas",
+        type=positive_int,
+        default=1,
+        help="control planes serving the same snapshots; Envoy lists them all (default 1)",
+    )
     up.add_argument("--port", type=port, default=8080, help="client port on Envoy (default 8080)")
     up.add_argument(
         "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
@@ -449,6 +455,7 @@ async def _up(args: argparse.Namespace) -> None:
 
     options = FleetOptions(
         sidecars=args.sidecars,
+        xds_replicas=args.xds_replicas,
         port=args.port,
         admin_port=args.admin_port,
         policy_path=args.policy,

@@ -37,6 +37,9 @@ class BootstrapParams:
     api_type: str = "GRPC"  # or DELTA_GRPC
     max_downstream_connections: int = 100_000
     xds_tls: XdsTls | None = None  # None: plain gRPC to the control plane (trusted network)
+    # more control-plane replicas (host, port), beside xds_host:xds_port: Envoy's ADS cluster
+    # lists them all and reconnects to another when its stream's replica goes away
+    more_xds: tuple[tuple[str, int], ...] = ()
 
 
 def render_bootstrap(params: BootstrapParams, template: Path = TEMPLATE) -> str:
@@ -48,8 +51,14 @@ def render_bootstrap(params: BootstrapParams, template: Path = TEMPLATE) -> str:
         ) from None
     if params.api_type not in ("GRPC", "DELTA_GRPC"):
         raise StartupError(f"ADS api_type must be GRPC or DELTA_GRPC, not {params.api_type!r}")
-    values = {k: str(v) for k, v in asdict(params).items() if k != "xds_tls"}
+    values = {k: str(v) for k, v in asdict(params).items() if k not in ("xds_tls", "more_xds")}
     values["xds_transport_socket"] = _xds_transport_socket(params.xds_tls)
+    values["xds_endpoints"] = json.dumps(
+        [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+            for host, port in ((params.xds_host, params.xds_port), *params.more_xds)
+        ]
+    )  # JSON is YAML: one line, whatever the indentation
     return string.Template(text).substitute(values)
 
 

@@ -61,6 +61,7 @@ class FleetOptions:
     drain_budget_s: float = 3.0  # a sidecar's SIGTERM drain (Ctrl-C of the local fleet)
     probe: str = "websocket"  # the startup round trip: websocket, sse or poll
     region: str = "local"  # the region of the Envoy (node locality) and of the sidecars
+    xds_replicas: int = 1  # control planes serving the same snapshots; Envoy lists them all
 
 
 @dataclass
@@ -88,8 +89,9 @@ class FleetInfo:
     redis_url: str = ""
     redis_embedded: bool = False
     backend_ports: dict[str, int] = field(default_factory=dict)  # name -> gRPC port
-    xds_grpc_port: int = 0
+    xds_grpc_port: int = 0  # the first control plane's (the one `wsfleet pods` asks)
     xds_admin_port: int = 0
+    xds_replicas: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> ports
     envoy_admin_port: int = 0
     sidecars: dict[str, SidecarInfo] = field(default_factory=dict)
 
@@ -153,6 +155,8 @@ class LocalFleet:
                 self.client_tls = _trusting(bundle.certificates[first.tls.certificate].chain_pem)
         if options.sidecars < 1:
             raise StartupError("--sidecars must be at least 1")
+        if options.xds_replicas < 1:
+            raise StartupError("--xds-replicas must be at least 1")
         ensure_port_free("127.0.0.1", options.port, "client")
         ensure_port_free("127.0.0.1", options.admin_port, "admin")
         if self.run_dir.exists():
@@ -195,6 +199,12 @@ class LocalFleet:
         self.info.xds_grpc_port, self.info.xds_admin_port = await self._spawn_xds(
             "xds", grpc_port, self.options.admin_port, self.options.port
         )
+        self.info.xds_replicas["xds"] = (self.info.xds_grpc_port, self.info.xds_admin_port)
+        for index in range(2, self.options.xds_replicas + 1):
+            name = f"xds-{index}"
+            if name not in self.info.xds_replicas:
+                ports = await self._spawn_xds(name, 0, free_port(), self.options.port)
+                self.info.xds_replicas[name] = ports
 
     async def _spawn_xds(
         self, name: str, grpc_port: int, admin_port: int, listener_port: int
@@ -266,12 +276,18 @@ class LocalFleet:
         raise StartupError(f"{child.name} did not become ready in {STARTUP_TIMEOUT_S:.0f} s")
 
     async def _start_envoy(self) -> None:
+        more = tuple(grpc for name, (grpc, _) in self.info.xds_replicas.items() if name != "xds")
         self.info.envoy_admin_port = await self._spawn_envoy(
-            "envoy", self.info.xds_grpc_port, self.options.region
+            "envoy", self.info.xds_grpc_port, self.options.region, more_xds=more
         )
 
     async def _spawn_envoy(
-        self, name: str, xds_port: int, region: str, node_id: str = "envoy-1"
+        self,
+        name: str,
+        xds_port: int,
+        region: str,
+        node_id: str = "envoy-1",
+        more_xds: tuple[int, ...] = (),
     ) -> int:
         bootstrap = self.run_dir / f"{name}.yaml"
         client = fleet_ca.ensure_node_pair(self.state_dir, node_id, region)
@@ -284,6 +300,7 @@ class LocalFleet:
                     api_type=self.options.api_type,
                     region=region,
                     xds_tls=tls,
+                    more_xds=tuple(("127.0.0.1", port) for port in more_xds),
                 )
             )
         )
@@ -497,7 +514,11 @@ class LocalFleet:
                 "control-plane admin",
                 f"http://127.0.0.1:{self.info.xds_admin_port}/metrics  /debug/nodes  /debug/config",
             ),
-            ("xDS (ADS gRPC)", f"127.0.0.1:{self.info.xds_grpc_port}  ({self.options.api_type})"),
+            (
+                "xDS (ADS gRPC)",
+                ", ".join(f"127.0.0.1:{grpc}" for grpc, _ in self.info.xds_replicas.values())
+                + f"  ({self.options.api_type})",
+            ),
             (
                 "Envoy admin",
                 f"http://127.0.0.1:{self.info.envoy_admin_port}/config_dump  /clusters",
