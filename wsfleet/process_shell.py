@@ -1,5 +1,6 @@
 """What every server process does around its work: turn SIGTERM/SIGINT into events, and
-stop its background tasks. The control plane and the sidecars share it."""
+stop its background tasks. Every long-running wsfleet process (control plane, sidecars,
+the demo backend, the local fleet, the fault proxy) takes its signals from it."""
 
 from __future__ import annotations
 

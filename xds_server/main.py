@@ -205,17 +205,19 @@ class HashSourcesAnnouncer:
         self._said: dict[str, HashSources] | None = None
         self._said_at = 0.0
 
+    def _pools(self) -> dict[str, HashSources]:
+        return {pool.name: pool.hash_key.sources() for pool in self._policy().pools}
+
     async def announce(self) -> None:
         """Write every pool's hash sources; raises ``RegistryUnavailable``."""
-        pools = {pool.name: pool.hash_key.sources() for pool in self._policy().pools}
+        pools = self._pools()
         await self._registry.put_hash_sources(pools)
         self._said, self._said_at = pools, time.monotonic()
 
     async def run(self, poll_s: float) -> None:
         while True:
             await asyncio.sleep(poll_s)
-            pools = {pool.name: pool.hash_key.sources() for pool in self._policy().pools}
-            if pools == self._said and time.monotonic() - self._said_at < REANNOUNCE_S:
+            if self._pools() == self._said and time.monotonic() - self._said_at < REANNOUNCE_S:
                 continue
             try:
                 await self.announce()

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import ipaddress
 import os
-import signal
 import socket
 import sys
 from collections.abc import Coroutine, Sequence
@@ -26,6 +25,7 @@ from wsfleet.arg_types import (
     positive_int,
 )
 from wsfleet.errors import ConfigError, WsfleetError
+from wsfleet.process_shell import signal_events
 from wsfleet.settings import DEFAULT_STATE_DIR, BackendSettings
 from wsfleet.settings_flags import add_flags, from_args
 from xds_server import cli as xds_cli
@@ -465,10 +465,7 @@ async def _up(args: argparse.Namespace) -> None:
         log_level=args.log_level,
     )
     fleet = LocalFleet(options, sink=print_line)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+    stop, _ = signal_events()
     stopping = asyncio.create_task(stop.wait())
     starting = asyncio.create_task(fleet.start())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +37,7 @@ from wsfleet.api import bridge_pb2 as pb
 from wsfleet.errors import StartupError
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import BATCH_SPACING_S, Outbox, OutboxClosed
+from wsfleet.process_shell import signal_events
 from wsfleet.readiness import write_ready
 from wsfleet.settings import BackendSettings
 
@@ -271,10 +271,7 @@ async def start_backend(settings: BackendSettings) -> tuple[grpc.aio.Server, int
 
 
 async def run(settings: BackendSettings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop, _ = signal_events()
     server, port = await start_backend(settings)
     write_ready(settings.ready_file, port=port)
     log.info("backend_started", port=port, name=settings.name)

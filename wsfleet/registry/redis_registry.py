@@ -242,8 +242,9 @@ class RedisRegistry:
         ttl_ms = max(1, int(ttl_s * 1000))
         names = ConnectionRecord.field_names()
         head = (max_per_user, ttl_ms, f"{self._ns}:conn:", len(names), *names)
+        chunks = list(self._chunks(records))
         calls = []
-        for shard, chunk in self._chunks(records):
+        for shard, chunk in chunks:
             keys = [self._pod_conns_key(shard)]
             args: list[object] = [*head]
             for record in chunk:
@@ -256,7 +257,7 @@ class RedisRegistry:
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
         refused = set()
-        for (_, chunk), answer in zip(self._chunks(records), answers, strict=True):
+        for (_, chunk), answer in zip(chunks, answers, strict=True):
             if isinstance(answer, Exception):
                 raise RegistryUnavailable(str(answer))
             for record, admitted in zip(chunk, cast(list[int], answer), strict=True):

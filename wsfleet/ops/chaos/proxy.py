@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import structlog
 
 from wsfleet.ops.chaos.faults import FaultPlan, Faults
+from wsfleet.process_shell import signal_events
 
 log = structlog.get_logger()
 
@@ -147,10 +147,7 @@ class FaultProxy:
 
 async def serve_until_stopped(proxy: FaultProxy) -> None:
     """Run ``proxy`` until SIGTERM or SIGINT, then close every connection it holds."""
-    stopped = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopped.set)
+    stopped, _ = signal_events()
     async with proxy:
         print(
             f"fault proxy on 127.0.0.1:{proxy.port} -> {proxy.target[0]}:{proxy.target[1]}"
