@@ -164,20 +164,27 @@ async def test_a_client_that_never_reads_is_cut_with_1013_and_memory_stays_flat(
         for _ in range(4):
             await stuck.send_str("/flood 1000 50000")
 
-        async def cut() -> bool:
-            return (await _metrics(session, sidecar)).get(
-                'wsfleet_gateway_closes_total{code="1013"}', 0
-            ) >= 1 or (await _metrics(session, sidecar)).get(
-                'wsfleet_gateway_closes_total{code="1006"}', 0
-            ) >= 1
-
         peak = baseline
-        for _ in range(150):
+        closes: dict[str, float] = {}
+
+        async def cut() -> bool:
+            nonlocal peak, closes
             peak = max(peak, process.memory_info().rss)
-            if await cut():
-                break
-            await asyncio.sleep(0.1)
-        assert await cut()
+            metrics = await _metrics(session, sidecar)
+            closes = {k: v for k, v in metrics.items() if k.startswith("wsfleet_gateway_closes")}
+            codes = (
+                'wsfleet_gateway_closes_total{code="1013"}',
+                'wsfleet_gateway_closes_total{code="1006"}',
+            )
+            return any(closes.get(code, 0) >= 1 for code in codes)
+
+        # The cut comes once every buffer between the sidecar and the client is full and
+        # the grace has passed: seconds on a quiet machine. The bound only keeps a broken
+        # gateway from hanging the suite; it is not a speed the test asks for.
+        try:
+            await wait_for(cut, 120, interval_s=0.1)
+        except TimeoutError:
+            raise AssertionError(f"the stuck client was not cut; closes: {closes}") from None
         # 200 MB asked for; the queue holds at most 1 MB (4x its bound) before the cut. The
         # rest of the growth is transient and varies from run to run (13-65 MB measured):
         # batches in flight on the bridge, gRPC's receive window, the allocator's high-water.

@@ -1,19 +1,60 @@
-"""Loopback ports: find free ones, check chosen ones."""
+"""Loopback ports: find free ones, check chosen ones.
+
+A port found free is only free until someone binds it. The kernel hands out ports
+from its ephemeral range (``net.ipv4.ip_local_port_range``) to every ``bind(0)`` and
+every outgoing connection, so a port picked from that range can be taken by a
+process's outgoing connection (to Redis, say) before the process meant to listen on it
+starts. :func:`free_port` therefore picks below that range, where only an explicit
+bind takes a port, and never hands out the same port twice in one process.
+"""
 
 from __future__ import annotations
 
 import errno
+import random
 import socket
+from pathlib import Path
 
 from wsfleet.errors import StartupError
 
+_LOWEST = 10_000
+_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def _below_ephemeral() -> range:
+    """Ports below the kernel's ephemeral range (empty when it cannot be read or
+    leaves too little room: then the kernel picks)."""
+    try:
+        low = int(_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(_LOWEST, low) if low - _LOWEST >= 1_000 else range(0)
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (bind to 0, read, release)."""
+    """A port that was free a moment ago and that the kernel will not hand to an
+    outgoing connection or a ``bind(0)`` meanwhile (see the module's docstring)."""
+    candidates = _below_ephemeral()
+    for _ in range(200 if candidates else 0):
+        port = random.choice(candidates)
+        if port not in _handed_out and _bindable(host, port):
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+        chosen: int = probe.getsockname()[1]
+    _handed_out.add(chosen)
+    return chosen
 
 
 def ensure_port_free(host: str, port: int, what: str) -> None:

@@ -1,0 +1,37 @@
+"""free_port picks ports the kernel will not hand to anyone else meanwhile."""
+
+from __future__ import annotations
+
+import socket
+
+from wsfleet.ops.launcher import ports
+
+
+def _ephemeral_low() -> int:
+    return int(ports._RANGE_FILE.read_text().split()[0])
+
+
+def test_ports_come_from_below_the_ephemeral_range_and_never_twice() -> None:
+    chosen = [ports.free_port() for _ in range(200)]
+    assert len(set(chosen)) == len(chosen)
+    assert all(ports._LOWEST <= port < _ephemeral_low() for port in chosen)
+
+
+def test_a_port_someone_listens_on_is_not_handed_out(monkeypatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        monkeypatch.setattr(ports, "_below_ephemeral", lambda: range(busy, busy + 1))
+        monkeypatch.setattr(ports, "_handed_out", set())
+        assert ports.free_port() != busy  # the only candidate is taken: the kernel picks
+
+
+def test_without_room_below_the_range_the_kernel_picks(monkeypatch, tmp_path) -> None:
+    narrow = tmp_path / "range"
+    narrow.write_text("10500\t60999\n")
+    monkeypatch.setattr(ports, "_RANGE_FILE", narrow)
+    assert ports._below_ephemeral() == range(0)
+    port = ports.free_port()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # free, as promised
