@@ -34,6 +34,7 @@ from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.ops.launcher.children import Supervisor
 from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
+from wsfleet.tokens import ensure_auth_key
 from xds_server import builders
 from xds_server.policy_loader import default_policy_text, parse_policy
 
@@ -172,7 +173,7 @@ async def measure(
         await asyncio.sleep(args.settle)
         rss_before = process.memory_info().rss
         memory_before = await asyncio.to_thread(_memory, admin)
-        target = Target(name, f"ws://127.0.0.1:{port}/ws", {})
+        target = Target(name, f"ws://127.0.0.1:{port}/ws", {}, ensure_auth_key(run_dir))
         share = -(-args.connections // args.clients)
         for i in range(args.clients):
             count = min(share, args.connections - i * share)

@@ -84,15 +84,16 @@ async def _announce_default_hash_key(redis_url: str) -> None:
 
 async def _start_server(
     kind: str, supervisor: Supervisor, run_dir: Path
-) -> tuple[int, int, Path | None]:
-    """Returns (port, pid, key file)."""
+) -> tuple[int, int, Path]:
+    """Returns (port, pid, the key the handshakes' tokens are signed with)."""
     if kind == "bare":
         ready = run_dir / "bare.ready.json"
         child = await supervisor.start(
             "bare", [sys.executable, "-m", "benchmarks.bare_echo", "--ready-file", str(ready)]
         )
         facts = await wait_ready(ready, START_TIMEOUT_S)
-        return int(facts["port"]), child.pid, None
+        # the same handshake request as the sidecar's, token included (bare ignores it)
+        return int(facts["port"]), child.pid, ensure_auth_key(run_dir)
     _, redis_url = await start_embedded_redis(supervisor, free_port(), run_dir / "redis")
     await _announce_default_hash_key(redis_url)
     backend_ready = run_dir / "backend.ready.json"
@@ -137,7 +138,7 @@ async def _start_server(
 
 
 async def _spawn_clients(
-    url: str, count: int, key_file: Path | None, prefix: str, max_seconds: float
+    url: str, count: int, key_file: Path, prefix: str, max_seconds: float
 ) -> ClientProcess:
     argv = [
         sys.executable,
@@ -154,8 +155,7 @@ async def _spawn_clients(
         "--handshake-timeout",
         str(min(30.0, max_seconds)),
     ]
-    if key_file is not None:
-        argv += ["--key-file", str(key_file)]
+    argv += ["--key-file", str(key_file)]
     client = ClientProcess(await processes.spawn(*argv))
     client.pumping = asyncio.create_task(client.pump())
     return client

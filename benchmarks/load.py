@@ -67,6 +67,7 @@ from wsfleet.ops.launcher.envoy_bootstrap import envoy_binary
 from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
+from wsfleet.tokens import ensure_auth_key
 
 START_TIMEOUT_S = 30.0
 HCM = (
@@ -105,7 +106,7 @@ class Target:
     name: str
     url: str
     processes: dict[str, psutil.Process]  # role -> process
-    key_file: Path | None = None  # wsfleet: tokens are signed with it
+    key_file: Path  # the handshake's token is signed with it (the bare servers ignore it)
     stop: Callable[[], Awaitable[None]] | None = None
     v1: bool = False  # speak protocol wsfleet.v1
     timeline: list[tuple[float, int]] = field(default_factory=list)
@@ -268,7 +269,9 @@ async def start_bare(run_dir: Path, behind_envoy: bool, cores: frozenset[int] | 
     except BaseException:
         await stop()
         raise
-    target = Target("envoy+bare" if behind_envoy else "bare", url, roles, stop=stop)
+    # the same handshake request as wsfleet's, token included: like is compared with like
+    key_file = ensure_auth_key(run_dir)
+    target = Target("envoy+bare" if behind_envoy else "bare", url, roles, key_file, stop=stop)
     target.pin(cores)
     return target
 
@@ -341,8 +344,7 @@ async def _spawn(
         "--idle-s",
         str(4 * max_seconds + 60),
     ]
-    if target.key_file is not None:  # wsfleet: authenticated
-        argv += ["--key-file", str(target.key_file)]
+    argv += ["--key-file", str(target.key_file)]
     if target.v1:  # protocol v1, as the SDKs speak it
         argv.append("--v1")
     return await processes.spawn(*argv, cores=cores)

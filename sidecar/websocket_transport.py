@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
@@ -173,6 +174,13 @@ class _WebSocketResponse(web.WebSocketResponse):
     not write the welcome sends the 101 at once (``send_headers``)."""
 
     _send_headers_immediately = False
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        writer = await super().prepare(request)
+        # The 101's headers are serialized by now: their dict would live as long as the
+        # connection for nothing (≈ 0.4 KB per idle client, the accept key included).
+        self._headers = CIMultiDict()
+        return writer
 
 
 class _MaskedFramesOnly(ws_frames.MaskCheck):

@@ -392,7 +392,7 @@ class RedisRegistry:
             raise RegistryUnavailable(str(exc)) from exc
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def ping(self) -> None:
         try:
