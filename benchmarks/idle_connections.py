@@ -82,9 +82,7 @@ async def _announce_default_hash_key(redis_url: str) -> None:
         await registry.close()
 
 
-async def _start_server(
-    kind: str, supervisor: Supervisor, run_dir: Path
-) -> tuple[int, int, Path]:
+async def _start_server(kind: str, supervisor: Supervisor, run_dir: Path) -> tuple[int, int, Path]:
     """Returns (port, pid, the key the handshakes' tokens are signed with)."""
     if kind == "bare":
         ready = run_dir / "bare.ready.json"
