@@ -20,11 +20,12 @@ def unlimited_session() -> aiohttp.ClientSession:
 
 
 async def open_ws(
-    fleet: LocalFleet, session: aiohttp.ClientSession, user: str
+    fleet: LocalFleet, session: aiohttp.ClientSession, user: str, url: str | None = None
 ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
-    """Connect ``user`` through Envoy; returns the socket and the pod that holds it."""
+    """Connect ``user`` through Envoy (the first, or the one at ``url``); returns the socket
+    and the pod that holds it."""
     ws = await session.ws_connect(
-        f"{fleet.client_url}?user={user}",
+        f"{url or fleet.client_url}?user={user}",
         headers={"Authorization": f"Bearer {fleet.token(user)}"},
         timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
     )
@@ -32,8 +33,10 @@ async def open_ws(
     return ws, pod
 
 
-async def pod_of(fleet: LocalFleet, session: aiohttp.ClientSession, user: str) -> str:
-    ws, pod = await open_ws(fleet, session, user)
+async def pod_of(
+    fleet: LocalFleet, session: aiohttp.ClientSession, user: str, url: str | None = None
+) -> str:
+    ws, pod = await open_ws(fleet, session, user, url)
     await ws.close()
     return pod
 
@@ -46,9 +49,12 @@ async def envoy_get(fleet: LocalFleet, path: str) -> Any:
         return await response.text()
 
 
-async def cluster_hosts(fleet: LocalFleet, cluster: str) -> dict[str, str]:
-    """Envoy's view of ``cluster``: hostname (pod id) -> EDS health status."""
-    status = await envoy_get(fleet, "/clusters?format=json")
+async def cluster_hosts(fleet: LocalFleet, cluster: str, envoy: str = "envoy") -> dict[str, str]:
+    """An Envoy's view of ``cluster`` (the first Envoy's unless named): hostname (pod id) ->
+    EDS health status."""
+    url = f"http://127.0.0.1:{fleet.info.envoys[envoy].admin_port}/clusters?format=json"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        status = await response.json(content_type=None)
     for entry in status.get("cluster_statuses", []):
         if entry["name"] == cluster:
             return {

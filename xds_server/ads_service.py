@@ -25,6 +25,7 @@ import structlog
 
 from wsfleet.fleet_ca import NodeIdentity, node_identity
 from xds_server import type_urls, wire
+from xds_server.builders import NodeGroup
 from xds_server.delta import DeltaRequest, DeltaResponse, DeltaStream
 from xds_server.envoy_types import DeltaDiscoveryRequest, DiscoveryRequest
 from xds_server.ledger import Ledger, NodeStatus
@@ -57,11 +58,25 @@ class _Protocol:
     encode: Callable[[Any], bytes]  # state-machine response -> wire bytes
 
 
+LISTENER_PORT_KEY = "wsfleet.listener_port"
+"""Node metadata: the port this Envoy's client listener takes instead of the policy's
+(several Envoys on one host). Absent: the policy's port."""
+
+
 def node_group(node: Any) -> str:
-    """Envoys are grouped by the region of their locality; none means the default group."""
+    """Envoys are grouped by the region of their locality (none: the default group) and
+    the listener port their metadata asks for; raises ValueError for a port that is not
+    one."""
     locality = getattr(node, "locality", None) if node is not None else None
     region = getattr(locality, "region", "") if locality is not None else ""
-    return str(region) or DEFAULT_GROUP
+    fields = getattr(getattr(node, "metadata", None), "fields", None) or {}
+    port = None
+    if LISTENER_PORT_KEY in fields:
+        value = getattr(fields[LISTENER_PORT_KEY], "number_value", None)
+        if not isinstance(value, float | int) or value != int(value) or not 1 <= value <= 65535:
+            raise ValueError(f"node metadata {LISTENER_PORT_KEY} must be a port (1-65535)")
+        port = int(value)
+    return NodeGroup(str(region) or None, port).key
 
 
 def _envoy_version(node: Any) -> str:
@@ -220,7 +235,10 @@ class AdsService:
                         node = getattr(event, "node", None)
                         if self._require_identity:
                             await self._refuse_unproven(node, context)
-                        group = node_group(node)
+                        try:
+                            group = node_group(node)
+                        except ValueError as exc:
+                            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
                         if (
                             group not in self._streams_by_group
                             and len(self._streams_by_group) >= self._max_groups

@@ -24,6 +24,7 @@ from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
 from xds_server.membership import Endpoint, Membership
 from xds_server.policy import HashKey, Listener, Policy, Pool, Route, RouteKind
+from xds_server.snapshot import DEFAULT_GROUP
 
 HCM = (
     "type.googleapis.com/"
@@ -48,9 +49,24 @@ Resources = dict[str, dict[str, Spec]]
 
 @dataclass(frozen=True, slots=True)
 class NodeGroup:
-    """What a group of Envoys has in common that changes their config: their region."""
+    """What a group of Envoys has in common that changes their config: their region, and
+    the port their client listener takes when their bootstrap asks for one of its own
+    (several Envoys on one host, ``wsfleet up --envoys N``; in a cluster every Envoy
+    takes the policy's port and this stays None)."""
 
     region: str | None = None
+    listener_port: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The group's name in the snapshot cache: ``*``, ``eu``, ``eu@9001``, ``*@9001``."""
+        name = self.region or DEFAULT_GROUP
+        return name if self.listener_port is None else f"{name}@{self.listener_port}"
+
+    @classmethod
+    def from_key(cls, key: str) -> NodeGroup:
+        name, _, port = key.partition("@")
+        return cls(None if name == DEFAULT_GROUP else name, int(port) if port else None)
 
 
 ANY_REGION = NodeGroup()
@@ -63,6 +79,8 @@ def build_resources(
     group: NodeGroup = ANY_REGION,
 ) -> Resources:
     """Every resource the Envoys of ``group`` need, by type URL and name."""
+    if group.listener_port is not None:
+        policy = policy.with_listener_port(group.listener_port)
     return {
         type_urls.LISTENER: {item.name: listener(item) for item in policy.listeners},
         type_urls.ROUTE: {

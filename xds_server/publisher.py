@@ -1,7 +1,8 @@
 """Turns the current policy bundle and membership into snapshots, one per node group.
 
-A node group is the region an Envoy says it is in (``node.locality.region``);
-Envoys without one share the default group. Groups differ only where the
+A node group is the region an Envoy says it is in (``node.locality.region``) and, when
+its bootstrap asks for one, the port of its client listener (``builders.NodeGroup``);
+Envoys without either share the default group. Groups differ only where the
 policy makes them differ (``prefer_local_region``); identical resources are
 serialized once and their bytes shared by every group.
 """
@@ -108,9 +109,8 @@ class SnapshotPublisher:
         )
 
     def _publish_group(self, group: str) -> bool:
-        region = None if group == DEFAULT_GROUP else group
         resources = build_resources(
-            self.policy, self._membership, self._bundle.certificates, NodeGroup(region)
+            self.policy, self._membership, self._bundle.certificates, NodeGroup.from_key(group)
         )
         previous = self._snapshots.get(group)
         snapshot = build_snapshot(resources, previous, self._interned)

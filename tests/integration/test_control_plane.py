@@ -17,6 +17,7 @@ from tests.helpers import (
     envoy_get,
     envoy_stats,
     open_ws,
+    pod_of,
     unlimited_session,
     wait_for,
     xds_get,
@@ -406,3 +407,50 @@ async def test_killing_one_of_two_control_planes_drops_nothing_and_the_other_tak
         for n, ws in enumerate(sockets):  # every connection lived through it
             await ws.send_str(f"still-{n}")
             assert (await ws.receive(timeout=5)).data == f"still-{n}"
+
+
+async def test_many_envoys_route_a_user_to_the_same_gateway_and_all_follow_membership(
+    fleet_factory,
+) -> None:
+    """Three Envoys (one per zone, each on its own client port) fed by two control-plane
+    replicas: every user lands on the same gateway whichever Envoy they enter by (the
+    Maglev tables agree), and a new gateway reaches every Envoy, after which they still
+    agree."""
+    fleet: LocalFleet = await fleet_factory(sidecars=3, envoys=3, xds_replicas=2)
+    envoys = fleet.info.envoys
+    assert [envoy.zone for envoy in envoys.values()] == ["zone-1", "zone-2", "zone-3"]
+    assert len({envoy.client_port for envoy in envoys.values()}) == 3
+    users = [f"user-{n}" for n in range(24)]
+
+    async def placements() -> dict[str, set[str]]:
+        async with unlimited_session() as session:
+            urls = fleet.client_urls.values()
+            return {
+                user: {await pod_of(fleet, session, user, url) for url in urls} for user in users
+            }
+
+    before = await placements()
+    assert all(len(pods) == 1 for pods in before.values()), before  # same gateway via any
+    assert len(set().union(*before.values())) == 3  # and users spread over the gateways
+
+    added = await fleet.start_sidecar()
+
+    async def every_envoy_has_it() -> bool:
+        views = [await cluster_hosts(fleet, "gateways", name) for name in envoys]
+        return all(added.pod_id in hosts for hosts in views)
+
+    await wait_for(every_envoy_has_it, 30)
+    await fleet.wait_hosts_healthy(set(fleet.info.sidecars), 30)
+    after = await placements()
+    assert all(len(pods) == 1 for pods in after.values()), after
+    assert added.pod_id in set().union(*after.values())  # the new gateway takes users
+
+    headers = {"Authorization": f"Bearer {fleet.admin_token}"}
+    async with unlimited_session() as session:
+        groups = set()
+        for _, admin_port in fleet.info.xds_replicas.values():
+            url = f"http://127.0.0.1:{admin_port}/debug/nodes"
+            async with session.get(url, headers=headers) as response:
+                groups |= {n["cluster"] for n in (await response.json())["nodes"] if n["connected"]}
+    extra_ports = [envoy.client_port for name, envoy in envoys.items() if name != "envoy"]
+    assert groups == {"local", *(f"local@{port}" for port in extra_ports)}

@@ -203,3 +203,22 @@ def test_slow_and_idle_clients_are_cut_by_envoy_and_envoy_closes_before_the_gate
     assert "typedExtensionProtocolOptions" in decoded or "typed_extension_protocol_options" in (
         decoded
     )
+
+
+def test_a_node_group_with_its_own_listener_port_differs_from_the_default_only_there() -> None:
+    policy = parse_policy(default_policy_text())
+    members = {"gateways": (_endpoint("pod-1"),)}
+    default = build_resources(policy, members)
+    own = build_resources(policy, members, group=NodeGroup(None, 9001))
+    first = policy.listeners[0].name
+    address = own[T.LISTENER][first]["address"]["socket_address"]
+    assert address["port_value"] == 9001
+    assert default[T.LISTENER][first]["address"]["socket_address"]["port_value"] != 9001
+    for url in (T.ROUTE, T.CLUSTER, T.ENDPOINT):  # the rest is the same, byte for byte
+        assert own[url] == default[url]
+
+
+def test_node_group_keys_round_trip() -> None:
+    for group in (NodeGroup(), NodeGroup("eu"), NodeGroup("eu", 9001), NodeGroup(None, 9001)):
+        assert NodeGroup.from_key(group.key) == group
+    assert NodeGroup().key == "*" and NodeGroup("eu", 9001).key == "eu@9001"

@@ -112,3 +112,22 @@ def test_the_ledger_forgets_the_longest_gone_nodes_past_its_bound(
         assert node.connected
     ledger.open("n5", "g", "sotw", "", 0.0)
     assert len(ledger.nodes()) == 4  # over the bound only while all are connected
+
+
+def _node_with(metadata: dict[str, Any]) -> Node:
+    from envoy_data_plane.google.protobuf import Struct, Value
+
+    fields = {key: Value(**value) for key, value in metadata.items()}
+    return Node.parse(bytes(Node(id="e", locality=Locality(region="eu"), metadata=Struct(fields))))
+
+
+def test_a_node_is_grouped_by_region_and_the_listener_port_it_asks_for() -> None:
+    from xds_server.ads_service import LISTENER_PORT_KEY, node_group
+
+    assert node_group(_node_with({})) == "eu"
+    assert node_group(_node_with({LISTENER_PORT_KEY: {"number_value": 9001}})) == "eu@9001"
+    for bad in ({"number_value": 0}, {"number_value": 70000}, {"number_value": 80.5}, {}):
+        with pytest.raises(ValueError, match="must be a port"):
+            node_group(_node_with({LISTENER_PORT_KEY: bad}))
+    with pytest.raises(ValueError, match="must be a port"):
+        node_group(_node_with({LISTENER_PORT_KEY: {"string_value": "9001"}}))

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="control planes serving the same snapshots; Envoy lists them all (default 1)",
     )
+    up.add_argument(
+        "--envoys",
+        type=positive_int,
+        default=1,
+        help="Envoys, one per zone; the first on --port, the others on ports of their own "
+        "(listed at start); a user lands on the same gateway through any (default 1)",
+    )
     up.add_argument("--port", type=port, default=8080, help="client port on Envoy (default 8080)")
     up.add_argument(
         "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
@@ -456,6 +463,7 @@ async def _up(args: argparse.Namespace) -> None:
     options = FleetOptions(
         sidecars=args.sidecars,
         xds_replicas=args.xds_replicas,
+        envoys=args.envoys,
         port=args.port,
         admin_port=args.admin_port,
         policy_path=args.policy,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wsfleet.errors import StartupError
 from wsfleet.fleet_ca import SERVER_NAME
+from xds_server.ads_service import LISTENER_PORT_KEY
 
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
@@ -31,6 +32,8 @@ class BootstrapParams:
     xds_port: int
     node_cluster: str = "wsfleet"
     region: str = "local"
+    zone: str = ""  # the node's zone (shown by the control plane); "" for none
+    listener_port: int | None = None  # this Envoy's client port, when not the policy's
     xds_host: str = "127.0.0.1"
     admin_host: str = "127.0.0.1"
     admin_port: int = 0  # 0: any free port, written to --admin-address-path
@@ -51,7 +54,10 @@ def render_bootstrap(params: BootstrapParams, template: Path = TEMPLATE) -> str:
         ) from None
     if params.api_type not in ("GRPC", "DELTA_GRPC"):
         raise StartupError(f"ADS api_type must be GRPC or DELTA_GRPC, not {params.api_type!r}")
-    values = {k: str(v) for k, v in asdict(params).items() if k not in ("xds_tls", "more_xds")}
+    skip = ("xds_tls", "more_xds", "listener_port")
+    values = {k: str(v) for k, v in asdict(params).items() if k not in skip}
+    metadata = {} if params.listener_port is None else {LISTENER_PORT_KEY: params.listener_port}
+    values["node_metadata"] = json.dumps(metadata)
     values["xds_transport_socket"] = _xds_transport_socket(params.xds_tls)
     values["xds_endpoints"] = json.dumps(
         [

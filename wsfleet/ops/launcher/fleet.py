@@ -62,6 +62,7 @@ class FleetOptions:
     probe: str = "websocket"  # the startup round trip: websocket, sse or poll
     region: str = "local"  # the region of the Envoy (node locality) and of the sidecars
     xds_replicas: int = 1  # control planes serving the same snapshots; Envoy lists them all
+    envoys: int = 1  # Envoys, one per zone, each on a client port of its own
 
 
 @dataclass
@@ -69,6 +70,16 @@ class SidecarInfo:
     pod_id: str
     child: Child
     port: int
+    admin_port: int
+
+
+@dataclass(frozen=True)
+class EnvoyInfo:
+    """One of the region's Envoys (``wsfleet up --envoys N``): its node, zone and ports."""
+
+    node_id: str
+    zone: str
+    client_port: int
     admin_port: int
 
 
@@ -92,7 +103,8 @@ class FleetInfo:
     xds_grpc_port: int = 0  # the first control plane's (the one `wsfleet pods` asks)
     xds_admin_port: int = 0
     xds_replicas: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> ports
-    envoy_admin_port: int = 0
+    envoy_admin_port: int = 0  # the first Envoy's
+    envoys: dict[str, EnvoyInfo] = field(default_factory=dict)  # every Envoy, by name
     sidecars: dict[str, SidecarInfo] = field(default_factory=dict)
 
 
@@ -157,6 +169,8 @@ class LocalFleet:
             raise StartupError("--sidecars must be at least 1")
         if options.xds_replicas < 1:
             raise StartupError("--xds-replicas must be at least 1")
+        if options.envoys < 1:
+            raise StartupError("--envoys must be at least 1")
         ensure_port_free("127.0.0.1", options.port, "client")
         ensure_port_free("127.0.0.1", options.admin_port, "admin")
         if self.run_dir.exists():
@@ -191,6 +205,7 @@ class LocalFleet:
             fleet_file(self.state_dir),
             admin_url=self.admin_url,
             client_url=self.client_url,
+            client_urls=self.client_urls,
             envoy_admin_url=f"http://127.0.0.1:{self.info.envoy_admin_port}",
             launcher_pid=os.getpid(),
         )
@@ -276,10 +291,34 @@ class LocalFleet:
         raise StartupError(f"{child.name} did not become ready in {STARTUP_TIMEOUT_S:.0f} s")
 
     async def _start_envoy(self) -> None:
+        """The region's Envoys, one per zone, all fed by every control-plane replica. The
+        first takes the policy's port (``--port``); the others ask the control plane, in
+        their node metadata, for a port of their own (on one host they cannot share one)."""
         more = tuple(grpc for name, (grpc, _) in self.info.xds_replicas.items() if name != "xds")
-        self.info.envoy_admin_port = await self._spawn_envoy(
-            "envoy", self.info.xds_grpc_port, self.options.region, more_xds=more
-        )
+        for index in range(1, self.options.envoys + 1):
+            name = "envoy" if index == 1 else f"envoy-{index}"
+            node_id, zone = f"envoy-{index}", f"zone-{index}"
+            port = self.options.port if index == 1 else free_port()
+            admin_port = await self._spawn_envoy(
+                name,
+                self.info.xds_grpc_port,
+                self.options.region,
+                node_id=node_id,
+                more_xds=more,
+                zone=zone,
+                listener_port=None if index == 1 else port,
+            )
+            self.info.envoys[name] = EnvoyInfo(node_id, zone, port, admin_port)
+        self.info.envoy_admin_port = self.info.envoys["envoy"].admin_port
+
+    @property
+    def client_urls(self) -> dict[str, str]:
+        """Every Envoy's client URL, by Envoy name (the first is :attr:`client_url`)."""
+        scheme = "wss" if self.client_tls else "ws"
+        return {
+            name: f"{scheme}://127.0.0.1:{envoy.client_port}/ws"
+            for name, envoy in self.info.envoys.items()
+        }
 
     async def _spawn_envoy(
         self,
@@ -288,6 +327,8 @@ class LocalFleet:
         region: str,
         node_id: str = "envoy-1",
         more_xds: tuple[int, ...] = (),
+        zone: str = "",
+        listener_port: int | None = None,
     ) -> int:
         bootstrap = self.run_dir / f"{name}.yaml"
         client = fleet_ca.ensure_node_pair(self.state_dir, node_id, region)
@@ -301,6 +342,8 @@ class LocalFleet:
                     region=region,
                     xds_tls=tls,
                     more_xds=tuple(("127.0.0.1", port) for port in more_xds),
+                    zone=zone,
+                    listener_port=listener_port,
                 )
             )
         )
@@ -390,24 +433,40 @@ class LocalFleet:
         return await info.child.stop(timeout_s, sig)
 
     async def wait_host_routable(self, pod_id: str, timeout_s: float) -> None:
-        """Wait until Envoy lists ``pod_id`` as healthy *and* has health-checked every host
-        of the pool since (Envoy keeps a new host out of rotation until its first check
-        passes, while its admin page already says healthy)."""
+        """Wait until every Envoy lists ``pod_id`` as healthy *and* has health-checked
+        every host of the pool since (Envoy keeps a new host out of rotation until its first
+        check passes, while its admin page already says healthy)."""
         deadline = time.monotonic() + timeout_s
-        base = f"http://127.0.0.1:{self.info.envoy_admin_port}"
+        async with aiohttp.ClientSession() as session:
+            for envoy in self._envoy_admin_ports():
+                await self._wait_routable_on(session, envoy, pod_id, deadline, timeout_s)
+
+    def _envoy_admin_ports(self) -> list[int]:
+        return [envoy.admin_port for envoy in self.info.envoys.values()] or [
+            self.info.envoy_admin_port
+        ]
+
+    async def _wait_routable_on(
+        self,
+        session: aiohttp.ClientSession,
+        admin_port: int,
+        pod_id: str,
+        deadline: float,
+        timeout_s: float,
+    ) -> None:
+        base = f"http://127.0.0.1:{admin_port}"
         checks_then: int | None = None
         hosts = 0
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if checks_then is None:
-                    pool = await self._pool_hosts(session)
-                    if pool.get(pod_id) == "HEALTHY":
-                        hosts, checks_then = len(pool), await self._checks(session, base)
-                else:
-                    checks = await self._checks(session, base)
-                    if checks is None or checks >= checks_then + hosts:
-                        return
-                await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            if checks_then is None:
+                pool = await self._pool_hosts(session, admin_port)
+                if pool.get(pod_id) == "HEALTHY":
+                    hosts, checks_then = len(pool), await self._checks(session, base)
+            else:
+                checks = await self._checks(session, base)
+                if checks is None or checks >= checks_then + hosts:
+                    return
+            await asyncio.sleep(0.05)
         raise StartupError(f"Envoy did not route to {pod_id} within {timeout_s} s")
 
     async def _checks(self, session: aiohttp.ClientSession, base: str) -> int | None:
@@ -422,19 +481,26 @@ class LocalFleet:
         return None
 
     async def wait_hosts_healthy(self, pod_ids: set[str], timeout_s: float) -> None:
-        """Wait until Envoy lists exactly these pods, all HEALTHY, in the gateway cluster."""
+        """Wait until every Envoy lists exactly these pods, all HEALTHY, in the gateway
+        cluster."""
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
-                hosts = await self._pool_hosts(session)
-                if set(hosts) == pod_ids and set(hosts.values()) == {"HEALTHY"}:
+                views = [await self._pool_hosts(session, p) for p in self._envoy_admin_ports()]
+                if all(
+                    set(hosts) == pod_ids and set(hosts.values()) == {"HEALTHY"} for hosts in views
+                ):
                     return
                 await asyncio.sleep(0.1)
         raise StartupError(f"Envoy did not list {sorted(pod_ids)} as healthy in {timeout_s} s")
 
-    async def _pool_hosts(self, session: aiohttp.ClientSession) -> dict[str, str]:
-        """Envoy's view of the gateway pool: pod id -> HEALTHY, DRAINING, UNHEALTHY..."""
-        url = f"http://127.0.0.1:{self.info.envoy_admin_port}/clusters?format=json"
+    async def _pool_hosts(
+        self, session: aiohttp.ClientSession, admin_port: int | None = None
+    ) -> dict[str, str]:
+        """An Envoy's view of the gateway pool (the first Envoy's unless told): pod id ->
+        HEALTHY, DRAINING, UNHEALTHY..."""
+        port = admin_port or self.info.envoy_admin_port
+        url = f"http://127.0.0.1:{port}/clusters?format=json"
         async with session.get(url) as response:
             status = await response.json(content_type=None)
         return {
@@ -447,12 +513,17 @@ class LocalFleet:
     # -- checks ----------------------------------------------------------
 
     async def wait_round_trip(self, timeout_s: float) -> None:
-        """Wait until a WebSocket message makes it through Envoy and back."""
+        """Wait until a WebSocket message makes it through every Envoy and back (the first
+        Envoy alone with the SSE or long-poll probe)."""
         deadline = time.monotonic() + timeout_s
         last_error = "no attempt"
+        pending = list(self.client_urls.values())[1:] if self.options.probe == "websocket" else []
         while time.monotonic() < deadline:
             try:
                 await self.round_trip(PROBE_USER, "wsfleet-startup-probe", self.options.probe)
+                while pending:
+                    await self.round_trip(PROBE_USER, "wsfleet-startup-probe", url=pending[0])
+                    pending.pop(0)
                 return
             except (aiohttp.ClientError, OSError, TimeoutError, AssertionError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -461,13 +532,16 @@ class LocalFleet:
             f"no WebSocket round trip through Envoy in {timeout_s:.0f} s ({last_error})"
         )
 
-    async def round_trip(self, user_id: str, text: str, transport: str = "websocket") -> str:
+    async def round_trip(
+        self, user_id: str, text: str, transport: str = "websocket", url: str | None = None
+    ) -> str:
+        """One message there and back, through the first Envoy (or the one at ``url``)."""
         if transport != "websocket":
             return await self._sdk_round_trip(user_id, text, transport)
         async with (
             aiohttp.ClientSession() as session,
             session.ws_connect(
-                f"{self.client_url}?user={user_id}",
+                f"{url or self.client_url}?user={user_id}",
                 headers={"Authorization": f"Bearer {self.token(user_id)}"},
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 ssl=self.client_tls if self.client_tls else True,
@@ -519,9 +593,13 @@ class LocalFleet:
                 ", ".join(f"127.0.0.1:{grpc}" for grpc, _ in self.info.xds_replicas.values())
                 + f"  ({self.options.api_type})",
             ),
-            (
-                "Envoy admin",
-                f"http://127.0.0.1:{self.info.envoy_admin_port}/config_dump  /clusters",
+            *(
+                (
+                    f"{name} ({envoy.zone})",
+                    f"clients {self.client_urls[name]}  admin "
+                    f"http://127.0.0.1:{envoy.admin_port}/config_dump  /clusters",
+                )
+                for name, envoy in self.info.envoys.items()
             ),
             ("Redis", self.info.redis_url + ("  (embedded)" if self.info.redis_embedded else "")),
             *(
