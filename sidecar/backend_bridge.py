@@ -25,8 +25,9 @@ import structlog
 
 from sidecar.core.close_codes import CloseCode
 from wsfleet.api import bridge_pb2 as pb
+from wsfleet.batch_spacing import BATCH_SPACING_S
 from wsfleet.headers import POD_HEADER
-from wsfleet.outbox import BATCH_SPACING_S, Outbox
+from wsfleet.outbox import Outbox
 
 log = structlog.get_logger()
 

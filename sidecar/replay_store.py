@@ -25,6 +25,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from sidecar.core.session import Entry
+from wsfleet.batch_spacing import Spacing
 from wsfleet.redis_scripts import PipelinedScript
 
 log = structlog.get_logger()
@@ -239,7 +240,8 @@ class PersistWatcher(Protocol):
 
 class ReplayWriter:
     """Batches the replay writes of all sessions of a pod: one pipeline per event-loop turn
-    for the sessions that handshakes create, one for the messages they persist.
+    (while busy, per batch spacing: ``wsfleet.batch_spacing``) for the sessions that
+    handshakes create, one for the messages they persist.
 
     Nothing is created per message: entries join the pending batch, and each session's
     watcher hears once per batch how far its writes got (a watermark). A batch's new
@@ -255,6 +257,7 @@ class ReplayWriter:
         self._creating: list[tuple[str, str, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._spacing = Spacing()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -287,7 +290,7 @@ class ReplayWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await asyncio.sleep(0)  # let this turn's handshakes and messages join the batch
+            await self._spacing.pace()  # let this turn's handshakes and messages join
             creating, self._creating = self._creating, []
             if creating:
                 await self._create(creating)

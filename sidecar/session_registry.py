@@ -2,8 +2,9 @@
 
 A connection is added (with the fleet-wide per-user quota checked atomically)
 before its handshake completes, and removed when it closes. Handshakes that arrive
-together share one round trip: adds wait for the next turn of the event loop and
-go out in one pipeline; removals are not waited for and go out the same way.
+together share one round trip: adds wait for the next turn of the event loop (or, while
+the writer is busy, out the batch spacing of ``wsfleet.batch_spacing``) and go out in one
+script call; removals are not waited for and go out the same way.
 ``last_ping`` updates are only marked here and written in one pipeline every
 ``flush_s``, never one round trip per pong; the same write refreshes TTLs.
 
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
+from wsfleet.batch_spacing import Spacing
 from wsfleet.registry import ConnectionRecord, QuotaExceeded, Registry, RegistryUnavailable
 
 log = structlog.get_logger()
@@ -46,6 +48,7 @@ class SessionRegistry:
         self._adding: list[tuple[ConnectionRecord, asyncio.Future[bool]]] = []
         self._removing: list[ConnectionRecord] = []
         self._writer: asyncio.Task[None] | None = None
+        self._spacing = Spacing()
         self.needs_resync = False
 
     def __len__(self) -> int:
@@ -78,8 +81,8 @@ class SessionRegistry:
 
     async def _write(self) -> None:
         """Write what queued up, batch after batch, until nothing is left."""
-        await asyncio.sleep(0)  # let this turn's handshakes join the batch
         while self._adding or self._removing:
+            await self._spacing.pace()  # let this turn's (or these 2 ms') handshakes join
             adding, self._adding = self._adding, []
             removing, self._removing = self._removing, []
             refused: set[str] = set()

@@ -16,13 +16,9 @@ import asyncio
 from collections import deque
 from typing import Generic, TypeVar
 
-T = TypeVar("T")
+from wsfleet.batch_spacing import Spacing
 
-BATCH_SPACING_S = 0.002
-"""How far apart the bridge's batches leave, at least (unless one is full). A message
-after a quiet spell leaves at once; under steady traffic, a batch carries what arrived in
-the last 2 ms instead of one message per write: a gRPC write costs far more than the
-messages in it, and 2 ms is small beside the 30 ms keep-alive target."""
+T = TypeVar("T")
 
 
 class OutboxClosed(Exception):
@@ -33,14 +29,13 @@ class Outbox(Generic[T]):
     __slots__ = (
         "_closed",
         "_items",
-        "_last_take",
         "_latest",
         "_ready",
         "_space",
+        "_spacing",
         "limit",
         "max_batch_bytes",
         "max_batch_items",
-        "spacing_s",
     )
 
     def __init__(
@@ -49,8 +44,7 @@ class Outbox(Generic[T]):
         self.limit = limit  # producers should wait for space beyond this many items
         self.max_batch_items = max_batch_items
         self.max_batch_bytes = max_batch_bytes
-        self.spacing_s = spacing_s  # batches leave at least this far apart, unless full
-        self._last_take = float("-inf")
+        self._spacing = Spacing(spacing_s)  # batches leave this far apart, unless full
         self._items: deque[tuple[T, int]] = deque()
         self._latest: dict[str, T] = {}
         self._ready = asyncio.Event()
@@ -97,11 +91,11 @@ class Outbox(Generic[T]):
                 raise OutboxClosed
             self._ready.clear()
             await self._ready.wait()
-        if self.spacing_s and len(self._items) < self.max_batch_items:
-            wait_s = self._last_take + self.spacing_s - asyncio.get_running_loop().time()
-            if wait_s > 0:  # the last batch left moments ago: let this one fill a little
-                await asyncio.sleep(wait_s)
-        self._last_take = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        wait_s = self._spacing.wait_s(loop.time())
+        if wait_s > 0 and len(self._items) < self.max_batch_items:
+            await asyncio.sleep(wait_s)  # the last batch left moments ago: let this one fill
+        self._spacing.mark(loop.time())
         batch: list[T] = []
         taken_bytes = 0
         items = self._items

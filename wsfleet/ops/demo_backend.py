@@ -34,9 +34,10 @@ import grpc
 import structlog
 
 from wsfleet.api import bridge_pb2 as pb
+from wsfleet.batch_spacing import BATCH_SPACING_S
 from wsfleet.errors import StartupError
 from wsfleet.headers import POD_HEADER
-from wsfleet.outbox import BATCH_SPACING_S, Outbox, OutboxClosed
+from wsfleet.outbox import Outbox, OutboxClosed
 from wsfleet.process_shell import signal_events
 from wsfleet.readiness import write_ready
 from wsfleet.settings import BackendSettings
