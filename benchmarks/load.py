@@ -982,7 +982,10 @@ SMOKE: dict[str, Any] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connections", type=positive_int, default=8000)
     parser.add_argument(
-        "--rate", type=positive_float, default=1000.0, help="handshakes/s, all clients"
+        "--rate",
+        type=non_negative_float,
+        default=1000.0,
+        help="handshakes/s, all clients (0: as fast as the clients can, a true surge)",
     )
     parser.add_argument(
         "--clients", type=positive_int, default=4, help="load-generator processes (at most 250)"
