@@ -24,10 +24,10 @@ class Measured:
     # `python -m benchmarks load` (protocol v1 through Envoy; the sidecar's figures from the
     # --pin run of docs/load-and-chaos.md, the rest from the 8,000-connection run) and
     # `idle-connections`, on the 2-core development machine; see docs/capacity.md
-    sidecar_kb_per_connection: float = 18.2  # load: sidecar RSS per held connection
+    sidecar_kb_per_connection: float = 17.8  # load: sidecar RSS per held connection
     sidecar_base_mb: float = 72.8  # idle-connections: a sidecar holding nothing
-    sidecar_handshakes_per_s: float = 2778.0  # load: handshakes per sidecar CPU-second
-    sidecar_messages_per_s: float = 14985.0  # load: echoed messages per sidecar CPU-second
+    sidecar_handshakes_per_s: float = 3061.0  # load: handshakes per sidecar CPU-second
+    sidecar_messages_per_s: float = 17007.0  # load: echoed messages per sidecar CPU-second
     envoy_kb_per_connection: float = 54.5  # load: Envoy RSS per proxied WebSocket
     envoy_handshakes_per_s_per_worker: float = 1990.0  # load: per Envoy CPU-second
     redis_bytes_per_connection: float = 1396.0  # load: registry + session, Redis RSS
