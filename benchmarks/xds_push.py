@@ -6,6 +6,13 @@ then Delta) that subscribe to CDS, EDS, LDS and RDS and ACK every response, then
 makes ``--changes`` membership changes (a pod joins, then leaves) and measures,
 per change: time until the first and the last client holds the new EDS version,
 and the server's CPU seconds spent (build + serialize + send + ACKs).
+
+Then, with ``--zones`` > 1 (the pods are spread over that many zones), one zone is
+lost: its pods die at once without a word (their registrations stop being renewed, as
+when a zone's machines lose power) and the benchmark measures the time from their death
+to every client holding an EDS version without them: the registration TTL
+(``--zone-ttl``, what a real pod renews every few seconds), then the control plane's
+presence check, then the push.
 """
 
 from __future__ import annotations
@@ -143,7 +150,7 @@ async def _stop_clients(tasks: list[asyncio.Task[None]], stop: asyncio.Event) ->
 
 
 async def scenario(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
-    clients, endpoints, changes = args.clients, args.endpoints, args.changes
+    clients, endpoints, changes, zones = args.clients, args.endpoints, args.changes, args.zones
     with tempfile.TemporaryDirectory(prefix="wsfleet-bench-") as tmp:
         run_dir = Path(tmp)
         supervisor = Supervisor(run_dir / "logs")
@@ -153,8 +160,13 @@ async def scenario(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             _, redis_url = await start_embedded_redis(supervisor, free_port(), run_dir / "redis")
             registry = RedisRegistry(redis_url)
-            for n in range(endpoints):
-                pod = PodRecord(f"pod-{n:05d}", "gateways", "127.0.0.1", 20_000 + n, 1)
+            pods = [
+                PodRecord(
+                    f"pod-{n:05d}", "gateways", "127.0.0.1", 20_000 + n, 1, zone=f"zone-{n % zones}"
+                )
+                for n in range(endpoints)
+            ]
+            for pod in pods:
                 await registry.put_pod(pod, ttl_s=3600)
             token_file = ensure_admin_token(run_dir / "state")
             token = read_admin_token(token_file)
@@ -199,6 +211,9 @@ async def scenario(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
                 cpu.append(sum(server.cpu_times()[:2]) - cpu_before)
                 first.append(min(arrivals))
                 last.append(max(arrivals))
+            zone_loss = None
+            if zones > 1:
+                zone_loss = await _lose_zone(registry, envoys, pods, args)
             rss_mb = server.memory_info().rss / 2**20
         finally:
             try:
@@ -217,6 +232,32 @@ async def scenario(protocol: str, args: argparse.Namespace) -> dict[str, Any]:
         "change_to_all_clients_s": summary(last),
         "server_cpu_per_push_s": summary(cpu),
         "server_rss_mb": rss_mb,
+        "zone_loss": zone_loss,
+    }
+
+
+async def _lose_zone(
+    registry: RedisRegistry,
+    envoys: list[SimulatedEnvoy],
+    pods: list[PodRecord],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The pods of ``zone-0`` renew their registration one last time with the short TTL,
+    then die: the time from that death to every client having an EDS version without
+    them."""
+    lost = [pod for pod in pods if pod.zone == "zone-0"]
+    before = [envoy.eds_versions[-1][1] for envoy in envoys]
+    died_at = time.monotonic()  # each dies at its last renewal, none before this
+    for pod in lost:  # the last renewals: the same content, so no push of their own
+        await registry.put_pod(pod, ttl_s=args.zone_ttl)
+    arrivals = await _wait_all_new(envoys, before, died_at, args.zone_ttl + args.change_timeout)
+    return {
+        "zones": args.zones,
+        "pods_lost": len(lost),
+        "registration_ttl_s": args.zone_ttl,
+        "death_to_first_client_s": min(arrivals),
+        "death_to_all_clients_s": max(arrivals),
+        "after_expiry_to_all_clients_s": max(arrivals) - args.zone_ttl,
     }
 
 
@@ -252,10 +293,42 @@ async def main(args: argparse.Namespace) -> None:
             "server RSS MB",
         ],
     )
+    losses = [(r["protocol"], r["zone_loss"]) for r in results if r["zone_loss"]]
+    if losses:
+        readable += "\n\n" + table(
+            [
+                (
+                    protocol,
+                    loss["pods_lost"],
+                    loss["zones"],
+                    loss["registration_ttl_s"],
+                    ms(loss["death_to_first_client_s"]),
+                    ms(loss["death_to_all_clients_s"]),
+                    ms(loss["after_expiry_to_all_clients_s"]),
+                )
+                for protocol, loss in losses
+            ],
+            [
+                "zone lost",
+                "pods",
+                "of zones",
+                "TTL s",
+                "death -> first ms",
+                "death -> all ms",
+                "expiry -> all ms",
+            ],
+        )
     publish("xds_push", {"scenarios": results}, readable, args.output_dir)
 
 
-SMOKE: dict[str, Any] = {"clients": 10, "endpoints": 20, "changes": 2, "settle": 0.2}
+SMOKE: dict[str, Any] = {
+    "clients": 10,
+    "endpoints": 20,
+    "changes": 2,
+    "settle": 0.2,
+    "zones": 2,
+    "zone_ttl": 0.5,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +342,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--settle", type=positive_float, default=1.0, help="seconds after the initial sync"
+    )
+    parser.add_argument(
+        "--zones",
+        type=positive_int,
+        default=3,
+        help="zones the pods are spread over; above 1, one of them is lost at the end",
+    )
+    parser.add_argument(
+        "--zone-ttl",
+        type=positive_float,
+        default=3.0,
+        help="the lost zone's registration TTL: how long its dead pods stay registered",
     )
     parser.add_argument(
         "--change-timeout",

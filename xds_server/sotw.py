@@ -13,8 +13,13 @@ Rules, with the Envoy behaviours they answer (docs/envoy-behaviours.md):
   only a later, different one;
 - a second request carrying an already-ACKed nonce is a re-subscribe (Envoy
   does this for EDS after a CDS update, behaviour 1): answered with current state;
-- a request without a nonce (a new stream, e.g. after a control-plane restart)
-  is always answered, whatever version it reports.
+- a request without a nonce (a new stream: Envoy reconnected, to this replica or
+  another, or after a control-plane restart) is answered, unless it is for a wildcard
+  type (CDS, LDS) and reports the version this snapshot has: versions are content
+  hashes, so Envoy already holds exactly that content and nothing is re-sent (the
+  stream then behaves as if it had sent and Envoy ACKed it). Named types (EDS, RDS,
+  SDS) are always answered: the request does not say which names the reported
+  version covered, and a name added just before the reconnect must not wait.
 """
 
 from __future__ import annotations
@@ -77,6 +82,13 @@ class SotwStream:
         self.report(Subscribed(request.type_url, None if names is None else tuple(sorted(names))))
         if not request.response_nonce:
             state.names = names
+            if names is None and snapshot is not None and request.version_info:
+                typed = snapshot.of(request.type_url)
+                if typed.version == request.version_info:  # Envoy holds this content
+                    state.sent_key = typed.content_key(None)
+                    state.sent_version = typed.version
+                    self.report(Acked(request.type_url, typed.version))
+                    return []
             return self._respond(request.type_url, state, snapshot)
         if request.response_nonce != state.sent_nonce:
             return []  # stale: a newer response is in flight

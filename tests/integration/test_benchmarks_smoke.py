@@ -258,8 +258,14 @@ def test_xds_push_reaches_every_simulated_envoy(tmp_path: Path) -> None:
             "change_to_all_clients_s.max",
             "server_cpu_per_push_s.mean",
             "server_rss_mb",
+            "zone_loss.death_to_first_client_s",
+            "zone_loss.death_to_all_clients_s",
         )
         assert scenario["change_to_all_clients_s"]["n"] == 2
+        loss = scenario["zone_loss"]
+        assert (loss["zones"], loss["pods_lost"]) == (2, 10)  # half of the 20 pods
+        # dead pods leave only once their registration has expired: never before the TTL
+        assert loss["death_to_first_client_s"] >= loss["registration_ttl_s"]
 
 
 @pytest.mark.parametrize(

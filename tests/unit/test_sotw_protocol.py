@@ -135,6 +135,27 @@ def test_a_new_stream_reporting_an_old_version_is_answered() -> None:
     assert sent.version == snapshot.of(T.CLUSTER).version
 
 
+def test_a_new_stream_holding_the_current_wildcard_content_gets_nothing_again() -> None:
+    """Envoy reconnects (to another replica) with the version it holds: CDS at that
+    version is not re-sent, and the next change reaches it as on any stream."""
+    snapshot = _snapshot(a=1)
+    current = snapshot.of(T.CLUSTER).version
+    stream = _stream()
+    assert stream.on_request(Request(T.CLUSTER, version_info=current), snapshot) == []
+    changed = _snapshot(snapshot, a=1, b=2)
+    [pushed] = stream.on_snapshot(changed)
+    assert [r.name for r in pushed.resources] == ["a", "b"]
+    assert stream.on_snapshot(changed) == []
+
+
+def test_a_new_stream_for_named_resources_is_answered_even_at_the_current_version() -> None:
+    snapshot = _snapshot(a=1, b=2)
+    current = snapshot.of(T.ENDPOINT).version
+    request = Request(T.ENDPOINT, version_info=current, resource_names=("a", "b"))
+    [sent] = _stream().on_request(request, snapshot)
+    assert [r.name for r in sent.resources] == ["a", "b"]
+
+
 def test_a_request_before_any_snapshot_is_answered_when_one_arrives() -> None:
     stream = _stream()
     assert stream.on_request(Request(T.CLUSTER), None) == []
