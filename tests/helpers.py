@@ -41,8 +41,9 @@ async def pod_of(
     return pod
 
 
-async def envoy_get(fleet: LocalFleet, path: str) -> Any:
-    url = f"http://127.0.0.1:{fleet.info.envoy_admin_port}{path}"
+async def envoy_get(fleet: LocalFleet, path: str, envoy: str = "envoy") -> Any:
+    """GET an Envoy's admin ``path`` (the first Envoy's unless named)."""
+    url = f"http://127.0.0.1:{fleet.info.envoys[envoy].admin_port}{path}"
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         if "json" in response.headers.get("Content-Type", "") or "format=json" in path:
             return await response.json(content_type=None)
@@ -52,9 +53,7 @@ async def envoy_get(fleet: LocalFleet, path: str) -> Any:
 async def cluster_hosts(fleet: LocalFleet, cluster: str, envoy: str = "envoy") -> dict[str, str]:
     """An Envoy's view of ``cluster`` (the first Envoy's unless named): hostname (pod id) ->
     EDS health status."""
-    url = f"http://127.0.0.1:{fleet.info.envoys[envoy].admin_port}/clusters?format=json"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        status = await response.json(content_type=None)
+    status = await envoy_get(fleet, "/clusters?format=json", envoy)
     for entry in status.get("cluster_statuses", []):
         if entry["name"] == cluster:
             return {

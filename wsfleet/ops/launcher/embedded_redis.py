@@ -74,15 +74,20 @@ async def wait_redis(url: str, timeout_s: float) -> None:
 
 
 async def start_embedded_redis(
-    supervisor: Supervisor, port: int, directory: Path, name: str = "redis"
+    supervisor: Supervisor,
+    port: int,
+    directory: Path,
+    name: str = "redis",
+    extra_args: tuple[str, ...] = (),
 ) -> tuple[Child, str]:
+    """Start it (``extra_args`` after the defaults, e.g. cluster mode) and wait for PING."""
     directory.mkdir(parents=True, exist_ok=True)
-    child = await supervisor.start(name, redis_argv(port, directory))
+    child = await supervisor.start(name, [*redis_argv(port, directory), *extra_args])
     url = f"redis://127.0.0.1:{port}/0"
     try:
         await wait_redis(url, 10.0)
     except StartupError:
         if not child.running:
-            raise StartupError(f"embedded Redis exited at start: {child.tail(3)}") from None
+            raise StartupError(f"embedded Redis {name} exited at start: {child.tail(3)}") from None
         raise
     return child, url

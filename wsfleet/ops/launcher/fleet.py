@@ -103,9 +103,14 @@ class FleetInfo:
     xds_grpc_port: int = 0  # the first control plane's (the one `wsfleet pods` asks)
     xds_admin_port: int = 0
     xds_replicas: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> ports
-    envoy_admin_port: int = 0  # the first Envoy's
     envoys: dict[str, EnvoyInfo] = field(default_factory=dict)  # every Envoy, by name
     sidecars: dict[str, SidecarInfo] = field(default_factory=dict)
+
+    @property
+    def envoy_admin_port(self) -> int:
+        """The first Envoy's admin port (0 until it runs)."""
+        first = self.envoys.get("envoy")
+        return first.admin_port if first else 0
 
 
 class LocalFleet:
@@ -309,7 +314,6 @@ class LocalFleet:
                 listener_port=None if index == 1 else port,
             )
             self.info.envoys[name] = EnvoyInfo(node_id, zone, port, admin_port)
-        self.info.envoy_admin_port = self.info.envoys["envoy"].admin_port
 
     @property
     def client_urls(self) -> dict[str, str]:
@@ -438,13 +442,8 @@ class LocalFleet:
         check passes, while its admin page already says healthy)."""
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as session:
-            for envoy in self._envoy_admin_ports():
-                await self._wait_routable_on(session, envoy, pod_id, deadline, timeout_s)
-
-    def _envoy_admin_ports(self) -> list[int]:
-        return [envoy.admin_port for envoy in self.info.envoys.values()] or [
-            self.info.envoy_admin_port
-        ]
+            for envoy in self.info.envoys.values():
+                await self._wait_routable_on(session, envoy.admin_port, pod_id, deadline, timeout_s)
 
     async def _wait_routable_on(
         self,
@@ -486,7 +485,10 @@ class LocalFleet:
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
-                views = [await self._pool_hosts(session, p) for p in self._envoy_admin_ports()]
+                views = [
+                    await self._pool_hosts(session, envoy.admin_port)
+                    for envoy in self.info.envoys.values()
+                ]
                 if all(
                     set(hosts) == pod_ids and set(hosts.values()) == {"HEALTHY"} for hosts in views
                 ):
@@ -494,13 +496,9 @@ class LocalFleet:
                 await asyncio.sleep(0.1)
         raise StartupError(f"Envoy did not list {sorted(pod_ids)} as healthy in {timeout_s} s")
 
-    async def _pool_hosts(
-        self, session: aiohttp.ClientSession, admin_port: int | None = None
-    ) -> dict[str, str]:
-        """An Envoy's view of the gateway pool (the first Envoy's unless told): pod id ->
-        HEALTHY, DRAINING, UNHEALTHY..."""
-        port = admin_port or self.info.envoy_admin_port
-        url = f"http://127.0.0.1:{port}/clusters?format=json"
+    async def _pool_hosts(self, session: aiohttp.ClientSession, admin_port: int) -> dict[str, str]:
+        """An Envoy's view of the gateway pool: pod id -> HEALTHY, DRAINING, UNHEALTHY..."""
+        url = f"http://127.0.0.1:{admin_port}/clusters?format=json"
         async with session.get(url) as response:
             status = await response.json(content_type=None)
         return {

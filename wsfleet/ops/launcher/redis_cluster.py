@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from wsfleet.errors import StartupError
 from wsfleet.ops.launcher.children import Child, Supervisor
-from wsfleet.ops.launcher.embedded_redis import redis_argv, wait_redis
+from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
 from wsfleet.ops.launcher.ports import free_port
 
 HASH_SLOTS = 16384
@@ -32,10 +32,6 @@ class ClusterNode:
     port: int
     child: Child
     master: str | None  # the name of the master this node replicates; None for a master
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
 
 
 def slot_ranges(masters: int) -> list[range]:
@@ -84,22 +80,13 @@ async def start_redis_cluster(
 async def _start_node(
     supervisor: Supervisor, name: str, directory: Path, master: str | None
 ) -> ClusterNode:
-    node_dir = directory / name
-    node_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [
-        *redis_argv(port, node_dir),
+    cluster_mode = (
         *("--cluster-enabled", "yes"),
         *("--cluster-config-file", "nodes.conf"),
         *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
-    ]
-    child = await supervisor.start(name, argv)
-    try:
-        await wait_redis(f"redis://127.0.0.1:{port}/0", 10.0)
-    except StartupError:
-        if not child.running:
-            raise StartupError(f"Redis node {name} exited at start: {child.tail(3)}") from None
-        raise
+    )
+    child, _ = await start_embedded_redis(supervisor, port, directory / name, name, cluster_mode)
     return ClusterNode(name, port, child, master)
 
 
