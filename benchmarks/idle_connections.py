@@ -136,7 +136,7 @@ async def _start_server(kind: str, supervisor: Supervisor, run_dir: Path) -> tup
 
 
 async def _spawn_clients(
-    url: str, count: int, key_file: Path, prefix: str, max_seconds: float
+    url: str, count: int, key_file: Path, prefix: str, max_seconds: float, v1: bool
 ) -> ClientProcess:
     argv = [
         sys.executable,
@@ -154,6 +154,8 @@ async def _spawn_clients(
         str(min(30.0, max_seconds)),
     ]
     argv += ["--key-file", str(key_file)]
+    if v1:  # offered to both servers; bare ignores it and is held as a plain WebSocket
+        argv.append("--v1")
     client = ClientProcess(await processes.spawn(*argv))
     client.pumping = asyncio.create_task(client.pump())
     return client
@@ -183,6 +185,7 @@ async def measure(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                             key_file,
                             f"{kind}-{held}",
                             args.max_seconds,
+                            args.v1,
                         )
                     )
                     held += take
@@ -297,7 +300,8 @@ async def main(args: argparse.Namespace) -> None:
     readable += "\n\n" + table(
         [(name, fmt_ratio(value)) for name, value in ratios.items()], ["sidecar / bare", "ratio"]
     )
-    publish("idle_connections", {"results": results, "ratios": ratios}, readable, args.output_dir)
+    figures = {"v1": args.v1, "results": results, "ratios": ratios}
+    publish("idle_connections", figures, readable, args.output_dir)
 
 
 SMOKE: dict[str, Any] = {
@@ -329,6 +333,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-seconds", type=positive_float, default=300.0, help="a bound on every phase"
+    )
+    parser.add_argument(
+        "--v1",
+        action="store_true",
+        help="clients offer protocol wsfleet.v1 (the sidecar holds v1 sessions; bare ignores it)",
     )
 
 

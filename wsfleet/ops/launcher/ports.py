@@ -22,11 +22,11 @@ _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
 
 
-def _below_ephemeral() -> range:
-    """Ports below the kernel's ephemeral range (empty when it cannot be read or
-    leaves too little room: then the kernel picks)."""
+def _below_ephemeral(headroom: int = 0) -> range:
+    """Ports that stay below the kernel's ephemeral range with ``headroom`` added
+    (empty when it cannot be read or leaves too little room: then the kernel picks)."""
     try:
-        low = int(_RANGE_FILE.read_text().split()[0])
+        low = int(_RANGE_FILE.read_text().split()[0]) - headroom
     except (OSError, ValueError, IndexError):
         return range(0)
     return range(_LOWEST, low) if low - _LOWEST >= 1_000 else range(0)
@@ -41,15 +41,21 @@ def _bindable(host: str, port: int) -> bool:
         return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1", companion_offset: int = 0) -> int:
     """A port that was free a moment ago and that the kernel will not hand to an
-    outgoing connection or a ``bind(0)`` meanwhile (see the module's docstring)."""
-    candidates = _below_ephemeral()
+    outgoing connection or a ``bind(0)`` meanwhile (see the module's docstring).
+
+    With ``companion_offset``, port + offset is free and out of the ephemeral range
+    too (a Redis Cluster node listens on its port and on port + 10000, its bus)."""
+    candidates = _below_ephemeral(companion_offset)
     for _ in range(200 if candidates else 0):
         port = random.choice(candidates)
-        if port not in _handed_out and _bindable(host, port):
-            _handed_out.add(port)
+        ports = {port, port + companion_offset}
+        if ports.isdisjoint(_handed_out) and all(_bindable(host, p) for p in ports):
+            _handed_out.update(ports)
             return port
+    if companion_offset:
+        raise StartupError(f"no free port pair {companion_offset} apart below the ephemeral range")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         chosen: int = probe.getsockname()[1]

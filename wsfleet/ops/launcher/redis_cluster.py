@@ -24,6 +24,7 @@ from wsfleet.ops.launcher.ports import free_port
 HASH_SLOTS = 16384
 NODE_TIMEOUT_MS = 2000  # how long a master may be unreachable before its replica takes over
 FORM_TIMEOUT_S = 30.0
+BUS_PORT_OFFSET = 10_000  # a node's cluster bus listens on its port + 10000 (Redis 6.2)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ async def start_redis_cluster(
 async def _start_node(
     supervisor: Supervisor, name: str, directory: Path, master: str | None
 ) -> ClusterNode:
-    port = free_port()
+    port = free_port(companion_offset=BUS_PORT_OFFSET)  # the bus: port + 10000
     cluster_mode = (
         *("--cluster-enabled", "yes"),
         *("--cluster-config-file", "nodes.conf"),
