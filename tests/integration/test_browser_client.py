@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -96,8 +95,11 @@ async def test_a_page_receives_a_stream_and_survives_a_drain_of_its_pod(
     ):
         assert response.status == 202
     await page.wait_for("window.received.length >= 40", 30)
-    await asyncio.sleep(0.5)  # nothing more (no duplicate) arrives
-    assert await page.evaluate("window.received") == [f"stream-{n}" for n in range(1, 41)]
+    # an echo after the stream: a duplicate of any stream message would come before it
+    await page.evaluate("window.client.send('after the stream'), true")
+    await page.wait_for("window.received.includes('after the stream')", 30)
+    expected = [f"stream-{n}" for n in range(1, 41)] + ["after the stream"]
+    assert await page.evaluate("window.received") == expected
     stats = await page.evaluate("window.client.stats")
     assert stats["resumes"] >= 1 and stats["closes"][0][0] == 1012
     assert await page.evaluate("window.client.pod") not in (pod, "")

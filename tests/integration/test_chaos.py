@@ -189,12 +189,15 @@ async def test_heartbeats_spare_lossy_clients_and_cut_blackholed_ones(fleet_fact
         doomed.set(Faults(blackhole=True))  # the socket stays open; nothing gets through
         started = time.monotonic()
 
-        async def dead_count() -> float:
+        async def metric(name: str) -> float:
             async with session.get(f"http://127.0.0.1:{sidecar.admin_port}/metrics") as response:
                 for line in (await response.text()).splitlines():
-                    if line.startswith("wsfleet_gateway_dead_connections_total "):
+                    if line.startswith(f"{name} "):
                         return float(line.split()[1])
             return 0.0
+
+        async def dead_count() -> float:
+            return await metric("wsfleet_gateway_dead_connections_total")
 
         for _ in range(80):
             value = await dead_count()
@@ -203,7 +206,14 @@ async def test_heartbeats_spare_lossy_clients_and_cut_blackholed_ones(fleet_fact
             await asyncio.sleep(0.1)
         detected_s = time.monotonic() - started
         print(f"\nblackholed client cut after {detected_s:.2f} s (dead count {value:g})")
-        await asyncio.sleep(6)  # the lossy ones keep answering: no false positive
+        # the lossy ones keep answering: no false positive over six more heartbeat
+        # rounds (counted in pongs, 40 per round less the lost, not in seconds)
+        pongs = await metric("wsfleet_gateway_ping_rtt_seconds_count")
+
+        async def six_rounds_later() -> bool:
+            return await metric("wsfleet_gateway_ping_rtt_seconds_count") >= pongs + 6 * 36
+
+        await wait_for(six_rounds_later, 120, interval_s=0.2)
         assert await dead_count() == 1.0
         assert all(not ws.closed for ws in lossy_clients)
         assert detected_s <= 1 + 2 + 1  # interval + timeout, plus the check's slack

@@ -135,15 +135,25 @@ async def test_a_nacked_listener_is_recorded_and_envoy_keeps_its_last_good_confi
             nodes = (await xds_get(fleet, "/debug/nodes"))["nodes"]
             return nodes[0]["types"]["lds"]["nacked"] is not None
 
-        await wait_for(nacked, 5)
+        await wait_for(nacked, 30)
         [node] = (await xds_get(fleet, "/debug/nodes"))["nodes"]
         lds = node["types"]["lds"]
         assert "blocked" in lds["nacked"]["message"]
         assert lds["acked"]["version"] != lds["nacked"]["version"]
-        pushes = lds["counts"]["pushes"]
-        await asyncio.sleep(1.5)  # the rejected version is not re-sent in a loop
+        pushes, rejected = lds["counts"]["pushes"], lds["nacked"]["version"]
+        # a good edit next: the one push it takes is all the stream carries after the
+        # NACK (a rejected version re-sent in a loop would come before it, in order)
+        policy.write_text(policy.read_text().replace(f"port: {taken}", f"port: {free_port()}"))
+
+        async def accepted() -> bool:
+            [node] = (await xds_get(fleet, "/debug/nodes"))["nodes"]
+            acked = node["types"]["lds"]["acked"]["version"]
+            return acked not in (lds["acked"]["version"], rejected)
+
+        await wait_for(accepted, 30)
         [node] = (await xds_get(fleet, "/debug/nodes"))["nodes"]
-        assert node["types"]["lds"]["counts"]["pushes"] == pushes
+        assert node["types"]["lds"]["counts"]["pushes"] == pushes + 1
+        assert "blocked" in (await dynamic_config(fleet))["listeners"]
         assert set((await dynamic_config(fleet))["listeners"]) >= set(before["listeners"])
         assert await fleet.round_trip("alice", "still serving") == "still serving"
         metrics = await xds_get(fleet, "/metrics")

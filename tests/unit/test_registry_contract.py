@@ -70,17 +70,30 @@ async def test_joins_state_changes_and_leaves_are_announced(registry: Registry) 
             seen.append(pod_id)
 
     listener = asyncio.create_task(listen())
-    await asyncio.sleep(0.1)  # subscribed
+    # subscribed once a probe pod's changes are heard (each toggle is news)
+    states = [PodState.SERVING, PodState.DRAINING]
+    for n in range(400):
+        await registry.put_pod(_pod("probe", state=states[n % 2]), ttl_s=10)
+        if await _heard(seen, "probe", 1, 0.05):
+            break
     await registry.put_pod(_pod("a"), ttl_s=10)
     await registry.put_pod(_pod("a"), ttl_s=10)  # a refresh is not news
     await registry.put_pod(_pod("a", state=PodState.DRAINING), ttl_s=10)
     await registry.remove_pod("a")
-    for _ in range(50):
-        if len(seen) >= 3:
-            break
-        await asyncio.sleep(0.02)
+    await registry.remove_pod("probe")  # after a's last change: heard after it, in order
+    assert await _heard(seen, "probe", seen.count("probe") + 1, 30)
     listener.cancel()
-    assert seen == ["a", "a", "a"]
+    assert [pod_id for pod_id in seen if pod_id == "a"] == ["a", "a", "a"]
+
+
+async def _heard(seen: list[str], pod_id: str, times: int, timeout_s: float) -> bool:
+    """Whether ``pod_id`` has been announced ``times`` times within ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while seen.count(pod_id) < times:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 async def test_an_unreachable_redis_raises_registry_unavailable(redis_server: RedisProcess) -> None:
@@ -146,13 +159,14 @@ async def test_expired_connections_stop_counting_against_the_quota(registry: Reg
 
 
 async def test_touching_refreshes_last_ping_and_keeps_connections_alive(registry: Registry) -> None:
-    await registry.add_connections([_conn("c1")], ttl_s=0.3, max_per_user=0)
-    for step in range(4):
-        await asyncio.sleep(0.15)
+    await registry.add_connections([_conn("c1"), _conn("c2")], ttl_s=0.3, max_per_user=0)
+    for step in range(3):
         touched = dataclasses.replace(_conn("c1"), last_ping=100.0 + step)
-        await registry.touch_connections([touched], ttl_s=0.3)
+        await registry.touch_connections([touched], ttl_s=30)
+    await asyncio.sleep(0.4)  # past the first TTL, however slowly the touches went
     record = await registry.get_connection("c1")
-    assert record is not None and record.last_ping == 103.0
+    assert record is not None and record.last_ping == 102.0
+    assert await registry.get_connection("c2") is None  # untouched: expired
 
 
 async def test_put_connections_rewrites_a_pods_whole_set(registry: Registry) -> None:
