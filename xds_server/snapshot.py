@@ -144,9 +144,6 @@ class SnapshotCache:
     def get(self, group: str = DEFAULT_GROUP) -> Snapshot | None:
         return self._snapshots.get(group) or self._snapshots.get(DEFAULT_GROUP)
 
-    def groups(self) -> list[str]:
-        return sorted(self._snapshots)
-
     async def wait_past(self, generation: int) -> int:
         """Return once the generation is past ``generation``; returns the new one."""
         while self._generation <= generation:
