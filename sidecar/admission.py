@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import http.cookies
-import os
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from sidecar.backend_bridge import BackendLink
 from sidecar.backends import BackendBridge
 from sidecar.session_registry import SessionRegistry
 from wsfleet.headers import REFUSAL_HEADER
-from wsfleet.registry import ConnectionRecord, HashSources, QuotaExceeded
+from wsfleet.registry import ConnectionRecord, HashSources, QuotaExceeded, new_connection_id
 from wsfleet.settings import SidecarSettings
 
 
@@ -199,7 +198,7 @@ class Gatekeeper:
         if link is None:
             raise Refusal(503, "no_backend", "no backend is available", retry_after_s=2)
         record = ConnectionRecord(
-            connection_id=os.urandom(16).hex(),  # 128 random bits, as hex
+            connection_id=new_connection_id(identity.user_id),
             user_id=identity.user_id,
             shard=settings.pod_id,
             backend_routing_key=key,

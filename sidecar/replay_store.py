@@ -1,9 +1,11 @@
 """Resumable sessions in Redis: each session's counters and its replay buffer.
 
-- ``{ns}:sess:{session_id}`` hash: ``user_id``, ``last_seq`` (last persisted outbound seq),
+- ``{ns}:sess:{<session_id>}`` hash (the id is the key's hash tag: on a Redis Cluster a
+  session's two keys share a slot, and every script call touches one session's keys):
+  ``user_id``, ``last_seq`` (last persisted outbound seq),
   ``last_cseq`` (last client seq delivered to the backend), ``backend_last_id`` (highest
   backend message_id persisted);
-- ``{ns}:replay:{session_id}`` stream: one entry per outbound message, id ``<seq>-1``,
+- ``{ns}:replay:{<session_id>}`` stream: one entry per outbound message, id ``<seq>-1``,
   fields ``d`` (data), ``b`` (binary flag), ``m`` (backend message_id); trimmed, oldest
   first, to ``max_messages`` entries and ``max_bytes`` of data (the hash's ``bytes``).
 
@@ -20,12 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from sidecar.core.session import Entry
 from wsfleet.batch_spacing import Spacing
+from wsfleet.redis_client import batches, connect, is_cluster_url
 from wsfleet.redis_scripts import PipelinedScript
 
 log = structlog.get_logger()
@@ -45,6 +47,10 @@ class ReplayStoreUnavailable(Exception):
     pass
 
 
+def _session_of(session: tuple[str, str]) -> str:
+    return session[0]
+
+
 class ReplayStore:
     def __init__(
         self,
@@ -54,20 +60,21 @@ class ReplayStore:
         max_age_s: float = 300.0,
         max_bytes: int = 1 << 20,
     ) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=16, timeout=5.0, socket_connect_timeout=2.0, socket_timeout=5.0
-        )
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._redis = connect(url, max_connections=16)
         self._ns = namespace
+        # on a cluster, a create call takes one session (its keys' slot)
+        self._slot_tag: Callable[[tuple[str, str]], str] | None = (
+            _session_of if is_cluster_url(url) else None
+        )
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.max_age_ms = max(1, int(max_age_s * 1000))
 
     def _session_key(self, session_id: str) -> str:
-        return f"{self._ns}:sess:{session_id}"
+        return f"{self._ns}:sess:{{{session_id}}}"
 
     def _stream_key(self, session_id: str) -> str:
-        return f"{self._ns}:replay:{session_id}"
+        return f"{self._ns}:replay:{{{session_id}}}"
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -95,16 +102,13 @@ class ReplayStore:
 
     async def create(self, sessions: Sequence[tuple[str, str]]) -> None:
         """Start new sessions, given as (session id, user id): one script call per
-        :data:`CREATE_CHUNK` sessions, all in one pipeline."""
+        :data:`CREATE_CHUNK` sessions (per session on a cluster), all in one pipeline."""
         calls = [
             (
                 [self._session_key(session_id) for session_id, _ in chunk],
                 [self.max_age_ms, *(user_id for _, user_id in chunk)],
             )
-            for chunk in (
-                sessions[start : start + CREATE_CHUNK]
-                for start in range(0, len(sessions), CREATE_CHUNK)
-            )
+            for chunk in batches(sessions, CREATE_CHUNK, self._slot_tag)
         ]
         try:
             results = await _CREATE.run(self._redis, calls)

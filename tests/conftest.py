@@ -6,15 +6,21 @@ import asyncio
 import shutil
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import pytest_asyncio
 
+from wsfleet.ops.launcher.children import Supervisor
 from wsfleet.ops.launcher.embedded_redis import redis_argv
 from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.ops.launcher.ports import free_port
+from wsfleet.ops.launcher.redis_cluster import start_redis_cluster
+
+T = TypeVar("T")
 
 
 class RedisProcess:
@@ -62,6 +68,30 @@ def redis_server() -> Iterator[RedisProcess]:
     yield server
     server.stop()
     shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-master Redis Cluster shared by a module's tests (it takes seconds to
+    form): its ``redis+cluster://`` URL. Tests keep apart by namespace. Its supervisor
+    lives on an event loop of its own, in a thread, so that any test's loop can use it."""
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="redis-cluster", daemon=True)
+    thread.start()
+    supervisor = Supervisor(directory / "logs")
+
+    def run(coroutine: Coroutine[object, object, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=120)
+
+    try:
+        nodes = run(start_redis_cluster(supervisor, 3, directory))
+        yield f"redis+cluster://127.0.0.1:{nodes[0].port}"
+    finally:
+        run(supervisor.stop_all(10.0))
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def fleet_options(state_dir: Path, **overrides: object) -> FleetOptions:

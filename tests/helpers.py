@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from wsfleet.ops.launcher.fleet import LocalFleet
 
@@ -138,3 +139,8 @@ async def dynamic_config(fleet: LocalFleet) -> dict[str, Any]:
                     for lb in locality.get("lb_endpoints", [])
                 )
     return view
+
+
+# Core flows run on one Redis and on a 3-master Redis Cluster the fleet starts itself:
+# a test takes ``redis_cluster`` (masters; 0: one Redis) and passes it to fleet_factory.
+ON_EVERY_REDIS = pytest.mark.parametrize("redis_cluster", [0, 3], ids=["redis", "redis-cluster"])

@@ -18,7 +18,15 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.helpers import cluster_hosts, envoy_get, open_ws, pod_of, unlimited_session, wait_for
+from tests.helpers import (
+    ON_EVERY_REDIS,
+    cluster_hosts,
+    envoy_get,
+    open_ws,
+    pod_of,
+    unlimited_session,
+    wait_for,
+)
 from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet.ops.launcher.ports import free_port
 from wsfleet.ops.launcher.rollout import RolloutStatus, rollout
@@ -344,10 +352,11 @@ async def test_a_rollout_whose_green_fails_rolls_back_to_blue(fleet_factory) -> 
             await tracked.client.close()
 
 
+@ON_EVERY_REDIS
 async def test_disconnect_by_user_closes_exactly_that_users_connections_on_every_pod(
-    fleet_factory,
+    fleet_factory, redis_cluster: int
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=2)
+    fleet: LocalFleet = await fleet_factory(sidecars=2, redis_cluster=redis_cluster)
     async with unlimited_session() as session:
 
         def direct(pod: str, user: str):  # type: ignore[no-untyped-def]

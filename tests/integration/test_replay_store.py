@@ -9,14 +9,27 @@ from sidecar.replay_store import Entry, ReplayStore, ReplayStoreUnavailable
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """One Redis server, or a 3-master Redis Cluster (keys tagged by session)."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_server").url)
+    return str(request.getfixturevalue("redis_cluster_url"))
+
+
+@pytest.fixture
+def ns(request: pytest.FixtureRequest) -> str:
+    return f"replay-{request.node.name}"  # tests sharing a cluster keep apart
+
+
 def _entries(session: str, seqs: range, message_id: int = 0) -> list[Entry]:
     return [Entry(session, seq, f"m{seq}".encode(), False, message_id) for seq in seqs]
 
 
 async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counters(
-    redis_server,
+    redis_url: str, ns: str
 ) -> None:
-    store = ReplayStore(redis_server.url, max_messages=100, max_age_s=60)
+    store = ReplayStore(redis_url, namespace=ns, max_messages=100, max_age_s=60)
     try:
         await store.create([("s1", "alice")])
         await store.create([("s2", "bob")])
@@ -48,36 +61,40 @@ async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counte
         await store.close()
 
 
-async def test_a_client_seq_alone_is_recorded_and_keeps_the_session_alive(redis_server) -> None:
-    store = ReplayStore(redis_server.url, max_age_s=30)
+async def test_a_client_seq_alone_is_recorded_and_keeps_the_session_alive(
+    redis_url: str, ns: str
+) -> None:
+    store = ReplayStore(redis_url, namespace=ns, max_age_s=30)
     try:
         await store.create([("s1", "alice")])
         assert await store.persist([], {"s1": 4}) == set()
         state = await store.load("s1")
         assert state is not None and (state.last_cseq, state.last_seq) == (4, 0)
-        ttl_ms = await store._redis.pttl("wsfleet:sess:s1")
+        ttl_ms = await store._redis.pttl(f"{ns}:sess:{{s1}}")
         assert 25_000 < ttl_ms <= 30_000
     finally:
         await store.close()
 
 
 async def test_the_buffer_keeps_only_the_newest_entries_and_expires_with_the_window(
-    redis_server,
+    redis_url: str, ns: str
 ) -> None:
-    store = ReplayStore(redis_server.url, max_messages=5, max_age_s=20)
+    store = ReplayStore(redis_url, namespace=ns, max_messages=5, max_age_s=20)
     try:
         await store.create([("s1", "alice")])
         await store.persist(_entries("s1", range(1, 11)), {})
         state = await store.load("s1")
         assert state is not None and (state.first_kept, state.last_seq) == (6, 10)
         assert [e.seq for e in await store.entries("s1", 0, 10)] == [6, 7, 8, 9, 10]
-        assert 15_000 < await store._redis.pttl("wsfleet:replay:s1") <= 20_000
+        assert 15_000 < await store._redis.pttl(f"{ns}:replay:{{s1}}") <= 20_000
     finally:
         await store.close()
 
 
-async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(redis_server) -> None:
-    store = ReplayStore(redis_server.url, max_messages=1000, max_age_s=20, max_bytes=10_000)
+async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(
+    redis_url: str, ns: str
+) -> None:
+    store = ReplayStore(redis_url, namespace=ns, max_messages=1000, max_age_s=20, max_bytes=10_000)
     try:
         await store.create([("s2", "alice")])
         big = [Entry("s2", seq, b"x" * 3000, False) for seq in range(1, 11)]  # 30 KB in all
@@ -87,7 +104,7 @@ async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(redis_
         assert [e.seq for e in kept] == [8, 9, 10]  # 9 KB: the newest that fit
         state = await store.load("s2")
         assert state is not None and (state.first_kept, state.last_seq) == (8, 10)
-        assert int(await store._redis.hget("wsfleet:sess:s2", "bytes")) == 9000
+        assert int(await store._redis.hget(f"{ns}:sess:{{s2}}", "bytes")) == 9000
         await store.create([("s3", "bob")])
         await store.persist([Entry("s3", n, b"y" * 3000, False) for n in range(1, 11)], {})
         assert [e.seq for e in await store.entries("s3", 0, 10)] == [8, 9, 10]
@@ -98,10 +115,10 @@ async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(redis_
 
 
 async def test_a_pod_that_lost_the_session_to_another_pod_has_its_writes_refused(
-    redis_server,
+    redis_url: str, ns: str
 ) -> None:
-    old_pod = ReplayStore(redis_server.url)
-    new_pod = ReplayStore(redis_server.url)
+    old_pod = ReplayStore(redis_url, namespace=ns)
+    new_pod = ReplayStore(redis_url, namespace=ns)
     try:
         await old_pod.create([("s1", "alice")])
         await old_pod.persist(_entries("s1", range(1, 4)), {})

@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.helpers import unlimited_session, wait_for
+from tests.helpers import ON_EVERY_REDIS, unlimited_session, wait_for
 from wsfleet.ops.chaos.reconnects import peak_to_mean
 from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet_client import Backoff
@@ -66,9 +66,13 @@ async def test_the_same_conversation_over_each_transport(fleet_factory, transpor
     assert [seq for seq, _ in got] == list(range(1, 22))
 
 
-async def test_quotas_and_rate_limits_apply_across_transports(fleet_factory) -> None:
+@ON_EVERY_REDIS
+async def test_quotas_and_rate_limits_apply_across_transports(
+    fleet_factory, redis_cluster: int
+) -> None:
     fleet: LocalFleet = await fleet_factory(
         sidecars=1,
+        redis_cluster=redis_cluster,
         sidecar_args=(
             "--max-connections-per-user",
             "2",
@@ -195,8 +199,11 @@ def _assert_exact(result: dict[str, object], count: int) -> None:
         assert client.stats.resumes >= 1 and client.pod != victim
 
 
-async def test_two_hundred_streams_survive_a_drain_without_gap_or_duplicate(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=3)
+@ON_EVERY_REDIS
+async def test_two_hundred_streams_survive_a_drain_without_gap_or_duplicate(
+    fleet_factory, redis_cluster: int
+) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=3, redis_cluster=redis_cluster)
 
     async def drain() -> str:
         async with (

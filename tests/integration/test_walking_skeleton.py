@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import (
+    ON_EVERY_REDIS,
     cluster_hosts,
     envoy_get,
     open_ws,
@@ -20,8 +21,11 @@ from wsfleet.ops.launcher.fleet import LocalFleet
 pytestmark = pytest.mark.integration
 
 
-async def test_a_message_round_trips_through_envoy_sidecar_and_backend(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory()
+@ON_EVERY_REDIS
+async def test_a_message_round_trips_through_envoy_sidecar_and_backend(
+    fleet_factory, redis_cluster: int
+) -> None:
+    fleet: LocalFleet = await fleet_factory(redis_cluster=redis_cluster)
     async with unlimited_session() as session:
         ws, pod = await open_ws(fleet, session, "alice")
         await ws.send_str("hello, fleet")
@@ -70,10 +74,11 @@ async def test_envoy_takes_everything_but_the_xds_cluster_from_ads(fleet_factory
     assert cluster["lb_policy"] == "MAGLEV"
 
 
+@ON_EVERY_REDIS
 async def test_users_are_sticky_and_spread_and_a_stopped_sidecar_leaves_envoy(
-    fleet_factory,
+    fleet_factory, redis_cluster: int
 ) -> None:
-    fleet: LocalFleet = await fleet_factory()
+    fleet: LocalFleet = await fleet_factory(redis_cluster=redis_cluster)
     async with unlimited_session() as session:
         # one user: same sidecar over 20 reconnects
         pods = {await pod_of(fleet, session, "sticky-user") for _ in range(20)}

@@ -17,6 +17,7 @@ from wsfleet.registry import (
     PodState,
     Registry,
     RegistryUnavailable,
+    user_bucket,
 )
 from wsfleet.registry.memory import MemoryRegistry
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -26,13 +27,17 @@ def _pod(pod_id: str, pool: str = "gateways", state: PodState = PodState.SERVING
     return PodRecord(pod_id, pool, "127.0.0.1", 9000, 9001, state=state, started_at=1.0)
 
 
-@pytest_asyncio.fixture(params=["memory", "redis"])
+@pytest_asyncio.fixture(params=["memory", "redis", "redis-cluster"])
 async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
     if request.param == "memory":
         yield MemoryRegistry()
         return
-    server: RedisProcess = request.getfixturevalue("redis_server")
-    store = RedisRegistry(server.url, namespace="contract")
+    if request.param == "redis":
+        server: RedisProcess = request.getfixturevalue("redis_server")
+        url = server.url
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+    store = RedisRegistry(url, namespace=f"contract-{request.node.name}")
     yield store
     await store.close()
 
@@ -116,19 +121,28 @@ async def test_a_pod_can_be_read_alone_and_presence_checked_cheaply(registry: Re
     assert await registry.get_pod("b") is None
 
 
-def _conn(conn_id: str, user: str = "alice", pod: str = "p1") -> ConnectionRecord:
-    return ConnectionRecord(conn_id, user, pod, f"room-{user}", "websocket", connected_at=10.0)
+def _cid(name: str, user: str = "alice") -> str:
+    """A connection id as the gateway makes them: it begins with its user's bucket."""
+    return f"{user_bucket(user)}-{name}"
+
+
+def _conn(name: str, user: str = "alice", pod: str = "p1") -> ConnectionRecord:
+    return ConnectionRecord(_cid(name, user), user, pod, f"room-{user}", "websocket", 10.0)
+
+
+def _names(records: list[ConnectionRecord]) -> list[str]:
+    return sorted(record.connection_id.partition("-")[2] for record in records)
 
 
 async def test_a_connection_is_recorded_and_found_by_id_user_and_pod(registry: Registry) -> None:
     records = [_conn("c1"), _conn("c2", pod="p2"), _conn("c3", user="bob")]
     assert await registry.add_connections(records, ttl_s=10, max_per_user=0) == set()
-    assert await registry.get_connection("c1") == _conn("c1")
-    assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["c1", "c2"]
-    assert [c.connection_id for c in await registry.connections_of_pod("p1")] == ["c1", "c3"]
+    assert await registry.get_connection(_cid("c1")) == _conn("c1")
+    assert _names(await registry.connections_of_user("alice")) == ["c1", "c2"]
+    assert _names(await registry.connections_of_pod("p1")) == ["c1", "c3"]
     await registry.remove_connections([_conn("c1")])
-    assert await registry.get_connection("c1") is None
-    assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["c2"]
+    assert await registry.get_connection(_cid("c1")) is None
+    assert _names(await registry.connections_of_user("alice")) == ["c2"]
 
 
 async def test_the_per_user_quota_refuses_past_the_maximum_in_order(registry: Registry) -> None:
@@ -137,11 +151,11 @@ async def test_the_per_user_quota_refuses_past_the_maximum_in_order(registry: Re
     # one batch, checked in order: alice is full, bob is not
     assert await registry.add_connections(
         [_conn("c9"), _conn("b1", user="bob"), _conn("c10")], ttl_s=10, max_per_user=3
-    ) == {"c9", "c10"}
-    assert await registry.get_connection("c9") is None
+    ) == {_cid("c9"), _cid("c10")}
+    assert await registry.get_connection(_cid("c9")) is None
     await registry.remove_connections([_conn("c0", pod="p0")])
     assert await registry.add_connections([_conn("c9"), _conn("c11")], 10, max_per_user=3) == {
-        "c11"
+        _cid("c11")
     }
 
 
@@ -155,7 +169,7 @@ async def test_expired_connections_stop_counting_against_the_quota(registry: Reg
     await registry.add_connections([_conn("old")], ttl_s=0.2, max_per_user=1)
     await asyncio.sleep(0.3)
     assert await registry.add_connections([_conn("new")], ttl_s=10, max_per_user=1) == set()
-    assert [c.connection_id for c in await registry.connections_of_user("alice")] == ["new"]
+    assert _names(await registry.connections_of_user("alice")) == ["new"]
 
 
 async def test_touching_refreshes_last_ping_and_keeps_connections_alive(registry: Registry) -> None:
@@ -164,15 +178,16 @@ async def test_touching_refreshes_last_ping_and_keeps_connections_alive(registry
         touched = dataclasses.replace(_conn("c1"), last_ping=100.0 + step)
         await registry.touch_connections([touched], ttl_s=30)
     await asyncio.sleep(0.4)  # past the first TTL, however slowly the touches went
-    record = await registry.get_connection("c1")
+    record = await registry.get_connection(_cid("c1"))
     assert record is not None and record.last_ping == 102.0
-    assert await registry.get_connection("c2") is None  # untouched: expired
+    assert await registry.get_connection(_cid("c2")) is None  # untouched: expired
 
 
 async def test_put_connections_rewrites_a_pods_whole_set(registry: Registry) -> None:
     records = [_conn(f"c{n}", user=f"u{n}") for n in range(5)]
     await registry.put_connections(records, ttl_s=10)
-    assert await registry.connections_of_pod("p1") == records
+    by_id = sorted(records, key=lambda record: record.connection_id)
+    assert await registry.connections_of_pod("p1") == by_id
 
 
 async def test_connections_are_recorded_after_redis_forgets_its_scripts(
@@ -185,7 +200,7 @@ async def test_connections_are_recorded_after_redis_forgets_its_scripts(
     try:
         assert await store.add_connections([_conn("c1")], 10, max_per_user=1) == set()
         await admin.script_flush()  # what a restarted or failed-over Redis looks like
-        assert await store.add_connections([_conn("c2")], 10, max_per_user=1) == {"c2"}
+        assert await store.add_connections([_conn("c2")], 10, max_per_user=1) == {_cid("c2")}
         assert await store.add_connections([_conn("c3", user="bob")], 10, 1) == set()
     finally:
         await admin.aclose()

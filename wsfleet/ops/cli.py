@@ -88,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
     )
     up.add_argument("--policy", type=Path, help="routing policy YAML (default: embedded)")
-    up.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    redis = up.add_mutually_exclusive_group()
+    redis.add_argument("--redis-url", help="use this Redis instead of an embedded one")
+    redis.add_argument(
+        "--redis-cluster",
+        type=positive_int,
+        metavar="MASTERS",
+        help="run an embedded Redis Cluster of this many masters instead of one Redis",
+    )
     up.add_argument(
         "--state-dir",
         type=Path,
@@ -468,6 +475,7 @@ async def _up(args: argparse.Namespace) -> None:
         admin_port=args.admin_port,
         policy_path=args.policy,
         redis_url=args.redis_url,
+        redis_cluster=args.redis_cluster or 0,
         state_dir=args.state_dir,
         api_type="DELTA_GRPC" if args.delta else "GRPC",
         log_level=args.log_level,

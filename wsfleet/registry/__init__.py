@@ -13,6 +13,8 @@ from wsfleet.registry.base import (
     QuotaExceeded,
     Registry,
     RegistryUnavailable,
+    new_connection_id,
+    user_bucket,
 )
 
 __all__ = [
@@ -23,4 +25,6 @@ __all__ = [
     "QuotaExceeded",
     "Registry",
     "RegistryUnavailable",
+    "new_connection_id",
+    "user_bucket",
 ]

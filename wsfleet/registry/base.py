@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import zlib
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Protocol
@@ -70,6 +72,18 @@ class PodRecord:
             )
         except KeyError as missing:
             raise ValueError(f"pod record lacks field {missing}") from None
+
+
+def user_bucket(user_id: str) -> str:
+    """4 hex digits from the user id: the hash tag that keeps a user's connection
+    records in one Redis Cluster slot with the user's set."""
+    return f"{zlib.crc32(user_id.encode()) & 0xFFFF:04x}"
+
+
+def new_connection_id(user_id: str) -> str:
+    """A new connection id: its user's bucket, then 112 random bits (32 hex digits in
+    all), so the id alone says where its record lives."""
+    return user_bucket(user_id) + os.urandom(14).hex()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,11 +1,19 @@
-"""Redis registry.
+"""Redis registry, on one Redis server or a Redis Cluster (:mod:`wsfleet.redis_client`).
 
-Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default):
+Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default; ``{c<b>}`` is a hash tag,
+``<b>`` the user's bucket, :func:`~wsfleet.registry.base.user_bucket`):
 
 - ``{ns}:pod:{pod_id}`` hash of :class:`PodRecord` fields, with a TTL the pod refreshes;
 - ``{ns}:pods`` set of pod ids (members whose hash expired are pruned on read);
-- ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or leaves;
-- ``{ns}:hash_sources`` hash: per pool, where Envoy hashes its users (JSON, from the policy).
+- ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or
+  leaves (on a cluster a PUBLISH reaches every node's subscribers);
+- ``{ns}:hash_sources`` hash: per pool, where Envoy hashes its users (JSON, from the policy);
+- ``{ns}:{c<b>}:user:{user_id}`` set of the user's connection ids, and
+  ``{ns}:{c<b>}:conn:{connection_id}`` hash of a :class:`ConnectionRecord`: a connection
+  id begins with its user's bucket, so a user's set and records share a slot and the
+  quota script touches one slot;
+- ``{ns}:podconns:{pod_id}`` set of a pod's connection ids (its own slot: written with
+  plain commands beside the scripts).
 
 Expiry is left to Redis (key TTL), so no two clocks are ever compared.
 """
@@ -13,36 +21,38 @@ Expiry is left to Redis (key TTL), so no two clocks are ever compared.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from wsfleet.redis_client import batches, connect, is_cluster_url
 from wsfleet.redis_scripts import PipelinedScript
 from wsfleet.registry.base import (
     ConnectionRecord,
     HashSources,
     PodRecord,
     RegistryUnavailable,
+    user_bucket,
 )
 from wsfleet.registry.signing import SIGNATURE_FIELD, PodSigner
 
 # Record many connections in one call, each unless its user already holds the maximum
 # (0: no maximum). O(1) per connection while the user's set is below the maximum (SCARD);
 # only a user at the maximum has the set pruned of connections whose records expired (a
-# crashed pod's stop counting after their TTL), and counted again.
-# KEYS[1]: the pod's set; then per connection: its user's set, its record.
-# ARGV: maximum, TTL in ms, record key prefix, field count F, the F field names, then per
-# connection its id and its F values. Returns 1 (recorded) or 0 (refused) per connection.
+# crashed pod's stop counting after their TTL), and counted again. A record's key ends
+# with its id, and the user's other records share its prefix (and slot).
+# KEYS: per connection its user's set, its record.
+# ARGV: maximum, TTL in ms, field count F, the F field names, then per connection its id
+# and its F values. Returns 1 (recorded) or 0 (refused) per connection.
 _ADD_CONNECTIONS_LUA = """
-local limit, ttl, prefix, nf = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local answers, fields, at = {}, {}, 5 + nf
-for i = 2, #KEYS, 2 do
+local limit, ttl, nf = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local answers, fields, at = {}, {}, 4 + nf
+for i = 1, #KEYS, 2 do
   local user, record, id = KEYS[i], KEYS[i + 1], ARGV[at]
   local admit = 1
   if limit > 0 and redis.call('SCARD', user) >= limit then
-    local live = 0
+    local prefix, live = string.sub(record, 1, #record - #id), 0
     for _, other in ipairs(redis.call('SMEMBERS', user)) do
       if redis.call('EXISTS', prefix .. other) == 1 then
         live = live + 1
@@ -56,31 +66,28 @@ for i = 2, #KEYS, 2 do
   end
   if admit == 1 then
     for f = 1, nf do
-      fields[2 * f - 1] = ARGV[4 + f]
+      fields[2 * f - 1] = ARGV[3 + f]
       fields[2 * f] = ARGV[at + f]
     end
     redis.call('HSET', record, unpack(fields))
     redis.call('PEXPIRE', record, ttl)
     redis.call('SADD', user, id)
     redis.call('PEXPIRE', user, ttl)
-    redis.call('SADD', KEYS[1], id)
   end
   answers[#answers + 1] = admit
   at = at + 1 + nf
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
 return answers
 """
 _ADD_CONNECTIONS = PipelinedScript(_ADD_CONNECTIONS_LUA)
 
-# Forget many connections in one call. KEYS[1]: the pod's set; then per connection: its
-# record, its user's set. ARGV: the connection ids.
+# Forget many connections in one call. KEYS: per connection its record, its user's set.
+# ARGV: the connection ids.
 _REMOVE_CONNECTIONS_LUA = """
 for i = 1, #ARGV do
-  redis.call('DEL', KEYS[2 * i])
-  redis.call('SREM', KEYS[2 * i + 1], ARGV[i])
+  redis.call('DEL', KEYS[2 * i - 1])
+  redis.call('SREM', KEYS[2 * i], ARGV[i])
 end
-redis.call('SREM', KEYS[1], unpack(ARGV))
 return 0
 """
 _REMOVE_CONNECTIONS = PipelinedScript(_REMOVE_CONNECTIONS_LUA)
@@ -103,8 +110,12 @@ _TOUCH_CONNECTIONS = PipelinedScript(_TOUCH_CONNECTIONS_LUA)
 CHUNK = 500  # connections per script call: no call holds Redis for long
 
 
+def _bucket_of(record: ConnectionRecord) -> str:
+    return record.connection_id[:4]
+
+
 class RedisRegistry:
-    """:class:`~wsfleet.registry.base.Registry` on a Redis server."""
+    """:class:`~wsfleet.registry.base.Registry` on a Redis server or a Redis Cluster."""
 
     def __init__(
         self,
@@ -115,27 +126,23 @@ class RedisRegistry:
     ) -> None:
         # with a signer, pod records written are signed and records read must verify
         self.signer = signer
-        # A bounded pool: a handshake surge waits for a connection instead of opening
-        # hundreds (each with its own buffers) that then stay idle.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=5.0,
-            decode_responses=True,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-        )
-        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        # a bounded pool: a handshake surge waits for a connection instead of opening
+        # hundreds (each with its own buffers) that then stay idle
+        self._redis = connect(url, max_connections, decode_responses=True)
         self._ns = namespace
+        # on a cluster, a script call takes the connections of one bucket (one slot)
+        self._slot_tag: Callable[[ConnectionRecord], str] | None = (
+            _bucket_of if is_cluster_url(url) else None
+        )
 
     def _pod_key(self, pod_id: str) -> str:
         return f"{self._ns}:pod:{pod_id}"
 
     def _conn_key(self, connection_id: str) -> str:
-        return f"{self._ns}:conn:{connection_id}"
+        return f"{self._ns}:{{c{connection_id[:4]}}}:conn:{connection_id}"
 
     def _user_key(self, user_id: str) -> str:
-        return f"{self._ns}:user:{user_id}"
+        return f"{self._ns}:{{c{user_bucket(user_id)}}}:user:{user_id}"
 
     def _pod_conns_key(self, pod_id: str) -> str:
         return f"{self._ns}:podconns:{pod_id}"
@@ -172,8 +179,8 @@ class RedisRegistry:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(self._pod_key(pod_id))
                 pipe.srem(self._pods_key, pod_id)
-                pipe.publish(self._channel, pod_id)
                 await pipe.execute()
+            await self._redis.publish(self._channel, pod_id)  # not pipelined on a cluster
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
 
@@ -239,79 +246,108 @@ class RedisRegistry:
     ) -> set[str]:
         if not records:
             return set()
+        self._check_buckets(records)
         ttl_ms = max(1, int(ttl_s * 1000))
         names = ConnectionRecord.field_names()
-        head = (max_per_user, ttl_ms, f"{self._ns}:conn:", len(names), *names)
-        chunks = list(self._chunks(records))
+        head = (max_per_user, ttl_ms, len(names), *names)
+        groups = list(batches(records, CHUNK, self._slot_tag))
         calls = []
-        for shard, chunk in chunks:
-            keys = [self._pod_conns_key(shard)]
+        for group in groups:
+            keys: list[str] = []
             args: list[object] = [*head]
-            for record in chunk:
+            for record in group:
                 keys += (self._user_key(record.user_id), self._conn_key(record.connection_id))
                 args.append(record.connection_id)
                 args += record.field_values()
             calls.append((keys, args))
-        try:
-            answers = await _ADD_CONNECTIONS.run(self._redis, calls)
+        try:  # the pods' sets optimistically, in the same round trip; the refused go next
+            answers = await _ADD_CONNECTIONS.run(
+                self._redis, calls, self._pod_sets(records, "sadd", ttl_ms)
+            )
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
-        refused = set()
-        for (_, chunk), answer in zip(chunks, answers, strict=True):
+        refused = []
+        for group, answer in zip(groups, answers, strict=True):
             if isinstance(answer, Exception):
                 raise RegistryUnavailable(str(answer))
-            for record, admitted in zip(chunk, cast(list[int], answer), strict=True):
-                if not admitted:
-                    refused.add(record.connection_id)
-        return refused
+            refused += [
+                record
+                for record, admitted in zip(group, cast(list[int], answer), strict=True)
+                if not admitted
+            ]
+        if refused:
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    self._pod_sets(refused, "srem")(pipe)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                raise RegistryUnavailable(str(exc)) from exc
+        return {record.connection_id for record in refused}
+
+    def _check_buckets(self, records: list[ConnectionRecord]) -> None:
+        """On a cluster a record lives in its user's slot: its id must say so."""
+        if self._slot_tag is None:
+            return
+        for record in records:
+            if not record.connection_id.startswith(user_bucket(record.user_id)):
+                raise ValueError(
+                    f"connection id {record.connection_id!r} does not begin with its "
+                    f"user's bucket {user_bucket(record.user_id)!r} (new_connection_id)"
+                )
+
+    def _pod_sets(
+        self, records: list[ConnectionRecord], command: str, ttl_ms: int = 0
+    ) -> Callable[[Any], None]:
+        """Adds to a pipeline: the records' ids added to (``sadd``) or removed from
+        (``srem``) their pods' sets, and the sets' TTL refreshed when ``ttl_ms``."""
+        by_pod: dict[str, list[str]] = {}
+        for record in records:
+            by_pod.setdefault(record.shard, []).append(record.connection_id)
+
+        def add(pipe: Any) -> None:
+            for pod_id, ids in by_pod.items():
+                key = self._pod_conns_key(pod_id)
+                if command:
+                    getattr(pipe, command)(key, *ids)
+                if ttl_ms:
+                    pipe.pexpire(key, ttl_ms)
+
+        return add
 
     async def remove_connections(self, records: list[ConnectionRecord]) -> None:
         if not records:
             return
         calls = []
-        for shard, chunk in self._chunks(records):
-            keys = [self._pod_conns_key(shard)]
-            for record in chunk:
+        for group in batches(records, CHUNK, self._slot_tag):
+            keys: list[str] = []
+            for record in group:
                 keys += (self._conn_key(record.connection_id), self._user_key(record.user_id))
-            calls.append((keys, [record.connection_id for record in chunk]))
+            calls.append((keys, [record.connection_id for record in group]))
         try:
-            results = await _REMOVE_CONNECTIONS.run(self._redis, calls)
+            results = await _REMOVE_CONNECTIONS.run(
+                self._redis, calls, self._pod_sets(records, "srem")
+            )
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
         for result in results:
             if isinstance(result, Exception):
                 raise RegistryUnavailable(str(result))
 
-    @staticmethod
-    def _chunks(
-        records: list[ConnectionRecord],
-    ) -> Iterator[tuple[str, list[ConnectionRecord]]]:
-        """The records by pod, at most :data:`CHUNK` at a time (in a stable order)."""
-        by_shard: dict[str, list[ConnectionRecord]] = {}
-        for record in records:
-            by_shard.setdefault(record.shard, []).append(record)
-        for shard, group in by_shard.items():
-            for start in range(0, len(group), CHUNK):
-                yield shard, group[start : start + CHUNK]
-
     async def touch_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         if not records:
             return
         ttl_ms = max(1, int(ttl_s * 1000))
         calls = []
-        for start in range(0, len(records), CHUNK):
-            chunk = records[start : start + CHUNK]
+        for group in batches(records, CHUNK, self._slot_tag):
             keys = []
-            for record in chunk:
+            for record in group:
                 keys.append(self._conn_key(record.connection_id))
                 keys.append(self._user_key(record.user_id))
-            calls.append((keys, [ttl_ms, *(str(record.last_ping) for record in chunk)]))
+            calls.append((keys, [ttl_ms, *(str(record.last_ping) for record in group)]))
         try:
-            results = await _TOUCH_CONNECTIONS.run(self._redis, calls)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for shard in {record.shard for record in records}:
-                    pipe.pexpire(self._pod_conns_key(shard), ttl_ms)
-                await pipe.execute()
+            results = await _TOUCH_CONNECTIONS.run(
+                self._redis, calls, self._pod_sets(records, "", ttl_ms)
+            )
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(str(exc)) from exc
         for result in results:

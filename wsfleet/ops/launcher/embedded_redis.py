@@ -10,11 +10,11 @@ import asyncio
 import shutil
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from wsfleet.errors import StartupError
 from wsfleet.ops.launcher.children import Child, Supervisor
+from wsfleet.redis_client import connect
 
 
 def redis_server_binary() -> Path:
@@ -57,7 +57,7 @@ def redis_argv(port: int, directory: Path) -> list[str]:
 
 async def wait_redis(url: str, timeout_s: float) -> None:
     """Wait until Redis at ``url`` answers PING; raise :class:`StartupError` if not."""
-    client: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+    client = connect(url, max_connections=1)
     deadline = asyncio.get_running_loop().time() + timeout_s
     last_error = "no answer"
     try:

@@ -33,6 +33,7 @@ from wsfleet.ops.launcher.envoy_bootstrap import (
     render_bootstrap,
 )
 from wsfleet.ops.launcher.ports import ensure_port_free, free_port
+from wsfleet.ops.launcher.redis_cluster import ClusterNode, start_redis_cluster
 from wsfleet.readiness import read_ready, write_ready
 from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
 from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
@@ -52,6 +53,7 @@ class FleetOptions:
     admin_port: int = 8081
     policy_path: Path | None = None
     redis_url: str | None = None
+    redis_cluster: int = 0  # masters of an embedded Redis Cluster (0: one embedded Redis)
     state_dir: Path = Path(".wsfleet")
     api_type: str = "GRPC"
     envoy_concurrency: int = 1
@@ -122,6 +124,7 @@ class LocalFleet:
         self.run_dir = self.state_dir / "run"
         self.supervisor = Supervisor(self.run_dir / "logs", sink)
         self.info = FleetInfo()
+        self.redis_nodes: list[ClusterNode] = []  # with --redis-cluster
         self._next_sidecar = 1
         self._auth_key_path = self.state_dir / "auth.key"
         self.admin_token_path = self.state_dir / TOKEN_FILE
@@ -186,7 +189,14 @@ class LocalFleet:
         self.registry_key_path = ensure_registry_key(self.state_dir)
         fleet_ca.ensure_server_pair(self.state_dir)  # xDS is served over mTLS only
 
-        if options.redis_url is None:
+        if options.redis_cluster and options.redis_url is not None:
+            raise StartupError("give --redis-url or --redis-cluster, not both")
+        if options.redis_cluster:
+            self.redis_nodes = await start_redis_cluster(
+                self.supervisor, options.redis_cluster, self.run_dir / "redis-cluster"
+            )
+            self.info.redis_url = f"redis+cluster://127.0.0.1:{self.redis_nodes[0].port}"
+        elif options.redis_url is None:
             port = free_port()
             _, url = await start_embedded_redis(self.supervisor, port, self.run_dir / "redis")
             self.info.redis_url, self.info.redis_embedded = url, True
