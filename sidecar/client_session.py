@@ -21,7 +21,7 @@ from sidecar.admission import Admission
 from sidecar.auth import AuthError
 from sidecar.backend_bridge import BackendLink, SessionInfo
 from sidecar.core import CloseCode, backend_close, envelope
-from sidecar.core.resume import ResumePlan, Sequencer, plan_resume
+from sidecar.core.resume import ResumePlan, Sequencer, plan_resume, replay_is_whole
 from sidecar.core.session import Entry, SessionCore
 from sidecar.gateway import Gateway
 from sidecar.replay_store import ReplayStoreUnavailable
@@ -327,7 +327,7 @@ async def start_session(
             gateway.metrics.registry_errors.inc()
             entries = []
             start.plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
-        if entries and entries[0].seq != plan.replay_after + 1:
+        if not replay_is_whole(plan, [entry.seq for entry in entries]):
             entries = []
             start.plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
         start.entries = entries

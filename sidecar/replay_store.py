@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 import structlog
-from redis.exceptions import RedisError
 
 from sidecar.core.session import Entry
 from wsfleet.batch_spacing import Spacing
-from wsfleet.redis_client import batches, connect, is_cluster_url
+from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
 from wsfleet.redis_scripts import PipelinedScript
 
 log = structlog.get_logger()
@@ -85,7 +84,7 @@ class ReplayStore:
                 pipe.hgetall(self._session_key(session_id))
                 pipe.xrange(self._stream_key(session_id), count=1)
                 row, first = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
         if not row:
             return None
@@ -112,7 +111,7 @@ class ReplayStore:
         ]
         try:
             results = await _CREATE.run(self._redis, calls)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
         for result in results:
             if isinstance(result, Exception):
@@ -129,7 +128,7 @@ class ReplayStore:
                     self._stream_key(session_id), min=f"{after + 1}-0", max=f"{upto}-9"
                 ),
             )
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
         return [
             Entry(
@@ -169,7 +168,7 @@ class ReplayStore:
             calls.append(((self._stream_key(session_id), self._session_key(session_id)), args))
         try:
             results = await _PERSIST.run(self._redis, calls)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
         refused = set()
         for session_id, result in zip(sessions, results, strict=True):

@@ -86,7 +86,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
     try:
         nodes = run(start_redis_cluster(supervisor, 3, directory))
-        yield f"redis+cluster://127.0.0.1:{nodes[0].port}"
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in nodes)
     finally:
         run(supervisor.stop_all(10.0))
         loop.call_soon_threadsafe(loop.stop)

@@ -2,8 +2,10 @@
 
 - ``redis://host:port/db`` (``rediss://`` with TLS, ``unix://``): one server, through a
   bounded pool that makes a surge wait for a connection instead of opening hundreds;
-- ``redis+cluster://host:port`` (``rediss+cluster://``): a Redis Cluster, discovered from
-  that node (any node will do); commands go to the master of their key's slot.
+- ``redis+cluster://[user:password@]host:port[,host:port…]`` (``rediss+cluster://``): a
+  Redis Cluster, discovered from the first of those nodes that answers (list several: a
+  process that starts while the only node it knows is down cannot find the others);
+  commands go to the master of their key's slot.
 
 On a cluster every script call and every multi-key command must touch keys of one hash
 slot. The stores keep that by hash tags (``{…}`` in a key: only that part is hashed)
@@ -16,16 +18,34 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 AnyRedis = aioredis.Redis | RedisCluster
 T = TypeVar("T")
+# what a store catches: the cluster client's own errors are not RedisErrors
+ERRORS = (RedisError, RedisClusterException, OSError)
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 SCHEMES = ("redis", "rediss", "unix", *_CLUSTER_SCHEMES)
+CONNECT_TIMEOUT_S = 2.0
+COMMAND_TIMEOUT_S = 5.0
 CLUSTER_CONNECTIONS_PER_NODE = 512  # the cluster client refuses, not waits, past this
+
+
+def checked_url(url: str) -> str:
+    """``url`` if it names a Redis or a Redis Cluster this module can reach, else
+    ValueError saying what is wrong (settings check it once, at start)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in SCHEMES:
+        raise ValueError(f"a Redis URL starts with one of {', '.join(SCHEMES)}://")
+    if scheme in _CLUSTER_SCHEMES:
+        for address in rest.rpartition("@")[2].split("/")[0].split(","):
+            _node(address)
+    return url
 
 
 def is_cluster_url(url: str) -> bool:
@@ -35,22 +55,35 @@ def is_cluster_url(url: str) -> bool:
 def connect(url: str, max_connections: int, decode_responses: bool = False) -> AnyRedis:
     """A client for ``url`` (see the module's docstring). Connects lazily."""
     scheme, _, rest = url.partition("://")
-    timeouts = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0}
     if scheme in _CLUSTER_SCHEMES:
-        return RedisCluster.from_url(
-            f"{_CLUSTER_SCHEMES[scheme]}://{rest}",
+        userinfo, _, hosts = rest.rpartition("@")
+        username, _, password = userinfo.partition(":")
+        return RedisCluster(
+            startup_nodes=[_node(address) for address in hosts.split("/")[0].split(",")],
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            ssl=scheme == "rediss+cluster",
             max_connections=max(max_connections, CLUSTER_CONNECTIONS_PER_NODE),
             decode_responses=decode_responses,
-            **timeouts,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=COMMAND_TIMEOUT_S,
         )
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
         timeout=5.0,
         decode_responses=decode_responses,
-        **timeouts,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=COMMAND_TIMEOUT_S,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def _node(address: str) -> ClusterNode:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"a cluster node is host:port, got {address!r}")
+    return ClusterNode(host.strip("[]"), int(port))
 
 
 def batches(

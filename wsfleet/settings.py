@@ -8,6 +8,7 @@ backend`` and their ``WSFLEET_…`` environment variables are made from the fiel
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from wsfleet.arg_types import (
     routing_key_source,
 )
 from wsfleet.arg_types import port as port_number
+from wsfleet.redis_client import checked_url
 from wsfleet.settings_flags import setting
 
 DEFAULT_REDIS_NAMESPACE = "wsfleet"
@@ -44,6 +46,14 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
+def redis_url(text: str) -> str:
+    """A Redis or Redis Cluster URL, checked at start (see :mod:`wsfleet.redis_client`)."""
+    try:
+        return checked_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{redacted_url(text)}: {exc}") from None
+
+
 def default_pod_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -61,7 +71,7 @@ def advertised_address(host: str, advertise_host: str | None) -> str:
 class XdsSettings:
     """The control plane (``wsfleet xds``)."""
 
-    redis_url: str = setting(help="the registry's Redis", group="process")
+    redis_url: str = setting(help="the registry's Redis", group="process", check=redis_url)
     policy_path: Path | None = setting(
         None,
         flag="--policy",
@@ -125,7 +135,11 @@ class SidecarSettings:
     """One gateway sidecar (``wsfleet sidecar``)."""
 
     # -- process
-    redis_url: str = setting(help="the registry's and replay buffers' Redis", group="process")
+    redis_url: str = setting(
+        help="the registry's and replay buffers' Redis (redis+cluster://h:p,h:p for a cluster)",
+        group="process",
+        check=redis_url,
+    )
     backends: tuple[str, ...] = setting(
         flag="--backend",
         help="host:port (gRPC bridge) or ws://host:port/path (WebSocket); repeat for several",

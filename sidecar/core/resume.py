@@ -65,3 +65,10 @@ def plan_resume(client_last_seq: int, first_kept: int | None, last_sent: int) ->
     if first_kept is None or first_kept > client_last_seq + 1:  # the gap left the window
         return ResumePlan(last_sent, last_sent, resync=True)
     return ResumePlan(client_last_seq, last_sent, resync=False)
+
+
+def replay_is_whole(plan: ResumePlan, seqs: list[int]) -> bool:
+    """Whether the entries read for ``plan`` are every seq it replays, in order. One
+    missing (a Redis failover loses what the old master had not passed on to its
+    replica) turns the resume into a resync: a client is never handed a silent gap."""
+    return seqs == list(range(plan.replay_after + 1, plan.replay_upto + 1))

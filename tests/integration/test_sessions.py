@@ -9,6 +9,7 @@ import time
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.helpers import ON_EVERY_REDIS, unlimited_session, wait_for
 from wsfleet.ops.chaos.reconnects import peak_to_mean
@@ -145,6 +146,35 @@ async def test_outside_the_replay_window_the_client_is_told_to_resync(fleet_fact
         hello = json.loads((await again.receive(timeout=5)).data)
         assert hello["resync"] is True and hello["resumed"] is False
         assert hello["session"] != welcome["session"]
+        await again.close()
+
+
+async def test_a_replay_buffer_with_a_hole_gives_a_resync_never_a_silent_gap(
+    fleet_factory,
+) -> None:
+    """What a Redis failover can do to a replay buffer (the old master had not passed an
+    entry on), done by hand: the resume is refused as a resync."""
+    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    async with unlimited_session() as session:
+        url = f"{fleet.client_url}?user=alice&access_token={fleet.token('alice')}"
+        ws = await session.ws_connect(url, protocols=("wsfleet.v1",))
+        welcome = json.loads((await ws.receive(timeout=5)).data)
+        for cseq in (1, 2, 3):
+            await ws.send_str(json.dumps({"type": "message", "cseq": cseq, "data": f"m{cseq}"}))
+            assert json.loads((await ws.receive(timeout=5)).data)["seq"] == cseq
+        await ws.close()
+        stream = f"wsfleet:replay:{{{welcome['session']}}}"
+        redis = aioredis.Redis.from_url(fleet.info.redis_url)
+        try:
+            assert await redis.xlen(stream) == 3
+            assert await redis.xdel(stream, "2-1") == 1  # the hole, between 1 and 3
+        finally:
+            await redis.aclose()
+        again = await session.ws_connect(  # saw nothing: 1, 2 and 3 are to be replayed
+            f"{url}&session={welcome['session']}&last_seq=0", protocols=("wsfleet.v1",)
+        )
+        hello = json.loads((await again.receive(timeout=5)).data)
+        assert hello["resync"] is True and hello["replayed"] == 0
         await again.close()
 
 

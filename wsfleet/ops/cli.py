@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from sidecar import cli as sidecar_cli
 from wsfleet.arg_types import (
     non_negative_float,
+    non_negative_int,
     port,
     positive_float,
     positive_int,
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         metavar="MASTERS",
         help="run an embedded Redis Cluster of this many masters instead of one Redis",
+    )
+    up.add_argument(
+        "--redis-replicas",
+        type=non_negative_int,
+        default=0,
+        help="with --redis-cluster: replicas of each master (default 0)",
     )
     up.add_argument(
         "--state-dir",
@@ -476,6 +483,7 @@ async def _up(args: argparse.Namespace) -> None:
         policy_path=args.policy,
         redis_url=args.redis_url,
         redis_cluster=args.redis_cluster or 0,
+        redis_replicas=args.redis_replicas,
         state_dir=args.state_dir,
         api_type="DELTA_GRPC" if args.delta else "GRPC",
         log_level=args.log_level,

@@ -24,9 +24,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from redis.exceptions import RedisError
-
-from wsfleet.redis_client import batches, connect, is_cluster_url
+from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
 from wsfleet.redis_scripts import PipelinedScript
 from wsfleet.registry.base import (
     ConnectionRecord,
@@ -170,7 +168,7 @@ class RedisRegistry:
                 previous_state, *_ = await pipe.execute()
             if previous_state != pod.state.value:
                 await self._redis.publish(self._channel, pod.pod_id)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         return previous_state is not None
 
@@ -181,7 +179,7 @@ class RedisRegistry:
                 pipe.srem(self._pods_key, pod_id)
                 await pipe.execute()
             await self._redis.publish(self._channel, pod_id)  # not pipelined on a cluster
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
 
     async def list_pods(self, pool: str | None = None) -> list[PodRecord]:
@@ -196,7 +194,7 @@ class RedisRegistry:
             expired = [pod_id for pod_id, row in zip(pod_ids, rows, strict=True) if not row]
             if expired:
                 await self._redis.srem(self._pods_key, *expired)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         pods = []
         for row in rows:
@@ -221,7 +219,7 @@ class RedisRegistry:
     async def get_pod(self, pod_id: str) -> PodRecord | None:
         try:
             row = cast(dict[str, str], await self._redis.hgetall(self._pod_key(pod_id)))
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         return self._trusted(row)
 
@@ -237,7 +235,7 @@ class RedisRegistry:
             expired = [pod_id for pod_id, alive in zip(pod_ids, present, strict=True) if not alive]
             if expired:
                 await self._redis.srem(self._pods_key, *expired)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         return {pod_id for pod_id, alive in zip(pod_ids, present, strict=True) if alive}
 
@@ -264,7 +262,7 @@ class RedisRegistry:
             answers = await _ADD_CONNECTIONS.run(
                 self._redis, calls, self._pod_sets(records, "sadd", ttl_ms)
             )
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         refused = []
         for group, answer in zip(groups, answers, strict=True):
@@ -280,7 +278,7 @@ class RedisRegistry:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     self._pod_sets(refused, "srem")(pipe)
                     await pipe.execute()
-            except (RedisError, OSError) as exc:
+            except ERRORS as exc:
                 raise RegistryUnavailable(str(exc)) from exc
         return {record.connection_id for record in refused}
 
@@ -327,7 +325,7 @@ class RedisRegistry:
             results = await _REMOVE_CONNECTIONS.run(
                 self._redis, calls, self._pod_sets(records, "srem")
             )
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         for result in results:
             if isinstance(result, Exception):
@@ -348,7 +346,7 @@ class RedisRegistry:
             results = await _TOUCH_CONNECTIONS.run(
                 self._redis, calls, self._pod_sets(records, "", ttl_ms)
             )
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         for result in results:
             if isinstance(result, Exception):
@@ -363,13 +361,13 @@ class RedisRegistry:
         mapping: dict[Any, Any] = {pool: sources.to_json() for pool, sources in pools.items()}
         try:
             await self._redis.hset(f"{self._ns}:hash_sources", mapping=mapping)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
 
     async def get_hash_sources(self, pool: str) -> HashSources | None:
         try:
             text = await self._redis.hget(f"{self._ns}:hash_sources", pool)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         if text is None:
             return None
@@ -381,7 +379,7 @@ class RedisRegistry:
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         try:
             row = cast(dict[str, str], await self._redis.hgetall(self._conn_key(connection_id)))
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         try:
             return ConnectionRecord.from_fields(row) if row else None
@@ -406,7 +404,7 @@ class RedisRegistry:
             gone = [i for i, row in zip(ids, rows, strict=True) if not row]
             if gone:
                 await self._redis.srem(set_key, *gone)
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         records = []
         for row in rows:
@@ -424,16 +422,16 @@ class RedisRegistry:
             async for message in pubsub.listen():
                 if message.get("type") == "message":
                     yield str(message["data"])
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*ERRORS):
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def ping(self) -> None:
         try:
             await self._redis.ping()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
 
     async def close(self) -> None:

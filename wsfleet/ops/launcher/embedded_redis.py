@@ -10,11 +10,9 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from redis.exceptions import RedisError
-
 from wsfleet.errors import StartupError
 from wsfleet.ops.launcher.children import Child, Supervisor
-from wsfleet.redis_client import connect
+from wsfleet.redis_client import ERRORS, connect
 
 
 def redis_server_binary() -> Path:
@@ -65,7 +63,7 @@ async def wait_redis(url: str, timeout_s: float) -> None:
             try:
                 await client.ping()
                 return
-            except (RedisError, OSError) as exc:
+            except ERRORS as exc:
                 last_error = str(exc)
                 await asyncio.sleep(0.05)
     finally:

@@ -54,6 +54,7 @@ class FleetOptions:
     policy_path: Path | None = None
     redis_url: str | None = None
     redis_cluster: int = 0  # masters of an embedded Redis Cluster (0: one embedded Redis)
+    redis_replicas: int = 0  # replicas of each of those masters
     state_dir: Path = Path(".wsfleet")
     api_type: str = "GRPC"
     envoy_concurrency: int = 1
@@ -191,11 +192,17 @@ class LocalFleet:
 
         if options.redis_cluster and options.redis_url is not None:
             raise StartupError("give --redis-url or --redis-cluster, not both")
+        if options.redis_replicas and not options.redis_cluster:
+            raise StartupError("--redis-replicas needs --redis-cluster")
         if options.redis_cluster:
             self.redis_nodes = await start_redis_cluster(
-                self.supervisor, options.redis_cluster, self.run_dir / "redis-cluster"
+                self.supervisor,
+                options.redis_cluster,
+                self.run_dir / "redis-cluster",
+                options.redis_replicas,
             )
-            self.info.redis_url = f"redis+cluster://127.0.0.1:{self.redis_nodes[0].port}"
+            seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.redis_nodes)
+            self.info.redis_url = f"redis+cluster://{seeds}"  # every node: any may be down
         elif options.redis_url is None:
             port = free_port()
             _, url = await start_embedded_redis(self.supervisor, port, self.run_dir / "redis")
@@ -434,6 +441,12 @@ class LocalFleet:
         child = self.supervisor.find("redis")
         assert child is not None and self.info.redis_embedded
         await child.stop(5.0, signal.SIGKILL)
+
+    async def kill_redis_master(self, name: str = "redis-1") -> None:
+        """SIGKILL one master of the embedded Redis Cluster (its replica takes over)."""
+        [node] = [node for node in self.redis_nodes if node.name == name]
+        assert node.master is None, f"{name} is a replica"
+        await node.child.stop(5.0, signal.SIGKILL)
 
     async def start_redis(self) -> None:
         """Start the embedded Redis again on its port, empty (what a failover looks like)."""
