@@ -44,6 +44,8 @@ def sample(field: dataclasses.Field[Any], hint: Any) -> tuple[list[str], Any]:
         return [flag, "a:1", flag, "b:2"], ("a:1", "b:2")
     if field.name == "routing_key_source":
         return [flag, "claim:tenant"], "claim:tenant"
+    if field.name == "redis_url":
+        return [flag, "redis+cluster://h1:7000,h2:7001"], "redis+cluster://h1:7000,h2:7001"
     if "Path" in text:
         return [flag, "/tmp/some-file"], Path("/tmp/some-file")
     if "float" in text:
@@ -160,5 +162,7 @@ def test_the_flags_that_scripts_and_docs_use_keep_their_names() -> None:
     assert (settings.messages_per_s, settings.bytes_per_s) == (10.0, 2048.0)
     assert settings.compression is False
     assert (settings.slow_consumer_grace_s, settings.drain_budget_s) == (1.0, 4.0)
-    xds_args = parser_for(XdsSettings).parse_args(["--redis-url", "r", "--policy", "p.yaml"])
+    xds_args = parser_for(XdsSettings).parse_args(
+        ["--redis-url", "redis://r", "--policy", "p.yaml"]
+    )
     assert from_args(XdsSettings, xds_args, environ={}).policy_path == Path("p.yaml")
