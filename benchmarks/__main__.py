@@ -20,6 +20,7 @@ from benchmarks import (
     idle_connections,
     load,
     processes,
+    redis_round_trips,
     xds_push,
 )
 from benchmarks.report import RESULTS
@@ -42,6 +43,10 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "idle-connections": (
         idle_connections,
         "idle connections on one sidecar vs a bare aiohttp server: KB/conn, handshakes/s, RTT",
+    ),
+    "redis-round-trips": (
+        redis_round_trips,
+        "Redis CPU per round trip beside the script calls it carries (capacity input)",
     ),
     "xds-push": (xds_push, "membership change -> every simulated Envoy has the new EDS"),
 }

@@ -119,6 +119,7 @@ async def serve(
         settings.connection_flush_s,
         settings.max_connections_per_user,
         on_error=metrics.registry_errors.inc,
+        spacing_s=settings.redis_batch_spacing_s,
     )
     replay_store = ReplayStore(
         settings.redis_url,
@@ -127,7 +128,7 @@ async def serve(
         settings.replay_max_age_s,
         settings.replay_max_bytes,
     )
-    replay = ReplayWriter(replay_store, on_error=metrics.registry_errors.inc)
+    replay = ReplayWriter(replay_store, metrics.registry_errors.inc, settings.redis_batch_spacing_s)
     replay.start()
     gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay)
     metrics.watch_gateway(gateway.table.queued, gateway.table.counts_by_transport)

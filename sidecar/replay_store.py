@@ -25,7 +25,7 @@ from typing import Protocol, cast
 import structlog
 
 from sidecar.core.session import Entry
-from wsfleet.batch_spacing import Spacing
+from wsfleet.batch_spacing import BATCH_SPACING_S, Spacing
 from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
 from wsfleet.redis_scripts import PipelinedScript
 
@@ -251,7 +251,12 @@ class ReplayWriter:
     sessions are written before its entries.
     """
 
-    def __init__(self, store: ReplayStore, on_error: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: ReplayStore,
+        on_error: Callable[[], None],
+        spacing_s: float = BATCH_SPACING_S,
+    ) -> None:
         self._store = store
         self._on_error = on_error
         self._entries: list[Entry] = []
@@ -260,7 +265,7 @@ class ReplayWriter:
         self._creating: list[tuple[str, str, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._spacing = Spacing()
+        self._spacing = Spacing(spacing_s)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

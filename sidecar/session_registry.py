@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
-from wsfleet.batch_spacing import Spacing
+from wsfleet.batch_spacing import BATCH_SPACING_S, Spacing
 from wsfleet.registry import ConnectionRecord, QuotaExceeded, Registry, RegistryUnavailable
 
 log = structlog.get_logger()
@@ -37,6 +37,7 @@ class SessionRegistry:
         flush_s: float,
         max_per_user: int,
         on_error: Callable[[], None] = lambda: None,
+        spacing_s: float = BATCH_SPACING_S,
     ) -> None:
         self._registry = registry
         self._ttl_s = ttl_s
@@ -48,7 +49,7 @@ class SessionRegistry:
         self._adding: list[tuple[ConnectionRecord, asyncio.Future[bool]]] = []
         self._removing: list[ConnectionRecord] = []
         self._writer: asyncio.Task[None] | None = None
-        self._spacing = Spacing()
+        self._spacing = Spacing(spacing_s)
         self.needs_resync = False
 
     def __len__(self) -> int:

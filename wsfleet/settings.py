@@ -24,6 +24,7 @@ from wsfleet.arg_types import (
     routing_key_source,
 )
 from wsfleet.arg_types import port as port_number
+from wsfleet.batch_spacing import BATCH_SPACING_S
 from wsfleet.redis_client import checked_url
 from wsfleet.settings_flags import setting
 
@@ -368,6 +369,13 @@ class SidecarSettings:
         help="seconds between batched writes of pongs (last_ping)",
         group="registry",
         check=positive_float,
+    )
+    redis_batch_spacing_s: float = setting(
+        BATCH_SPACING_S,
+        help="seconds the Redis writers (registry, replay) leave between batches while "
+        "busy: raise it for many pods on a Redis Cluster (wsfleet capacity says how far)",
+        group="registry",
+        check=non_negative_float,
     )
     # -- drain
     # SIGTERM drains over this (POST /drain may say otherwise). Below Kubernetes' default

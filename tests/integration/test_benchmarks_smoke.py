@@ -268,6 +268,14 @@ def test_xds_push_reaches_every_simulated_envoy(tmp_path: Path) -> None:
         assert loss["death_to_first_client_s"] >= loss["registration_ttl_s"]
 
 
+def test_redis_round_trips_reports_both_costs(tmp_path: Path) -> None:
+    figures = run_benchmark("redis-round-trips", tmp_path)
+    assert set(figures["per_pipeline_us"]) == {"1", "10", "100", "1000"}
+    assert_numbers(figures, "measured.redis_round_trip_us", "measured.redis_touch_call_us")
+    # a pipeline of 1,000 calls costs Redis more than one of a single call
+    assert figures["per_pipeline_us"]["1000"] > figures["per_pipeline_us"]["1"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -6,6 +6,7 @@ import collections
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.helpers import (
     ON_EVERY_REDIS,
@@ -34,6 +35,13 @@ async def test_a_message_round_trips_through_envoy_sidecar_and_backend(
     assert reply.type is aiohttp.WSMsgType.TEXT
     assert reply.data == "hello, fleet"
     assert pod in {"sidecar-1", "sidecar-2"}
+    if redis_cluster:  # the fleet's keys are spread over the masters, not on one
+        holding = 0
+        for node in fleet.redis_nodes:
+            client = aioredis.Redis(port=node.port)
+            holding += int(await client.dbsize() > 0)
+            await client.aclose()
+        assert holding >= 2
 
 
 async def test_a_broadcast_reaches_every_connection_on_every_sidecar(fleet_factory) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,28 @@ def test_more_connections_never_need_fewer_resources() -> None:
     small, large = plan(100_000, Measured()), plan(5_000_000, Measured())
     assert large.pods >= small.pods and large.envoy_instances >= small.envoy_instances
     assert large.redis_memory_gib >= small.redis_memory_gib
+
+
+def test_round_trips_reach_every_shard_so_spacing_batches_is_what_bounds_them() -> None:
+    measured = Measured(redis_round_trip_us=40.0, redis_ops_per_s_per_core=100_000.0)
+    common = {"message_rate": 0.05, "headroom": 0.0, "connection_flush_s": 2.0}
+    tight = plan(5_000_000, measured, redis_batch_spacing_s=0.002, **common)
+    # every pod sends 500 replay batches/s and half a registry flush: all reach every shard
+    assert tight.redis_round_trips_per_shard_s == int(tight.pods * 500.5)
+    assert tight.redis_round_trip_share == pytest.approx(tight.pods * 500.5 * 40e-6, abs=1e-3)
+    assert tight.redis_round_trip_share >= 1 and tight.redis_shards == 0  # no shard count helps
+    wide = plan(5_000_000, measured, redis_batch_spacing_s=0.05, **common)
+    assert 0 < wide.redis_round_trip_share < 0.25
+    commands = wide.redis_ops_per_s / 100_000
+    assert wide.redis_shards == math.ceil(commands / (1 - wide.redis_round_trip_share))
+    at_quarter = plan(
+        5_000_000, measured, redis_batch_spacing_s=wide.redis_batch_spacing_for_quarter_s, **common
+    )
+    assert at_quarter.redis_round_trip_share == pytest.approx(0.25, abs=0.01)
+    # a small fleet is not spacing-bound: its one pod has fewer messages than batches
+    small = plan(1_000, measured, redis_batch_spacing_s=0.002, **common)
+    assert small.redis_round_trips_per_shard_s == int(1_000 * 0.05 + 0.5)
+    assert small.pod_loss_reconnect_s is None  # one pod: no survivor to take its clients
 
 
 def test_results_files_override_the_recorded_figures(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from wsfleet.batch_spacing import BATCH_SPACING_S
+
 GIB = 1024**3
 
 
@@ -33,6 +35,7 @@ class Measured:
     redis_bytes_per_connection: float = 1396.0  # load: registry + session, Redis RSS
     redis_bytes_per_replayed_message: float = 856.0  # load: Redis RSS per kept message
     redis_ops_per_s_per_core: float = 261_000.0  # load: pipelined commands per Redis CPU-s
+    redis_round_trip_us: float = 17.2  # redis-round-trips: Redis CPU per pipeline received
     fds_per_sidecar_connection: int = 1
     fds_per_envoy_connection: int = 2
 
@@ -51,10 +54,14 @@ class Plan:
     envoy_memory_gib: float
     redis_memory_gib: float
     redis_ops_per_s: int
-    redis_shards: int
+    redis_shards: int  # 0: round trips alone fill a shard (raise the batch spacing)
+    redis_batch_spacing_s: float  # the gateways' --redis-batch-spacing
+    redis_round_trips_per_shard_s: int  # every pod's every batch reaches every shard
+    redis_round_trip_share: float  # of one shard's core, headroom included
+    redis_batch_spacing_for_quarter_s: float | None  # the spacing for a share <= 25 % (None: none)
     fleet_handshakes_per_s: float
     full_reconnect_s: float  # every client of the region reconnecting at once
-    pod_loss_reconnect_s: float  # one pod's clients, spread over the survivors
+    pod_loss_reconnect_s: float | None  # one pod's clients over the survivors (None: no survivor)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,13 +82,14 @@ def load_measured(paths: list[Path]) -> Measured:
                 sidecar_base_mb=sidecar["base_rss_mb"],
                 sidecar_handshakes_per_s=min(s["handshakes_per_s"] for s in sidecar["steps"]),
             )
-        elif name == "load" and "measured" in document:
+        elif name in ("load", "redis_round_trips") and "measured" in document:
             known = {f.name for f in fields(Measured)}
             figures = {k: float(v) for k, v in document["measured"].items() if k in known}
             measured = replace(measured, **figures)  # type: ignore[arg-type]
         else:
             raise ValueError(
-                f"{path}: not a result of `python -m benchmarks idle-connections` or `load`"
+                f"{path}: not a result of `python -m benchmarks idle-connections`, `load`"
+                " or `redis-round-trips`"
             )
     return measured
 
@@ -98,6 +106,8 @@ def plan(
     heartbeat_interval_s: float = 10.0,
     replay_max_messages: int = 1000,
     replay_max_age_s: float = 300.0,
+    redis_batch_spacing_s: float = BATCH_SPACING_S,
+    connection_flush_s: float = 2.0,
 ) -> Plan:
     if connections < 1 or not 0 <= headroom < 1 or message_rate < 0:
         raise ValueError("connections >= 1, 0 <= headroom < 1, message_rate >= 0")
@@ -119,6 +129,19 @@ def plan(
     redis_bytes = connections * measured.redis_bytes_per_connection + replay_bytes
     touches = connections / heartbeat_interval_s * 3  # HSET + 2 PEXPIRE per pong, pipelined
     persists = connections * message_rate * 4  # XADD + HSET + 2 PEXPIRE per message
+    # On a Redis Cluster a batch (a pod's replay persists, its pongs) carries keys of every
+    # slot, so it is a round trip to every shard: adding shards does not spread them.
+    persists_per_pod = connections / pods * message_rate
+    replay_batches = (
+        min(persists_per_pod, 1 / redis_batch_spacing_s)
+        if redis_batch_spacing_s > 0
+        else persists_per_pod
+    )
+    round_trips = pods * (replay_batches + 1 / connection_flush_s)
+    round_trip_s = measured.redis_round_trip_us / 1e6 * (1 + headroom)
+    share = round_trips * round_trip_s
+    command_cores = (touches + persists) * (1 + headroom) / measured.redis_ops_per_s_per_core
+    quarter = 0.25 / (pods * round_trip_s) - 1 / connection_flush_s  # replay batches/s
     fleet_handshakes = min(
         pods * measured.sidecar_handshakes_per_s,
         envoys * envoy_workers * measured.envoy_handshakes_per_s_per_worker,
@@ -134,15 +157,20 @@ def plan(
         envoy_memory_gib=envoy_memory_gib,
         redis_memory_gib=round(redis_bytes / GIB * (1 + headroom), 2),
         redis_ops_per_s=int((touches + persists) * (1 + headroom)),
-        # Redis runs commands on one core: a shard per core's worth of commands
-        redis_shards=math.ceil(
-            (touches + persists) * (1 + headroom) / measured.redis_ops_per_s_per_core
-        ),
+        # Redis runs commands on one core: a shard per core's worth of commands, in what
+        # the round trips leave of it
+        redis_shards=math.ceil(command_cores / (1 - share)) if share < 1 else 0,
+        redis_batch_spacing_s=redis_batch_spacing_s,
+        redis_round_trips_per_shard_s=int(round_trips),
+        redis_round_trip_share=round(share, 3),
+        redis_batch_spacing_for_quarter_s=round(1 / quarter, 4) if quarter > 0 else None,
         fleet_handshakes_per_s=fleet_handshakes,
         full_reconnect_s=round(connections / fleet_handshakes, 1),
         pod_loss_reconnect_s=round(
-            per_pod / (fleet_handshakes - measured.sidecar_handshakes_per_s), 2
-        ),
+            per_pod / min(fleet_handshakes, (pods - 1) * measured.sidecar_handshakes_per_s), 2
+        )
+        if pods > 1
+        else None,
     )
 
 
@@ -173,6 +201,21 @@ spec:
 """
 
 
+def _or_none(value: float | None) -> str:
+    return f"{value:,}" if value is not None else "n/a (one pod)"
+
+
+def _shards(result: Plan) -> str:
+    spacing = result.redis_batch_spacing_for_quarter_s
+    quarter = f"{spacing * 1000:.1f} ms" if spacing is not None else "(none: fewer pods per shard)"
+    if result.redis_shards == 0:
+        return f"round trips alone fill a shard: --redis-batch-spacing {quarter} or more"
+    text = f"{result.redis_shards} shards"
+    if result.redis_round_trip_share > 0.25:
+        text += f"; round trips under 25 %: --redis-batch-spacing {quarter}"
+    return text
+
+
 def render(result: Plan, measured: Measured) -> str:
     lines = [
         f"capacity plan for {result.connections:,} connections per region "
@@ -183,11 +226,14 @@ def render(result: Plan, measured: Measured) -> str:
         f"  Envoy instances    {result.envoy_instances:>10,}   "
         f"({result.envoy_memory_gib:g} GiB each)",
         f"  Redis memory       {result.redis_memory_gib:>10,} GiB",
-        f"  Redis ops/s        {result.redis_ops_per_s:>10,}   ({result.redis_shards} shards)",
+        f"  Redis ops/s        {result.redis_ops_per_s:>10,}   ({_shards(result)})",
+        f"  Redis round trips  {result.redis_round_trips_per_shard_s:>10,}/s per shard"
+        f" ({result.redis_round_trip_share:.0%} of its core; batches"
+        f" {result.redis_batch_spacing_s * 1000:g} ms apart, --redis-batch-spacing)",
         f"  handshakes/s       {result.fleet_handshakes_per_s:>10,.0f}   (the whole pool)",
         f"  full reconnect     {result.full_reconnect_s:>10,} s   (every client at once: size the"
         " backoff window above this)",
-        f"  one pod lost       {result.pod_loss_reconnect_s:>10,} s   "
+        f"  one pod lost       {_or_none(result.pod_loss_reconnect_s):>10} s   "
         "(its clients onto the survivors: the SDK's first reconnect window, base_s, at least)",
         "",
         "measured inputs:",

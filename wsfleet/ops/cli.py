@@ -25,6 +25,7 @@ from wsfleet.arg_types import (
     positive_float,
     positive_int,
 )
+from wsfleet.batch_spacing import BATCH_SPACING_S
 from wsfleet.errors import ConfigError, WsfleetError
 from wsfleet.process_shell import signal_events
 from wsfleet.settings import DEFAULT_STATE_DIR, BackendSettings
@@ -230,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--pod-memory-gib", type=positive_float, default=2.0)
     capacity.add_argument("--envoy-memory-gib", type=positive_float, default=8.0)
     capacity.add_argument(
+        "--redis-batch-spacing",
+        type=non_negative_float,
+        default=BATCH_SPACING_S * 1000,
+        metavar="MS",
+        help="the gateways' --redis-batch-spacing, in ms (default %(default)g)",
+    )
+    capacity.add_argument(
         "--from",
         dest="results",
         type=Path,
@@ -415,6 +423,7 @@ def _dispatch(args: argparse.Namespace) -> None:
                 headroom=args.headroom,
                 pod_memory_gib=args.pod_memory_gib,
                 envoy_memory_gib=args.envoy_memory_gib,
+                redis_batch_spacing_s=args.redis_batch_spacing / 1000,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

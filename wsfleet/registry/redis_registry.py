@@ -104,7 +104,7 @@ for i = 1, #KEYS, 2 do
 end
 return 0
 """
-_TOUCH_CONNECTIONS = PipelinedScript(_TOUCH_CONNECTIONS_LUA)
+TOUCH_CONNECTIONS = PipelinedScript(_TOUCH_CONNECTIONS_LUA)
 CHUNK = 500  # connections per script call: no call holds Redis for long
 
 
@@ -343,7 +343,7 @@ class RedisRegistry:
                 keys.append(self._user_key(record.user_id))
             calls.append((keys, [ttl_ms, *(str(record.last_ping) for record in group)]))
         try:
-            results = await _TOUCH_CONNECTIONS.run(
+            results = await TOUCH_CONNECTIONS.run(
                 self._redis, calls, self._pod_sets(records, "", ttl_ms)
             )
         except ERRORS as exc:
