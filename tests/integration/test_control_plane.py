@@ -176,7 +176,7 @@ async def test_an_invalid_policy_edit_is_rejected_and_changes_nothing(
             fleet, "/metrics"
         )
 
-    await wait_for(rejected, 5)
+    await wait_for(rejected, 30)
     log = (fleet.run_dir / "logs" / "xds.log").read_text()
     assert f"{policy}:14: routes.1.pool: unknown pool 'nowhere'" in log
     assert await envoy_get(fleet, "/config_dump") == before
@@ -280,7 +280,7 @@ async def test_a_killed_and_restarted_xds_server_keeps_connections_and_resyncs(
                 for t in nodes[0]["types"].values()
             )
 
-        await wait_for(resynced, 10)
+        await wait_for(resynced, 60)  # Envoy reconnects with backoff: slower on a busy machine
         await asyncio.sleep(0.5)
         stop.set()
         await prober

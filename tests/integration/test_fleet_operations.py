@@ -261,7 +261,7 @@ async def test_pods_shows_every_state_and_undrain_puts_a_pod_back(fleet_factory)
                 "sidecar-3": "gone",
             }
 
-        await wait_for(seen, timeout_s=10)
+        await wait_for(seen, timeout_s=30)
         for pod_id, status_code, words in (
             ("sidecar-3", 404, "gone"),
             ("sidecar-9", 404, "unknown pod"),
@@ -278,7 +278,7 @@ async def test_pods_shows_every_state_and_undrain_puts_a_pod_back(fleet_factory)
             hosts = await cluster_hosts(fleet, "gateways")
             return hosts.get("sidecar-1") == hosts.get("sidecar-2") == "HEALTHY"
 
-        await wait_for(healthy_again, timeout_s=10)
+        await wait_for(healthy_again, timeout_s=30)
         assert (await _pod_states(fleet))["sidecar-1"] == "serving"
         # sidecar-2's users are back on it (sidecar-3 is gone: its users moved)
         for user in users:
