@@ -63,6 +63,21 @@ async def _streaming_clients(
     return clients, readers
 
 
+async def _registry_holds(fleet: LocalFleet, clients: int) -> bool:
+    """Whether the registry has every pod and each of ``clients`` users' one connection,
+    under its user and under its pod (False while Redis cannot answer)."""
+    registry = RedisRegistry(fleet.info.redis_url)
+    try:
+        held = sum([len(await registry.connections_of_pod(pod)) for pod in fleet.info.sidecars])
+        users = [len(await registry.connections_of_user(f"user-{n}")) for n in range(clients)]
+        pods = {pod.pod_id for pod in await registry.list_pods()}
+    except RegistryUnavailable:
+        return False  # restarting, or the cluster client still finding the new master
+    finally:
+        await registry.close()
+    return held == clients and users == [1] * clients and pods == set(fleet.info.sidecars)
+
+
 async def test_killing_one_then_two_of_four_pods_moves_only_their_clients_without_loss(
     fleet_factory,
 ) -> None:
@@ -139,18 +154,7 @@ async def test_restarting_the_control_plane_and_redis_drops_no_live_connection(
         await fleet.start_redis()
         received = await asyncio.gather(*readers)
 
-        async def resynced() -> bool:
-            registry = RedisRegistry(fleet.info.redis_url)
-            try:
-                held = sum(
-                    [len(await registry.connections_of_pod(pod)) for pod in fleet.info.sidecars]
-                )
-                pods = {pod.pod_id for pod in await registry.list_pods()}
-            finally:
-                await registry.close()
-            return held == 300 and pods == set(fleet.info.sidecars)
-
-        await wait_for(resynced, 15, interval_s=0.5)
+        await wait_for(lambda: _registry_holds(fleet, 300), 60, interval_s=0.5)
         assert await dynamic_config(fleet) == before
         assert await fleet.round_trip("newcomer", "still works") == "still works"
         for client in clients:
@@ -255,21 +259,7 @@ async def test_losing_a_redis_cluster_master_under_load_drops_no_live_connection
         await fleet.kill_redis_master("redis-1")
         received = await asyncio.gather(*readers)
 
-        async def resynced() -> bool:
-            registry = RedisRegistry(fleet.info.redis_url)
-            try:
-                held = sum(
-                    [len(await registry.connections_of_pod(pod)) for pod in fleet.info.sidecars]
-                )
-                users = [len(await registry.connections_of_user(f"user-{n}")) for n in range(200)]
-                pods = {pod.pod_id for pod in await registry.list_pods()}
-            except RegistryUnavailable:
-                return False  # the cluster client is still finding the new master
-            finally:
-                await registry.close()
-            return held == 200 and users == [1] * 200 and pods == set(fleet.info.sidecars)
-
-        await wait_for(resynced, 60, interval_s=0.5)
+        await wait_for(lambda: _registry_holds(fleet, 200), 60, interval_s=0.5)
         assert await fleet.round_trip("newcomer", "still works") == "still works"
         for client in clients:
             await client.close()

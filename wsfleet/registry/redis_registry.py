@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
-from wsfleet.redis_scripts import PipelinedScript
+from wsfleet.redis_scripts import Extra, PipelinedScript
 from wsfleet.registry.base import (
     ConnectionRecord,
     HashSources,
@@ -260,7 +260,7 @@ class RedisRegistry:
             calls.append((keys, args))
         try:  # the pods' sets optimistically, in the same round trip; the refused go next
             answers = await _ADD_CONNECTIONS.run(
-                self._redis, calls, self._pod_sets(records, "sadd", ttl_ms)
+                self._redis, calls, self._pod_sets(records, "add", ttl_ms)
             )
         except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
@@ -276,7 +276,7 @@ class RedisRegistry:
         if refused:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    self._pod_sets(refused, "srem")(pipe)
+                    self._pod_sets(refused, "remove")(pipe)
                     await pipe.execute()
             except ERRORS as exc:
                 raise RegistryUnavailable(str(exc)) from exc
@@ -294,23 +294,28 @@ class RedisRegistry:
                 )
 
     def _pod_sets(
-        self, records: list[ConnectionRecord], command: str, ttl_ms: int = 0
-    ) -> Callable[[Any], None]:
-        """Adds to a pipeline: the records' ids added to (``sadd``) or removed from
-        (``srem``) their pods' sets, and the sets' TTL refreshed when ``ttl_ms``."""
+        self,
+        records: list[ConnectionRecord],
+        change: Literal["add", "remove", "keep"],
+        ttl_ms: int = 0,
+    ) -> Extra:
+        """What to add to a pipeline: the records' ids added to or removed from their
+        pods' sets (or neither: ``keep``), and the sets' TTL refreshed when ``ttl_ms``."""
         by_pod: dict[str, list[str]] = {}
         for record in records:
             by_pod.setdefault(record.shard, []).append(record.connection_id)
 
-        def add(pipe: Any) -> None:
+        def extra(pipe: Any) -> None:
             for pod_id, ids in by_pod.items():
                 key = self._pod_conns_key(pod_id)
-                if command:
-                    getattr(pipe, command)(key, *ids)
+                if change == "add":
+                    pipe.sadd(key, *ids)
+                elif change == "remove":
+                    pipe.srem(key, *ids)
                 if ttl_ms:
                     pipe.pexpire(key, ttl_ms)
 
-        return add
+        return extra
 
     async def remove_connections(self, records: list[ConnectionRecord]) -> None:
         if not records:
@@ -323,7 +328,7 @@ class RedisRegistry:
             calls.append((keys, [record.connection_id for record in group]))
         try:
             results = await _REMOVE_CONNECTIONS.run(
-                self._redis, calls, self._pod_sets(records, "srem")
+                self._redis, calls, self._pod_sets(records, "remove")
             )
         except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
@@ -344,7 +349,7 @@ class RedisRegistry:
             calls.append((keys, [ttl_ms, *(str(record.last_ping) for record in group)]))
         try:
             results = await TOUCH_CONNECTIONS.run(
-                self._redis, calls, self._pod_sets(records, "", ttl_ms)
+                self._redis, calls, self._pod_sets(records, "keep", ttl_ms)
             )
         except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
