@@ -220,7 +220,14 @@ async def test_a_gateway_refusing_with_503_before_envoy_knows_is_retried_on_anot
         assert (await cluster_hosts(fleet, "gateways"))["sidecar-2"] == "HEALTHY"
         retries_before = await _envoy_stat(fleet, "cluster.gateways.upstream_rq_retry")
         for user in on_two:
-            assert await _first_try(fleet, session, user) == "sidecar-1"
+            try:
+                assert await _first_try(fleet, session, user) == "sidecar-1"
+            except AssertionError as failed:  # what Envoy saw, to tell why
+                stats = await envoy_get(
+                    fleet,
+                    "/stats?filter=cluster.gateways.(health_check|upstream_rq_retry|retry_or_shadow|membership|upstream_rq_5)",
+                )
+                raise AssertionError(f"{failed}\n{stats}") from None
         retried = await _envoy_stat(fleet, "cluster.gateways.upstream_rq_retry") - retries_before
         assert retried >= len(on_two)
 
