@@ -18,7 +18,7 @@ from wsfleet.ops.launcher.children import Supervisor
 from wsfleet.ops.launcher.embedded_redis import redis_argv
 from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet.ops.launcher.ports import free_port
-from wsfleet.ops.launcher.redis_cluster import start_redis_cluster
+from wsfleet.ops.launcher.redis_cluster import cluster_url, start_redis_cluster
 
 T = TypeVar("T")
 
@@ -86,7 +86,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
     try:
         nodes = run(start_redis_cluster(supervisor, 3, directory))
-        yield "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+        yield cluster_url(nodes)
     finally:
         run(supervisor.stop_all(10.0))
         loop.call_soon_threadsafe(loop.stop)

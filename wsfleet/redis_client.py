@@ -43,8 +43,7 @@ def checked_url(url: str) -> str:
     if not separator or scheme not in SCHEMES:
         raise ValueError(f"a Redis URL starts with one of {', '.join(SCHEMES)}://")
     if scheme in _CLUSTER_SCHEMES:
-        for address in rest.rpartition("@")[2].split("/")[0].split(","):
-            _node(address)
+        _cluster_address(rest)
     return url
 
 
@@ -56,12 +55,11 @@ def connect(url: str, max_connections: int, decode_responses: bool = False) -> A
     """A client for ``url`` (see the module's docstring). Connects lazily."""
     scheme, _, rest = url.partition("://")
     if scheme in _CLUSTER_SCHEMES:
-        userinfo, _, hosts = rest.rpartition("@")
-        username, _, password = userinfo.partition(":")
+        username, password, nodes = _cluster_address(rest)
         return RedisCluster(
-            startup_nodes=[_node(address) for address in hosts.split("/")[0].split(",")],
-            username=unquote(username) or None,
-            password=unquote(password) or None,
+            startup_nodes=nodes,
+            username=username,
+            password=password,
             ssl=scheme == "rediss+cluster",
             max_connections=max(max_connections, CLUSTER_CONNECTIONS_PER_NODE),
             decode_responses=decode_responses,
@@ -77,6 +75,15 @@ def connect(url: str, max_connections: int, decode_responses: bool = False) -> A
         socket_timeout=COMMAND_TIMEOUT_S,
     )
     return aioredis.Redis(connection_pool=pool)
+
+
+def _cluster_address(rest: str) -> tuple[str | None, str | None, list[ClusterNode]]:
+    """What follows ``redis+cluster://``: (user, password, the seed nodes); ValueError
+    for a node that is not host:port."""
+    userinfo, _, hosts = rest.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = [_node(address) for address in hosts.split("/")[0].split(",")]
+    return unquote(username) or None, unquote(password) or None, nodes
 
 
 def _node(address: str) -> ClusterNode:

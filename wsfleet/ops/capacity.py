@@ -14,9 +14,15 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.settings import SidecarSettings
 
 GIB = 1024**3
+
+
+def _gateway_default(name: str) -> Any:
+    """A gateway setting's default: the plan assumes what a gateway does unless told."""
+    [field] = [field for field in fields(SidecarSettings) if field.name == name]
+    return field.default
 
 
 @dataclass(frozen=True)
@@ -103,11 +109,11 @@ def plan(
     pod_fd_limit: int = 65536,
     envoy_memory_gib: float = 8.0,
     envoy_workers: int = 4,
-    heartbeat_interval_s: float = 10.0,
-    replay_max_messages: int = 1000,
-    replay_max_age_s: float = 300.0,
-    redis_batch_spacing_s: float = BATCH_SPACING_S,
-    connection_flush_s: float = 2.0,
+    heartbeat_interval_s: float = _gateway_default("heartbeat_interval_s"),
+    replay_max_messages: int = _gateway_default("replay_max_messages"),
+    replay_max_age_s: float = _gateway_default("replay_max_age_s"),
+    redis_batch_spacing_s: float = _gateway_default("redis_batch_spacing_s"),
+    connection_flush_s: float = _gateway_default("connection_flush_s"),
 ) -> Plan:
     if connections < 1 or not 0 <= headroom < 1 or message_rate < 0:
         raise ValueError("connections >= 1, 0 <= headroom < 1, message_rate >= 0")

@@ -33,7 +33,7 @@ from wsfleet.ops.launcher.envoy_bootstrap import (
     render_bootstrap,
 )
 from wsfleet.ops.launcher.ports import ensure_port_free, free_port
-from wsfleet.ops.launcher.redis_cluster import ClusterNode, start_redis_cluster
+from wsfleet.ops.launcher.redis_cluster import ClusterNode, cluster_url, start_redis_cluster
 from wsfleet.readiness import read_ready, write_ready
 from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
 from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
@@ -201,8 +201,7 @@ class LocalFleet:
                 self.run_dir / "redis-cluster",
                 options.redis_replicas,
             )
-            seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.redis_nodes)
-            self.info.redis_url = f"redis+cluster://{seeds}"  # every node: any may be down
+            self.info.redis_url = cluster_url(self.redis_nodes)
         elif options.redis_url is None:
             port = free_port()
             _, url = await start_embedded_redis(self.supervisor, port, self.run_dir / "redis")

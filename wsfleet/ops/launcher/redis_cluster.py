@@ -35,6 +35,12 @@ class ClusterNode:
     master: str | None  # the name of the master this node replicates; None for a master
 
 
+def cluster_url(nodes: list[ClusterNode]) -> str:
+    """The URL that reaches the cluster, naming every node (any may be down when a
+    process starts)."""
+    return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in nodes)
+
+
 def slot_ranges(masters: int) -> list[range]:
     """The hash slots of each master: contiguous, as even as they divide."""
     if masters < 1:
