@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY wsfleet ./wsfleet
 COPY xds_server ./xds_server
 COPY sidecar ./sidecar
+COPY wsfleet_tools ./wsfleet_tools
 COPY sdk ./sdk
 COPY envoy ./envoy
 COPY deploy ./deploy

@@ -25,9 +25,9 @@ import aiohttp
 from benchmarks import processes
 from benchmarks.report import publish, ratio, table
 from wsfleet.arg_types import positive_float, positive_int
-from wsfleet.ops.chaos.reconnects import peak_to_mean
-from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
-from wsfleet.ops.launcher.ports import free_port
+from wsfleet_tools.chaos.reconnects import peak_to_mean
+from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
+from wsfleet_tools.launcher.ports import free_port
 
 
 async def _line(process: asyncio.subprocess.Process, timeout_s: float, what: str) -> dict[str, Any]:

@@ -31,10 +31,10 @@ from typing import Any
 from benchmarks.load import Target, _close, _read, _spawn, _static_envoy_config, start_envoy
 from benchmarks.report import fmt_ratio, per, publish, ratio, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
-from wsfleet.ops.launcher.children import Supervisor
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from wsfleet.tokens import ensure_auth_key
+from wsfleet_tools.launcher.children import Supervisor
+from wsfleet_tools.launcher.ports import free_port
 from xds_server import builders
 from xds_server.policy_loader import default_policy_text, parse_policy
 

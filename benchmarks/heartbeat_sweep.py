@@ -23,10 +23,10 @@ import aiohttp
 
 from benchmarks.report import publish, table
 from wsfleet.arg_types import fraction, non_negative_float, positive_float, positive_int
-from wsfleet.ops.chaos.faults import Faults
-from wsfleet.ops.chaos.proxy import FaultProxy
-from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
-from wsfleet.ops.launcher.ports import free_port
+from wsfleet_tools.chaos.faults import Faults
+from wsfleet_tools.chaos.proxy import FaultProxy
+from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
+from wsfleet_tools.launcher.ports import free_port
 
 REQUEST_TIMEOUT_S = 5.0  # an admin request, a handshake through the fault proxy
 CLOSE_TIMEOUT_S = 2.0

@@ -25,12 +25,12 @@ import psutil
 from benchmarks import processes
 from benchmarks.report import fmt_ratio, ms, per, publish, ratio, summary, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
-from wsfleet.ops.launcher.children import Supervisor
-from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.tokens import ensure_auth_key
+from wsfleet_tools.launcher.children import Supervisor
+from wsfleet_tools.launcher.embedded_redis import start_embedded_redis
+from wsfleet_tools.launcher.ports import free_port
 from xds_server.policy_loader import default_bundle
 
 START_TIMEOUT_S = 30.0
@@ -100,7 +100,7 @@ async def _start_server(kind: str, supervisor: Supervisor, run_dir: Path) -> tup
         [
             sys.executable,
             "-m",
-            "wsfleet",
+            "wsfleet_tools",
             "--log-level",
             "warning",
             "backend",
@@ -116,7 +116,7 @@ async def _start_server(kind: str, supervisor: Supervisor, run_dir: Path) -> tup
         [
             sys.executable,
             "-m",
-            "wsfleet",
+            "wsfleet_tools",
             "--log-level",
             "warning",
             "sidecar",

@@ -62,12 +62,12 @@ from benchmarks.report import (
     table,
 )
 from wsfleet.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
-from wsfleet.ops.launcher.children import Supervisor
-from wsfleet.ops.launcher.envoy_bootstrap import envoy_binary
-from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import wait_ready
 from wsfleet.tokens import ensure_auth_key
+from wsfleet_tools.launcher.children import Supervisor
+from wsfleet_tools.launcher.envoy_bootstrap import envoy_binary
+from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
+from wsfleet_tools.launcher.ports import free_port
 
 START_TIMEOUT_S = 30.0
 HCM = (
@@ -922,7 +922,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def measured(ours: dict[str, Any]) -> dict[str, float]:
-    """The capacity model's inputs (wsfleet.ops.capacity.Measured) from wsfleet v1's run (as the
+    """The capacity model's inputs (wsfleet_tools.capacity.Measured) from wsfleet v1's run (as the
     SDKs speak); a figure that is n/a at this size is left out (the model keeps its own)."""
     kb = ours["sustained"]["kb_per_connection"]
     handshakes = ours["surge"]["handshakes_per_cpu_s"]

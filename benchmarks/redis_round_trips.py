@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 
 from benchmarks.report import publish, table
 from wsfleet.arg_types import positive_float, positive_int
-from wsfleet.ops.launcher.children import Supervisor
-from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.registry.redis_registry import TOUCH_CONNECTIONS
+from wsfleet_tools.launcher.children import Supervisor
+from wsfleet_tools.launcher.embedded_redis import start_embedded_redis
+from wsfleet_tools.launcher.ports import free_port
 
 SIZES = (1, 10, 100, 1000)
 

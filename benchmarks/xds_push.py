@@ -32,12 +32,12 @@ from benchmarks.ads_client import SimulatedEnvoy
 from benchmarks.report import ms, publish, summary, table
 from wsfleet.admin_auth import ensure_admin_token, read_admin_token
 from wsfleet.arg_types import positive_float, positive_int
-from wsfleet.ops.launcher.children import Child, Supervisor
-from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.readiness import read_ready
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet_tools.launcher.children import Child, Supervisor
+from wsfleet_tools.launcher.embedded_redis import start_embedded_redis
+from wsfleet_tools.launcher.ports import free_port
 
 START_TIMEOUT_S = 30.0
 ACK_SETTLE_S = 0.5  # after the last client has the new version: let the ACKs land
@@ -52,7 +52,7 @@ async def _start_xds(
         [
             sys.executable,
             "-m",
-            "wsfleet",
+            "wsfleet_tools",
             "--log-level",
             "warning",
             "xds",

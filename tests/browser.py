@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from wsfleet.ops.launcher.ports import free_port
+from wsfleet_tools.launcher.ports import free_port
 
 FLAGS = (
     "--headless",

@@ -14,11 +14,11 @@ from typing import TypeVar
 import pytest
 import pytest_asyncio
 
-from wsfleet.ops.launcher.children import Supervisor
-from wsfleet.ops.launcher.embedded_redis import redis_argv
-from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
-from wsfleet.ops.launcher.ports import free_port
-from wsfleet.ops.launcher.redis_cluster import cluster_url, start_redis_cluster
+from wsfleet_tools.launcher.children import Supervisor
+from wsfleet_tools.launcher.embedded_redis import redis_argv
+from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
+from wsfleet_tools.launcher.ports import free_port
+from wsfleet_tools.launcher.redis_cluster import cluster_url, start_redis_cluster
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 POD_HEADER = "x-wsfleet-pod"
 

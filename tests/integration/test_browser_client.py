@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from tests.browser import Chromium
-from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -13,14 +13,14 @@ import aiohttp
 import pytest
 
 from tests.helpers import dynamic_config, unlimited_session, wait_for
-from wsfleet.ops.chaos.faults import Faults
-from wsfleet.ops.chaos.proxy import FaultProxy
-from wsfleet.ops.chaos.reconnects import peak_to_mean
-from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet.registry import RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
+from wsfleet_tools.chaos.faults import Faults
+from wsfleet_tools.chaos.proxy import FaultProxy
+from wsfleet_tools.chaos.reconnects import peak_to_mean
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

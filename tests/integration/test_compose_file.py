@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wsfleet.ops.cli import build_parser
+from wsfleet_tools.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"

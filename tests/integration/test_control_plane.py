@@ -22,10 +22,10 @@ from tests.helpers import (
     wait_for,
     xds_get,
 )
-from wsfleet.ops.launcher.fleet import LocalFleet
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet_tools.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -356,7 +356,7 @@ async def test_policy_diff_against_the_running_server_names_what_would_change(
     def diff(path: Path) -> str:
         result = subprocess.run(
             [
-                *(sys.executable, "-m", "wsfleet", "policy", "diff", "--server", server),
+                *(sys.executable, "-m", "wsfleet_tools", "policy", "diff", "--server", server),
                 *("--state-dir", str(fleet.state_dir), str(path)),
             ],
             capture_output=True,

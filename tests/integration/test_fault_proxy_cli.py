@@ -26,7 +26,7 @@ async def _echo_server() -> asyncio.Server:
 
 async def _proxy(*flags: str) -> tuple[asyncio.subprocess.Process, int]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wsfleet", "faultproxy", *flags, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "wsfleet_tools", "faultproxy", *flags, stdout=asyncio.subprocess.PIPE
     )
     assert process.stdout is not None
     line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
@@ -89,7 +89,7 @@ async def test_a_blackholed_path_keeps_the_socket_open_and_delivers_nothing() ->
 )
 def test_bad_flags_are_refused_with_the_reason(flags: list[str], complaint: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "wsfleet", "faultproxy", *flags],
+        [sys.executable, "-m", "wsfleet_tools", "faultproxy", *flags],
         capture_output=True,
         text=True,
         timeout=60,

@@ -27,11 +27,11 @@ from tests.helpers import (
     unlimited_session,
     wait_for,
 )
-from wsfleet.ops.launcher.fleet import LocalFleet
-from wsfleet.ops.launcher.ports import free_port
-from wsfleet.ops.launcher.rollout import RolloutStatus, rollout
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
+from wsfleet_tools.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.ports import free_port
+from wsfleet_tools.launcher.rollout import RolloutStatus, rollout
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 
 from tests.helpers import unlimited_session, wait_for
 from tests.jwks import SigningKey, write_jwks
-from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet.settings import DEFAULT_ISSUER
 from wsfleet.tokens import read_auth_key
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session, wait_for
-from wsfleet.ops.launcher.fleet import LocalFleet, SidecarInfo
 from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet_tools.launcher.fleet import LocalFleet, SidecarInfo
 
 pytestmark = pytest.mark.integration
 

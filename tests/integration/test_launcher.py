@@ -13,11 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from wsfleet.ops.launcher.ports import free_port, port_is_listening
+from wsfleet_tools.launcher.ports import free_port, port_is_listening
 
 pytestmark = pytest.mark.integration
 
-WSFLEET = [sys.executable, "-m", "wsfleet"]
+WSFLEET = [sys.executable, "-m", "wsfleet_tools"]
 
 
 def _up(tmp_path: Path, *extra: str) -> tuple[list[str], int, int]:

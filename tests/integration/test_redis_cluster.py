@@ -12,8 +12,8 @@ from redis.asyncio.cluster import ClusterNode as RedisClusterNode
 from redis.asyncio.cluster import RedisCluster
 
 from tests.helpers import wait_for
-from wsfleet.ops.launcher.children import Supervisor
-from wsfleet.ops.launcher.redis_cluster import HASH_SLOTS, slot_ranges, start_redis_cluster
+from wsfleet_tools.launcher.children import Supervisor
+from wsfleet_tools.launcher.redis_cluster import HASH_SLOTS, slot_ranges, start_redis_cluster
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from tests.helpers import unlimited_session, wait_for
-from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import cluster_hosts, envoy_stats, open_ws, pod_of, unlimited_session, wait_for
-from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session
-from wsfleet.ops.launcher.fleet import LocalFleet
-from wsfleet.ops.launcher.ports import free_port
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_client.client import Client
+from wsfleet_tools.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.ports import free_port
 
 pytestmark = pytest.mark.integration
 

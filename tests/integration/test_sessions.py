@@ -12,10 +12,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.helpers import ON_EVERY_REDIS, unlimited_session, wait_for
-from wsfleet.ops.chaos.reconnects import peak_to_mean
-from wsfleet.ops.launcher.fleet import LocalFleet
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
+from wsfleet_tools.chaos.reconnects import peak_to_mean
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

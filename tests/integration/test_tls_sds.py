@@ -12,7 +12,7 @@ from cryptography import x509
 
 from tests.certs import write_self_signed
 from tests.helpers import envoy_stats, unlimited_session, wait_for, xds_get
-from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from tests.helpers import (
     unlimited_session,
     wait_for,
 )
-from wsfleet.ops.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 

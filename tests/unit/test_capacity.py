@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wsfleet.ops.capacity import Measured, hpa_manifest, load_measured, plan
+from wsfleet_tools.capacity import Measured, hpa_manifest, load_measured, plan
 
 
 def test_memory_bounds_connections_per_pod_with_headroom() -> None:
@@ -91,7 +91,7 @@ def test_nonsense_is_refused() -> None:
 
 def test_the_cli_prints_the_plan_and_refuses_missing_results(tmp_path: Path) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "wsfleet", "capacity", "--connections", "5000000", "--json"],
+        [sys.executable, "-m", "wsfleet_tools", "capacity", "--connections", "5000000", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -102,7 +102,7 @@ def test_the_cli_prints_the_plan_and_refuses_missing_results(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "wsfleet",
+            "wsfleet_tools",
             "capacity",
             "--connections",
             "5",

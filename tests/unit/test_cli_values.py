@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsfleet.ops.cli import build_parser
+from wsfleet_tools.cli import build_parser
 
 
 @pytest.mark.parametrize("source", ["user", "claim:tenant", "query:room", "header:x-room"])

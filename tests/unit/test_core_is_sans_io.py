@@ -1,28 +1,39 @@
-"""``sidecar.core`` is plain logic: no event loop, no network client, no wall clock."""
+"""The pure cores are plain logic: no event loop, no network client, no wall clock — not
+directly, and not through any module of the project they import (followed transitively)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-import sidecar.core
+from tests.import_graph import modules, reachable
 
-CORE = Path(sidecar.core.__file__).parent
-FORBIDDEN_MODULES = {"asyncio", "aiohttp", "redis", "grpc", "socket", "time", "trio", "anyio"}
-
-
-def _imported_modules(source: Path) -> set[str]:
-    modules: set[str] = set()
-    for node in ast.walk(ast.parse(source.read_text(), str(source))):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules.add(node.module.split(".")[0])
-    return modules
+FORBIDDEN = {"asyncio", "aiohttp", "redis", "grpc", "socket", "time", "trio", "anyio", "uvloop"}
 
 
-def test_no_core_module_imports_an_event_loop_a_network_client_or_the_clock() -> None:
-    sources = sorted(CORE.glob("*.py"))
-    assert len(sources) >= 6
-    for source in sources:
-        assert not _imported_modules(source) & FORBIDDEN_MODULES, source.name
+def _pure_modules() -> list[str]:
+    return [name for name, _ in modules() if name.split(".")[:2] == ["sidecar", "core"]]
+
+
+def _reaches_io(start: list[str], root: Path | None = None) -> list[str]:
+    found = reachable(start) if root is None else reachable(start, root)
+    return sorted(
+        f"{module} (imported by {importer})"
+        for module, importer in found.items()
+        if module.split(".")[0] in FORBIDDEN
+    )
+
+
+def test_no_core_module_reaches_an_event_loop_a_network_client_or_the_clock() -> None:
+    pure = _pure_modules()
+    assert len(pure) >= 8
+    assert _reaches_io(pure) == []
+
+
+def test_the_check_follows_imports_through_other_modules(tmp_path: Path) -> None:
+    (tmp_path / "sidecar" / "core").mkdir(parents=True)
+    (tmp_path / "wsfleet").mkdir()
+    (tmp_path / "sidecar" / "core" / "__init__.py").write_text("from . import rules\n")
+    (tmp_path / "sidecar" / "core" / "rules.py").write_text("from wsfleet import clock\n")
+    (tmp_path / "wsfleet" / "__init__.py").touch()
+    (tmp_path / "wsfleet" / "clock.py").write_text("import time\n")
+    assert _reaches_io(["sidecar.core"], tmp_path) == ["time (imported by wsfleet.clock)"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from wsfleet.api import bridge_pb2 as pb
-from wsfleet.ops.demo_backend import (
+from wsfleet_tools.demo_backend import (
     BROADCASTS_PER_S,
     MAX_BATCH_BYTES,
     MAX_BROADCAST_BYTES,

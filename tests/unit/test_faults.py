@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsfleet.ops.chaos.faults import MIN_RTO_S, FaultPlan, Faults
+from wsfleet_tools.chaos.faults import MIN_RTO_S, FaultPlan, Faults
 
 
 def test_a_clean_path_delivers_at_once() -> None:

@@ -9,7 +9,7 @@ import yaml
 from cryptography import x509
 
 from wsfleet import fleet_ca
-from wsfleet.ops.launcher.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
+from wsfleet_tools.launcher.envoy_bootstrap import BootstrapParams, XdsTls, render_bootstrap
 
 
 def test_a_node_certificate_names_its_node_and_region_and_is_signed_by_the_ca(

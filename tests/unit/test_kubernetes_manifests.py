@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from sidecar.main import DRAIN_OVERRUN_S
-from wsfleet.ops.capacity import Measured, hpa_manifest, plan
-from wsfleet.ops.cli import build_parser
 from wsfleet.settings import BackendSettings, SidecarSettings, XdsSettings
 from wsfleet.settings_flags import ENV_PREFIX, env_name, from_args
+from wsfleet_tools.capacity import Measured, hpa_manifest, plan
+from wsfleet_tools.cli import build_parser
 from xds_server.policy_loader import parse_policy
 
 ROOT = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"

@@ -1,119 +1,90 @@
-"""Imports run one way: base (``wsfleet``) <- apps (``sidecar``, ``xds_server``) <- ops
-(``wsfleet.ops``, the program's entry ``wsfleet.__main__``); the apps never import each
-other, and no package's modules import each other in a circle. Every import counts,
-including those inside functions and under ``TYPE_CHECKING``."""
+"""Imports run one way, and the folders say so: the client SDK (``wsfleet_client``) and the
+base (``wsfleet``) at the bottom; the apps (``sidecar``, ``xds_server``, ``server_api``) on
+the base only, never on each other; the tools (``wsfleet_tools``: the CLI, the launcher, the
+demo backend; ``benchmarks``; ``examples``) on top. No package imports the tests, and no
+modules import each other in a circle. Every import counts, including those inside
+functions and under ``TYPE_CHECKING``."""
 
 from __future__ import annotations
 
-import ast
-import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("wsfleet", "sidecar", "xds_server")
-
-# what each layer may import, of the project's own packages
-ALLOWED = {
-    "base": {"base"},
-    "sidecar": {"base", "sidecar"},
-    "xds_server": {"base", "xds_server"},
-    "ops": {"base", "sidecar", "xds_server", "ops", "client"},
-}
+from tests.import_graph import ROOT, circles, imports, layer, modules, wrong_way_imports
 
 
-def layer(module: str) -> str | None:
-    """The layer a module belongs to; None for what is not the project's (stdlib, PyPI)."""
-    if module == "wsfleet.__main__" or module == "wsfleet.ops" or module.startswith("wsfleet.ops."):
-        return "ops"
-    top = module.split(".")[0]
-    if top == "wsfleet":
-        return "base"
-    if top in ("sidecar", "xds_server"):
-        return top
-    if top == "wsfleet_client":
-        return "client"
-    return None
-
-
-def modules() -> Iterator[tuple[str, Path]]:
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if "_pb2" in path.name:
-                continue
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            yield name, path
-
-
-def imports(name: str, path: Path) -> set[str]:
-    """Every module ``path`` imports (absolute or relative), as dotted names."""
-    found: set[str] = set()
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
-    return found
-
-
-def test_every_import_points_down_or_sideways_within_its_layer() -> None:
-    wrong = []
-    for name, path in modules():
-        source = layer(name)
-        assert source is not None
-        for target in imports(name, path):
-            target_layer = layer(target)
-            if target_layer is not None and target_layer not in ALLOWED[source]:
-                wrong.append(f"{name} ({source}) imports {target} ({target_layer})")
-    assert wrong == []
+def test_every_import_points_down_or_sideways_within_its_floor() -> None:
+    assert wrong_way_imports() == []
 
 
 def test_no_modules_import_each_other_in_a_circle() -> None:
-    known = dict(modules())
-    graph = {
-        name: {target for target in imports(name, path) if target in known and target != name}
-        for name, path in known.items()
-    }
-    cycles = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for target in sorted(graph[node]):
-            if state.get(target) == 1:
-                cycles.append(" -> ".join([*path[path.index(target) :], target]))
-            elif target not in state:
-                visit(target, [*path, target])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
-    # a package's __init__ importing its own modules is no circle worth naming
-    cycles = [c for c in cycles if not _through_own_init(c)]
-    assert cycles == []
+    assert circles() == []
 
 
-def _through_own_init(cycle: str) -> bool:
-    steps = cycle.split(" -> ")
-    return any(
-        later.startswith(f"{earlier}.") or earlier.startswith(f"{later}.")
-        for earlier, later in itertools.pairwise(steps)
-    )
-
-
-def test_the_rules_see_what_they_guard() -> None:
-    """The checks above read real imports: a module known to import across is found."""
+def test_every_package_of_the_project_is_read() -> None:
     names = dict(modules())
-    assert "sidecar.main" in names and "wsfleet.ops.cli" in names
+    for package in ("wsfleet", "sidecar", "xds_server", "wsfleet_tools", "benchmarks"):
+        assert package in names, package
+    assert "wsfleet_client.client" in names
+    on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
+    assert on_disk <= {name.split(".")[0] for name in names}, "a package the rules do not see"
+    # and the imports they read are real: the sidecar imports the base
     assert any(t.startswith("wsfleet.") for t in imports("sidecar.main", names["sidecar.main"]))
-    assert layer("wsfleet.ops.launcher.fleet") == "ops"
+
+
+def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
+    for relative, text in files.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for package in ("wsfleet", "sidecar", "xds_server", "wsfleet_tools"):
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").touch()
+    return tmp_path
+
+
+def test_a_planted_import_up_a_floor_is_caught(tmp_path: Path) -> None:
+    root = _plant(
+        tmp_path,
+        {
+            "wsfleet/settings.py": "import os\n",
+            "wsfleet/stores.py": "def f():\n    from wsfleet_tools.cli import main\n",
+            "sidecar/main.py": "from wsfleet import settings\n",
+        },
+    )
+    assert wrong_way_imports(root) == [
+        "wsfleet.stores (base) imports wsfleet_tools.cli (tools)",
+        "wsfleet.stores (base) imports wsfleet_tools.cli.main (tools)",
+    ]
+
+
+def test_a_planted_import_across_apps_a_relative_one_and_one_of_the_tests_are_caught(
+    tmp_path: Path,
+) -> None:
+    root = _plant(
+        tmp_path,
+        {
+            "sidecar/core/__init__.py": "",
+            "sidecar/core/rules.py": "from ...xds_server import ledger\n",
+            "xds_server/ledger.py": "from typing import TYPE_CHECKING\n"
+            "if TYPE_CHECKING:\n    import tests.helpers\n",
+        },
+    )
+    wrong = wrong_way_imports(root)
+    assert "sidecar.core.rules (sidecar) imports xds_server (xds_server)" in wrong
+    assert "xds_server.ledger imports tests.helpers (the tests)" in wrong
+
+
+def test_a_planted_circle_is_caught(tmp_path: Path) -> None:
+    root = _plant(
+        tmp_path,
+        {"wsfleet/a.py": "from wsfleet import b\n", "wsfleet/b.py": "import wsfleet.a\n"},
+    )
+    assert circles(root) == ["wsfleet.a -> wsfleet.b -> wsfleet.a"]
+
+
+def test_floors_are_named_by_package() -> None:
+    assert layer("wsfleet_tools.launcher.fleet") == "tools"
+    assert layer("benchmarks.load") == "tools"
     assert layer("wsfleet.settings") == "base"
-    assert layer("wsfleet.__main__") == "ops"
+    assert layer("wsfleet_client") == "sdk"
+    assert layer("asyncio") is None

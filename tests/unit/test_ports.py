@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from wsfleet.errors import StartupError
-from wsfleet.ops.launcher import ports
+from wsfleet_tools.launcher import ports
 
 
 def _ephemeral_low() -> int:

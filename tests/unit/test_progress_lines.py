@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wsfleet.ops.progress import ProgressLines
+from wsfleet_tools.progress import ProgressLines
 
 
 class FakeClock:

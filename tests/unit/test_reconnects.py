@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wsfleet.ops.chaos.reconnects import peak_to_mean
+from wsfleet_tools.chaos.reconnects import peak_to_mean
 
 
 def test_an_even_spread_is_about_one() -> None:

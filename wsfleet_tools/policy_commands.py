@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from wsfleet.errors import ConfigError
-from wsfleet.ops.admin_client import AdminClient
+from wsfleet_tools.admin_client import AdminClient
 
 
 def diff_command(files: list[Path], server: str | None, token: str | None = None) -> str:

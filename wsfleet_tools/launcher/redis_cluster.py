@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from wsfleet.errors import StartupError
-from wsfleet.ops.launcher.children import Child, Supervisor
-from wsfleet.ops.launcher.embedded_redis import start_embedded_redis
-from wsfleet.ops.launcher.ports import free_port
+from wsfleet_tools.launcher.children import Child, Supervisor
+from wsfleet_tools.launcher.embedded_redis import start_embedded_redis
+from wsfleet_tools.launcher.ports import free_port
 
 HASH_SLOTS = 16384
 NODE_TIMEOUT_MS = 2000  # how long a master may be unreachable before its replica takes over

@@ -2,7 +2,7 @@
 
 :class:`LocalFleet` is used by ``wsfleet up`` and by the integration tests, so
 the tests run exactly what a user runs. Every child process is started by the
-:class:`~wsfleet.ops.launcher.children.Supervisor` and stopped by :meth:`LocalFleet.stop`.
+:class:`~wsfleet_tools.launcher.children.Supervisor` and stopped by :meth:`LocalFleet.stop`.
 """
 
 from __future__ import annotations
@@ -23,21 +23,21 @@ import aiohttp
 from wsfleet import fleet_ca
 from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
 from wsfleet.errors import StartupError
-from wsfleet.ops.admin_client import fleet_file
-from wsfleet.ops.launcher.children import Child, LineSink, Supervisor
-from wsfleet.ops.launcher.embedded_redis import start_embedded_redis, wait_redis
-from wsfleet.ops.launcher.envoy_bootstrap import (
+from wsfleet.readiness import read_ready, write_ready
+from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
+from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
+from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
+from wsfleet_tools.admin_client import fleet_file
+from wsfleet_tools.launcher.children import Child, LineSink, Supervisor
+from wsfleet_tools.launcher.embedded_redis import start_embedded_redis, wait_redis
+from wsfleet_tools.launcher.envoy_bootstrap import (
     BootstrapParams,
     XdsTls,
     envoy_binary,
     render_bootstrap,
 )
-from wsfleet.ops.launcher.ports import ensure_port_free, free_port
-from wsfleet.ops.launcher.redis_cluster import ClusterNode, cluster_url, start_redis_cluster
-from wsfleet.readiness import read_ready, write_ready
-from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
-from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
-from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
+from wsfleet_tools.launcher.ports import ensure_port_free, free_port
+from wsfleet_tools.launcher.redis_cluster import ClusterNode, cluster_url, start_redis_cluster
 
 PROBE_USER = "wsfleet-probe"
 STARTUP_TIMEOUT_S = 30.0
@@ -289,7 +289,7 @@ class LocalFleet:
             [
                 sys.executable,
                 "-m",
-                "wsfleet",
+                "wsfleet_tools",
                 "--log-level",
                 self.options.log_level,
                 *argv,

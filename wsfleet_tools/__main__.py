@@ -1,4 +1,4 @@
-from wsfleet.ops.cli import main
+from wsfleet_tools.cli import main
 
 if __name__ == "__main__":
     main()

@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from wsfleet.ops.chaos.faults import FaultPlan, Faults
 from wsfleet.process_shell import signal_events
+from wsfleet_tools.chaos.faults import FaultPlan, Faults
 
 log = structlog.get_logger()
 

@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 from wsfleet.errors import StartupError
-from wsfleet.ops.launcher.children import Child, Supervisor
 from wsfleet.redis_client import ERRORS, connect
+from wsfleet_tools.launcher.children import Child, Supervisor
 
 
 def redis_server_binary() -> Path:

@@ -308,7 +308,7 @@ def _version() -> str:
 
 def _run_backend(args: argparse.Namespace) -> None:
     from wsfleet import logs
-    from wsfleet.ops.demo_backend import run as run_backend
+    from wsfleet_tools.demo_backend import run as run_backend
 
     settings = from_args(BackendSettings, args)
     logs.configure("backend", args.log_level)
@@ -354,7 +354,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             )
         print(mint_token(read_auth_key(path), args.user, args.ttl))
     elif command == "connect":
-        from wsfleet.ops.connect import interactive
+        from wsfleet_tools.connect import interactive
 
         _run(interactive(args.url, args.user, args.token, args.state_dir))
     elif command == "envoy":
@@ -382,17 +382,17 @@ def _dispatch(args: argparse.Namespace) -> None:
             f"{len(policy.pools)} pools, {len(bundle.certificates)} certificates)"
         )
     elif command == "policy" and args.policy_command == "diff":
-        from wsfleet.ops.policy_commands import diff_command
+        from wsfleet_tools.policy_commands import diff_command
 
         token = None
         if args.server:
-            from wsfleet.ops.admin_client import admin_token
+            from wsfleet_tools.admin_client import admin_token
 
             token = admin_token(args.admin_token, args.state_dir)
         print(diff_command(args.files, args.server, token))
     elif command == "faultproxy":
-        from wsfleet.ops.chaos.faults import Faults
-        from wsfleet.ops.chaos.proxy import FaultProxy, serve_until_stopped
+        from wsfleet_tools.chaos.faults import Faults
+        from wsfleet_tools.chaos.proxy import FaultProxy, serve_until_stopped
 
         faults = Faults(
             loss=args.loss,
@@ -406,7 +406,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif command == "capacity":
         import json
 
-        from wsfleet.ops.capacity import load_measured, plan, render
+        from wsfleet_tools.capacity import load_measured, plan, render
 
         for path in args.results:
             if not path.exists():
@@ -429,7 +429,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise ConfigError(str(exc)) from None
         print(json.dumps(result.to_json(), indent=2) if args.json else render(result, measured))
     elif command in ("pods", "drain", "undrain", "stop", "disconnect", "rollout"):
-        from wsfleet.ops import commands as ops_commands
+        from wsfleet_tools import commands as ops_commands
 
         print(getattr(ops_commands, f"{command}_command")(args))
 
@@ -439,7 +439,7 @@ def _exec_envoy(args: argparse.Namespace) -> None:
     import tempfile
 
     from wsfleet import fleet_ca
-    from wsfleet.ops.launcher.envoy_bootstrap import (
+    from wsfleet_tools.launcher.envoy_bootstrap import (
         BootstrapParams,
         XdsTls,
         envoy_binary,
@@ -480,8 +480,8 @@ def _exec_envoy(args: argparse.Namespace) -> None:
 
 
 async def _up(args: argparse.Namespace) -> None:
-    from wsfleet.ops.launcher.fleet import FleetOptions, LocalFleet
-    from wsfleet.ops.log_view import print_line
+    from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
+    from wsfleet_tools.log_view import print_line
 
     options = FleetOptions(
         sidecars=args.sidecars,
@@ -509,7 +509,7 @@ async def _up(args: argparse.Namespace) -> None:
         print("wsfleet: stopped before the fleet was up", file=sys.stderr)
         return
     starting.result()  # raises the startup error, if any (the fleet already cleaned up)
-    from wsfleet.ops.launcher.control import LauncherControl
+    from wsfleet_tools.launcher.control import LauncherControl
 
     control = LauncherControl(fleet)
     await control.start()

@@ -14,7 +14,7 @@ from xds_server.ads_service import LISTENER_PORT_KEY
 
 UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "envoy" / "bootstrap.yaml"
+TEMPLATE = Path(__file__).resolve().parents[2] / "envoy" / "bootstrap.yaml"
 
 
 @dataclass(frozen=True)

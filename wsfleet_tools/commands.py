@@ -17,8 +17,8 @@ from socket import AF_UNIX, SOCK_STREAM, socket
 from typing import Any
 
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
-from wsfleet.ops.admin_client import AdminClient, AdminError, admin_token, admin_url
-from wsfleet.ops.progress import ProgressLines
+from wsfleet_tools.admin_client import AdminClient, AdminError, admin_token, admin_url
+from wsfleet_tools.progress import ProgressLines
 
 BAR_WIDTH = 30
 POLL_S = 0.5
@@ -156,7 +156,7 @@ class _UnixConnection(HTTPConnection):
 
 def _launcher(state_dir: Path, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """Call the launcher of the `wsfleet up` that runs from ``state_dir``."""
-    from wsfleet.ops.launcher.control import socket_path
+    from wsfleet_tools.launcher.control import socket_path
 
     where = socket_path(state_dir)
     if not where.exists():

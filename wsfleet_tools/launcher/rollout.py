@@ -26,7 +26,7 @@ import aiohttp
 import structlog
 
 if TYPE_CHECKING:
-    from wsfleet.ops.launcher.fleet import LocalFleet, SidecarInfo
+    from wsfleet_tools.launcher.fleet import LocalFleet, SidecarInfo
 
 log = structlog.get_logger()
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from wsfleet.admin_auth import error, json_body
-from wsfleet.ops.launcher.fleet import LocalFleet
-from wsfleet.ops.launcher.rollout import RolloutStatus, rollout
+from wsfleet_tools.launcher.fleet import LocalFleet
+from wsfleet_tools.launcher.rollout import RolloutStatus, rollout
 
 SOCKET = "launcher.sock"
 STOP_OVERRUN_S = 10.0  # a stopped pod drains over its budget, then gets this long to exit
