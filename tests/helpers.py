@@ -79,6 +79,21 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
+async def until(check: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str) -> float:
+    """Poll ``check`` (plain or async) until true; seconds waited. A guard, not a speed:
+    past ``timeout_s`` it fails naming ``what`` it waited for."""
+    start = time.monotonic()
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"{what}: not seen in {timeout_s} s")
+        await asyncio.sleep(0.02)
+
+
 async def xds_get(fleet: LocalFleet, path: str) -> Any:
     url = f"http://127.0.0.1:{fleet.info.xds_admin_port}{path}"
     headers = {"Authorization": f"Bearer {fleet.admin_token}"}

@@ -112,6 +112,16 @@ def _bucket_of(record: ConnectionRecord) -> str:
     return record.connection_id[:4]
 
 
+def connection_key_prefix(namespace: str, bucket: str) -> str:
+    """Where the records of a bucket's connections live: the prefix, then the id."""
+    return f"{namespace}:{{c{bucket}}}:conn:"
+
+
+def user_key(namespace: str, user_id: str) -> str:
+    """The set of a user's connection ids (in the slot of the user's records)."""
+    return f"{namespace}:{{c{user_bucket(user_id)}}}:user:{user_id}"
+
+
 class RedisRegistry:
     """:class:`~wsfleet.registry.base.Registry` on a Redis server or a Redis Cluster."""
 
@@ -137,10 +147,10 @@ class RedisRegistry:
         return f"{self._ns}:pod:{pod_id}"
 
     def _conn_key(self, connection_id: str) -> str:
-        return f"{self._ns}:{{c{connection_id[:4]}}}:conn:{connection_id}"
+        return connection_key_prefix(self._ns, connection_id[:4]) + connection_id
 
     def _user_key(self, user_id: str) -> str:
-        return f"{self._ns}:{{c{user_bucket(user_id)}}}:user:{user_id}"
+        return user_key(self._ns, user_id)
 
     def _pod_conns_key(self, pod_id: str) -> str:
         return f"{self._ns}:podconns:{pod_id}"
