@@ -107,7 +107,9 @@ for i = 3, #ARGV, 4 do
   end
 end
 for k = 1, 2 do  -- the keys live as long as their longest-lived entry, never shorter
-  if redis.call('PTTL', KEYS[k]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[k], ARGV[1]) end
+  if redis.call('PTTL', KEYS[k]) < tonumber(ARGV[1]) then
+    redis.call('PEXPIRE', KEYS[k], ARGV[1])
+  end
 end
 return 0
 """
