@@ -103,7 +103,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         publisher.set_membership(membership)
         history.observe(membership)
 
-    announcer = HashSourcesAnnouncer(registry, lambda: publisher.policy)
+    announcer = GatewayAnnouncer(registry, lambda: publisher.policy)
     try:
         await announcer.announce()
     except RegistryUnavailable as exc:
@@ -194,35 +194,41 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         log.info("xds_server_stopped")
 
 
-class HashSourcesAnnouncer:
-    """Tells the gateways, through the registry, where Envoy hashes each pool's users: the
-    policy's ``hash_key`` is their one definition. Written at start, when the policy
-    changes, and every :data:`REANNOUNCE_S` (a Redis that restarted empty learns it again)."""
+class GatewayAnnouncer:
+    """Tells the gateways (and the server API), through the registry, what the policy says
+    they must follow: where Envoy hashes each pool's users (``hash_key``) and the channel
+    namespaces (``channels``); the policy is their one definition. Written at start, when
+    the policy changes, and every :data:`REANNOUNCE_S` (a Redis that restarted empty learns
+    it again)."""
 
     def __init__(self, registry: RedisRegistry, policy: Callable[[], Policy]) -> None:
         self._registry = registry
         self._policy = policy
-        self._said: dict[str, HashSources] | None = None
+        self._said: tuple[dict[str, HashSources], str] | None = None
         self._said_at = 0.0
 
-    def _pools(self) -> dict[str, HashSources]:
-        return {pool.name: pool.hash_key.sources() for pool in self._policy().pools}
+    def _what(self) -> tuple[dict[str, HashSources], str]:
+        policy = self._policy()
+        pools = {pool.name: pool.hash_key.sources() for pool in policy.pools}
+        return pools, policy.channels.to_json()
 
     async def announce(self) -> None:
-        """Write every pool's hash sources; raises ``RegistryUnavailable``."""
-        pools = self._pools()
+        """Write every pool's hash sources and the channel namespaces; raises
+        ``RegistryUnavailable``."""
+        pools, channels = what = self._what()
         await self._registry.put_hash_sources(pools)
-        self._said, self._said_at = pools, time.monotonic()
+        await self._registry.put_channel_config(channels)
+        self._said, self._said_at = what, time.monotonic()
 
     async def run(self, poll_s: float) -> None:
         while True:
             await asyncio.sleep(poll_s)
-            if self._pools() == self._said and time.monotonic() - self._said_at < REANNOUNCE_S:
+            if self._what() == self._said and time.monotonic() - self._said_at < REANNOUNCE_S:
                 continue
             try:
                 await self.announce()
             except RegistryUnavailable as exc:
-                log.warning("hash_sources_not_written", error=str(exc)[:200])
+                log.warning("gateway_settings_not_written", error=str(exc)[:200])
 
 
 REANNOUNCE_S = 30.0

@@ -13,6 +13,7 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wsfleet.channels.namespaces import ChannelsConfig
 from wsfleet.registry import HashSources
 
 NAME = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -26,6 +27,7 @@ class Frozen(BaseModel):
 class LbPolicy(StrEnum):
     MAGLEV = "maglev"
     RING_HASH = "ring_hash"
+    ROUND_ROBIN = "round_robin"  # no stickiness: a pool where any member takes any request
 
 
 class HashKey(Frozen):
@@ -184,6 +186,8 @@ class Policy(Frozen):
     routes: Annotated[list[Route], Field(min_length=1)]
     pools: Annotated[list[Pool], Field(min_length=1)]
     certificates: list[Certificate] = []
+    # channel namespaces: the gateways and the server API follow them (docs/channels.md)
+    channels: ChannelsConfig = ChannelsConfig()
 
     def pool(self, name: str) -> Pool:
         return next(pool for pool in self.pools if pool.name == name)

@@ -35,19 +35,19 @@ def test_the_embedded_default_policy_is_valid() -> None:
             "listeners.0.port: Input should be less than or equal to 65535",
         ),
         (
-            "routes: [websocket, events, poll]",
+            "routes: [websocket, events, poll, api]",
             "routes: [websocket, websocket]",
             "a second route for path prefix '/ws'",
         ),
         (
-            "routes: [websocket, events, poll]",
+            "routes: [websocket, events, poll, api]",
             "routes: [chat]",
             "listeners.0.routes.0: unknown route 'chat'",
         ),
         (
             "lb_policy: maglev",
             "lb_policy: random",
-            "pools.0.lb_policy: Input should be 'maglev' or 'ring_hash'",
+            "pools.0.lb_policy: Input should be 'maglev', 'ring_hash' or 'round_robin'",
         ),
         (
             "path_prefix: /ws",
@@ -60,6 +60,17 @@ def test_the_embedded_default_policy_is_valid() -> None:
             "connect_timeout_s: -1",
             "pools.0.connect_timeout_s: Input should be greater than 0",
         ),
+        (
+            "history_size: 1000",
+            "history_size: 20000",
+            "channels.namespaces.1.history_size: Input should be less than or equal to 10000",
+        ),
+        (
+            "      presence: true",
+            "      presence: false",
+            "channels.namespaces.0: join_leave needs presence: true",
+        ),
+        ("- name: feed", "- name: Feed:x", "channels.namespaces.1.name: String should match"),
     ],
 )
 def test_an_invalid_policy_names_line_and_problem(old: str, new: str, problem: str) -> None:

@@ -207,6 +207,13 @@ async def test_connections_are_recorded_after_redis_forgets_its_scripts(
         await store.close()
 
 
+async def test_the_channel_config_is_kept_as_written(registry: Registry) -> None:
+    assert await registry.get_channel_config() is None  # until the control plane says
+    await registry.put_channel_config('{"defaults": {}}')
+    await registry.put_channel_config('{"namespaces": []}')
+    assert await registry.get_channel_config() == '{"namespaces": []}'
+
+
 async def test_hash_sources_are_kept_per_pool_and_replaced_whole(registry: Registry) -> None:
     assert await registry.get_hash_sources("gateways") is None  # until the control plane says
     await registry.put_hash_sources(

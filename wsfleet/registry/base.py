@@ -216,6 +216,13 @@ class Registry(Protocol):
     async def get_hash_sources(self, pool: str) -> HashSources | None:
         """Where Envoy hashes ``pool``'s users; None until the control plane has said."""
 
+    async def put_channel_config(self, text: str) -> None:
+        """Record the channel namespaces (the control plane, from its policy; JSON of
+        :class:`~wsfleet.channels.namespaces.ChannelsConfig`)."""
+
+    async def get_channel_config(self) -> str | None:
+        """The channel namespaces as written; None until the control plane has said."""
+
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         """A live connection, or None."""
 

@@ -19,12 +19,19 @@ class MemoryRegistry:
         self._connections: dict[str, tuple[ConnectionRecord, float]] = {}
         self._listeners: list[asyncio.Queue[str]] = []
         self._hash_sources: dict[str, HashSources] = {}
+        self._channel_config: str | None = None
 
     async def put_hash_sources(self, pools: dict[str, HashSources]) -> None:
         self._hash_sources.update(pools)
 
     async def get_hash_sources(self, pool: str) -> HashSources | None:
         return self._hash_sources.get(pool)
+
+    async def put_channel_config(self, text: str) -> None:
+        self._channel_config = text
+
+    async def get_channel_config(self) -> str | None:
+        return self._channel_config
 
     async def put_pod(self, pod: PodRecord, ttl_s: float) -> bool:
         previous = self._live(pod.pod_id)

@@ -8,6 +8,7 @@ Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default; ``{c<b>}`` is a h
 - ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or
   leaves (on a cluster a PUBLISH reaches every node's subscribers);
 - ``{ns}:hash_sources`` hash: per pool, where Envoy hashes its users (JSON, from the policy);
+- ``{ns}:channel_config``: the channel namespaces (JSON, from the policy);
 - ``{ns}:{c<b>}:user:{user_id}`` set of the user's connection ids, and
   ``{ns}:{c<b>}:conn:{connection_id}`` hash of a :class:`ConnectionRecord`: a connection
   id begins with its user's bucket, so a user's set and records share a slot and the
@@ -390,6 +391,19 @@ class RedisRegistry:
             return HashSources.from_json(str(text))
         except ValueError:
             return None  # not written by a control plane of this version: as if unsaid
+
+    async def put_channel_config(self, text: str) -> None:
+        try:
+            await self._redis.set(f"{self._ns}:channel_config", text)
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def get_channel_config(self) -> str | None:
+        try:
+            text = await self._redis.get(f"{self._ns}:channel_config")
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        return None if text is None else str(text)
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         try:
