@@ -24,6 +24,16 @@ def test_the_embedded_default_policy_is_valid() -> None:
     assert policy.pool("gateways").max_connections > 1024  # Envoy's default cap would bite
 
 
+def test_inconsistent_namespace_options_name_the_namespace_and_its_line() -> None:
+    edited = DEFAULT.replace("      presence: true", "      presence: false", 1)
+    line = next(n for n, text in enumerate(edited.splitlines(), 1) if "- name: chat" in text)
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(edited, "edited.yaml")
+    assert str(caught.value) == (
+        f"edited.yaml:{line}: channels.namespaces.0: join_leave needs presence: true"
+    )
+
+
 @pytest.mark.parametrize(
     ("old", "new", "problem"),
     [
@@ -64,11 +74,6 @@ def test_the_embedded_default_policy_is_valid() -> None:
             "history_size: 1000",
             "history_size: 20000",
             "channels.namespaces.1.history_size: Input should be less than or equal to 10000",
-        ),
-        (
-            "      presence: true",
-            "      presence: false",
-            "channels.namespaces.0: join_leave needs presence: true",
         ),
         ("- name: feed", "- name: Feed:x", "channels.namespaces.1.name: String should match"),
     ],
