@@ -48,7 +48,7 @@ bench: install-dev
 	$(BIN)/python -m benchmarks $(ARGS)
 
 proto: install-dev
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. proto/wsfleet/api/bridge.proto
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/wsfleet/api/bridge.proto
 
 clean:
 	rm -rf $(VENV) .wsfleet .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -23,6 +23,7 @@ from typing import Protocol
 import grpc
 import structlog
 
+from sidecar.core.channel_frames import ChannelRequest
 from sidecar.core.close_codes import CloseCode
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.batch_spacing import BATCH_SPACING_S
@@ -53,6 +54,15 @@ class SessionSink(Protocol):
 
     def session_info(self) -> SessionInfo:
         """Who the session is, as the backend hears it (made when needed, not kept)."""
+
+    def subscribe_requested(self, channel: str) -> None: ...
+
+    def unsubscribe_requested(self, channel: str) -> None: ...
+
+    def publication_decided(
+        self, request_id: int, accept: bool, data: bytes | None, binary: bool, reason: str
+    ) -> None:
+        """The backend's answer to a client's publication (``data`` None: unchanged)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +97,13 @@ class BackendLink(Protocol):
 
     def close(self, session_id: str, code: int, reason: str) -> None: ...
 
+    def ask_publication(self, session_id: str, user_id: str, request: ChannelRequest) -> bool:
+        """Send a client's publication for approval; False if this backend cannot judge."""
+
+
+# Where a backend's publications go (the gateway's channel service).
+OnPublish = Callable[[str, bytes, bool], None]
+
 
 class GrpcBackendLink:
     """A gRPC backend: one multiplexed stream, reconnecting with backoff.
@@ -96,8 +113,15 @@ class GrpcBackendLink:
     event by event. A send waits only while the outbox is full (backpressure).
     """
 
-    def __init__(self, address: str, pod_id: str, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        address: str,
+        pod_id: str,
+        queue_size: int = 10_000,
+        on_publish: OnPublish | None = None,
+    ) -> None:
         self.address = address
+        self.on_publish: OnPublish = on_publish or (lambda channel, data, binary: None)
         self._pod_id = pod_id
         self._sessions: dict[str, SessionSink] = {}  # by session id
         self._outbox: Outbox[pb.GatewayEvent] = Outbox(
@@ -146,6 +170,20 @@ class GrpcBackendLink:
             await self._outbox.wait_space()
         message = pb.ClientMessage(session_id=session_id, seq=seq, data=data, binary=binary)
         self._outbox.put(pb.GatewayEvent(message=message), len(data))
+
+    def ask_publication(self, session_id: str, user_id: str, request: ChannelRequest) -> bool:
+        if session_id not in self._sessions or not self.is_up or self._outbox.full:
+            return False
+        publication = pb.ClientPublication(
+            session_id=session_id,
+            request_id=request.request_id,
+            channel=request.channel,
+            data=request.data,
+            binary=request.binary,
+            user_id=user_id,
+        )
+        self._outbox.put(pb.GatewayEvent(publication=publication), len(request.data))
+        return True
 
     def close(self, session_id: str, code: int, reason: str) -> None:
         if self._sessions.pop(session_id, None) is None:
@@ -215,6 +253,27 @@ class GrpcBackendLink:
             sink = self._sessions.pop(event.close.session_id, None)
             if sink is not None:
                 sink.close_requested(event.close.code or CloseCode.NORMAL, event.close.reason)
+        elif kind == "publish":
+            self.on_publish(event.publish.channel, event.publish.data, event.publish.binary)
+        elif kind == "decision":
+            decision = event.decision
+            sink = self._sessions.get(decision.session_id)
+            if sink is not None:
+                sink.publication_decided(
+                    decision.request_id,
+                    decision.accept,
+                    decision.data if decision.replace else None,
+                    decision.binary,
+                    decision.reason,
+                )
+        elif kind == "subscribe":
+            sink = self._sessions.get(event.subscribe.session_id)
+            if sink is not None:
+                sink.subscribe_requested(event.subscribe.channel)
+        elif kind == "unsubscribe":
+            sink = self._sessions.get(event.unsubscribe.session_id)
+            if sink is not None:
+                sink.unsubscribe_requested(event.unsubscribe.channel)
 
     def _lost(self) -> None:
         self._up.clear()

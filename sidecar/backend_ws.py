@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from sidecar.backend_bridge import BackendLink, LostSessions, SessionInfo, SessionSink
+from sidecar.core.channel_frames import ChannelRequest
 from sidecar.core.close_codes import CloseCode
 
 log = structlog.get_logger()
@@ -97,6 +98,9 @@ class WebSocketBackendLink:
         upstream = self._sessions.get(session_id)
         if upstream is not None:
             await upstream.outbox.put((data, binary))
+
+    def ask_publication(self, session_id: str, user_id: str, request: ChannelRequest) -> bool:
+        return False  # a WebSocket backend has no way to answer: such publications are refused
 
     def close(self, session_id: str, code: int, reason: str) -> None:
         upstream = self._sessions.pop(session_id, None)

@@ -16,6 +16,7 @@ from sidecar.backend_bridge import (
     BackendLink,
     GrpcBackendLink,
     LostSessions,
+    OnPublish,
 )
 from sidecar.backend_ws import WebSocketBackendLink
 from sidecar.core.close_codes import CloseCode
@@ -27,7 +28,13 @@ log = structlog.get_logger()
 class BackendBridge:
     """All backend links of this pod; routes each session to one of them."""
 
-    def __init__(self, addresses: Iterable[str], pod_id: str, on_loss: str = "move") -> None:
+    def __init__(
+        self,
+        addresses: Iterable[str],
+        pod_id: str,
+        on_loss: str = "move",
+        on_publish: OnPublish | None = None,
+    ) -> None:
         if on_loss not in ("move", "close"):
             raise ValueError(f"backend_loss must be 'move' or 'close', not {on_loss!r}")
         self._on_loss = on_loss
@@ -36,7 +43,7 @@ class BackendBridge:
             if address.startswith(("ws://", "wss://")):
                 self._links[address] = WebSocketBackendLink(address)
             else:
-                self._links[address] = GrpcBackendLink(address, pod_id)
+                self._links[address] = GrpcBackendLink(address, pod_id, on_publish=on_publish)
         self.moved_sessions = 0
 
     @property

@@ -10,6 +10,7 @@ and the hand-off of client messages to the backend.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,7 +21,9 @@ from aiohttp import web
 from sidecar.admission import Admission
 from sidecar.auth import AuthError
 from sidecar.backend_bridge import BackendLink, SessionInfo
+from sidecar.channel_service import SessionChannels, claimed_channels, token_patterns
 from sidecar.core import CloseCode, backend_close, envelope
+from sidecar.core.channel_frames import ChannelRequest, PublicationFrames
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume, replay_is_whole
 from sidecar.core.session import Entry, SessionCore
 from sidecar.gateway import Gateway
@@ -34,8 +37,11 @@ CLOSE_TIMEOUT_S = 2.0
 class Channel(Protocol):
     """How one transport puts frames on the wire."""
 
-    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
-        """Write one frame (v1 frames are JSON text; ``seq`` is 0 when unnumbered).
+    def write(
+        self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
+    ) -> Awaitable[None] | None:
+        """Write one frame (v1 frames are JSON text; ``seq`` is 0 when unnumbered; ``wire``:
+        the whole WebSocket frame, made once for many sessions, when there is one).
 
         None: written (or buffered) at once. An awaitable: the write, or the room for the
         next one, must be awaited before anything else is written. Raises
@@ -69,14 +75,18 @@ class ClientSession:
     """
 
     __slots__ = (
+        "_asked",
         "_closing",
         "_gateway",
         "_writing",
         "channel",
+        "channel_patterns",
+        "channels",
         "close_code",
         "connection_id",
         "core",
         "link",
+        "resumed",
         "routing_key",
         "token_expires_at",
         "transport",
@@ -92,6 +102,7 @@ class ClientSession:
         session_id: str,
         sequencer: Sequencer | None,
         backend_last_id: int = 0,
+        resumed: bool = False,
     ) -> None:
         self.connection_id = admission.connection_id
         self.user_id = admission.identity.user_id
@@ -109,9 +120,15 @@ class ClientSession:
             backend_last_id,
         )
         self.close_code: int | None = None
+        self.resumed = resumed
+        self.channels: SessionChannels | None = None  # made when it first uses a channel
+        self.channel_patterns: re.Pattern[str] | None = token_patterns(
+            claimed_channels(admission.identity.claims, "channels")
+        )
         self._gateway = gateway
         self._writing: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._asked: dict[int, ChannelRequest] | None = None  # publications the backend judges
 
     @property
     def session_id(self) -> str:
@@ -141,6 +158,56 @@ class ClientSession:
             self.link.persisted(self.session_id, durable_id)
         self._pump()
 
+    # -- channels ----------------------------------------------------------------------
+
+    @property
+    def speaks_v1(self) -> bool:
+        return self.core.sequencer is not None
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def publication(self, frames: PublicationFrames) -> None:
+        if self.close_code is None:
+            self.core.publication(frames, self.now())
+            self._pump()
+
+    def channel_frame(self, frame: bytes) -> None:
+        if self.close_code is None and self.core.sequencer is not None:
+            self.core.answer(frame, self.now())
+            self._pump()
+
+    def channel_left(self, channel: str) -> None:
+        self._gateway.channels.channel_left(self, channel)
+
+    def grant(self, channel: str, granted: bool) -> None:
+        if self.core.sequencer is not None:
+            self._gateway.replay.grant(self.session_id, channel, granted)
+
+    def ask_backend(self, request: ChannelRequest) -> bool:
+        """A client's publication, to the backend for approval (its answer comes back
+        through :meth:`publication_decided`)."""
+        if not self.link.ask_publication(self.session_id, self.user_id, request):
+            return False
+        if self._asked is None:
+            self._asked = {}
+        self._asked[request.request_id] = request
+        return True
+
+    def publication_decided(
+        self, request_id: int, accept: bool, data: bytes | None, binary: bool, reason: str
+    ) -> None:
+        request = self._asked.pop(request_id, None) if self._asked else None
+        if request is not None:
+            self._gateway.channels.decided(self, request, accept, data, binary, reason)
+
+    def subscribe_requested(self, channel: str) -> None:
+        """The backend subscribes this session."""
+        self._gateway.channels.subscribe_soon(self, channel)
+
+    def unsubscribe_requested(self, channel: str) -> None:
+        self._gateway.channels.unsubscribe_server(self, channel)
+
     def _pump(self) -> None:
         """Write what the core has cleared; act on its close decision."""
         if self._writing is None:
@@ -156,7 +223,7 @@ class ClientSession:
     def _write_cleared(self) -> Awaitable[None] | None:
         core, channel = self.core, self.channel
         while self.close_code is None and (frame := core.next_frame()) is not None:
-            pending = channel.write(frame.data, frame.binary, frame.seq)
+            pending = channel.write(frame.data, frame.binary, frame.seq, frame.wire)
             if pending is not None:
                 return pending
         return None
@@ -199,7 +266,10 @@ class ClientSession:
         core = self.core
         now = asyncio.get_running_loop().time()
         message = core.client_frame(data, binary, now)
-        if message is not None and message.cseq == envelope.REFRESH_CSEQ:
+        if isinstance(message, ChannelRequest):
+            await self._gateway.channels.request(self, message)
+            self._pump()
+        elif message is not None and message.cseq == envelope.REFRESH_CSEQ:
             self._refresh(message.data.decode("ascii"), now)
             self._pump()
         elif message is not None:
@@ -264,6 +334,7 @@ class ClientSession:
         code = self.close_code or CloseCode.ABNORMAL
         self.close_code = code
         self.link.close(self.session_id, code, "client gone")
+        self._gateway.channels.leave_all(self)
         self._gateway.table.untrack(self, code)
 
 
@@ -278,6 +349,7 @@ class SessionStart:
     plan: ResumePlan | None = None
     entries: list[Entry] = field(default_factory=list)  # to replay after the welcome
     backend_last_id: int = 0
+    granted: frozenset[str] = frozenset()  # channels the server subscribed it to
 
 
 async def start_session(
@@ -316,6 +388,7 @@ async def start_session(
         resumed=True,
         plan=plan_resume(client_last_seq, state.first_kept, state.last_seq),
         backend_last_id=state.backend_last_id,
+        granted=state.granted,
     )
     plan = start.plan
     if plan is not None and plan.replays:
@@ -346,8 +419,18 @@ async def open_session(
     settings = gateway.settings
     session_id, sequencer, plan = start.session_id, start.sequencer, start.plan
     session = ClientSession(
-        gateway, admission, channel, transport, session_id, sequencer, start.backend_last_id
+        gateway,
+        admission,
+        channel,
+        transport,
+        session_id,
+        sequencer,
+        start.backend_last_id,
+        start.resumed,
     )
+    if start.granted:
+        session.channels = SessionChannels()
+        session.channels.granted.update(start.granted)
     if sequencer is not None:
         hello = envelope.welcome(
             session_id,
@@ -365,6 +448,9 @@ async def open_session(
             await send(channel, frame, False, entry.seq)
         if start.entries:
             gateway.metrics.replayed.inc(len(start.entries))
+    # the token's server-side subscriptions (raw WebSockets too), before anything else
+    for name in claimed_channels(admission.identity.claims, "subs"):
+        await gateway.channels.subscribe_server(session, name)
     # only now does the backend hear of the session: nothing it sends can overtake the
     # welcome and the replay
     session.link.open(session, resumed=start.resumed, last_message_id=start.backend_last_id)

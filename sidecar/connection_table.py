@@ -56,6 +56,7 @@ class ConnectionTable:
         self.heartbeats = HeartbeatSchedule(policy)
         self.connections: dict[str, Connection] = {}  # by connection id
         self.by_session: dict[str, Connection] = {}  # by session id
+        self.by_user: dict[str, list[Connection]] = {}  # by user id (server API commands)
         self._metrics = metrics
         self._sessions = sessions
         self._poll_timeout_s = poll_timeout_s
@@ -65,6 +66,7 @@ class ConnectionTable:
     def track(self, connection: Connection) -> None:
         self.connections[connection.connection_id] = connection
         self.by_session[connection.session_id] = connection
+        self.by_user.setdefault(connection.user_id, []).append(connection)
         if connection.transport == "websocket":  # SSE and poll have their own liveness
             now = asyncio.get_running_loop().time()
             self.heartbeats.add(connection.connection_id, now)
@@ -76,6 +78,11 @@ class ConnectionTable:
         self.heartbeats.remove(connection.connection_id)
         if self.by_session.get(connection.session_id) is connection:
             del self.by_session[connection.session_id]
+        users = self.by_user.get(connection.user_id)
+        if users is not None and connection in users:
+            users.remove(connection)
+            if not users:
+                del self.by_user[connection.user_id]
         if self.connections.pop(connection.connection_id, None) is not None:
             self._metrics.closes[code] += 1
         self._sessions.remove(connection.connection_id)

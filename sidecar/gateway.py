@@ -6,13 +6,16 @@ metrics, the registry writers and the replay store."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from aiohttp import web
 
 from sidecar.admission import Gatekeeper
 from sidecar.auth import TokenVerifier
 from sidecar.backends import BackendBridge
+from sidecar.channel_service import ChannelService, ChannelSession
 from sidecar.connection_table import ConnectionTable
 from sidecar.core import HeartbeatPolicy, InboundLimits
 from sidecar.core.session import QueueBounds
@@ -31,6 +34,7 @@ class Gateway:
     sessions: SessionRegistry
     replay_store: ReplayStore
     replay: ReplayWriter
+    channels: ChannelService
     gatekeeper: Gatekeeper = field(init=False)
     table: ConnectionTable = field(init=False)
 
@@ -41,6 +45,12 @@ class Gateway:
             settings.heartbeat_interval_s, settings.heartbeat_timeout_s, settings.heartbeat_jitter
         )
         self.table = ConnectionTable(policy, self.metrics, self.sessions, settings.poll_timeout_s)
+        self.channels.sessions_of = self._sessions_of_user
+
+    def _sessions_of_user(self, user_id: str) -> Iterable[ChannelSession]:
+        # every connection the table holds is a ClientSession (the table is typed by the
+        # protocol it needs, so that it does not import the sessions)
+        return cast(list[ChannelSession], list(self.table.by_user.get(user_id, ())))
 
     @property
     def pod_id(self) -> str:

@@ -60,7 +60,9 @@ class SseChannel:
         self._pinging: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
-    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None]:
+    def write(
+        self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
+    ) -> Awaitable[None]:
         """An event (a chunk of the chunked response: aiohttp encodes it, so it is awaited)."""
         event = (b"id: %d\n" % seq if seq else b"") + b"data: " + frame + b"\n\n"
         return self._response.write(event)
@@ -149,7 +151,9 @@ class PollChannel:
         self._room = asyncio.Event()
         self._polls = 0  # polls taken so far: only the newest one may wait
 
-    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
+    def write(
+        self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
+    ) -> Awaitable[None] | None:
         if len(self.pending) >= POLL_BUFFER and self.closed is None:
             return self._append_when_room(frame, seq)  # the client is not polling
         self.pending.append((seq, frame))

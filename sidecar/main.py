@@ -20,6 +20,10 @@ from aiohttp import web
 from sidecar.app import build_admin_app, build_public_app
 from sidecar.auth import KeySet, TokenVerifier
 from sidecar.backends import BackendBridge
+from sidecar.channel_hub import ChannelHub
+from sidecar.channel_io import PresenceWriter, history_reader, publisher
+from sidecar.channel_service import ChannelService
+from sidecar.core.channel_rules import ChannelLimits
 from sidecar.core.close_codes import CloseCode
 from sidecar.drain import Drainer
 from sidecar.gateway import Gateway
@@ -31,6 +35,8 @@ from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet.admin_auth import read_admin_token
 from wsfleet.arg_types import routing_key_source
+from wsfleet.channels.config_follower import NamespacesFollower
+from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.process_shell import signal_events, stop_tasks
 from wsfleet.readiness import write_ready
@@ -112,7 +118,32 @@ async def serve(
         url = redacted_url(settings.redis_url)
         raise StartupError(f"cannot reach Redis at {url}: {exc}") from None
     metrics = GatewayMetrics()
-    bridge = BackendBridge(settings.backends, settings.pod_id, settings.backend_loss)
+    channel_store = RedisChannelStore(settings.redis_url, settings.namespace)
+    spacing = settings.redis_batch_spacing_s
+    namespaces = NamespacesFollower(registry, settings.registry_refresh_s)
+    hub = ChannelHub(
+        channel_store.client,
+        channel_store.topic,
+        channel_store.command_topic(settings.pod_id),
+        history_reader(channel_store, spacing, metrics.registry_errors.inc),
+        PresenceWriter(
+            channel_store, settings.presence_ttl_s, spacing, metrics.registry_errors.inc
+        ),
+        lambda: namespaces.current,
+        settings.channel_check_s,
+    )
+    channels = ChannelService(
+        hub,
+        channel_store,
+        publisher(channel_store, spacing, metrics.registry_errors.inc),
+        ChannelLimits(settings.max_subscriptions, settings.max_pending_publications),
+    )
+    bridge = BackendBridge(
+        settings.backends,
+        settings.pod_id,
+        settings.backend_loss,
+        on_publish=channels.publish_for_backend,
+    )
     sessions = SessionRegistry(
         registry,
         settings.connection_ttl_s,
@@ -130,8 +161,21 @@ async def serve(
     )
     replay = ReplayWriter(replay_store, metrics.registry_errors.inc, settings.redis_batch_spacing_s)
     replay.start()
-    gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay)
+    gateway = Gateway(settings, verifier, bridge, metrics, sessions, replay_store, replay, channels)
     metrics.watch_gateway(gateway.table.queued, gateway.table.counts_by_transport)
+    metrics.watch_channels(
+        lambda: (
+            len(hub.channels),
+            hub.subscriptions(),
+            hub.counters.publications,
+            hub.counters.deliveries,
+            hub.counters.gaps_filled,
+            hub.counters.resets,
+            dict(channels.refused),
+        )
+    )
+    await namespaces.refresh()
+    hub.start()
     bridge.start()
     await bridge.wait_any_up(BACKEND_WAIT_S)
 
@@ -190,6 +234,8 @@ async def serve(
         for runner in runners:
             await runner.cleanup()
         await bridge.stop()
+        await hub.stop()
+        await channel_store.close()
         await registry.close()
         raise
     port = public.addresses[0][1]
@@ -198,6 +244,7 @@ async def serve(
     tasks = [
         asyncio.create_task(registration.run()),
         asyncio.create_task(hash_sources.run()),
+        asyncio.create_task(namespaces.run()),
         asyncio.create_task(sessions.run()),
         asyncio.create_task(gateway.table.run_heartbeats()),
         asyncio.create_task(gateway.table.run_keepalives()),
@@ -227,6 +274,8 @@ async def serve(
         for runner in reversed(runners):
             await runner.cleanup()
         await bridge.stop()
+        await hub.stop()
+        await channel_store.close()
         await replay.stop()
         await replay_store.close()
         await registry.close()

@@ -58,6 +58,10 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def watch_channels(self, source: Callable[[], ChannelFigures]) -> None:
+        """Export the channels' figures (read at scrape)."""
+        self.registry.register(_ChannelCollector(source))
+
     def watch_gateway(
         self,
         depth: Callable[[], tuple[int, int]],
@@ -66,6 +70,67 @@ class GatewayMetrics:
         """Export open connections by transport and queued messages/bytes (read at scrape),
         and open file descriptors vs limit."""
         self.registry.register(_ProcessCollector(depth, connections))
+
+
+ChannelFigures = tuple[int, int, int, int, int, int, dict[str, int]]
+"""channels held, subscriptions, publications received, deliveries, gaps filled, resets,
+requests refused by reason"""
+
+
+class _ChannelCollector(Collector):
+    def __init__(self, source: Callable[[], ChannelFigures]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        channels, subscriptions, publications, deliveries, gaps, resets, refused = self._source()
+        yield from (
+            _gauge("wsfleet_gateway_channels", "Channels with local subscribers", channels),
+            _gauge(
+                "wsfleet_gateway_subscriptions",
+                "Channel subscriptions of local sessions",
+                subscriptions,
+            ),
+            _counter(
+                "wsfleet_gateway_publications_received",
+                "Channel publications received (once per gateway)",
+                publications,
+            ),
+            _counter(
+                "wsfleet_gateway_publication_deliveries",
+                "Publications handed to local subscribers",
+                deliveries,
+            ),
+            _counter(
+                "wsfleet_gateway_channel_gaps_filled",
+                "Publications the pub/sub connection missed, read from the history",
+                gaps,
+            ),
+            _counter(
+                "wsfleet_gateway_channel_resets",
+                "Channels whose subscribers had to resubscribe (history could not fill a gap)",
+                resets,
+            ),
+        )
+        refusals = CounterMetricFamily(
+            "wsfleet_gateway_channel_requests_refused",
+            "Client channel requests refused, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(refused.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+
+
+def _gauge(name: str, text: str, value: int) -> Metric:
+    family = GaugeMetricFamily(name, text)
+    family.add_metric([], value)
+    return family
+
+
+def _counter(name: str, text: str, value: int) -> Metric:
+    family = CounterMetricFamily(name, text)
+    family.add_metric([], value)
+    return family
 
 
 class _HandshakeCollector(Collector):

@@ -7,7 +7,9 @@
   backend message_id persisted);
 - ``{ns}:replay:{<session_id>}`` stream: one entry per outbound message, id ``<seq>-1``,
   fields ``d`` (data), ``b`` (binary flag), ``m`` (backend message_id); trimmed, oldest
-  first, to ``max_messages`` entries and ``max_bytes`` of data (the hash's ``bytes``).
+  first, to ``max_messages`` entries and ``max_bytes`` of data (the hash's ``bytes``);
+- ``{ns}:grants:{<session_id>}`` set: the channels the server subscribed the session to
+  (its client may subscribe to them again when it resumes, on any pod).
 
 Both expire ``max_age_s`` after the session's last write: that is the replay window's
 age; ``max_messages`` is its size. Stream ids only grow, so a pod that lost a session to
@@ -40,6 +42,7 @@ class SessionState:
     last_cseq: int
     backend_last_id: int
     first_kept: int | None  # oldest seq still in the replay buffer
+    granted: frozenset[str] = frozenset()  # channels the server subscribed it to
 
 
 class ReplayStoreUnavailable(Exception):
@@ -75,6 +78,9 @@ class ReplayStore:
     def _stream_key(self, session_id: str) -> str:
         return f"{self._ns}:replay:{{{session_id}}}"
 
+    def _grants_key(self, session_id: str) -> str:
+        return f"{self._ns}:grants:{{{session_id}}}"
+
     async def close(self) -> None:
         await self._redis.aclose()
 
@@ -83,7 +89,8 @@ class ReplayStore:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self._session_key(session_id))
                 pipe.xrange(self._stream_key(session_id), count=1)
-                row, first = await pipe.execute()
+                pipe.smembers(self._grants_key(session_id))
+                row, first, granted = await pipe.execute()
         except ERRORS as exc:
             raise ReplayStoreUnavailable(str(exc)) from exc
         if not row:
@@ -97,7 +104,24 @@ class ReplayStore:
             last_cseq=int(fields.get("last_cseq", "0")),
             backend_last_id=int(fields.get("backend_last_id", "0")),
             first_kept=first_kept,
+            granted=frozenset(channel.decode() for channel in granted),
         )
+
+    async def update_grants(self, changes: Sequence[tuple[str, str, bool]]) -> None:
+        """Record channels granted to sessions, or taken back: (session, channel, granted);
+        one round trip. The set lives as long as the session's other keys."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for session_id, channel, granted in changes:
+                    key = self._grants_key(session_id)
+                    if granted:
+                        pipe.sadd(key, channel)
+                    else:
+                        pipe.srem(key, channel)
+                    pipe.pexpire(key, self.max_age_ms)
+                await pipe.execute()
+        except ERRORS as exc:
+            raise ReplayStoreUnavailable(str(exc)) from exc
 
     async def create(self, sessions: Sequence[tuple[str, str]]) -> None:
         """Start new sessions, given as (session id, user id): one script call per
@@ -165,7 +189,12 @@ class ReplayStore:
             ]
             for entry in mine:
                 args += [f"{entry.seq}-1", entry.data, int(entry.binary), entry.message_id]
-            calls.append(((self._stream_key(session_id), self._session_key(session_id)), args))
+            keys = (
+                self._stream_key(session_id),
+                self._session_key(session_id),
+                self._grants_key(session_id),
+            )
+            calls.append((keys, args))
         try:
             results = await _PERSIST.run(self._redis, calls)
         except ERRORS as exc:
@@ -190,7 +219,7 @@ return 0
 _CREATE = PipelinedScript(CREATE_LUA)
 CREATE_CHUNK = 500  # sessions per script call: no call holds Redis for long
 
-# KEYS: the session's stream, its hash. ARGV: max age (ms), max entries, max bytes, the
+# KEYS: the session's stream, its hash, its grants. ARGV: max age (ms), max entries, max bytes, the
 # batch's last seq (0: none), last backend message id (0: none), client seq (0: none),
 # then per entry its stream id, data, binary flag and backend message id. The window is
 # trimmed oldest first to both bounds (the hash's `bytes` counts the data kept). Returns 1
@@ -227,6 +256,7 @@ if ARGV[4] ~= '0' then
 end
 if ARGV[6] ~= '0' then redis.call('HSET', KEYS[2], 'last_cseq', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return refused
 """
 _PERSIST = PipelinedScript(PERSIST_LUA)
@@ -263,6 +293,7 @@ class ReplayWriter:
         self._cseqs: dict[str, int] = {}
         self._watchers: dict[str, tuple[PersistWatcher, int, int]] = {}  # id -> (w, seq, mid)
         self._creating: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._grants: list[tuple[str, str, bool]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._spacing = Spacing(spacing_s)
@@ -290,6 +321,11 @@ class ReplayWriter:
         self._watchers[entry.session_id] = (watcher, entry.seq, message_id)
         self._wake.set()
 
+    def grant(self, session_id: str, channel: str, granted: bool) -> None:
+        """Remember (or forget) a channel the server subscribed the session to."""
+        self._grants.append((session_id, channel, granted))
+        self._wake.set()
+
     def record_cseq(self, session_id: str, cseq: int) -> None:
         self._cseqs[session_id] = cseq
         self._wake.set()
@@ -302,6 +338,13 @@ class ReplayWriter:
             creating, self._creating = self._creating, []
             if creating:
                 await self._create(creating)
+            grants, self._grants = self._grants, []
+            if grants:
+                try:
+                    await self._store.update_grants(grants)
+                except ReplayStoreUnavailable as exc:
+                    self._on_error()
+                    log.warning("replay_store_unavailable", error=str(exc)[:200])
             entries, self._entries = self._entries, []
             cseqs, self._cseqs = self._cseqs, {}
             watchers, self._watchers = self._watchers, {}

@@ -48,7 +48,11 @@ class WebSocketChannel:
         self._compress = compress
         self._upgrade = upgrade  # the 101 not sent yet: it leaves with the first frame
 
-    def write(self, frame: bytes, binary: bool, seq: int) -> Awaitable[None] | None:
+    def write(
+        self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
+    ) -> Awaitable[None] | None:
+        if wire is not None and not self._compress:  # made once for many sockets
+            return self._write_whole(wire)
         if binary:
             opcode = ws_frames.OP_BINARY
         else:
@@ -57,13 +61,17 @@ class WebSocketChannel:
                 frame = frame.decode("utf-8", errors="replace").encode()
         if self._compress:
             return self._ws.send_frame(frame, WSMsgType(opcode))
+        return self._write_whole(ws_frames.server_frame(opcode, frame))
+
+    def _write_whole(self, whole: bytes) -> Awaitable[None] | None:
+        """One whole frame to the socket, in one transport write."""
         if self._upgrade is not None:
             upgrade, self._upgrade = self._upgrade, None
-            return upgrade.write(ws_frames.server_frame(opcode, frame))  # the 101 + this frame
+            return upgrade.write(whole)  # the 101 + this frame
         transport = self._request.transport
         if transport is None or transport.is_closing() or self._ws.closed:
             raise ConnectionResetError("the client is gone")
-        transport.write(ws_frames.server_frame(opcode, frame))
+        transport.write(whole)
         if transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
             return self._request.writer.drain()
         return None

@@ -242,6 +242,33 @@ class SidecarSettings:
         group="sessions",
         check=positive_float,
     )
+    # -- channels
+    max_subscriptions: int = setting(
+        128,
+        help="channels one connection may hold",
+        group="channels",
+        check=positive_int,
+    )
+    max_pending_publications: int = setting(
+        64,
+        help="client publications one session may have awaiting an answer",
+        group="channels",
+        check=positive_int,
+    )
+    presence_ttl_s: float = setting(
+        30.0,
+        help="presence entries not refreshed for this long are gone (a crashed gateway's); "
+        "refreshed every third of it",
+        group="channels",
+        check=positive_float,
+    )
+    channel_check_s: float = setting(
+        10.0,
+        help="seconds between checks of every local channel against its history (what the "
+        "pub/sub connection lost with nothing after it)",
+        group="channels",
+        check=positive_float,
+    )
     # -- heartbeat
     heartbeat_interval_s: float = setting(
         10.0, help="seconds between pings", group="heartbeat", check=positive_float

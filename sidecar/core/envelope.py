@@ -12,6 +12,8 @@ Client -> server::
 
     {"type": "message", "cseq": N, "data": "text"}          (or "data_b64"; cseq 0: unnumbered)
     {"type": "ping"}                                        (answered {"type": "pong"})
+    {"type": "subscribe" | "unsubscribe" | "publish" | "presence", "id": N, "channel": C, ...}
+                                                            (:mod:`sidecar.core.channel_frames`)
 
 Raw WebSocket clients (no ``wsfleet.v1`` subprotocol) see bare messages instead.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+
+from sidecar.core.channel_frames import REQUEST_TYPES, ChannelRequest, parse_request
 
 PROTOCOL = "wsfleet.v1"
 
@@ -98,8 +102,9 @@ def close(code: int, reason: str) -> str:
     return _compact({"type": "close", "code": code, "reason": reason})
 
 
-def parse_client(text: str) -> ClientMessage:
-    """A client's v1 frame; raises :class:`EnvelopeError` naming what is wrong."""
+def parse_client(text: str) -> ClientMessage | ChannelRequest:
+    """A client's v1 frame; raises :class:`EnvelopeError` naming what is wrong, or (a
+    channel request) :class:`~sidecar.core.channel_frames.Refused`."""
     try:
         body = json.loads(text)
     except ValueError:
@@ -108,13 +113,18 @@ def parse_client(text: str) -> ClientMessage:
         raise EnvelopeError("nested too deeply: a v1 frame is one flat object") from None
     if isinstance(body, dict) and body.get("type") == PING:
         return ClientMessage(PING_CSEQ, b"", False)
+    if isinstance(body, dict) and body.get("type") in REQUEST_TYPES:
+        return parse_request(body)
     if isinstance(body, dict) and body.get("type") == REFRESH:
         token = body.get("token")
         if not isinstance(token, str) or not token.isascii():
             raise EnvelopeError('a refresh frame needs "token": a JWT')
         return ClientMessage(REFRESH_CSEQ, token.encode(), False)
     if not isinstance(body, dict) or body.get("type") != "message":
-        raise EnvelopeError('a v1 frame needs "type": "message" (or "ping", "refresh")')
+        raise EnvelopeError(
+            'a v1 frame needs "type": "message" (or "ping", "refresh", "subscribe", '
+            '"unsubscribe", "publish", "presence")'
+        )
     cseq = body.get("cseq", 0)
     if isinstance(cseq, bool) or not isinstance(cseq, int) or cseq < 0:
         raise EnvelopeError('"cseq" must be a non-negative integer')

@@ -39,6 +39,7 @@ class Outgoing:
     droppable: bool = False
     coalesce_key: str | None = None
     seq: int = 0  # the session's sequence number (protocol v1), 0 when unnumbered
+    wire: bytes | None = None  # the whole WebSocket frame, when made once for many sessions
 
 
 class PushResult(Enum):

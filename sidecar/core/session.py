@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sidecar.core import envelope
+from sidecar.core.channel_frames import ChannelRequest, PublicationFrames, Refused
 from sidecar.core.close_codes import CloseCode
 from sidecar.core.rate_limit import InboundLimits, InboundVerdict, TokenBucket
 from sidecar.core.resume import Sequencer
@@ -118,9 +119,12 @@ class SessionCore:
 
     # -- client -> backend -------------------------------------------------------------
 
-    def client_frame(self, data: bytes, binary: bool, now: float) -> envelope.ClientMessage | None:
+    def client_frame(
+        self, data: bytes, binary: bool, now: float
+    ) -> envelope.ClientMessage | ChannelRequest | None:
         """What to forward to the backend (``cseq`` > 0: record it), a token refresh to
-        verify (``cseq`` is ``envelope.REFRESH_CSEQ``, ``data`` the token), or None."""
+        verify (``cseq`` is ``envelope.REFRESH_CSEQ``, ``data`` the token), a channel
+        request for the transport to carry out, or None."""
         counters = self._counters
         counters.messages_in += 1
         counters.bytes_in += len(data)
@@ -142,13 +146,17 @@ class SessionCore:
             return envelope.ClientMessage(0, data, binary)
         try:
             parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
-        except envelope.EnvelopeError as exc:
-            if self._bad_frame_allowed(now):
-                self.notice(f"bad_frame: {exc}", now)
-            else:
+        except (envelope.EnvelopeError, Refused) as exc:
+            if not self._bad_frame_allowed(now):
                 counters.bad_frame_closes += 1
                 self._close(CloseCode.INVALID_PAYLOAD, "too many bad frames")
+            elif isinstance(exc, Refused):
+                self.answer(exc.frame(), now)
+            else:
+                self.notice(f"bad_frame: {exc}", now)
             return None
+        if isinstance(parsed, ChannelRequest):
+            return parsed
         if parsed.cseq == envelope.PING_CSEQ:  # pongs queued meanwhile coalesce
             self._push(Outgoing(PONG, False, True, "pong"), now)
             return None
@@ -169,6 +177,11 @@ class SessionCore:
         the client reads slowly."""
         text = envelope.notice(reason).encode()
         self._push(Outgoing(text, False, True, "notice:" + reason.split(":")[0]), now)
+
+    def answer(self, frame: bytes, now: float) -> None:
+        """A frame that must reach the client (a channel request's answer, ``subscribed``,
+        ``unsubscribed``): never shed, never coalesced; unnumbered."""
+        self._push(Outgoing(frame, False), now)
 
     # -- backend -> client -------------------------------------------------------------
 
@@ -191,6 +204,19 @@ class SessionCore:
         frame = envelope.message(seq, data, binary)
         self._push(Outgoing(frame, False, droppable, coalesce_key or None, seq), now)
         return Entry(self.session_id, seq, data, binary, message_id)
+
+    def publication(self, frames: PublicationFrames, now: float) -> None:
+        """A channel's publication for the client: the frames made once for every
+        subscriber (a raw WebSocket gets the bare data), queued like any message (a slow
+        subscriber meets the send queue's rules); not numbered, not kept in the replay
+        buffer: the channel's history is where it is recovered from."""
+        if self.closing is not None:
+            return
+        if self.sequencer is None:
+            p = frames.publication
+            self._push(Outgoing(p.data, p.binary, wire=frames.raw_websocket), now)
+        else:
+            self._push(Outgoing(frames.v1, False, wire=frames.v1_websocket), now)
 
     def persisted(self, upto_seq: int, message_id: int, durable: bool | None) -> int:
         """The replay buffer holds entries up to ``upto_seq`` (True), refused them because

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wsfleet/api/bridge.proto\x12\x11wsfleet.bridge.v2\"?\n\x0cGatewayBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.GatewayEvent\"?\n\x0c\x42\x61\x63kendBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.BackendEvent\"\xdb\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0brouting_key\x18\x03 \x01(\t\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06pod_id\x18\x05 \x01(\t\x12>\n\x08metadata\x18\x06 \x03(\x0b\x32,.wsfleet.bridge.v2.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\rSessionOpened\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.SessionInfo\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x17\n\x0flast_message_id\x18\x03 \x01(\x04\"3\n\tPersisted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\"N\n\rClientMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x04 \x01(\x08\"A\n\rSessionClosed\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe7\x01\n\x0cGatewayEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionOpenedH\x00\x12\x33\n\x07message\x18\x02 \x01(\x0b\x32 .wsfleet.bridge.v2.ClientMessageH\x00\x12\x32\n\x06\x63losed\x18\x03 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionClosedH\x00\x12\x31\n\tpersisted\x18\x04 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.PersistedH\x00\x42\x07\n\x05\x65vent\"~\n\rServerMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\x12\x11\n\tdroppable\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oalesce_key\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\x04\"@\n\x0c\x43loseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"~\n\x0c\x42\x61\x63kendEvent\x12\x33\n\x07message\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.ServerMessageH\x00\x12\x30\n\x05\x63lose\x18\x02 \x01(\x0b\x32\x1f.wsfleet.bridge.v2.CloseSessionH\x00\x42\x07\n\x05\x65vent2Y\n\x06\x42ridge\x12O\n\x07\x43onnect\x12\x1f.wsfleet.bridge.v2.GatewayBatch\x1a\x1f.wsfleet.bridge.v2.BackendBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wsfleet/api/bridge.proto\x12\x11wsfleet.bridge.v2\"?\n\x0cGatewayBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.GatewayEvent\"?\n\x0c\x42\x61\x63kendBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.BackendEvent\"\xdb\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0brouting_key\x18\x03 \x01(\t\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06pod_id\x18\x05 \x01(\t\x12>\n\x08metadata\x18\x06 \x03(\x0b\x32,.wsfleet.bridge.v2.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\rSessionOpened\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.SessionInfo\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x17\n\x0flast_message_id\x18\x03 \x01(\x04\"3\n\tPersisted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\"N\n\rClientMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x04 \x01(\x08\"A\n\rSessionClosed\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"{\n\x11\x43lientPublication\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x05 \x01(\x08\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\xa4\x02\n\x0cGatewayEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionOpenedH\x00\x12\x33\n\x07message\x18\x02 \x01(\x0b\x32 .wsfleet.bridge.v2.ClientMessageH\x00\x12\x32\n\x06\x63losed\x18\x03 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionClosedH\x00\x12\x31\n\tpersisted\x18\x04 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.PersistedH\x00\x12;\n\x0bpublication\x18\x05 \x01(\x0b\x32$.wsfleet.bridge.v2.ClientPublicationH\x00\x42\x07\n\x05\x65vent\"~\n\rServerMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\x12\x11\n\tdroppable\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oalesce_key\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\x04\"@\n\x0c\x43loseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"0\n\tSubscribe\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"2\n\x0bUnsubscribe\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"8\n\x07Publish\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\"\x8c\x01\n\x13PublicationDecision\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x05 \x01(\x08\x12\x0f\n\x07replace\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xd3\x02\n\x0c\x42\x61\x63kendEvent\x12\x33\n\x07message\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.ServerMessageH\x00\x12\x30\n\x05\x63lose\x18\x02 \x01(\x0b\x32\x1f.wsfleet.bridge.v2.CloseSessionH\x00\x12\x31\n\tsubscribe\x18\x03 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.SubscribeH\x00\x12\x35\n\x0bunsubscribe\x18\x04 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.UnsubscribeH\x00\x12-\n\x07publish\x18\x05 \x01(\x0b\x32\x1a.wsfleet.bridge.v2.PublishH\x00\x12:\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0b\x32&.wsfleet.bridge.v2.PublicationDecisionH\x00\x42\x07\n\x05\x65vent2Y\n\x06\x42ridge\x12O\n\x07\x43onnect\x12\x1f.wsfleet.bridge.v2.GatewayBatch\x1a\x1f.wsfleet.bridge.v2.BackendBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,14 +49,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLIENTMESSAGE']._serialized_end=638
   _globals['_SESSIONCLOSED']._serialized_start=640
   _globals['_SESSIONCLOSED']._serialized_end=705
-  _globals['_GATEWAYEVENT']._serialized_start=708
-  _globals['_GATEWAYEVENT']._serialized_end=939
-  _globals['_SERVERMESSAGE']._serialized_start=941
-  _globals['_SERVERMESSAGE']._serialized_end=1067
-  _globals['_CLOSESESSION']._serialized_start=1069
-  _globals['_CLOSESESSION']._serialized_end=1133
-  _globals['_BACKENDEVENT']._serialized_start=1135
-  _globals['_BACKENDEVENT']._serialized_end=1261
-  _globals['_BRIDGE']._serialized_start=1263
-  _globals['_BRIDGE']._serialized_end=1352
+  _globals['_CLIENTPUBLICATION']._serialized_start=707
+  _globals['_CLIENTPUBLICATION']._serialized_end=830
+  _globals['_GATEWAYEVENT']._serialized_start=833
+  _globals['_GATEWAYEVENT']._serialized_end=1125
+  _globals['_SERVERMESSAGE']._serialized_start=1127
+  _globals['_SERVERMESSAGE']._serialized_end=1253
+  _globals['_CLOSESESSION']._serialized_start=1255
+  _globals['_CLOSESESSION']._serialized_end=1319
+  _globals['_SUBSCRIBE']._serialized_start=1321
+  _globals['_SUBSCRIBE']._serialized_end=1369
+  _globals['_UNSUBSCRIBE']._serialized_start=1371
+  _globals['_UNSUBSCRIBE']._serialized_end=1421
+  _globals['_PUBLISH']._serialized_start=1423
+  _globals['_PUBLISH']._serialized_end=1479
+  _globals['_PUBLICATIONDECISION']._serialized_start=1482
+  _globals['_PUBLICATIONDECISION']._serialized_end=1622
+  _globals['_BACKENDEVENT']._serialized_start=1625
+  _globals['_BACKENDEVENT']._serialized_end=1964
+  _globals['_BRIDGE']._serialized_start=1966
+  _globals['_BRIDGE']._serialized_end=2055
 # @@protoc_insertion_point(module_scope)

@@ -81,17 +81,35 @@ class SessionClosed(_message.Message):
     reason: str
     def __init__(self, session_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class ClientPublication(_message.Message):
+    __slots__ = ("session_id", "request_id", "channel", "data", "binary", "user_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: int
+    channel: str
+    data: bytes
+    binary: bool
+    user_id: str
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., channel: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., user_id: _Optional[str] = ...) -> None: ...
+
 class GatewayEvent(_message.Message):
-    __slots__ = ("opened", "message", "closed", "persisted")
+    __slots__ = ("opened", "message", "closed", "persisted", "publication")
     OPENED_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     PERSISTED_FIELD_NUMBER: _ClassVar[int]
+    PUBLICATION_FIELD_NUMBER: _ClassVar[int]
     opened: SessionOpened
     message: ClientMessage
     closed: SessionClosed
     persisted: Persisted
-    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ..., persisted: _Optional[_Union[Persisted, _Mapping]] = ...) -> None: ...
+    publication: ClientPublication
+    def __init__(self, opened: _Optional[_Union[SessionOpened, _Mapping]] = ..., message: _Optional[_Union[ClientMessage, _Mapping]] = ..., closed: _Optional[_Union[SessionClosed, _Mapping]] = ..., persisted: _Optional[_Union[Persisted, _Mapping]] = ..., publication: _Optional[_Union[ClientPublication, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
     __slots__ = ("session_id", "data", "binary", "droppable", "coalesce_key", "message_id")
@@ -119,10 +137,62 @@ class CloseSession(_message.Message):
     reason: str
     def __init__(self, session_id: _Optional[str] = ..., code: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Subscribe(_message.Message):
+    __slots__ = ("session_id", "channel")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    channel: str
+    def __init__(self, session_id: _Optional[str] = ..., channel: _Optional[str] = ...) -> None: ...
+
+class Unsubscribe(_message.Message):
+    __slots__ = ("session_id", "channel")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    channel: str
+    def __init__(self, session_id: _Optional[str] = ..., channel: _Optional[str] = ...) -> None: ...
+
+class Publish(_message.Message):
+    __slots__ = ("channel", "data", "binary")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    data: bytes
+    binary: bool
+    def __init__(self, channel: _Optional[str] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ...) -> None: ...
+
+class PublicationDecision(_message.Message):
+    __slots__ = ("session_id", "request_id", "accept", "data", "binary", "replace", "reason")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    BINARY_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: int
+    accept: bool
+    data: bytes
+    binary: bool
+    replace: bool
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[int] = ..., accept: _Optional[bool] = ..., data: _Optional[bytes] = ..., binary: _Optional[bool] = ..., replace: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class BackendEvent(_message.Message):
-    __slots__ = ("message", "close")
+    __slots__ = ("message", "close", "subscribe", "unsubscribe", "publish", "decision")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
     message: ServerMessage
     close: CloseSession
-    def __init__(self, message: _Optional[_Union[ServerMessage, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...
+    subscribe: Subscribe
+    unsubscribe: Unsubscribe
+    publish: Publish
+    decision: PublicationDecision
+    def __init__(self, message: _Optional[_Union[ServerMessage, _Mapping]] = ..., close: _Optional[_Union[CloseSession, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., decision: _Optional[_Union[PublicationDecision, _Mapping]] = ...) -> None: ...
