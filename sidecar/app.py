@@ -9,8 +9,8 @@ from sidecar.admin_api import add_admin_routes
 from sidecar.drain import Drainer
 from sidecar.gateway import GATEWAY_KEY, Gateway
 from sidecar.http_transports import add_http_transport_routes
-from sidecar.registration import PodRegistration
 from sidecar.websocket_transport import handle_websocket
+from wsfleet.pod_registration import PodRegistration
 
 
 def readiness(gateway: Gateway, registration: PodRegistration) -> tuple[bool, str]:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from sidecar.channel_io import BatchedCalls, PresenceWriter
+from sidecar.channel_io import PresenceWriter
 from sidecar.core.channel_feed import ChannelFeed, FeedStep, recover
 from sidecar.core.channel_frames import (
     ChannelError,
@@ -44,6 +44,7 @@ from sidecar.core.channel_frames import (
     subscribed,
     unsubscribed,
 )
+from wsfleet.channels.batched import BatchedCalls
 from wsfleet.channels.messages import (
     BadMessage,
     Command,

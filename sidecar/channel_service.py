@@ -19,7 +19,6 @@ from typing import Protocol
 import structlog
 
 from sidecar.channel_hub import ChannelHub, Subscriber
-from sidecar.channel_io import BatchedCalls
 from sidecar.core import channel_frames as frames
 from sidecar.core.channel_frames import ChannelError, ChannelRequest, Refused, RequestKind
 from sidecar.core.channel_rules import (
@@ -32,6 +31,7 @@ from sidecar.core.channel_rules import (
     presence_reads,
 )
 from sidecar.core.rate_limit import TokenBucket
+from wsfleet.channels.batched import BatchedCalls
 from wsfleet.channels.messages import Command
 from wsfleet.channels.names import BadChannel, allowed_by, check_channel, compile_patterns
 from wsfleet.channels.namespaces import NamespaceOptions

@@ -25,7 +25,7 @@ import structlog
 
 from sidecar.core import CloseCode, DrainPlan, retry_hint_reason
 from sidecar.gateway import Gateway
-from sidecar.registration import PodRegistration
+from wsfleet.pod_registration import PodRegistration
 from wsfleet.registry import PodState
 
 log = structlog.get_logger()

@@ -30,7 +30,6 @@ from sidecar.gateway import Gateway
 from sidecar.hash_sources import HashSourcesFollower
 from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
-from sidecar.registration import PodRegistration
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet.admin_auth import read_admin_token
@@ -38,6 +37,7 @@ from wsfleet.arg_types import routing_key_source
 from wsfleet.channels.config_follower import NamespacesFollower
 from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError, StartupError
+from wsfleet.pod_registration import PodRegistration
 from wsfleet.process_shell import signal_events, stop_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import HashSources, PodRecord, RegistryUnavailable

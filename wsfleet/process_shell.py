@@ -1,6 +1,8 @@
-"""What every server process does around its work: turn SIGTERM/SIGINT into events, and
-stop its background tasks. Every long-running wsfleet process (control plane, sidecars,
-the demo backend, the local fleet, the fault proxy) takes its signals from it."""
+"""What every server process does around its work: turn SIGTERM/SIGINT into events, stop
+its background tasks, open the registry and listen, each closed by the process's
+``AsyncExitStack`` on every path (startup errors included). Every long-running wsfleet
+process (control plane, sidecars, server API, the demo backend, the local fleet, the fault
+proxy) takes its signals from it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,14 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Iterable
+
+from aiohttp import web
+
+from wsfleet.errors import StartupError
+from wsfleet.registry import RegistryUnavailable
+from wsfleet.registry.redis_registry import RedisRegistry
+from wsfleet.registry.signing import PodSigner
+from wsfleet.settings import redacted_url
 
 
 def signal_events() -> tuple[asyncio.Event, asyncio.Event]:
@@ -34,3 +44,40 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[object]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def open_registry(
+    stack: contextlib.AsyncExitStack, url: str, namespace: str, signer: PodSigner | None
+) -> RedisRegistry:
+    """The fleet's registry, answering (else :class:`StartupError` naming the Redis), and
+    closed when ``stack`` closes."""
+    registry = RedisRegistry(url, namespace, signer=signer)
+    stack.push_async_callback(registry.close)
+    try:
+        await registry.ping()
+    except RegistryUnavailable as exc:
+        raise StartupError(f"cannot reach Redis at {redacted_url(url)}: {exc}") from None
+    return registry
+
+
+async def listen(
+    stack: contextlib.AsyncExitStack,
+    app: web.Application,
+    host: str,
+    port: int,
+    backlog: int = 128,
+    idle_timeout_s: float = 75.0,
+) -> int:
+    """Serve ``app`` on ``host:port`` (0: any free port) until ``stack`` closes; the bound
+    port. :class:`StartupError` when the port cannot be had."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
+    )
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return int(runner.addresses[0][1])

@@ -445,3 +445,78 @@ class BackendSettings:
         None, help="write the bound port here once serving", group="process", check=Path
     )
     name: str = setting("backend", help="what /whoami answers", group="process")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """One server API instance (``wsfleet api``): any instance takes any call."""
+
+    redis_url: str = setting(
+        help="the fleet's Redis (redis+cluster://h:p,h:p for a cluster)",
+        group="process",
+        check=redis_url,
+    )
+    api_keys_file: Path = setting(
+        flag="--api-keys",
+        help="the API keys file (hashes and scopes; wsfleet apikey create writes it); "
+        "re-read when it changes",
+        group="security",
+        check=Path,
+    )
+    pod_id: str = setting(
+        factory=lambda: f"api-{default_pod_id()}",
+        help="this instance's id in the registry (default: api- host name and pid)",
+        group="process",
+    )
+    pool: str = setting(
+        "api", help="the pool Envoy routes /api/ to (the policy's)", group="process"
+    )
+    host: str = setting("127.0.0.1", help="address to listen on", group="process")
+    advertise_host: str | None = setting(
+        None, help="the address Envoy dials (default: --host, or this host's IP)", group="process"
+    )
+    port: int = setting(0, help="API port (0: any free one)", group="process", check=port_number)
+    admin_port: int = setting(
+        0, help="admin port: metrics, health, drain (0: any free one)", group="process",
+        check=port_number,
+    )
+    region: str = setting("local", help="the region it registers in", group="process")
+    zone: str = setting("local-a", help="the zone it registers in", group="process")
+    namespace: str = setting(
+        DEFAULT_REDIS_NAMESPACE, help="the fleet's key prefix in Redis", group="process"
+    )
+    max_body_bytes: int = setting(
+        1 << 20, help="larger request bodies are refused (413)", group="limits", check=positive_int
+    )
+    registry_ttl_s: float = setting(
+        5.0, help="its registry entry lives this long unless refreshed", group="process",
+        check=positive_float,
+    )
+    registry_refresh_s: float = setting(
+        1.5, help="seconds between refreshes (and reads of the namespaces)", group="process",
+        check=positive_float,
+    )
+    redis_batch_spacing_s: float = setting(
+        BATCH_SPACING_S,
+        help="batched Redis calls (publications of concurrent requests) leave this far apart",
+        group="process",
+        check=non_negative_float,
+    )
+    admin_token_file: Path | None = setting(
+        None, help="operators' admin token (drain)", group="security", check=Path
+    )
+    registry_key_file: Path | None = setting(
+        None,
+        help="fleet registry key: signs this instance's record (the state dir's registry.key)",
+        group="security",
+        check=Path,
+    )
+    drain_grace_s: float = setting(
+        1.0,
+        help="at stop, seconds between leaving Envoy's pool and closing (calls under way end)",
+        group="process",
+        check=non_negative_float,
+    )
+    ready_file: Path | None = setting(
+        None, help="write the bound ports here once serving", group="process", check=Path
+    )

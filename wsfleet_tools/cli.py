@@ -17,6 +17,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from server_api import cli as api_cli
 from sidecar import cli as sidecar_cli
 from wsfleet.arg_types import (
     non_negative_float,
@@ -85,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Envoys, one per zone; the first on --port, the others on ports of their own "
         "(listed at start); a user lands on the same gateway through any (default 1)",
     )
+    up.add_argument(
+        "--api-instances",
+        type=non_negative_int,
+        default=2,
+        help="server API instances behind Envoy's /api/ (default 2; any takes any call)",
+    )
     up.add_argument("--port", type=port, default=8080, help="client port on Envoy (default 8080)")
     up.add_argument(
         "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
@@ -117,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--ttl", type=positive_float, default=3600.0, help="seconds valid (default 3600)"
     )
+    token.add_argument(
+        "--channels",
+        action="append",
+        metavar="PATTERN",
+        help="channels it may subscribe to (claim `channels`; * matches any run; repeat)",
+    )
+    token.add_argument(
+        "--subs",
+        action="append",
+        metavar="CHANNEL",
+        help="channels its session is subscribed to when it opens (claim `subs`; repeat)",
+    )
     token.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
     connect = commands.add_parser("connect", help="interactive client: type a line, see the reply")
@@ -127,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     xds_cli.register(commands)
     sidecar_cli.register(commands)
+    api_cli.register(commands)
+    from wsfleet_tools import api_commands
+
+    api_commands.register(commands)
     backend = commands.add_parser("backend", help="run the demo echo backend")
     add_flags(backend, BackendSettings)
     backend.set_defaults(run=_run_backend)
@@ -352,7 +375,12 @@ def _dispatch(args: argparse.Namespace) -> None:
             raise ConfigError(
                 f"no auth key in {args.state_dir}: run `wsfleet up` first (or pass --state-dir)"
             )
-        print(mint_token(read_auth_key(path), args.user, args.ttl))
+        claims: dict[str, object] = {}
+        if args.channels:
+            claims["channels"] = args.channels
+        if args.subs:
+            claims["subs"] = args.subs
+        print(mint_token(read_auth_key(path), args.user, args.ttl, extra_claims=claims or None))
     elif command == "connect":
         from wsfleet_tools.connect import interactive
 
@@ -487,6 +515,7 @@ async def _up(args: argparse.Namespace) -> None:
         sidecars=args.sidecars,
         xds_replicas=args.xds_replicas,
         envoys=args.envoys,
+        api_instances=args.api_instances,
         port=args.port,
         admin_port=args.admin_port,
         policy_path=args.policy,

@@ -155,6 +155,7 @@ def read_command(message: bytes) -> Command:
 
 __all__ = [
     "OPS",
+    "CommandOp",
     "BadMessage",
     "Command",
     "PresenceChange",

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from server_api.keys import ensure_local_key
 from wsfleet import fleet_ca
 from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
 from wsfleet.errors import StartupError
@@ -40,6 +41,7 @@ from wsfleet_tools.launcher.ports import ensure_port_free, free_port
 from wsfleet_tools.launcher.redis_cluster import ClusterNode, cluster_url, start_redis_cluster
 
 PROBE_USER = "wsfleet-probe"
+API_POOL = "api"  # the pool the default policy routes /api/ to
 STARTUP_TIMEOUT_S = 30.0
 
 
@@ -66,6 +68,7 @@ class FleetOptions:
     region: str = "local"  # the region of the Envoy (node locality) and of the sidecars
     xds_replicas: int = 1  # control planes serving the same snapshots; Envoy lists them all
     envoys: int = 1  # Envoys, one per zone, each on a client port of its own
+    api_instances: int = 2  # server API instances behind Envoy's /api/ (any takes any call)
 
 
 @dataclass
@@ -108,6 +111,7 @@ class FleetInfo:
     xds_replicas: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> ports
     envoys: dict[str, EnvoyInfo] = field(default_factory=dict)  # every Envoy, by name
     sidecars: dict[str, SidecarInfo] = field(default_factory=dict)
+    apis: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (port, admin)
 
     @property
     def envoy_admin_port(self) -> int:
@@ -132,6 +136,11 @@ class LocalFleet:
         self.registry_key_path = self.state_dir / KEY_FILE
         self.client_tls: ssl.SSLContext | None = None  # set when the first listener is TLS
         self.edges: dict[str, Edge] = {}
+        self.api_key_path, self.api_keys_path = (
+            self.state_dir / "api.key",
+            self.state_dir / "api-keys.yaml",
+        )
+        self.routes_api = False
 
     @property
     def client_url(self) -> str:
@@ -145,6 +154,16 @@ class LocalFleet:
     @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.info.xds_admin_port}"
+
+    @property
+    def api_url(self) -> str:
+        """The server API, through the first Envoy (any instance takes any call)."""
+        scheme = "https" if self.client_tls else "http"
+        return f"{scheme}://127.0.0.1:{self.options.port}/api"
+
+    @property
+    def api_key(self) -> str:
+        return self.api_key_path.read_text().strip()
 
     def token(self, user_id: str, ttl_s: float = 3600) -> str:
         return mint_token(read_auth_key(self._auth_key_path), user_id, ttl_s)
@@ -167,13 +186,15 @@ class LocalFleet:
 
     async def _start(self) -> None:
         options = self.options
-        if options.policy_path is not None:
-            from xds_server.policy_loader import load_bundle
+        from xds_server.policy_loader import default_bundle, load_bundle
 
-            bundle = load_bundle(options.policy_path)  # a bad file fails here, clearly
-            first = bundle.policy.listeners[0]
-            if first.tls is not None:
-                self.client_tls = _trusting(bundle.certificates[first.tls.certificate].chain_pem)
+        # a bad file fails here, clearly
+        bundle = load_bundle(options.policy_path) if options.policy_path else default_bundle()
+        first = bundle.policy.listeners[0]
+        if first.tls is not None:
+            self.client_tls = _trusting(bundle.certificates[first.tls.certificate].chain_pem)
+        # the server API runs where the policy routes /api/ (its `api` pool)
+        self.routes_api = any(pool.name == API_POOL for pool in bundle.policy.pools)
         if options.sidecars < 1:
             raise StartupError("--sidecars must be at least 1")
         if options.xds_replicas < 1:
@@ -188,6 +209,7 @@ class LocalFleet:
         self._auth_key_path = ensure_auth_key(self.state_dir)
         self.admin_token_path = ensure_admin_token(self.state_dir)
         self.registry_key_path = ensure_registry_key(self.state_dir)
+        self.api_key_path, self.api_keys_path = ensure_local_key(self.state_dir)
         fleet_ca.ensure_server_pair(self.state_dir)  # xDS is served over mTLS only
 
         if options.redis_cluster and options.redis_url is not None:
@@ -220,6 +242,8 @@ class LocalFleet:
         await self._start_envoy()
         for _ in range(options.sidecars):
             await self.start_sidecar()
+        for _ in range(options.api_instances if self.routes_api else 0):
+            await self.start_api()
         await self.wait_round_trip(STARTUP_TIMEOUT_S)
         # operators' commands find the fleet from its state dir (wsfleet pods --state-dir D)
         write_ready(
@@ -227,6 +251,7 @@ class LocalFleet:
             admin_url=self.admin_url,
             client_url=self.client_url,
             client_urls=self.client_urls,
+            api_url=self.api_url,
             envoy_admin_url=f"http://127.0.0.1:{self.info.envoy_admin_port}",
             launcher_pid=os.getpid(),
         )
@@ -430,6 +455,33 @@ class LocalFleet:
         self.info.sidecars[pod_id] = info
         return info
 
+    async def start_api(self, extra_args: tuple[str, ...] = ()) -> str:
+        """Start one more server API instance; returns its name once Envoy routes to it."""
+        name = f"api-{len(self.info.apis) + 1}"
+        while name in self.info.apis or self.supervisor.find(name) is not None:
+            name = f"api-{int(name.rsplit('-', 1)[1]) + 1}"
+        argv = [
+            "api",
+            *("--pod-id", name),
+            *("--region", self.options.region),
+            *("--redis-url", self.info.redis_url),
+            *("--api-keys", str(self.api_keys_path)),
+            *("--admin-token-file", str(self.admin_token_path)),
+            *("--registry-key-file", str(self.registry_key_path)),
+            *extra_args,
+        ]
+        facts = await self._start_python(name, argv)
+        if self.info.envoy_admin_port:
+            await self.wait_host_routable(name, STARTUP_TIMEOUT_S, pool=API_POOL)
+        self.info.apis[name] = (int(facts["port"]), int(facts["admin_port"]))
+        return name
+
+    async def stop_api(self, name: str, sig: int = signal.SIGTERM) -> int:
+        child = self.supervisor.find(name)
+        assert child is not None, name
+        self.info.apis.pop(name, None)
+        return await child.stop(10.0, sig)
+
     async def stop_backend(self, name: str, sig: int = signal.SIGTERM) -> int:
         child = self.supervisor.find(name)
         assert child is not None, name
@@ -458,14 +510,18 @@ class LocalFleet:
         info = self.info.sidecars.pop(pod_id)
         return await info.child.stop(timeout_s, sig)
 
-    async def wait_host_routable(self, pod_id: str, timeout_s: float) -> None:
-        """Wait until every Envoy lists ``pod_id`` as healthy *and* has health-checked
-        every host of the pool since (Envoy keeps a new host out of rotation until its first
-        check passes, while its admin page already says healthy)."""
+    async def wait_host_routable(
+        self, pod_id: str, timeout_s: float, pool: str = DEFAULT_POOL
+    ) -> None:
+        """Wait until every Envoy lists ``pod_id`` as healthy in ``pool`` *and* has
+        health-checked every host of the pool since (Envoy keeps a new host out of rotation
+        until its first check passes, while its admin page already says healthy)."""
         deadline = time.monotonic() + timeout_s
         async with aiohttp.ClientSession() as session:
             for envoy in self.info.envoys.values():
-                await self._wait_routable_on(session, envoy.admin_port, pod_id, deadline, timeout_s)
+                await self._wait_routable_on(
+                    session, envoy.admin_port, pod_id, deadline, timeout_s, pool
+                )
 
     async def _wait_routable_on(
         self,
@@ -474,25 +530,28 @@ class LocalFleet:
         pod_id: str,
         deadline: float,
         timeout_s: float,
+        pool_name: str,
     ) -> None:
         base = f"http://127.0.0.1:{admin_port}"
         checks_then: int | None = None
         hosts = 0
         while time.monotonic() < deadline:
             if checks_then is None:
-                pool = await self._pool_hosts(session, admin_port)
+                pool = await self._pool_hosts(session, admin_port, pool_name)
                 if pool.get(pod_id) == "HEALTHY":
-                    hosts, checks_then = len(pool), await self._checks(session, base)
+                    hosts, checks_then = len(pool), await self._checks(session, base, pool_name)
             else:
-                checks = await self._checks(session, base)
+                checks = await self._checks(session, base, pool_name)
                 if checks is None or checks >= checks_then + hosts:
                     return
             await asyncio.sleep(0.05)
         raise StartupError(f"Envoy did not route to {pod_id} within {timeout_s} s")
 
-    async def _checks(self, session: aiohttp.ClientSession, base: str) -> int | None:
-        """Successful health checks of the gateway pool so far (None: no health checking)."""
-        stat = f"cluster.{DEFAULT_POOL}.health_check.success"
+    async def _checks(
+        self, session: aiohttp.ClientSession, base: str, pool: str = DEFAULT_POOL
+    ) -> int | None:
+        """Successful health checks of the pool so far (None: no health checking)."""
+        stat = f"cluster.{pool}.health_check.success"
         async with session.get(f"{base}/stats?filter=^{stat}$") as response:
             text = await response.text()
         for line in text.splitlines():
@@ -518,15 +577,17 @@ class LocalFleet:
                 await asyncio.sleep(0.1)
         raise StartupError(f"Envoy did not list {sorted(pod_ids)} as healthy in {timeout_s} s")
 
-    async def _pool_hosts(self, session: aiohttp.ClientSession, admin_port: int) -> dict[str, str]:
-        """An Envoy's view of the gateway pool: pod id -> HEALTHY, DRAINING, UNHEALTHY..."""
+    async def _pool_hosts(
+        self, session: aiohttp.ClientSession, admin_port: int, pool: str = DEFAULT_POOL
+    ) -> dict[str, str]:
+        """An Envoy's view of a pool: pod id -> HEALTHY, DRAINING, UNHEALTHY..."""
         url = f"http://127.0.0.1:{admin_port}/clusters?format=json"
         async with session.get(url) as response:
             status = await response.json(content_type=None)
         return {
             host.get("hostname", ""): _routable(host.get("health_status", {}))
             for cluster in status.get("cluster_statuses", [])
-            if cluster.get("name") == DEFAULT_POOL
+            if cluster.get("name") == pool
             for host in cluster.get("host_statuses", [])
         }
 
@@ -603,6 +664,13 @@ class LocalFleet:
                 "clients (WebSocket)",
                 f"{self.client_url}?user=<id>  (token: wsfleet token --user <id>{here})",
             ),
+            (
+                "server API",
+                f"{self.api_url}/<method>  (key in {self.api_key_path}; "
+                f"wsfleet publish CHANNEL DATA{here})"
+                if self.info.apis
+                else "none (the policy routes no /api/ to an `api` pool)",
+            ),
             ("operate", f"wsfleet pods{here}  (drain, undrain, stop, disconnect, rollout)"),
             (
                 "control-plane admin",
@@ -627,6 +695,13 @@ class LocalFleet:
                 for name, port in self.info.backend_ports.items()
             ),
         ]
+        for name, (port, admin_port) in self.info.apis.items():
+            rows.append(
+                (
+                    name,
+                    f"http://127.0.0.1:{port}/api  admin http://127.0.0.1:{admin_port}/metrics",
+                )
+            )
         for info in self.info.sidecars.values():
             rows.append(
                 (
@@ -645,6 +720,7 @@ class LocalFleet:
         """Stop children in order: sidecars, Envoy, xDS, backend, Redis; remove run files."""
         order = [info.pod_id for info in self.info.sidecars.values()]
         order += [c.name for c in self.supervisor.children if c.name.startswith("sidecar-")]
+        order += [c.name for c in self.supervisor.children if c.name.startswith("api-")]
         await self.supervisor.stop(order, timeout_s)
         await self.supervisor.stop(["envoy", *(f"envoy-{r}" for r in self.edges)], timeout_s)
         await self.supervisor.stop(["xds", *(f"xds-{r}" for r in self.edges)], timeout_s)

@@ -1,0 +1,3 @@
+"""The server API for applications: publish, send, subscribe, presence, history.
+
+See docs/channels.md."""
