@@ -477,7 +477,9 @@ class ApiSettings:
     )
     port: int = setting(0, help="API port (0: any free one)", group="process", check=port_number)
     admin_port: int = setting(
-        0, help="admin port: metrics, health, drain (0: any free one)", group="process",
+        0,
+        help="admin port: metrics, health, drain (0: any free one)",
+        group="process",
         check=port_number,
     )
     region: str = setting("local", help="the region it registers in", group="process")
@@ -489,11 +491,15 @@ class ApiSettings:
         1 << 20, help="larger request bodies are refused (413)", group="limits", check=positive_int
     )
     registry_ttl_s: float = setting(
-        5.0, help="its registry entry lives this long unless refreshed", group="process",
+        5.0,
+        help="its registry entry lives this long unless refreshed",
+        group="process",
         check=positive_float,
     )
     registry_refresh_s: float = setting(
-        1.5, help="seconds between refreshes (and reads of the namespaces)", group="process",
+        1.5,
+        help="seconds between refreshes (and reads of the namespaces)",
+        group="process",
         check=positive_float,
     )
     redis_batch_spacing_s: float = setting(

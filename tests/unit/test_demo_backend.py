@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from wsfleet.api import bridge_pb2 as pb
+from wsfleet.outbox import Outbox
 from wsfleet_tools.demo_backend import (
     BROADCASTS_PER_S,
-    MAX_BATCH_BYTES,
     MAX_BROADCAST_BYTES,
     MAX_COMMAND_BYTES,
-    EchoBackend,
-    _outbox,
+    MAX_MESSAGE_BYTES,
+    DemoBackend,
     replies,
 )
 
 
 def _sizes(command: str) -> tuple[int, int]:
-    events = replies("b", "s1", command.encode(), False)
-    return len(events), max(len(e.message.data) for e in events)
+    answers = replies("b", command)
+    return len(answers), max(len(a.data) for a in answers)
 
 
 def test_a_flood_is_capped_in_message_size_and_in_total() -> None:
     count, size = _sizes("/flood 1000000 10000000")
-    assert size == MAX_BATCH_BYTES
+    assert size == MAX_MESSAGE_BYTES
     assert count * size <= MAX_COMMAND_BYTES
     assert _sizes("/flood 3 10") == (3, 10)  # what is within the caps is sent as asked
 
@@ -32,20 +32,34 @@ def test_padded_presence_is_capped_the_same_way() -> None:
 
 
 def test_a_negative_count_is_a_bad_command_not_a_crash() -> None:
-    [event] = replies("b", "s1", b"/flood -1 10", False)
-    assert event.message.data.startswith(b"bad command")
+    [answer] = replies("b", "/flood -1 10")
+    assert isinstance(answer.data, str) and answer.data.startswith("bad command")
+
+
+def _opened(session_id: str) -> pb.GatewayEvent:
+    info = pb.SessionInfo(session_id=session_id, user_id=session_id)
+    return pb.GatewayEvent(opened=pb.SessionOpened(session=info))
+
+
+def _message(session_id: str, text: str) -> pb.GatewayEvent:
+    return pb.GatewayEvent(message=pb.ClientMessage(session_id=session_id, data=text.encode()))
+
+
+def _texts(events: list[pb.BackendEvent]) -> list[str]:
+    return [e.message.data.decode() for e in events if e.HasField("message")]
 
 
 async def test_broadcasts_are_capped_per_second_and_in_size_and_the_sender_is_told() -> None:
-    backend = EchoBackend()
-    sender, other = _outbox(), _outbox()
-    for session_id, out in (("alice", sender), ("bob", other)):
-        session = pb.SessionInfo(session_id=session_id, user_id=session_id)
-        backend._opened(pb.SessionOpened(session=session), out, "pod-1")
+    backend = DemoBackend()
+    sender: Outbox[pb.BackendEvent] = Outbox(10_000, 10_000, 1 << 30)
+    other: Outbox[pb.BackendEvent] = Outbox(10_000, 10_000, 1 << 30)
+    await backend._handle(_opened("alice"), sender)
+    await backend._handle(_opened("bob"), other)
     for n in range(BROADCASTS_PER_S + 3):
-        backend._broadcast("alice", f"hello {n}".encode())
-    backend._broadcast("alice", b"x" * (MAX_BROADCAST_BYTES + 1))
-    to_bob = [e.message.data for e in await other.take()]
-    assert to_bob == [f"hello {n}".encode() for n in range(BROADCASTS_PER_S)]
-    refusals = [e.message.data for e in await sender.take() if b"refused" in e.message.data]
-    assert len(refusals) == 4
+        await backend._handle(_message("alice", f"/broadcast hello {n}"), sender)
+    await backend._handle(
+        _message("alice", "/broadcast " + "x" * (MAX_BROADCAST_BYTES + 1)), sender
+    )
+    assert _texts(await other.take()) == [f"hello {n}" for n in range(BROADCASTS_PER_S)]
+    refusals = [text for text in _texts(await sender.take()) if text.startswith("refused")]
+    assert len(refusals) == 4  # the three over the rate and the one over the size
