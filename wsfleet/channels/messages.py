@@ -155,9 +155,9 @@ def read_command(message: bytes) -> Command:
 
 __all__ = [
     "OPS",
-    "CommandOp",
     "BadMessage",
     "Command",
+    "CommandOp",
     "PresenceChange",
     "Publication",
     "presence_message",
