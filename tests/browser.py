@@ -110,14 +110,24 @@ class Chromium:
             await asyncio.sleep(0.1)
         raise AssertionError("chromium did not open its DevTools port")
 
-    async def open(self, url: str) -> Page:
+    async def open(
+        self, url: str, ready: str = "document.readyState === 'complete' && !!window.WsfleetClient"
+    ) -> Page:
+        """A new tab at ``url``, once ``ready`` (a JavaScript expression) is true."""
         async with self._http.put(f"http://127.0.0.1:{self.port}/json/new?{url}") as response:
             target = await response.json(content_type=None)
         ws = await self._http.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
         self._sockets.append(ws)
         page = Page(ws)
-        await page.wait_for("document.readyState === 'complete' && !!window.WsfleetClient", 30)
+        await page.wait_for(ready, 30)
         return page
+
+    async def screenshot(self, page: Page, path: Path) -> None:
+        """Save what ``page`` shows as a PNG."""
+        import base64
+
+        shot = await page._call("Page.captureScreenshot", format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     async def stop(self) -> None:
         for ws in self._sockets:

@@ -92,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="server API instances behind Envoy's /api/ (default 2; any takes any call)",
     )
+    up.add_argument(
+        "--app",
+        choices=["demo", "chat"],
+        default="demo",
+        help="the backend: the demo (echo and commands) or the chat example, whose page is "
+        "served on --chat-port (default demo)",
+    )
+    up.add_argument(
+        "--chat-port", type=port, default=8082, help="the chat's page, with --app chat (8082)"
+    )
     up.add_argument("--port", type=port, default=8080, help="client port on Envoy (default 8080)")
     up.add_argument(
         "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
@@ -516,6 +526,8 @@ async def _up(args: argparse.Namespace) -> None:
         xds_replicas=args.xds_replicas,
         envoys=args.envoys,
         api_instances=args.api_instances,
+        app=args.app,
+        chat_port=args.chat_port,
         port=args.port,
         admin_port=args.admin_port,
         policy_path=args.policy,

@@ -258,8 +258,11 @@ class _Servicer(pb_grpc.BridgeServicer):
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
 
-    def Connect(self, request_iterator: Any, context: Any) -> Any:  # gRPC's name
-        return self._backend.connect(request_iterator, context)
+    async def Connect(  # gRPC's name; an async generator, so that grpc.aio streams it
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[pb.BackendBatch]:
+        async for batch in self._backend.connect(request_iterator, context):
+            yield batch
 
 
 async def start(

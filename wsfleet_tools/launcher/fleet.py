@@ -69,6 +69,8 @@ class FleetOptions:
     xds_replicas: int = 1  # control planes serving the same snapshots; Envoy lists them all
     envoys: int = 1  # Envoys, one per zone, each on a client port of its own
     api_instances: int = 2  # server API instances behind Envoy's /api/ (any takes any call)
+    app: str = "demo"  # the backend: the demo (echo and commands) or the chat example
+    chat_port: int = 8082  # the chat example's page (with app="chat")
 
 
 @dataclass
@@ -112,6 +114,7 @@ class FleetInfo:
     envoys: dict[str, EnvoyInfo] = field(default_factory=dict)  # every Envoy, by name
     sidecars: dict[str, SidecarInfo] = field(default_factory=dict)
     apis: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (port, admin)
+    chat_url: str = ""  # the chat example's page (app="chat")
 
     @property
     def envoy_admin_port(self) -> int:
@@ -232,9 +235,23 @@ class LocalFleet:
             await wait_redis(options.redis_url, 3.0)
             self.info.redis_url = options.redis_url
 
+        if options.app not in ("demo", "chat"):
+            raise StartupError(f"--app is demo or chat, not {options.app!r}")
+        if options.app == "chat":
+            ensure_port_free("127.0.0.1", options.chat_port, "chat page")
         for index in range(1, options.backends + 1):
-            name = f"backend-{index}"
-            ready = await self._start_python(name, ["backend", "--port", "0", "--name", name])
+            if options.app == "chat":
+                name = f"chat-{index}"
+                argv = [
+                    *("--http-port", str(options.chat_port if index == 1 else 0)),
+                    *("--client-url", self.client_url),
+                    *("--auth-key-file", str(self._auth_key_path)),
+                ]
+                ready = await self._start_python(name, argv, module="examples.chat")
+                self.info.chat_url = self.info.chat_url or f"http://127.0.0.1:{ready['http_port']}/"
+            else:
+                name = f"backend-{index}"
+                ready = await self._start_python(name, ["backend", "--port", "0", "--name", name])
             self.info.backend_ports[name] = int(ready["port"])
 
         await self._start_xds(grpc_port=0)
@@ -307,14 +324,17 @@ class LocalFleet:
         await asyncio.sleep(down_s)
         await self._start_xds(grpc_port=self.info.xds_grpc_port)
 
-    async def _start_python(self, name: str, argv: list[str]) -> dict[str, Any]:
+    async def _start_python(
+        self, name: str, argv: list[str], module: str = "wsfleet_tools"
+    ) -> dict[str, Any]:
+        """``python -m module`` (the ``wsfleet`` command by default), until it is ready."""
         ready_file = self.run_dir / f"{name}.ready.json"
         child = await self.supervisor.start(
             name,
             [
                 sys.executable,
                 "-m",
-                "wsfleet_tools",
+                module,
                 "--log-level",
                 self.options.log_level,
                 *argv,
@@ -689,6 +709,7 @@ class LocalFleet:
                 )
                 for name, envoy in self.info.envoys.items()
             ),
+            *((("chat (browser)", self.info.chat_url),) if self.info.chat_url else ()),
             ("Redis", self.info.redis_url + ("  (embedded)" if self.info.redis_embedded else "")),
             *(
                 (f"{name} (gRPC)", f"127.0.0.1:{port}")

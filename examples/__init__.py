@@ -1,0 +1,1 @@
+"""Applications built on wsfleet: each shows one way to use it, start to finish."""
