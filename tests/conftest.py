@@ -101,6 +101,7 @@ def fleet_options(state_dir: Path, **overrides: object) -> FleetOptions:
         "admin_port": free_port(),
         "state_dir": state_dir,
         "sidecars": 2,
+        "api_instances": 0,  # tests of the server API ask for it
         "log_level": "warning",
     }
     values.update(overrides)

@@ -3,6 +3,8 @@
 - :class:`~wsfleet_client.client.Client`: connects with a token, reconnects with
   backoff (full jitter, server retry hints), watches heartbeats, and yields messages.
 - :class:`~wsfleet_client.backoff.Backoff`: the delay policy on its own.
+- :class:`Subscription`, :class:`Publication`, :class:`ChannelError`: channels
+  (``client.subscribe(channel)``), see :mod:`wsfleet_client.channels`.
 - :func:`connect_url`: the URL with the ``user`` parameter Envoy hashes on.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from wsfleet_client.backoff import Backoff
+from wsfleet_client.channels import ChannelError, Publication, Subscription
 
 
 def connect_url(url: str, user_id: str) -> str:
@@ -20,4 +23,4 @@ def connect_url(url: str, user_id: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path or "/ws", query, parts.fragment))
 
 
-__all__ = ["Backoff", "connect_url"]
+__all__ = ["Backoff", "ChannelError", "Publication", "Subscription", "connect_url"]

@@ -22,6 +22,9 @@ networks that block WebSockets.
   token *source* (a function), the client asks it for a new token shortly before the
   current one expires and sends it on the live session (a ``refresh`` frame);
   :meth:`Client.refresh_token` does the same with a token in hand.
+- **Channels**: :meth:`Client.subscribe` follows a channel (``wsfleet_client.channels``
+  keeps each subscription's position and recovers what a reconnect or a gap missed);
+  channel frames go to the subscriptions, never to the message iterator.
 """
 
 from __future__ import annotations
@@ -39,6 +42,13 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from wsfleet_client.backoff import Backoff
+from wsfleet_client.channels import (
+    CHANNEL_FRAMES,
+    DEFAULT_MAXSIZE,
+    ChannelError,
+    Channels,
+    Subscription,
+)
 from wsfleet_client.transports import OPENERS, Frame, Link, Refused, TransportBlocked
 
 TokenSource = str | Callable[[], str] | Callable[[], Awaitable[str]]
@@ -99,6 +109,7 @@ class Client:
         on_close: Callable[[int, str], None] | None = None,
         on_resync: Callable[[], None] | None = None,
         max_auth_refusals: int = 3,
+        on_subscription: Callable[[Subscription], None] | None = None,
     ) -> None:
         unknown = [name for name in transports if name not in OPENERS]
         if unknown or not transports:
@@ -130,6 +141,12 @@ class Client:
         self.stats = ClientStats()
         self.error: ClientGaveUp | None = None
         self.connected = asyncio.Event()
+        self._channels = Channels(self._send_channel_frame, on_subscription)
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """The channels followed, the app's and the server's (``on_subscription``)."""
+        return self._channels.subscriptions
 
     @property
     def pod(self) -> str | None:
@@ -156,6 +173,7 @@ class Client:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._channels.close()
         if self._own_session and self._http is not None:
             await self._http.close()
 
@@ -176,6 +194,24 @@ class Client:
             except (ConnectionError, RuntimeError, aiohttp.ClientError):
                 pass
         self._unsent.append(frame)
+
+    def subscribe(self, channel: str, maxsize: int = DEFAULT_MAXSIZE) -> Subscription:
+        """Follow ``channel``: its :class:`Subscription` at once (the same one if it is
+        followed already); the subscribe is sent now if connected, else after the next
+        connect. The subscription keeps up to ``maxsize`` publications for the app (then
+        the oldest go)."""
+        return self._channels.subscribe(channel, maxsize)
+
+    async def _send_channel_frame(self, frame: Frame) -> bool:
+        """Send a channel request on the live link; False if there is none or it failed."""
+        link = self._link
+        if link is None or not self.connected.is_set():
+            return False
+        try:
+            await link.send(frame)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            return False
+        return True
 
     async def refresh_token(self, token: str) -> None:
         """Go on with ``token`` (same user): sent to the live session, used to reconnect."""
@@ -284,6 +320,7 @@ class Client:
                 await asyncio.sleep(delay)
         except ClientGaveUp as gave_up:
             self.error = gave_up
+            self._channels.close(ChannelError("disconnected", f"the client gave up: {gave_up}"))
             self._inbox.put_nowait(None)
 
     async def _serve(self, transport: str, link: Link) -> tuple[int, str]:
@@ -314,6 +351,8 @@ class Client:
                         else frame.get("data", "")
                     )
                     self._inbox.put_nowait(Message(seq, data))
+                elif kind in CHANNEL_FRAMES:
+                    await self._channels.handle(frame)
                 elif kind == "close":
                     code, reason = int(frame.get("code", 1006)), str(frame.get("reason", ""))
                     break
@@ -323,6 +362,7 @@ class Client:
             if refresher is not None:
                 refresher.cancel()
             self.connected.clear()
+            self._channels.disconnected()
             self._link = None
             with contextlib.suppress(Exception):
                 await link.close()
@@ -356,6 +396,7 @@ class Client:
         self.stats.pods.append(link.pod)
         self.stats.transports.append(transport)
         self.connected.set()
+        await self._channels.connected()  # every channel followed, again, from its position
         if self._on_connect is not None:
             self._on_connect(link.pod)
 
