@@ -191,8 +191,9 @@ class PollChannel:
         return now - self.last_request
 
     def acknowledge(self, last_seq: int) -> None:
-        """Forget frames the client has (numbered up to ``last_seq``)."""
-        kept = collections.deque((seq, f) for seq, f in self.pending if seq > last_seq)
+        """Forget frames the client has (numbered up to ``last_seq``); unnumbered frames
+        (answers, notices, publications) wait for the poll that takes them."""
+        kept = collections.deque((seq, f) for seq, f in self.pending if not seq or seq > last_seq)
         self.pending = kept
         self._room.set()
 
