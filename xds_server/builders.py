@@ -183,6 +183,20 @@ def route_entry(route: Route, policy: Policy) -> Spec:
             # (≈ 17 % of runs of a 12-user test); 20 make that 1 in ~2 million
             "host_selection_retry_max_attempts": 20,
         }
+    else:
+        # An ordinary request (the server API): retried on another member only when it never
+        # reached the first (connect failure, refused stream): a call is not repeated once
+        # a server may have carried it out (a publication must not go out twice).
+        action["retry_policy"] = {
+            "retry_on": "connect-failure,refused-stream",
+            "num_retries": 3,
+            "retry_host_predicate": [
+                {
+                    "name": "envoy.retry_host_predicates.previous_hosts",
+                    "typed_config": {"@type": PREVIOUS_HOSTS},
+                }
+            ],
+        }
     if route.stream_idle_timeout_s is not None:
         action["idle_timeout"] = _seconds(route.stream_idle_timeout_s)
     if route.max_duration_s is not None:

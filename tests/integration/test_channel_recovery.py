@@ -77,7 +77,7 @@ async def test_subscribers_of_a_killed_gateway_recover_every_publication_once_in
                     assert response.status == 200, await response.text()
                 await asyncio.sleep(0.01)
         expected = [f"p{n}" for n in range(1, PUBLICATIONS + 1)]
-        for client, received, transport in clients:
+        for _, received, transport in clients:
             await until(lambda r=received: len(r) >= PUBLICATIONS, 60, f"{transport} caught up")
         for client, received, transport in clients:
             assert received == expected, (transport, client.stats)

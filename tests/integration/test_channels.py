@@ -293,3 +293,32 @@ async def test_presence_of_a_killed_gateway_goes_away_within_its_ttl(fleet_facto
 
         waited = await until(only_survivors, 30, "the killed gateway's presence gone")
         print(f"the killed gateway's presence was gone {waited:.1f} s after the kill (TTL 3 s)")
+
+
+async def test_any_instance_takes_any_call_and_a_killed_one_costs_no_call(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1, api_instances=2)
+    async with unlimited_session() as http:
+        reader = await V1Client.connect(fleet, http, "ivy", {"channels": ["feed:*"]})
+        await reader.request("subscribe", "feed:spof")
+        for n in range(10):
+            assert (await api(fleet, "publish", {"channel": "feed:spof", "data": f"a{n}"}))[
+                0
+            ] == 200
+        served = {name: await _calls(port) for name, (_, port) in fleet.info.apis.items()}
+        assert all(count > 0 for count in served.values()), served  # both took calls
+        await fleet.stop_api("api-1", sig=9)
+        for n in range(30):
+            status, body = await api(fleet, "publish", {"channel": "feed:spof", "data": f"b{n}"})
+            assert status == 200, body
+        pubs = await reader.wait("pub", 40)
+        assert [p["data"] for p in pubs] == [f"a{n}" for n in range(10)] + [
+            f"b{n}" for n in range(30)
+        ]
+
+
+async def _calls(admin_port: int) -> float:
+    total = 0.0
+    for line in await _metrics(admin_port):
+        if line.startswith("wsfleet_api_calls_total{"):
+            total += float(line.split()[-1])
+    return total

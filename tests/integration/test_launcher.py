@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -10,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import psutil
 import pytest
 
@@ -197,7 +200,53 @@ def test_token_and_connect_reach_the_running_fleet(tmp_path: Path) -> None:
         )
         assert refused.returncode != 0
         assert "HTTP 403" in refused.stderr
+        asyncio.run(_channels_through_the_cli(port, state))
     finally:
         launcher.send_signal(signal.SIGTERM)
         launcher.communicate(timeout=30)
     assert os.path.exists(tmp_path / "state" / "auth.key")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*WSFLEET, *args], capture_output=True, text=True, timeout=30)
+
+
+async def _channels_through_the_cli(port: int, state: str) -> None:
+    """What `wsfleet up` prints is all a user needs: a token with channels, the server API
+    through Envoy with the fleet's key, and publish / history / presence / apikey."""
+    token = _cli("token", "--user", "carol", "--subs", "feed:cli", "--state-dir", state)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            f"ws://127.0.0.1:{port}/ws?user=carol",
+            headers={"Authorization": f"Bearer {token.stdout.strip()}"},
+        ) as ws,
+    ):
+        published = await asyncio.to_thread(
+            _cli, "publish", "feed:cli", "hello from the cli", "--state-dir", state
+        )
+        assert published.returncode == 0, published.stderr
+        assert published.stdout.startswith("published to feed:cli: offset 1")
+        message = await ws.receive(timeout=10)
+        assert message.data == "hello from the cli"  # a raw client gets the bare data
+        history = _cli("history", "feed:cli", "--json", "--state-dir", state)
+        assert [p["data"] for p in json.loads(history.stdout)["publications"]] == [
+            "hello from the cli"
+        ]
+        stats = _cli("presence", "chat:nobody", "--stats", "--state-dir", state)
+        assert stats.stdout.strip() == "chat:nobody: 0 clients, 0 users"
+        key = _cli("apikey", "create", "publisher", "--scope", "publish", "--state-dir", state)
+        assert key.returncode == 0 and len(key.stdout.strip()) > 30
+        narrow = key.stdout.strip()
+        for _ in range(100):  # the API reads the keys file again when it changes
+            ok = _cli("publish", "feed:cli", "x", "--api-key", narrow, "--state-dir", state)
+            if ok.returncode == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert ok.returncode == 0, ok.stderr
+        refused = _cli("presence", "chat:x", "--api-key", narrow, "--state-dir", state)
+        assert refused.returncode != 0
+        assert refused.stderr.strip() == (
+            "wsfleet: error: presence: HTTP 403: forbidden: the key 'publisher' lacks the "
+            "scope 'presence'"
+        )
