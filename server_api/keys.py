@@ -75,7 +75,7 @@ def parse_keys(text: str, source: str) -> dict[bytes, ApiKey]:
         if not isinstance(name, str) or not name or name in names:
             raise ConfigError(f"{where}.name: a name of its own, not empty")
         if not isinstance(digest, str) or len(digest) != 64:
-            raise ConfigError(f"{where}.sha256: the key's SHA-256 in 64 hex digits")
+            raise ConfigError(f"{where}.sha256: the key's SHA-256 in 64 hex digits, quoted")
         try:
             raw = bytes.fromhex(digest)
         except ValueError:
