@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = commands.add_parser(
         "keygen",
-        help="create the state dir's token signing key, registry key, admin token and fleet CA "
-        "(with the control plane's certificate and one per Envoy node)",
+        help="create the state dir's token signing key, registry key, admin token, fleet CA "
+        "(with the control plane's certificate and one per Envoy node) and the server API's "
+        "keys file (with a key of all scopes in api.key)",
     )
     keygen.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     keygen.add_argument(
@@ -410,6 +411,10 @@ def _dispatch(args: argparse.Namespace) -> None:
         for spec in args.envoy_node or ["envoy-1@local"]:
             node_id, _, region = spec.partition("@")
             print(fleet_ca.ensure_node_pair(args.state_dir, node_id, region or "local").cert)
+        from server_api.keys import ensure_local_key
+
+        for path in ensure_local_key(args.state_dir):
+            print(path)
     elif command == "policy" and args.policy_command == "validate":
         from xds_server.policy_loader import load_bundle
 

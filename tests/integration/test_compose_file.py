@@ -73,7 +73,7 @@ def test_redis_needs_a_password_and_every_client_carries_it() -> None:
         for service in services.values()
         if service.get("image") == "wsfleet:local" and "--redis-url" in str(service["command"])
     ]
-    assert len(urls) == 3 and all(url == f"redis://:{PASSWORD}@redis:6379/0" for url in urls)
+    assert len(urls) == 5 and all(url == f"redis://:{PASSWORD}@redis:6379/0" for url in urls)
 
 
 def test_only_loopback_ports_are_published() -> None:
@@ -97,6 +97,7 @@ def test_the_topology_matches_the_local_fleet() -> None:
     services = _resolved()["services"]
     assert isinstance(services, dict)
     assert {"redis", "xds-server", "envoy", "backend", "sidecar-1", "sidecar-2"} <= set(services)
+    assert {"api-1", "api-2"} <= set(services)  # the server API: two, any takes any call
 
 
 def test_every_wsfleet_command_in_the_file_parses() -> None:
@@ -108,9 +109,9 @@ def test_every_wsfleet_command_in_the_file_parses() -> None:
         if service.get("image") != "wsfleet:local":
             continue
         args = parser.parse_args(service["command"])
-        assert args.command in {"xds", "sidecar", "backend", "envoy", "keygen"}, name
+        assert args.command in {"xds", "sidecar", "backend", "envoy", "keygen", "api"}, name
         checked += 1
-    assert checked == 6
+    assert checked == 8
 
 
 def test_the_compose_policy_is_valid() -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sidecar.main import DRAIN_OVERRUN_S
-from wsfleet.settings import BackendSettings, SidecarSettings, XdsSettings
+from wsfleet.settings import ApiSettings, BackendSettings, SidecarSettings, XdsSettings
 from wsfleet.settings_flags import ENV_PREFIX, env_name, from_args
 from wsfleet_tools.capacity import Measured, hpa_manifest, plan
 from wsfleet_tools.cli import build_parser
@@ -28,7 +28,12 @@ DOWNWARD_API = {  # what the cluster fills in, for the settings check
     "status.podIP": "10.1.2.3",
 }
 SECRETS = {("wsfleet-redis", "url"): "redis://:secret@redis:6379/0"}
-SETTINGS = {"sidecar": SidecarSettings, "xds": XdsSettings, "backend": BackendSettings}
+SETTINGS = {
+    "sidecar": SidecarSettings,
+    "xds": XdsSettings,
+    "backend": BackendSettings,
+    "api": ApiSettings,
+}
 
 
 def documents(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -177,7 +182,8 @@ def test_admin_and_xds_ports_are_private() -> None:
 def test_the_control_plane_is_replicated_and_every_tier_has_a_disruption_budget() -> None:
     assert one("Deployment", "xds-server")["spec"]["replicas"] >= 2
     budgets = {d["metadata"]["name"] for d in base() if d["kind"] == "PodDisruptionBudget"}
-    assert budgets == {"xds-server", "envoy", "gateways"}
+    assert budgets == {"xds-server", "envoy", "gateways", "server-api"}
+    assert one("Deployment", "server-api")["spec"]["replicas"] >= 2  # no single point of failure
 
 
 @pytest.mark.parametrize(
@@ -221,3 +227,23 @@ def test_the_region_overlay_adds_a_zone_of_envoys_with_its_own_identity() -> Non
     patched = {p.get("path") or p["target"]["name"] for p in kustomization["patches"]}
     assert patched == {"gateways-hpa.yaml", "gateways"}
     assert {d["metadata"]["name"] for d in resources if d["kind"] == "Deployment"} >= {"gateways"}
+
+
+def test_the_server_api_is_routed_reached_only_through_envoy_and_scraped() -> None:
+    deployment = one("Deployment", "server-api")
+    spec, settings = container(deployment), settings_of(deployment)
+    assert port_named(spec, "api") == settings.port
+    assert port_named(spec, "admin") == settings.admin_port
+    assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    mounts = {m["mountPath"] for m in spec["volumeMounts"]}
+    assert str(settings.api_keys_file.parent) in mounts
+    policy = parse_policy(one("ConfigMap", "wsfleet-policy")["data"]["policy.yaml"], "policy")
+    [route] = [r for r in policy.routes if r.path_prefix == "/api/"]
+    assert policy.pool(route.pool).name == settings.pool
+    rules = one("NetworkPolicy", "server-api")["spec"]["ingress"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in rules}
+    envoy = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}]
+    assert by_port[settings.port] == envoy and settings.admin_port in by_port
+    monitor = one("ServiceMonitor", "server-api")["spec"]
+    labels = one("Service", "server-api-metrics")["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= labels.items()
