@@ -121,7 +121,7 @@ def parse_call(method: str, body: object) -> Call:
         )
     if method == "disconnect":
         code = body.get("code", 1000)
-        if isinstance(code, bool) or code not in CLOSE_CODES:
+        if isinstance(code, bool) or not isinstance(code, int) or code not in CLOSE_CODES:
             raise BadCall("code is 1000, 1001, 1008, 1011, 1012, 1013 or 3000-4999")
         reason = body.get("reason", "disconnected by the server")
         if not isinstance(reason, str) or len(reason.encode()) > MAX_REASON_BYTES:

@@ -113,7 +113,8 @@ def parse_client(text: str) -> ClientMessage | ChannelRequest:
         raise EnvelopeError("nested too deeply: a v1 frame is one flat object") from None
     if isinstance(body, dict) and body.get("type") == PING:
         return ClientMessage(PING_CSEQ, b"", False)
-    if isinstance(body, dict) and body.get("type") in REQUEST_TYPES:
+    kind = body.get("type") if isinstance(body, dict) else None
+    if isinstance(kind, str) and kind in REQUEST_TYPES:  # (a type may be any JSON value)
         return parse_request(body)
     if isinstance(body, dict) and body.get("type") == REFRESH:
         token = body.get("token")
