@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from benchmarks import (
+    channels,
     chaos,
     envoy_share,
     heartbeat_sweep,
@@ -26,6 +27,11 @@ from benchmarks import (
 from benchmarks.report import RESULTS
 
 BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
+    "channels": (
+        channels,
+        "channel fan-out per CPU-s vs bare aiohttp, latency to the last subscriber, a gateway"
+        " SIGKILLed under a stream, presence after it",
+    ),
     "chaos": (chaos, "pods killed in batches under SDK clients: who reconnects, how spread, loss"),
     "envoy-share": (
         envoy_share,

@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.bare_echo --port P [--ready-file F]``; uvloop, backlog
 4096, aiohttp's own ping answering, no auth, no registry, no backend; ``/broadcast TEXT``
-fans TEXT out to every connection, as the demo backend does behind wsfleet.
+fans TEXT out to every connection, as the demo backend does behind wsfleet, and so does
+``POST /broadcast`` with TEXT as its body (the peer of the server API's ``publish``).
 """
 
 from __future__ import annotations
@@ -41,9 +42,21 @@ async def echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def broadcast(request: web.Request) -> web.Response:
+    """``POST /broadcast`` with TEXT as the body: TEXT to every open connection."""
+    text = await request.text()
+    sent = 0
+    for ws in list(OPEN):
+        if not ws.closed:
+            await ws.send_str(text)
+            sent += 1
+    return web.json_response({"sent": sent})
+
+
 async def serve(port: int, ready_file: Path | None) -> None:
     app = web.Application()
     app.router.add_get("/ws", echo)
+    app.router.add_post("/broadcast", broadcast)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=4096)

@@ -37,6 +37,7 @@ from sidecar.channel_io import PresenceWriter
 from sidecar.core.channel_feed import ChannelFeed, FeedStep, recover
 from sidecar.core.channel_frames import (
     ChannelError,
+    PublicationBatch,
     PublicationFrames,
     Refused,
     Since,
@@ -65,8 +66,10 @@ log = structlog.get_logger()
 
 DELIVERY_CHUNK = 256  # members written to between two yields to the event loop
 MAX_QUEUED = 10_000  # publications waiting for delivery before the reader stops reading
+DELIVER_TOGETHER = 64  # publications of one channel given out in one pass over its members
 IDLE_S = 5.0  # a channel with no local member keeps its topic this long
 CONFIRM_TIMEOUT_S = 5.0  # how long a join waits for its topic's subscription
+PRESENCE_FLUSH_S = 1.0  # at stop, how long the last presence writes may take
 RECONNECT_DELAY_S = (0.1, 2.0)  # the pub/sub connection's backoff: first, at most
 
 
@@ -84,6 +87,8 @@ class Subscriber(Protocol):
         """Whether it gets channel frames (``subscribed``, ``join``…): raw WebSockets do not."""
 
     def publication(self, frames: PublicationFrames) -> None: ...
+
+    def publications(self, batch: PublicationBatch) -> None: ...
 
     def channel_frame(self, frame: bytes) -> None: ...
 
@@ -173,6 +178,7 @@ class ChannelHub:
         ]
 
     async def stop(self) -> None:
+        await self.presence.flush(PRESENCE_FLUSH_S)  # the closed sessions leave presence now
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -355,6 +361,13 @@ class ChannelHub:
             if local is not None and local.confirmed is not None and not local.confirmed.done():
                 local.confirmed.set_result(None)
             return
+        if kind == "unsubscribe" and topic in self._by_topic:
+            # the sweep released this topic while a new join took the channel again (its
+            # SUBSCRIBE went first): subscribe again; the feed fills what was missed
+            self._to_subscribe.append(topic)
+            if self._subscriber is None or self._subscriber.done():
+                self._subscriber = asyncio.create_task(self._subscribe_pending())
+            return
         if kind != "message":
             return
         data = message.get("data")
@@ -399,29 +412,44 @@ class ChannelHub:
             self._queued.set()
 
     async def _deliveries(self) -> None:
-        """Write every queued publication to its channel's members, in the order queued."""
+        """Write every queued publication to its channel's members, in the order queued;
+        the publications of one channel queued together go out together (a member gets
+        them in one socket write)."""
         queue = self._queue
         while True:
             await self._queued.wait()
             self._queued.clear()
             while queue:
                 local, frames = queue.popleft()
-                await self._deliver(local, frames)
+                together = [frames]
+                while queue and queue[0][0] is local and len(together) < DELIVER_TOGETHER:
+                    together.append(queue.popleft()[1])
+                await self._deliver(local, together)
                 if len(queue) < MAX_QUEUED // 2:
                     self._room.set()
 
-    async def _deliver(self, local: LocalChannel, frames: PublicationFrames) -> None:
+    async def _deliver(self, local: LocalChannel, publications: list[PublicationFrames]) -> None:
         for buffer in local.recovering.values():
-            buffer.append(frames)
-        offset = frames.publication.offset
+            buffer.extend(publications)
         members = list(local.members.items())
-        self.counters.deliveries += len(members)
+        self.counters.deliveries += len(members) * len(publications)
+        batch = PublicationBatch(publications) if len(publications) > 1 else None
+        first = publications[0].publication.offset
         for start in range(0, len(members), DELIVERY_CHUNK):
             if start:
                 await asyncio.sleep(0)  # heartbeats and other channels go on
-            for member, floor in members[start : start + DELIVERY_CHUNK]:
-                if offset > floor or not offset:
-                    member.publication(frames)
+            chunk = members[start : start + DELIVERY_CHUNK]
+            for member, floor in chunk:
+                if first > floor or not first:  # it has none of them yet (the usual case)
+                    if batch is None:
+                        member.publication(publications[0])
+                    else:
+                        member.publications(batch)
+                    continue
+                for frames in publications:  # it got some from the history when it joined
+                    offset = frames.publication.offset
+                    if offset > floor or not offset:
+                        member.publication(frames)
 
     def _reset(self, local: LocalChannel) -> None:
         """The feed lost its place: every member subscribes again (and learns it could not

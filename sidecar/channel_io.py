@@ -81,6 +81,9 @@ class PresenceWriter:
             await asyncio.sleep(self.ttl_s / 3)
             self.refresh()
 
+    async def flush(self, timeout_s: float) -> None:
+        await self._calls.flush(timeout_s)
+
     async def stop(self) -> None:
         await self._calls.stop()
 

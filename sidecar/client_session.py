@@ -23,7 +23,7 @@ from sidecar.auth import AuthError
 from sidecar.backend_bridge import BackendLink, SessionInfo
 from sidecar.channel_service import SessionChannels, claimed_channels, token_patterns
 from sidecar.core import CloseCode, backend_close, envelope
-from sidecar.core.channel_frames import ChannelRequest, PublicationFrames
+from sidecar.core.channel_frames import ChannelRequest, PublicationBatch, PublicationFrames
 from sidecar.core.resume import ResumePlan, Sequencer, plan_resume, replay_is_whole
 from sidecar.core.session import Entry, SessionCore
 from sidecar.gateway import Gateway
@@ -55,6 +55,10 @@ class Channel(Protocol):
 
     def idle_for(self, now: float) -> float:
         """Seconds since the client last showed up (long polling); 0 for streams."""
+
+    @property
+    def takes_wire(self) -> bool:
+        """Whether :meth:`write` writes ``wire`` (whole WebSocket frames) as it is."""
 
 
 async def send(channel: Channel, frame: bytes, binary: bool, seq: int) -> None:
@@ -168,9 +172,52 @@ class ClientSession:
         return asyncio.get_running_loop().time()
 
     def publication(self, frames: PublicationFrames) -> None:
-        if self.close_code is None:
-            self.core.publication(frames, self.now())
-            self._pump()
+        """A channel's publication: straight to the socket when nothing waits before it
+        (the frames shared by every subscriber, no queue entry, no clock read), else
+        through the send queue like any message."""
+        if self.close_code is not None:
+            return
+        core = self.core
+        if self._writing is None and core.clear_to_send():
+            if core.sequencer is None:
+                data, binary, wire = (
+                    frames.publication.data,
+                    frames.publication.binary,
+                    frames.raw_websocket,
+                )
+            else:
+                data, binary, wire = frames.v1, False, frames.v1_websocket
+            core.sent(len(data))
+            try:
+                pending = self.channel.write(data, binary, 0, wire)
+            except (ConnectionError, RuntimeError):
+                return  # the client is gone: the transport's reader ends the session
+            if pending is not None:
+                self._writing = asyncio.ensure_future(self._write_backlog(pending))
+            return
+        core.publication(frames, self.now())
+        self._pump()
+
+    def publications(self, batch: PublicationBatch) -> None:
+        """Several publications of one channel: in one write when nothing waits before
+        them and the socket takes whole frames (their frames joined once for every
+        subscriber), else one by one."""
+        if self.close_code is not None:
+            return
+        core = self.core
+        if self._writing is None and self.channel.takes_wire and core.clear_to_send():
+            v1 = core.sequencer is not None
+            wire = batch.v1_websocket if v1 else batch.raw_websocket
+            core.sent(batch.data_bytes(v1), len(batch))
+            try:
+                pending = self.channel.write(wire, False, 0, wire)
+            except (ConnectionError, RuntimeError):
+                return
+            if pending is not None:
+                self._writing = asyncio.ensure_future(self._write_backlog(pending))
+            return
+        for frames in batch.frames:
+            self.publication(frames)
 
     def channel_frame(self, frame: bytes) -> None:
         if self.close_code is None and self.core.sequencer is not None:

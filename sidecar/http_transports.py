@@ -60,6 +60,8 @@ class SseChannel:
         self._pinging: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
 
+    takes_wire = False  # events, not WebSocket frames
+
     def write(
         self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
     ) -> Awaitable[None]:
@@ -150,6 +152,8 @@ class PollChannel:
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._polls = 0  # polls taken so far: only the newest one may wait
+
+    takes_wire = False  # JSON frames in a poll's answer, not WebSocket frames
 
     def write(
         self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None

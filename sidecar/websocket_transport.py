@@ -30,11 +30,40 @@ WRITE_HIGH_WATER_BYTES = 64 * 1024  # beyond this in the socket's buffer, wait f
 TRANSPORT = "websocket"
 
 
-class WebSocketChannel:
-    """Frames go straight to the socket, each in one transport write (see
-    :mod:`sidecar.core.ws_frames`); with permessage-deflate on, through aiohttp."""
+class TurnWrites:
+    """The WebSocket frames of one turn of the event loop, written at its end: one write
+    per socket per turn, however many frames it got meanwhile (a fan-out of several
+    publications, a bridge batch with several messages for one session). Envoy then reads
+    them in one go too."""
 
-    __slots__ = ("_compress", "_request", "_upgrade", "_ws")
+    __slots__ = ("_dirty", "_scheduled")
+
+    def __init__(self) -> None:
+        self._dirty: list[WebSocketChannel] = []
+        self._scheduled = False
+
+    def add(self, channel: WebSocketChannel) -> None:
+        self._dirty.append(channel)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for channel in dirty:
+            channel.flush()
+
+
+TURN_WRITES = TurnWrites()  # the sidecar's one event loop
+
+
+class WebSocketChannel:
+    """Frames go to the socket whole (see :mod:`sidecar.core.ws_frames`), gathered into one
+    write per turn of the event loop (:class:`TurnWrites`); with permessage-deflate on,
+    through aiohttp. What aiohttp writes itself (a close) waits for what is gathered."""
+
+    __slots__ = ("_compress", "_pending", "_pending_bytes", "_request", "_upgrade", "_ws")
 
     def __init__(
         self,
@@ -47,6 +76,12 @@ class WebSocketChannel:
         self._request = request
         self._compress = compress
         self._upgrade = upgrade  # the 101 not sent yet: it leaves with the first frame
+        self._pending: list[bytes] | None = None  # frames of this turn, not written yet
+        self._pending_bytes = 0
+
+    @property
+    def takes_wire(self) -> bool:
+        return not self._compress
 
     def write(
         self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
@@ -64,22 +99,42 @@ class WebSocketChannel:
         return self._write_whole(ws_frames.server_frame(opcode, frame))
 
     def _write_whole(self, whole: bytes) -> Awaitable[None] | None:
-        """One whole frame to the socket, in one transport write."""
+        """One whole frame for the socket, written with the others of this turn."""
         if self._upgrade is not None:
             upgrade, self._upgrade = self._upgrade, None
             return upgrade.write(whole)  # the 101 + this frame
         transport = self._request.transport
         if transport is None or transport.is_closing() or self._ws.closed:
             raise ConnectionResetError("the client is gone")
-        transport.write(whole)
-        if transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
+        pending = self._pending
+        if pending is None:
+            self._pending = [whole]
+            TURN_WRITES.add(self)
+        else:
+            pending.append(whole)
+        self._pending_bytes += len(whole)
+        if self._pending_bytes + transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
+            self.flush()
             return self._request.writer.drain()
         return None
 
+    def flush(self) -> None:
+        """Write the frames gathered this turn, in one transport write."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending, self._pending_bytes = None, 0
+        transport = self._request.transport
+        # after a close frame (aiohttp's own, answering the client's) no data may follow
+        if transport is not None and not transport.is_closing() and not self._ws.closed:
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
     async def close(self, code: int, reason: str) -> None:
+        self.flush()  # the close frame comes after every frame written before it
         await self._ws.close(code=code, message=fit_reason(reason).encode())
 
     def abort(self) -> None:
+        self._pending, self._pending_bytes = None, 0
         transport = self._request.transport
         if transport is not None:
             transport.abort()

@@ -245,10 +245,45 @@ class PublicationFrames:
         return self._raw_ws
 
 
+class PublicationBatch:
+    """Publications of one channel given out together: their WebSocket frames joined once
+    (each subscriber gets them in one write, the same bytes as every other)."""
+
+    __slots__ = ("_raw_ws", "_v1_ws", "first_offset", "frames")
+
+    def __init__(self, frames: list[PublicationFrames]) -> None:
+        self.frames = frames
+        self.first_offset = frames[0].publication.offset
+        self._v1_ws: bytes | None = None
+        self._raw_ws: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def v1_websocket(self) -> bytes:
+        if self._v1_ws is None:
+            self._v1_ws = b"".join(f.v1_websocket for f in self.frames)
+        return self._v1_ws
+
+    @property
+    def raw_websocket(self) -> bytes:
+        if self._raw_ws is None:
+            self._raw_ws = b"".join(f.raw_websocket for f in self.frames)
+        return self._raw_ws
+
+    def data_bytes(self, v1: bool) -> int:
+        """The payload bytes it carries (what the send counters count)."""
+        if v1:
+            return sum(len(f.v1) for f in self.frames)
+        return sum(len(f.publication.data) for f in self.frames)
+
+
 __all__ = [
     "REQUEST_TYPES",
     "ChannelError",
     "ChannelRequest",
+    "PublicationBatch",
     "PublicationFrames",
     "Refused",
     "RequestKind",

@@ -205,6 +205,17 @@ class SessionCore:
         self._push(Outgoing(frame, False, droppable, coalesce_key or None, seq), now)
         return Entry(self.session_id, seq, data, binary, message_id)
 
+    def clear_to_send(self) -> bool:
+        """Whether a frame may go to the client at once, past the queue: nothing waits
+        before it and the session is not closing (the fan-out's fast path)."""
+        return self.closing is None and not self._queue
+
+    def sent(self, size: int, count: int = 1) -> None:
+        """Frames went out past the queue (see :meth:`clear_to_send`)."""
+        counters = self._counters
+        counters.messages_out += count
+        counters.bytes_out += size
+
     def publication(self, frames: PublicationFrames, now: float) -> None:
         """A channel's publication for the client: the frames made once for every
         subscriber (a raw WebSocket gets the bare data), queued like any message (a slow

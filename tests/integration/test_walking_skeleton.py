@@ -71,15 +71,17 @@ async def test_envoy_takes_everything_but_the_xds_cluster_from_ads(fleet_factory
     sections = {config["@type"].rsplit(".", 1)[-1]: config for config in dump["configs"]}
     clusters = sections["ClustersConfigDump"]
     assert [c["cluster"]["name"] for c in clusters["static_clusters"]] == ["xds_cluster"]
-    assert [c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]] == ["gateways"]
+    dynamic = [c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]]
+    assert dynamic == ["api", "gateways"]  # the pools of the policy
     listeners = sections["ListenersConfigDump"]
     assert "static_listeners" not in listeners
     assert [entry["name"] for entry in listeners["dynamic_listeners"]] == ["public"]
     routes = sections["RoutesConfigDump"]
     assert "static_route_configs" not in routes
     assert [r["route_config"]["name"] for r in routes["dynamic_route_configs"]] == ["public"]
-    cluster = clusters["dynamic_active_clusters"][0]["cluster"]
-    assert cluster["lb_policy"] == "MAGLEV"
+    by_name = {c["cluster"]["name"]: c["cluster"] for c in clusters["dynamic_active_clusters"]}
+    assert by_name["gateways"]["lb_policy"] == "MAGLEV"
+    assert "lb_policy" not in by_name["api"]  # ROUND_ROBIN, Envoy's default (not shown)
 
 
 @ON_EVERY_REDIS

@@ -78,6 +78,11 @@ class BatchedCalls(Generic[Q, R]):
                 except Exception:  # one requester's mistake must not cost the others
                     log.exception("channel_callback_failed")
 
+    async def flush(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until what was submitted has been written."""
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer}, timeout=timeout_s)
+
     async def stop(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
