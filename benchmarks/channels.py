@@ -80,7 +80,8 @@ TARGETS = {"fanout_ratio": 0.5, "latency_p99_s": 0.1}
 HTTP_TIMEOUT_S = 10.0
 WARM_UP_TRIES = 3  # a warm-up publication sent again if some subscriber has not got it
 WARM_UP_WAIT_S = 10.0
-CATCH_UP_S = 60.0  # after the last publication, the bound on every subscriber having all
+CATCH_UP_S = 180.0  # after the last publication, the bound on every subscriber having all
+SCENARIOS = ("fanout", "latency", "failover")
 PRESENCE_POLL_S = 0.2
 GHOST_PREFIX = "ghost"  # the user ids of the raw subscribers that never come back
 QUIET_CORES = 0.3  # server cores busy below which the fleet is settled (joins delivered)
@@ -113,6 +114,27 @@ def api_publisher(http: aiohttp.ClientSession, fleet: LocalFleet, channel: str) 
     return publish_one
 
 
+def offset_publisher(
+    http: aiohttp.ClientSession, fleet: LocalFleet, channel: str, offsets: dict[str, int]
+) -> Publish:
+    """:func:`api_publisher` that keeps each publication's offset (its place in the
+    channel) in ``offsets``, by its text."""
+    headers = {"Authorization": f"Bearer {fleet.api_key}", "Content-Type": "application/json"}
+
+    async def publish_one(text: str) -> bool:
+        body = json.dumps({"channel": channel, "data": text})
+        try:
+            async with http.post(f"{fleet.api_url}/publish", data=body, headers=headers) as answer:
+                if answer.status != 200:
+                    return False
+                offsets[text] = int((await answer.json())["offset"])
+                return True
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+            return False
+
+    return publish_one
+
+
 def bare_publisher(http: aiohttp.ClientSession, target: Target) -> Publish:
     """``POST /broadcast``: the bare server sends the body to every connection."""
     url = target.url.replace("ws://", "http://").removesuffix("/ws") + "/broadcast"
@@ -138,10 +160,9 @@ async def paced(
     rate: float,
     text_for: Callable[[int, float], str],
     max_seconds: float,
-    before: Callable[[int], Awaitable[None]] | None = None,
 ) -> list[Sent]:
     """``count`` publications, the n-th due at ``(n - 1) / rate``, one after another (so
-    they keep their order); ``before(n)`` runs before the n-th. Stops at ``max_seconds``."""
+    they keep their order). Stops at ``max_seconds``."""
     started = time.perf_counter()
     deadline = time.monotonic() + max_seconds
     sent: list[Sent] = []
@@ -149,8 +170,6 @@ async def paced(
         if time.monotonic() > deadline:
             break
         await asyncio.sleep(max(0.0, started + (n - 1) / rate - time.perf_counter()))
-        if before is not None:
-            await before(n)
         at = time.perf_counter()
         text = text_for(n, at)
         ok = await publish_one(text)
@@ -165,6 +184,7 @@ async def concurrent(
     text_for: Callable[[int, float], str],
     max_seconds: float,
     concurrency: int,
+    before: Callable[[int], Awaitable[None]] | None = None,
 ) -> list[Sent]:
     """``count`` publications, the n-th due at ``(n - 1) / rate``, by ``concurrency``
     publishers at once (many applications publishing to one busy channel): a slow answer
@@ -179,6 +199,8 @@ async def concurrent(
             if time.monotonic() > deadline:
                 return
             await asyncio.sleep(max(0.0, started + (n - 1) / rate - time.perf_counter()))
+            if before is not None:
+                await before(n)
             at = time.perf_counter()
             text = text_for(n, at)
             ok = await publish_one(text)
@@ -662,22 +684,25 @@ async def failover(
 
         await _each(workers, "reset", 30, cmd="reset")
         before = _usage(target.processes)
-        sent = await paced(
-            api_publisher(http, fleet, FAILOVER_CHANNEL),
+        offsets: dict[str, int] = {}
+        sent = await concurrent(
+            offset_publisher(http, fleet, FAILOVER_CHANNEL, offsets),
             count,
             args.failover_rate,
             lambda n, _at: f"p{n}",
             args.max_seconds,
+            args.failover_publishers,
             before=kill_at_a_third,
         )
-        expected = [s.text for s in sent if s.ok]
+        # the channel's order is its offsets' (publishers at once may cross each other)
+        expected = sorted((s.text for s in sent if s.ok), key=lambda text: offsets[text])
         reports = await _each(
             workers,
             "collected",
-            CATCH_UP_S + 60,
+            args.catch_up + 60,
             cmd="collect",
             expected=expected,
-            deadline_s=min(CATCH_UP_S, args.max_seconds),
+            deadline_s=args.catch_up,
         )
         after = _usage(target.processes) | victim_at_kill
         if watching is not None:
@@ -828,45 +853,59 @@ def _table(title: str, columns: dict[str, Callable[[Row], Any]], rows: list[Row]
 
 
 def _readable(figures: dict[str, Any]) -> str:
-    fan = figures["fanout"]
-    sections = [
-        _table(
-            f"fan-out: publications of {TEXT_BYTES} bytes",
-            FANOUT_COLUMNS,
-            [fan[p][t] for p in fan for t in ("wsfleet", "bare")],
+    sections = []
+    if "fanout" in figures:
+        fan = figures["fanout"]
+        sections.append(
+            _table(
+                f"fan-out: publications of {TEXT_BYTES} bytes",
+                FANOUT_COLUMNS,
+                [fan[p][t] for p in fan for t in ("wsfleet", "bare")],
+            )
+            + "".join(
+                f"\nwsfleet / bare deliveries per CPU-s, {name}: "
+                f"{fmt_ratio(fan[name]['ratio_per_cpu_s'])}"
+                for name in fan
+            )
+            + f" (target >= {TARGETS['fanout_ratio']}x, busy)"
         )
-        + "".join(
-            f"\nwsfleet / bare deliveries per CPU-s, {p}: {fmt_ratio(fan[p]['ratio_per_cpu_s'])}"
-            for p in fan
+    if "latency" in figures:
+        sections.append(
+            _table(
+                "latency: publish -> last subscriber",
+                LATENCY_COLUMNS,
+                [figures["latency"]["wsfleet"], figures["latency"]["bare"]],
+            )
+            + f"\n(target p99 < {ms(TARGETS['latency_p99_s']):.0f} ms)"
         )
-        + f" (target >= {TARGETS['fanout_ratio']}x, busy)",
-        _table(
-            "latency: publish -> last subscriber",
-            LATENCY_COLUMNS,
-            [figures["latency"]["wsfleet"], figures["latency"]["bare"]],
+    if "failover" in figures:
+        sections.append(
+            _table(
+                "SIGKILL of a gateway under a stream (SDK subscribers)",
+                FAILOVER_COLUMNS,
+                [figures["failover"]],
+            )
         )
-        + f"\n(target p99 < {ms(TARGETS['latency_p99_s']):.0f} ms)",
-        _table(
-            "SIGKILL of a gateway under a stream (SDK subscribers)",
-            FAILOVER_COLUMNS,
-            [figures["failover"]],
-        ),
-        _table("presence after the kill", PRESENCE_COLUMNS, [figures["presence"]]),
-        f"pinned: {'clients on core 0, servers on core 1' if figures['pinned'] else 'no'}",
-    ]
+        sections.append(_table("presence after the kill", PRESENCE_COLUMNS, [figures["presence"]]))
+    sections.append(
+        f"pinned: {'clients on core 0, servers on core 1' if figures['pinned'] else 'no'}"
+    )
     return "\n\n".join(sections)
 
 
 def _targets_met(figures: dict[str, Any]) -> dict[str, bool | None]:
-    fan = figures["fanout"]["busy"]["ratio_per_cpu_s"]
-    lat = figures["latency"]["wsfleet"]["to_last_subscriber_s"]
-    fo = figures["failover"]
-    return {
-        "fanout": None if fan is None else fan >= TARGETS["fanout_ratio"],
-        "latency": lat["p99"] is not None and lat["p99"] < TARGETS["latency_p99_s"],
-        "failover": fo["exact"] == fo["subscribers"] > 0,
-        "presence": bool(figures["presence"]["within_bound"]),
-    }
+    met: dict[str, bool | None] = {}
+    if "fanout" in figures:
+        fan = figures["fanout"]["busy"]["ratio_per_cpu_s"]
+        met["fanout"] = None if fan is None else fan >= TARGETS["fanout_ratio"]
+    if "latency" in figures:
+        lat = figures["latency"]["wsfleet"]["to_last_subscriber_s"]
+        met["latency"] = lat["p99"] is not None and lat["p99"] < TARGETS["latency_p99_s"]
+    if "failover" in figures:
+        fo = figures["failover"]
+        met["failover"] = fo["exact"] == fo["subscribers"] > 0
+        met["presence"] = bool(figures["presence"]["within_bound"])
+    return met
 
 
 # -- main ------------------------------------------------------------------------------
@@ -882,29 +921,47 @@ async def main(args: argparse.Namespace) -> None:
         tempfile.TemporaryDirectory(prefix="wsfleet-channels-") as tmp,
     ):
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            bare = await start_bare_server(Path(tmp) / "bare", False, placement.servers)
-            try:
-                bare_fanout = await fanout(bare, bare_publisher(http, bare), args, placement)
-                await asyncio.sleep(args.settle)
-                bare_latency = await latency(bare, bare_publisher(http, bare), args, placement)
-            finally:
-                assert bare.stop is not None
-                await bare.stop()
+            only = set(args.only)
+            bare_fanout: dict[str, Any] = {}
+            bare_latency: dict[str, Any] = {}
+            if only & {"fanout", "latency"}:
+                bare = await start_bare_server(Path(tmp) / "bare", False, placement.servers)
+                try:
+                    if "fanout" in only:
+                        bare_fanout = await fanout(
+                            bare, bare_publisher(http, bare), args, placement
+                        )
+                        await asyncio.sleep(args.settle)
+                    if "latency" in only:
+                        bare_latency = await latency(
+                            bare, bare_publisher(http, bare), args, placement
+                        )
+                finally:
+                    assert bare.stop is not None
+                    await bare.stop()
             fleet = await start_fleet(Path(tmp) / "fleet", args, placement)
+            sections: dict[str, Any] = {}
             try:
                 target = fleet_target(fleet)
                 target.pin(placement.servers)
                 affinity = target.affinity()
-                await asyncio.sleep(args.settle)
-                ours = await fanout(
-                    target, api_publisher(http, fleet, FANOUT_CHANNEL), args, placement
-                )
-                await asyncio.sleep(args.settle)
-                lat = await latency(
-                    target, api_publisher(http, fleet, LATENCY_CHANNEL), args, placement
-                )
-                await asyncio.sleep(args.settle)
-                failed_over, presence = await failover(fleet, http, args, placement)
+                if "fanout" in only:
+                    await asyncio.sleep(args.settle)
+                    ours = await fanout(
+                        target, api_publisher(http, fleet, FANOUT_CHANNEL), args, placement
+                    )
+                    sections["fanout"] = _fanout_section(ours, bare_fanout)
+                if "latency" in only:
+                    await asyncio.sleep(args.settle)
+                    lat = await latency(
+                        target, api_publisher(http, fleet, LATENCY_CHANNEL), args, placement
+                    )
+                    sections["latency"] = {"wsfleet": lat, "bare": bare_latency}
+                if "failover" in only:
+                    await asyncio.sleep(args.settle)
+                    sections["failover"], sections["presence"] = await failover(
+                        fleet, http, args, placement
+                    )
             finally:
                 await fleet.stop()
     figures: dict[str, Any] = {
@@ -919,23 +976,23 @@ async def main(args: argparse.Namespace) -> None:
             for k, v in vars(args).items()
             if k not in ("output_dir", "name")
         },
-        "fanout": {
-            pattern: {
-                "wsfleet": ours[pattern],
-                "bare": bare_fanout[pattern],
-                "ratio_per_cpu_s": ratio(
-                    ours[pattern]["deliveries_per_cpu_s"],
-                    bare_fanout[pattern]["deliveries_per_cpu_s"],
-                ),
-            }
-            for pattern in ours
-        },
-        "latency": {"wsfleet": lat, "bare": bare_latency},
-        "failover": failed_over,
-        "presence": presence,
+        **sections,
     }
     figures["targets_met"] = _targets_met(figures)
     publish("channels", figures, _readable(figures), args.output_dir)
+
+
+def _fanout_section(ours: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
+    return {
+        pattern: {
+            "wsfleet": ours[pattern],
+            "bare": bare[pattern],
+            "ratio_per_cpu_s": ratio(
+                ours[pattern]["deliveries_per_cpu_s"], bare[pattern]["deliveries_per_cpu_s"]
+            ),
+        }
+        for pattern in ours
+    }
 
 
 SMOKE: dict[str, Any] = {
@@ -959,6 +1016,19 @@ SMOKE: dict[str, Any] = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="the scenarios to run (default: all)",
+    )
+    parser.add_argument(
+        "--catch-up",
+        type=positive_float,
+        default=CATCH_UP_S,
+        help="after the failover stream, how long subscribers may take to have everything",
+    )
     parser.add_argument("--fanout-connections", type=positive_int, default=3000)
     parser.add_argument("--fanout-publications", type=positive_int, default=200)
     parser.add_argument(
@@ -983,6 +1053,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--failover-subscribers", type=positive_int, default=1000)
     parser.add_argument("--failover-rate", type=positive_float, default=200.0, help="pubs/s")
     parser.add_argument("--failover-seconds", type=positive_float, default=10.0)
+    parser.add_argument(
+        "--failover-publishers",
+        type=positive_int,
+        default=8,
+        help="publishers at once (the order the subscribers must see is the channel's)",
+    )
     parser.add_argument(
         "--presence-ttl", type=positive_float, default=10.0, help="the gateways' presence TTL, s"
     )

@@ -144,6 +144,7 @@ class ChannelHub:
         presence: PresenceWriter,
         namespaces: Callable[[], Namespaces | None],
         check_s: float,
+        pod_id: str = "",
     ) -> None:
         self._client = client
         self._topic_of = topic_of
@@ -153,6 +154,7 @@ class ChannelHub:
         self._namespaces = namespaces
         self.on_command: Callable[[Command], None] = lambda command: None
         self._check_s = check_s
+        self._pod_id = pod_id
         self.channels: dict[str, LocalChannel] = {}
         self._by_topic: dict[str, LocalChannel] = {}
         self._pubsub: Any = None
@@ -275,9 +277,8 @@ class ChannelHub:
             floor = publication.offset
         local.members[session] = max(floor, result.position.offset)
         if options.presence:
-            self.presence.join(
-                channel, session.session_id, presence_info(session), options.join_leave
-            )
+            info = presence_info(session, self._pod_id)
+            self.presence.join(channel, session.session_id, info, options.join_leave)
         return True
 
     def leave(self, session: Subscriber, channel: str, announce: bool) -> bool:
@@ -522,11 +523,15 @@ class ChannelHub:
         return sum(len(local.members) for local in self.channels.values())
 
 
-def presence_info(session: Subscriber) -> bytes:
-    return json.dumps(
-        {"user": session.user_id, "session": session.session_id, "transport": session.transport},
-        separators=(",", ":"),
-    ).encode()
+def presence_info(session: Subscriber, pod_id: str) -> bytes:
+    """A presence entry: who, which session, over what, on which gateway."""
+    entry = {
+        "user": session.user_id,
+        "session": session.session_id,
+        "transport": session.transport,
+        "pod": pod_id,
+    }
+    return json.dumps(entry, separators=(",", ":")).encode()
 
 
 def _text(value: object) -> str:

@@ -131,6 +131,7 @@ async def serve(
         ),
         lambda: namespaces.current,
         settings.channel_check_s,
+        settings.pod_id,
     )
     channels = ChannelService(
         hub,

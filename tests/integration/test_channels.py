@@ -241,6 +241,11 @@ async def test_presence_lists_subscribers_across_gateways_and_announces_joins(
         assert sorted(c["user"] for c in listing["clients"]) == sorted(
             f"member-{n}" for n in range(len(clients))
         )
+        by_user = {c["user"]: c for c in listing["clients"]}
+        for n, client in enumerate(clients):  # who, which session, over what, on which gateway
+            entry = by_user[f"member-{n}"]
+            assert (entry["pod"], entry["transport"]) == (client.pod, "websocket")
+            assert entry["session"] == client.of("welcome")[0]["session"]
         await others[0].request("unsubscribe", "chat:hall")
         [leave] = await watcher.wait("leave", channel="chat:hall")
         assert leave["info"]["user"] == "member-1"
