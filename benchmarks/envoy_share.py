@@ -83,7 +83,13 @@ def _wsfleet_resources(config: Config) -> None:
     generated = builders.listener(item)
     hcm = generated["filter_chains"][0]["filters"][0]["typed_config"]
     del hcm["rds"]
-    hcm["route_config"] = builders.route_configuration(item, policy)
+    routes = builders.route_configuration(item, policy)
+    gateways = policy.pools[0].name
+    for virtual_host in routes["virtual_hosts"]:  # the gateways' routes (not the server API's)
+        virtual_host["routes"] = [
+            r for r in virtual_host["routes"] if r["route"]["cluster"] == gateways
+        ]
+    hcm["route_config"] = routes
     listener["filter_chains"] = generated["filter_chains"]
     listener["per_connection_buffer_limit_bytes"] = generated["per_connection_buffer_limit_bytes"]
     [static] = config["static_resources"]["clusters"]

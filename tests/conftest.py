@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import tempfile
@@ -17,10 +18,17 @@ import pytest_asyncio
 from wsfleet_tools.launcher.children import Supervisor
 from wsfleet_tools.launcher.embedded_redis import redis_argv
 from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
-from wsfleet_tools.launcher.ports import free_port
+from wsfleet_tools.launcher.ports import SHARE_VARIABLE, free_port
 from wsfleet_tools.launcher.redis_cluster import cluster_url, start_redis_cluster
 
 T = TypeVar("T")
+
+# Test workers (pytest-xdist) pick ports apart: worker i of n takes only ports p % n == i
+# (and every process it starts inherits that). n must divide 10,000 (a Redis Cluster
+# node's bus is its port + 10,000): 2, 4 or 5 workers.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw"):
+    os.environ[SHARE_VARIABLE] = f"{int(_WORKER[2:])}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
 
 
 class RedisProcess:
@@ -76,22 +84,47 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     form): its ``redis+cluster://`` URL. Tests keep apart by namespace. Its supervisor
     lives on an event loop of its own, in a thread, so that any test's loop can use it."""
     directory = tmp_path_factory.mktemp("redis-cluster")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="redis-cluster", daemon=True)
-    thread.start()
+    runner = LoopThread("redis-cluster")
     supervisor = Supervisor(directory / "logs")
-
-    def run(coroutine: Coroutine[object, object, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=120)
-
     try:
-        nodes = run(start_redis_cluster(supervisor, 3, directory))
+        nodes = runner.run(start_redis_cluster(supervisor, 3, directory))
         yield cluster_url(nodes)
     finally:
-        run(supervisor.stop_all(10.0))
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+        runner.run(supervisor.stop_all(10.0))
+        runner.close()
+
+
+class LoopThread:
+    """An event loop of its own, in a thread: what a module-scoped fixture starts on it
+    (a Redis Cluster, a fleet) outlives every test's loop, and any test can use it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[object, object, T], timeout_s: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def shared_fleet(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **overrides: object
+) -> Iterator[LocalFleet]:
+    """A fleet shared by a module's tests that only talk to it (its URLs, tokens, keys):
+    it runs on a :class:`LoopThread`; tests that stop or kill its parts start their own."""
+    runner = LoopThread(name)
+    fleet = LocalFleet(fleet_options(tmp_path_factory.mktemp(name), **overrides))
+    try:
+        runner.run(fleet.start())
+        yield fleet
+    finally:
+        runner.run(fleet.stop())
+        runner.close()
 
 
 def fleet_options(state_dir: Path, **overrides: object) -> FleetOptions:

@@ -7,16 +7,32 @@ what was missed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.conftest import shared_fleet
 from tests.helpers import ON_EVERY_REDIS, unlimited_session, until
 from tests.v1_client import V1Client
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
+    """One fleet for the tests that only talk to it (each with users and channels of its
+    own); the tests that kill a part start their own."""
+    yield from shared_fleet(
+        tmp_path_factory,
+        "channels",
+        sidecars=2,
+        api_instances=2,
+        # frames may be larger than the namespace's publications: its limit is what refuses
+        sidecar_args=("--max-subscriptions", "3", "--max-message-bytes", "200000"),
+    )
 
 
 async def api(
@@ -85,9 +101,8 @@ async def _metrics(admin_port: int) -> list[str]:
 
 
 async def test_keys_scopes_and_bad_calls_get_clear_answers_and_change_nothing(
-    fleet_factory, tmp_path
+    fleet: LocalFleet,
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1, api_instances=1)
     from server_api.keys import add_key
 
     publisher = add_key(fleet.api_keys_path, "publisher", ["publish"])
@@ -95,14 +110,14 @@ async def test_keys_scopes_and_bad_calls_get_clear_answers_and_change_nothing(
     assert (await api(fleet, "presence", {"channel": "chat:x"}, publisher))[0] == 403
     assert (await api(fleet, "publish", {"channel": "feed:a", "data": "x"}, "nope"))[0] == 401
     cases = [
-        ("publish", {"channel": "feed:a"}, 400, "give data"),
-        ("publish", {"channel": "feed:a", "data": "x", "extra": 1}, 400, "not 'extra'"),
+        ("publish", {"channel": "feed:keys"}, 400, "give data"),
+        ("publish", {"channel": "feed:keys", "data": "x", "extra": 1}, 400, "not 'extra'"),
         ("publish", {"channel": "bad name", "data": "x"}, 400, "channel name"),
         ("publish", {"channel": "nowhere:a", "data": "x"}, 400, "no namespace 'nowhere'"),
-        ("publish", {"channel": "feed:a", "data": "x" * 70_000}, 413, "at most 65536 bytes"),
+        ("publish", {"channel": "feed:keys", "data": "x" * 70_000}, 413, "at most 65536 bytes"),
         ("publish", [1, 2], 400, "JSON object"),
         ("history", {"channel": "chat:x", "limit": 0}, 400, "limit"),
-        ("presence", {"channel": "feed:a"}, 400, "keeps no presence"),
+        ("presence", {"channel": "feed:keys"}, 400, "keeps no presence"),
         ("disconnect", {"user": "u", "code": 1006}, 400, "code is"),
         ("teleport", {}, 404, "no method"),
     ]
@@ -111,14 +126,20 @@ async def test_keys_scopes_and_bad_calls_get_clear_answers_and_change_nothing(
         assert (got, words in answer.get("message", "")) == (status, True), (method, answer)
     big = await _post_raw(fleet, "publish", b"{" + b" " * (2 << 20) + b"}")
     assert big == 413
-    status, history = await api(fleet, "history", {"channel": "feed:a"})
+    status, history = await api(fleet, "history", {"channel": "feed:keys"})
     assert status == 200 and history["publications"] == []  # nothing was published
 
 
 def _key_works(fleet: LocalFleet, key: str):  # type: ignore[no-untyped-def]
+    """Every instance knows the key (each reads the keys file again on its own): calls
+    through Envoy, which takes turns among them, succeed several times in a row."""
+
     async def check() -> bool:
-        status, _ = await api(fleet, "publish", {"channel": "feed:k", "data": "x"}, key)
-        return status == 200
+        for _ in range(2 * len(fleet.info.apis)):
+            status, _ = await api(fleet, "publish", {"channel": "feed:k", "data": "x"}, key)
+            if status != 200:
+                return False
+        return True
 
     return check
 
@@ -136,9 +157,8 @@ async def _post_raw(fleet: LocalFleet, method: str, body: bytes) -> int:
 
 
 async def test_send_subscribe_unsubscribe_and_disconnect_reach_the_users_sessions(
-    fleet_factory,
+    fleet: LocalFleet,
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=2, api_instances=1)
     async with unlimited_session() as http:
         first = await V1Client.connect(fleet, http, "dana")
         second = await V1Client.connect(fleet, http, "dana")
@@ -173,13 +193,7 @@ async def test_send_subscribe_unsubscribe_and_disconnect_reach_the_users_session
         assert (await api(fleet, "send", {"user": "nobody", "data": "x"}))[1]["gateways"] == 0
 
 
-async def test_client_requests_obey_namespaces_tokens_and_limits(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(
-        sidecars=1,
-        api_instances=1,
-        # frames may be larger than the namespace's publications: its limit is what refuses
-        sidecar_args=("--max-subscriptions", "3", "--max-message-bytes", "200000"),
-    )
+async def test_client_requests_obey_namespaces_tokens_and_limits(fleet: LocalFleet) -> None:
     async with unlimited_session() as http:
         client = await V1Client.connect(fleet, http, "fay", {"channels": ["feed:ok*"]})
         refusals = {
@@ -210,8 +224,7 @@ async def test_client_requests_obey_namespaces_tokens_and_limits(fleet_factory) 
         assert client.close_code is None  # refusals are answers, not closes
 
 
-async def test_a_backend_subscribes_a_session_and_publishes(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1, api_instances=0)
+async def test_a_backend_subscribes_a_session_and_publishes(fleet: LocalFleet) -> None:
     async with unlimited_session() as http:
         client = await V1Client.connect(fleet, http, "gus")
         await client.ws.send_str(json.dumps({"type": "message", "data": "/subscribe feed:backend"}))
@@ -225,9 +238,8 @@ async def test_a_backend_subscribes_a_session_and_publishes(fleet_factory) -> No
 
 
 async def test_presence_lists_subscribers_across_gateways_and_announces_joins(
-    fleet_factory,
+    fleet: LocalFleet,
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=2, api_instances=1)
     async with unlimited_session() as http:
         clients = await _on_both_gateways(fleet, http, "member", {})
         watcher, *others = clients
@@ -252,9 +264,8 @@ async def test_presence_lists_subscribers_across_gateways_and_announces_joins(
 
 
 async def test_a_resubscribe_after_missing_publications_recovers_exactly_those(
-    fleet_factory,
+    fleet: LocalFleet,
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=2, api_instances=1)
     async with unlimited_session() as http:
         claims = {"channels": ["feed:*"]}
         client = await V1Client.connect(fleet, http, "hana", claims)

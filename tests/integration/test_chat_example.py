@@ -64,7 +64,10 @@ async def test_two_pages_on_two_gateways_chat_in_one_room(fleet_factory) -> None
         both_here = f"[...new Set({room}.people.values())].sort().join(',')"
         await first.wait_for(f"{both_here} === {json.dumps(','.join(sorted((alice, bob))))}", 20)
         await second.wait_for(f"{both_here} === {json.dumps(','.join(sorted((alice, bob))))}", 20)
+        # the second page answers once it has the first's message (two publishers on two
+        # gateways have no order between them until one has seen the other)
         await first.evaluate("window.chat.say('chat:test', 'hello from the first page'), true")
+        await second.wait_for(f"{room}.messages.length === 1", 20)
         await second.evaluate("window.chat.say('chat:test', 'and back from the second'), true")
         messages = f"{room}.messages.map((m) => [m.user, m.text])"
         expected = [[alice, "hello from the first page"], [bob, "and back from the second"]]

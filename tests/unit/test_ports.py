@@ -58,3 +58,11 @@ def test_a_port_whose_companion_is_taken_is_not_handed_out(monkeypatch) -> None:
         # the only candidate is free, but its companion (the port taken) is not
         with pytest.raises(StartupError, match="no free port pair"):
             ports.free_port(companion_offset=busy - free)
+
+
+def test_processes_given_shares_pick_apart(monkeypatch) -> None:
+    monkeypatch.setenv(ports.SHARE_VARIABLE, "1/3")
+    chosen = [ports.free_port() for _ in range(50)]
+    assert all(port % 3 == 1 for port in chosen)
+    monkeypatch.setenv(ports.SHARE_VARIABLE, "7/3")  # nonsense: every port again
+    assert ports._below_ephemeral().step == 1

@@ -6,11 +6,15 @@ every outgoing connection, so a port picked from that range can be taken by a
 process's outgoing connection (to Redis, say) before the process meant to listen on it
 starts. :func:`free_port` therefore picks below that range, where only an explicit
 bind takes a port, and never hands out the same port twice in one process.
+
+Processes that pick ports side by side (test workers) keep apart with
+``WSFLEET_PORT_SHARE=i/n``: this process picks only ports ``p`` with ``p % n == i``.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import random
 import socket
 from pathlib import Path
@@ -19,17 +23,31 @@ from wsfleet.errors import StartupError
 
 _LOWEST = 10_000
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+SHARE_VARIABLE = "WSFLEET_PORT_SHARE"
 _handed_out: set[int] = set()
 
 
+def _share() -> tuple[int, int]:
+    """(i, n) from ``WSFLEET_PORT_SHARE=i/n``; (0, 1): every port."""
+    index, _, count = os.environ.get(SHARE_VARIABLE, "0/1").partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        return 0, 1
+    return (i, n) if 0 <= i < n else (0, 1)
+
+
 def _below_ephemeral(headroom: int = 0) -> range:
-    """Ports that stay below the kernel's ephemeral range with ``headroom`` added
-    (empty when it cannot be read or leaves too little room: then the kernel picks)."""
+    """Ports that stay below the kernel's ephemeral range with ``headroom`` added, of this
+    process's share (empty when the range cannot be read or leaves too little room: then
+    the kernel picks)."""
     try:
         low = int(_RANGE_FILE.read_text().split()[0]) - headroom
     except (OSError, ValueError, IndexError):
         return range(0)
-    return range(_LOWEST, low) if low - _LOWEST >= 1_000 else range(0)
+    index, count = _share()
+    start = _LOWEST + (index - _LOWEST) % count
+    return range(start, low, count) if low - _LOWEST >= 1_000 * count else range(0)
 
 
 def _bindable(host: str, port: int) -> bool:
