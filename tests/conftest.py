@@ -154,3 +154,16 @@ async def fleet_factory(tmp_path: Path) -> AsyncIterator[object]:
 
     yield start
     await asyncio.gather(*(fleet.stop() for fleet in started))
+
+
+@pytest.fixture(scope="module")
+def one_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
+    """A default fleet with one gateway, shared by a module's tests that only talk to it
+    (each with users of its own)."""
+    yield from shared_fleet(tmp_path_factory, "one-gateway", sidecars=1)
+
+
+@pytest.fixture(scope="module")
+def two_gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
+    """A default fleet with two gateways, shared like :func:`one_gateway`."""
+    yield from shared_fleet(tmp_path_factory, "two-gateways", sidecars=2)

@@ -474,8 +474,8 @@ async def test_v1_pings_and_bad_frames_count_against_the_rate_limit(fleet_factor
             assert len(answers) <= 5, answers  # at most the burst was answered
 
 
-async def test_a_v1_client_is_closed_with_1007_past_its_bad_frame_budget(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+async def test_a_v1_client_is_closed_with_1007_past_its_bad_frame_budget(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
     async with unlimited_session() as session:
         ws = await _v1(fleet, session, "garbler")
         for _ in range(200):
@@ -490,8 +490,8 @@ async def test_a_v1_client_is_closed_with_1007_past_its_bad_frame_budget(fleet_f
         assert all(a["type"] == "notice" and a["reason"].startswith("bad_frame") for a in answers)
 
 
-async def test_a_ping_flood_that_never_reads_pongs_keeps_memory_flat(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+async def test_a_ping_flood_that_never_reads_pongs_keeps_memory_flat(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
     sidecar = fleet.info.sidecars["sidecar-1"]
     process = psutil.Process(sidecar.child.pid)
     async with unlimited_session() as session:
@@ -511,8 +511,8 @@ async def test_a_ping_flood_that_never_reads_pongs_keeps_memory_flat(fleet_facto
         await bystander.close()
 
 
-async def test_a_backend_close_code_a_server_may_not_send_becomes_1011(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+async def test_a_backend_close_code_a_server_may_not_send_becomes_1011(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
     async with unlimited_session() as session:
         for asked, sent, reason in (
             (4001, 4001, "kicked"),
@@ -542,8 +542,8 @@ async def _raw_upgrade(port: int, http_version: str, ws_version: str, token: str
     return head
 
 
-async def test_the_gateway_speaks_rfc_6455_version_13_over_http_1_1_only(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+async def test_the_gateway_speaks_rfc_6455_version_13_over_http_1_1_only(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
     port, token = fleet.info.sidecars["sidecar-1"].port, fleet.token("alice")
     accepted = await _raw_upgrade(port, "1.1", "13", token)
     assert accepted.startswith(b"HTTP/1.1 101"), accepted

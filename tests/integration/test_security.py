@@ -87,9 +87,9 @@ async def test_a_gateway_cuts_silent_and_slowloris_connections_after_its_idle_de
 
 
 async def test_a_deeply_nested_post_body_is_a_bad_frame_and_the_session_lives_on(
-    fleet_factory,
+    one_gateway,
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    fleet: LocalFleet = one_gateway
     poll_url = fleet.client_url.replace("ws://", "http://").replace("/ws", "/poll")
     auth = {"user": "alice", "access_token": fleet.token("alice")}
     async with unlimited_session() as session:
@@ -220,10 +220,10 @@ async def test_a_session_outlives_its_token_only_if_the_client_refreshes_it(
         await sdk.close()
 
 
-async def test_a_second_long_poll_of_a_session_replaces_the_first(fleet_factory) -> None:
+async def test_a_second_long_poll_of_a_session_replaces_the_first(one_gateway) -> None:
     """Polls piling up on one session would each hold a request open: only the newest
     waits, the older one is answered at once with nothing."""
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    fleet: LocalFleet = one_gateway
     poll_url = fleet.client_url.replace("ws://", "http://").replace("/ws", "/poll")
     auth = {"user": "alice", "access_token": fleet.token("alice")}
     async with unlimited_session() as session:
@@ -256,8 +256,8 @@ async def test_a_second_long_poll_of_a_session_replaces_the_first(fleet_factory)
         assert [f["data"] for f in frames if f["type"] == "message"] == ["hello"]
 
 
-async def test_by_default_one_user_holds_at_most_100_connections(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+async def test_by_default_one_user_holds_at_most_100_connections(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
     async with unlimited_session() as session:
         held = [
             ws
@@ -336,9 +336,9 @@ async def _control_plane_metrics(fleet: LocalFleet) -> str:
 
 
 async def test_by_default_a_client_flooding_frames_is_cut_and_others_are_served(
-    fleet_factory,
+    one_gateway,
 ) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    fleet: LocalFleet = one_gateway
     async with unlimited_session() as session:
         flooder, _ = await open_ws(fleet, session, "flooder")
         other, _ = await open_ws(fleet, session, "other")
@@ -360,9 +360,9 @@ async def test_by_default_a_client_flooding_frames_is_cut_and_others_are_served(
         await other.close()
 
 
-async def test_an_unmasked_client_frame_closes_the_connection_with_1002(fleet_factory) -> None:
+async def test_an_unmasked_client_frame_closes_the_connection_with_1002(one_gateway) -> None:
     """RFC 6455 5.1: every client frame is masked; aiohttp alone would echo this one."""
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    fleet: LocalFleet = one_gateway
     public = urlsplit(fleet.client_url)
     assert public.hostname is not None and public.port is not None
 

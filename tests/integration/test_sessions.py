@@ -107,8 +107,8 @@ async def _true(value: bool) -> bool:
     return value
 
 
-async def test_a_resent_message_is_not_delivered_twice(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+async def test_a_resent_message_is_not_delivered_twice(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
     async with unlimited_session() as session:
         url = f"{fleet.client_url}?user=alice&access_token={fleet.token('alice')}"
         ws = await session.ws_connect(url, protocols=("wsfleet.v1",))

@@ -131,7 +131,7 @@ async def test_a_silent_sidecar_disappears_when_its_registration_expires(fleet_f
     await wait_for(gone, timeout_s=30.0)  # a guard: the TTL is 2 s
 
 
-async def test_the_readme_python_example_gets_its_echo(fleet_factory, tmp_path) -> None:
+async def test_the_readme_python_example_gets_its_echo(one_gateway, tmp_path) -> None:
     """The README's 10-line example, run as written (only the port differs)."""
     import asyncio
     import os
@@ -139,7 +139,7 @@ async def test_the_readme_python_example_gets_its_echo(fleet_factory, tmp_path) 
     import sys
     from pathlib import Path
 
-    fleet: LocalFleet = await fleet_factory(sidecars=1)
+    fleet: LocalFleet = one_gateway
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = re.search(r"From Python.*?```python\n(.*?)```", readme, re.S)
     assert example is not None
