@@ -541,7 +541,7 @@ def test_every_command_of_the_readme_operations_section_works_verbatim(tmp_path:
             assert done.returncode == 0, (command, done.stdout, done.stderr)
             outputs[" ".join(command[1:])] = done
         first = outputs["pods"].stdout.splitlines()
-        assert first[0].split()[:3] == ["POD", "STATE", "ADDRESS"]
+        assert first[0].split()[:4] == ["POD", "STATE", "ADDRESS", "POOL"]
         drained = outputs["drain sidecar-2 --budget 10 --wait"]
         assert "done: sidecar-2" in drained.stdout
         # no terminal: a few progress lines, not one per poll
@@ -554,12 +554,14 @@ def test_every_command_of_the_readme_operations_section_works_verbatim(tmp_path:
         assert "closed by server: code 4001" in alice.communicate(timeout=10)[1]
         assert outputs["rollout --budget 10"].stdout.startswith("rollout done")
         pods = json.loads(outputs["pods --json"].stdout)
-        states = {pod["pod_id"]: pod["state"] for pod in pods}
+        states = {pod["pod_id"]: (pod["pool"], pod["state"]) for pod in pods}
         assert states == {
-            "sidecar-1": "gone",
-            "sidecar-2": "gone",
-            "sidecar-3": "serving",
-            "sidecar-4": "serving",
+            "api-1": ("api", "serving"),  # the server API's instances are pods of pool api
+            "api-2": ("api", "serving"),
+            "sidecar-1": ("gateways", "gone"),
+            "sidecar-2": ("gateways", "gone"),
+            "sidecar-3": ("gateways", "serving"),
+            "sidecar-4": ("gateways", "serving"),
         }
         # a refusal shows the server's reason verbatim, with the documented exit codes
         unknown = wsfleet("drain", "sidecar-9")
