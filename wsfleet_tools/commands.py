@@ -47,7 +47,9 @@ def pods_command(args: Namespace) -> str:
         return _json(pods)
     if not pods:
         return "no pods registered"
-    rows: list[tuple[str, ...]] = [("POD", "STATE", "ADDRESS", "POOL", "REGION", "CONNS", "HEARTBEAT")]
+    rows: list[tuple[str, ...]] = [
+        ("POD", "STATE", "ADDRESS", "POOL", "REGION", "CONNS", "HEARTBEAT")
+    ]
     for pod in pods:
         if pod["state"] == "gone":
             seen = f"left {pod['gone_s_ago']:.0f}s ago"
