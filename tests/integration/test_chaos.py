@@ -119,7 +119,7 @@ async def test_killing_one_then_two_of_four_pods_moves_only_their_clients_withou
     survivors_of_first = [c for c in clients if home[c] in ("sidecar-2", "sidecar-3", "sidecar-4")]
     assert all(c.stats.pods[1:2] != ["sidecar-1"] for c in survivors_of_first)
     success = 1 - failures / attempts
-    attempts_at = [t for c in clients for t in c.stats.attempted_at]  # when retries left
+    attempts_at = [t for c in clients for t in c.stats.due_at]  # when retries were due
     first = [t for t in attempts_at if first_kill <= t < second_kill]
     second = [t for t in attempts_at if t >= second_kill]
     print(

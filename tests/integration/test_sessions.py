@@ -261,12 +261,12 @@ async def test_two_hundred_streams_survive_a_killed_pod_and_reconnects_are_sprea
 
     result = await _stream_through(fleet, kill)
     _assert_exact(result, 40)
-    times = sorted(  # when the lost pod's clients set out to reconnect
+    times = sorted(  # when the lost pod's clients were due to reconnect
         t
         for client in result["clients"]  # type: ignore[attr-defined]
-        for t in client.stats.attempted_at
+        for t in client.stats.due_at
         if t > result["killed_at"]  # type: ignore[operator]
     )
     spread = peak_to_mean(times)
     print(f"\nreconnect attempts after SIGKILL: {len(times)}, peak/mean per 100 ms {spread:.2f}")
-    assert spread <= 3.0
+    assert times and spread <= 3.0

@@ -86,6 +86,10 @@ class ClientStats:
     resyncs: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # failed attempts by kind
     attempted_at: list[float] = field(default_factory=list)  # time.monotonic() of each attempt
+    # when each attempt was due (the moment the client decided to retry plus its backoff):
+    # what many independent clients would do, even when one busy process hosts them all
+    # and its timers fire late and together
+    due_at: list[float] = field(default_factory=list)
 
     def failed(self, kind: str) -> None:
         self.failures += 1
@@ -280,12 +284,13 @@ class Client:
 
     async def _run(self) -> None:
         refused_auth = 0
-        gap_started = time.monotonic()
+        gap_started = due = time.monotonic()
         try:
             while not self._closing:
                 hint_s: float | None = None
                 self.stats.attempts += 1
                 self.stats.attempted_at.append(time.monotonic())
+                self.stats.due_at.append(due)
                 try:
                     transport, link = await self._open()
                 except Refused as refused:
@@ -317,6 +322,7 @@ class Client:
                 delay = self._backoff.next_delay(hint_s)
                 if delay is None:
                     raise ClientGaveUp("gave up reconnecting: the backoff's time budget ran out")
+                due = time.monotonic() + delay
                 await asyncio.sleep(delay)
         except ClientGaveUp as gave_up:
             self.error = gave_up
