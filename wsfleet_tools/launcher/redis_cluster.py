@@ -111,22 +111,48 @@ async def _replicate(client: aioredis.Redis, master_id: str) -> None:
 
 
 async def _wait_formed(clients: dict[str, aioredis.Redis], total: int) -> None:
+    """Until every node says the cluster is ok, knows every node, and every node holds
+    the same view of who replicates whom at which config epoch, masters' epochs distinct.
+    A replica that still holds its master's epoch from before the masters settled their
+    epoch collisions asks for votes with the old one, is denied, and never takes over."""
     deadline = asyncio.get_running_loop().time() + FORM_TIMEOUT_S
     last = ""
     while asyncio.get_running_loop().time() < deadline:
-        infos = [await client.cluster("INFO") for client in clients.values()]
-        states = [_info(text) for text in infos]
-        if all(
+        states = [_info(await client.cluster("INFO")) for client in clients.values()]
+        views = [_view(await client.cluster("NODES")) for client in clients.values()]
+        formed = all(
             s.get("cluster_state") == "ok" and s.get("cluster_known_nodes") == str(total)
             for s in states
-        ):
+        )
+        if formed and _settled(views):
             return
         last = ", ".join(
             f"{name}: {s.get('cluster_state')}/{s.get('cluster_known_nodes')} nodes"
             for name, s in zip(clients, states, strict=True)
-        )
+        ) + ("" if _settled(views) else "; config epochs not yet agreed")
         await asyncio.sleep(0.1)
     raise StartupError(f"the Redis Cluster did not form in {FORM_TIMEOUT_S:g} s ({last})")
+
+
+View = dict[str, tuple[str, str, str]]  # node id -> (role, master id, config epoch)
+
+
+def _view(nodes: dict[str, dict[str, object]]) -> View:
+    """One node's ``CLUSTER NODES``, as parsed by redis-py, reduced to what must agree."""
+    view: View = {}
+    for node in nodes.values():
+        flags = str(node["flags"]).split(",")
+        role = "master" if "master" in flags else "replica"
+        view[str(node["node_id"])] = (role, str(node["master_id"]), str(node["epoch"]))
+    return view
+
+
+def _settled(views: list[View]) -> bool:
+    """Every node sees the same roles and epochs, and no two masters share an epoch."""
+    if not views or any(view != views[0] for view in views[1:]):
+        return False
+    epochs = [epoch for role, _, epoch in views[0].values() if role == "master"]
+    return len(epochs) == len(set(epochs))
 
 
 def _info(text: str | bytes | dict[str, object]) -> dict[str, str]:
