@@ -23,12 +23,16 @@ from wsfleet_tools.launcher.redis_cluster import cluster_url, start_redis_cluste
 
 T = TypeVar("T")
 
-# Test workers (pytest-xdist) pick ports apart: worker i of n takes only ports p % n == i
-# (and every process it starts inherits that). n must divide 10,000 (a Redis Cluster
-# node's bus is its port + 10,000): 2, 4 or 5 workers.
+# Test workers (pytest-xdist) pick ports apart: worker i takes only ports p % m == i (and
+# every process it starts inherits that). m is the number of workers rounded up to a
+# divisor of 10,000, so a Redis Cluster node's bus (its port + 10,000) stays in its
+# worker's share: 3 workers share ports as 4 would.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER.startswith("gw"):
-    os.environ[SHARE_VARIABLE] = f"{int(_WORKER[2:])}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
+    _SHARES = next(
+        m for m in range(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]), 10_001) if 10_000 % m == 0
+    )
+    os.environ[SHARE_VARIABLE] = f"{int(_WORKER[2:])}/{_SHARES}"
 
 
 class RedisProcess:
