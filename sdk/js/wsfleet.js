@@ -126,13 +126,10 @@ function openSse(client, params, token, onframe, onend) {
     const link = {
       pod: "",
       send: inOrder((frame) =>
-        fetch(withPath(client.url, "/sse/send", { ...params, access_token: token, session }), {
-          method: "POST",
-          body: JSON.stringify(frame),
-          headers: { "Content-Type": "text/plain" },
-        }).then((response) => {
-          if (!response.ok) throw new Error(`send refused: ${response.status}`);
-        }),
+        postFrame(
+          () => withPath(client.url, "/sse/send", { ...params, access_token: token, session }),
+          frame,
+        ),
       ),
       close: () => end(1000, "closed by client"),
     };
@@ -156,6 +153,29 @@ function openSse(client, params, token, onframe, onend) {
   });
 }
 
+const SEND_ATTEMPTS = 5; // a POST refused with 429 is sent again at most this many times in all
+const MAX_SEND_WAIT_MS = 5000; // the longest Retry-After a send waits
+
+// POST one frame; a 429 (over the connection's rate: nothing of the POST was taken) is
+// sent again after its Retry-After, a few times at most.
+async function postFrame(url, frame) {
+  const body = JSON.stringify(frame);
+  for (let attempt = 1; ; attempt++) {
+    const response = await fetch(url(), {
+      method: "POST",
+      body,
+      headers: { "Content-Type": "text/plain" },
+    });
+    if (response.ok) return;
+    if (response.status !== 429 || attempt >= SEND_ATTEMPTS) {
+      throw new Error(`send refused: ${response.status}`);
+    }
+    const seconds = Number(response.headers.get("Retry-After"));
+    const waitMs = Number.isFinite(seconds) && seconds > 0 ? seconds * 1000 : 1000;
+    await new Promise((resolve) => setTimeout(resolve, Math.min(waitMs, MAX_SEND_WAIT_MS)));
+  }
+}
+
 function openPoll(client, params, token, onframe, onend) {
   let session = "";
   let lastSeq = Number(params.last_seq || 0);
@@ -164,13 +184,7 @@ function openPoll(client, params, token, onframe, onend) {
   const link = {
     pod: "",
     send: inOrder((frame) =>
-      fetch(withPath(client.url, "/poll/send", query({ session })), {
-        method: "POST",
-        body: JSON.stringify(frame),
-        headers: { "Content-Type": "text/plain" },
-      }).then((response) => {
-        if (!response.ok) throw new Error(`send refused: ${response.status}`);
-      }),
+      postFrame(() => withPath(client.url, "/poll/send", query({ session })), frame),
     ),
     close: () => {
       stopped = true;

@@ -56,6 +56,10 @@ def _url(base: str, path: str, params: dict[str, str]) -> str:
     return urlunsplit((scheme, parts.netloc, path, urlencode(params), ""))
 
 
+SEND_ATTEMPTS = 5  # a POST refused with 429 is sent again at most this many times in all
+MAX_SEND_WAIT_S = 5.0  # the longest Retry-After a send waits
+
+
 def _retry_after(headers: Any) -> float | None:
     try:
         value = headers.get("Retry-After") if headers is not None else None
@@ -140,14 +144,22 @@ class _HttpLink:
             await self._post(frame)
 
     async def _post(self, frame: Frame) -> None:
+        """POST one frame; a 429 (over the connection's rate: nothing of the POST was
+        taken) is sent again after its ``Retry-After``, a few times at most."""
         params = {**self._params, "session": self.session_id}
-        async with self._http.post(
-            _url(self._base, f"{self._path}/send", params),
-            data=json.dumps(frame),
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "text/plain"},
-        ) as response:
-            if response.status >= 300:
-                raise ConnectionError(f"send refused: HTTP {response.status}")
+        body = json.dumps(frame)
+        for attempt in range(SEND_ATTEMPTS):
+            async with self._http.post(
+                _url(self._base, f"{self._path}/send", params),
+                data=body,
+                headers={"Authorization": f"Bearer {self._token}", "Content-Type": "text/plain"},
+            ) as response:
+                if response.status < 300:
+                    return
+                if response.status != 429 or attempt == SEND_ATTEMPTS - 1:
+                    raise ConnectionError(f"send refused: HTTP {response.status}")
+                wait_s = _retry_after(response.headers) or 1.0
+            await asyncio.sleep(min(max(wait_s, 0.0), MAX_SEND_WAIT_S))
 
 
 class SseLink(_HttpLink):
