@@ -141,21 +141,29 @@ class ConnectionTable:
     async def run_keepalives(self) -> None:
         """Every heartbeat interval: sessions whose token expired are closed (4401); SSE
         streams get a comment; poll sessions that stopped polling for ``poll_timeout_s``
-        are gone (their liveness is their requests)."""
+        are gone (their liveness is their requests). The SSE streams still open and the
+        poll sessions still polling are marked alive in the registry, as a pong marks a
+        WebSocket (written with the next batched flush): else their records would expire,
+        and the user's quota, ``/connections`` and ``/disconnect`` would lose them."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.policy.interval_s)
-            now, wall_now = loop.time(), time.time()
-            for connection in list(self.connections.values()):
-                if connection.expire_token(wall_now):
-                    continue
-                if connection.transport == "sse":
-                    connection.send_ping()
-                elif connection.transport == "poll" and connection.idle_for(now) > (
-                    self._poll_timeout_s
-                ):
+            self.keep_alive(loop.time(), time.time())
+
+    def keep_alive(self, now: float, wall_now: float) -> None:
+        """One sweep of :meth:`run_keepalives`."""
+        for connection in list(self.connections.values()):
+            if connection.expire_token(wall_now):
+                continue
+            if connection.transport == "sse":
+                connection.send_ping()
+                self._sessions.touch(connection.connection_id, wall_now)
+            elif connection.transport == "poll":
+                if connection.idle_for(now) > self._poll_timeout_s:
                     self._metrics.dead.inc()
                     connection.abort()
+                else:
+                    self._sessions.touch(connection.connection_id, wall_now)
 
     async def close_all(self, code: int, reason: str, timeout_s: float) -> None:
         """Close every connection (pod shutdown); give up waiting after ``timeout_s``."""

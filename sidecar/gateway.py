@@ -18,6 +18,7 @@ from sidecar.backends import BackendBridge
 from sidecar.channel_service import ChannelService, ChannelSession
 from sidecar.connection_table import ConnectionTable
 from sidecar.core import HeartbeatPolicy, InboundLimits
+from sidecar.core.poll_closes import PollCloses
 from sidecar.core.session import QueueBounds
 from sidecar.metrics import GatewayMetrics
 from sidecar.replay_store import ReplayStore, ReplayWriter
@@ -37,6 +38,7 @@ class Gateway:
     channels: ChannelService
     gatekeeper: Gatekeeper = field(init=False)
     table: ConnectionTable = field(init=False)
+    poll_closes: PollCloses = field(init=False)  # closes of poll sessions, for their next poll
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -45,6 +47,7 @@ class Gateway:
             settings.heartbeat_interval_s, settings.heartbeat_timeout_s, settings.heartbeat_jitter
         )
         self.table = ConnectionTable(policy, self.metrics, self.sessions, settings.poll_timeout_s)
+        self.poll_closes = PollCloses(keep_s=settings.poll_timeout_s)
         self.channels.sessions_of = self._sessions_of_user
 
     def _sessions_of_user(self, user_id: str) -> Iterable[ChannelSession]:

@@ -12,16 +12,27 @@ protocol v1: auth, quotas, limits, send queue, replay and resume, drain.
   sent again if a response was lost. A poll for a session that is not on this pod
   resumes it here. No request for ``--poll-timeout`` seconds ends the session.
 - ``POST /sse/send?session=S`` and ``POST /poll/send?session=S`` (same auth): a v1
-  frame, or a JSON list of frames; 409 when the session is not on this pod.
+  frame, or a JSON list of frames; 409 when the session is not on this pod. Bounded
+  before any parse (:mod:`sidecar.core.post_frames`): a body over ``--post-max-bytes``
+  or with more than ``--post-max-frames`` frames is refused (413), and so is a frame over
+  ``--max-message-bytes`` (413, and the session closes with 1009 as a WebSocket's
+  would); beyond the connection's rates (``--messages-per-second``,
+  ``--bytes-per-second``: every frame and body byte counted) a POST is refused whole
+  (429). Nothing of a refused POST is handed on; nothing accepted before it is lost.
+
+A poll session's buffer is bounded in frames and bytes (``--poll-buffer-bytes``,
+:mod:`sidecar.core.poll_buffer`): a client that does not acknowledge what it got is cut
+(1013) like a WebSocket client that does not read. Polls count against the connection's
+message rate too (429 beyond).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import json
-from collections.abc import Awaitable
+import functools
+import math
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
@@ -29,6 +40,14 @@ from aiohttp import web
 from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope
+from sidecar.core.poll_buffer import DEFAULT_MAX_BYTES, PollBuffer, poll_answer
+from sidecar.core.post_frames import (
+    FrameTooBig,
+    PostBudget,
+    PostLimits,
+    PostRefused,
+    split_frames,
+)
 from sidecar.gateway import GATEWAY_KEY, Gateway
 from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
 
@@ -40,6 +59,7 @@ CORS = {
 }
 POLL_BUFFER = 1000  # frames handed to a poll client but not yet acknowledged, at most
 MAX_WAIT_S = 55.0
+READ_CHUNK_BYTES = 64 * 1024
 
 
 def _refused(refusal: Refusal) -> web.Response:
@@ -52,13 +72,14 @@ def _refused(refusal: Refusal) -> web.Response:
 
 
 class SseChannel:
-    __slots__ = ("_pinging", "_request", "_response", "done")
+    __slots__ = ("_pinging", "_request", "_response", "budget", "done")
 
     def __init__(self, response: web.StreamResponse, request: web.Request) -> None:
         self._response = response
         self._request = request
         self._pinging: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
+        self.budget: PostBudget | None = None  # made at the first POST
 
     takes_wire = False  # events, not WebSocket frames
 
@@ -140,15 +161,35 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
 
 
 class PollChannel:
-    """Frames wait here between polls; a poll takes what is there (or waits for it)."""
+    """Frames wait here between polls (a bounded :class:`PollBuffer`); a poll takes what
+    is there (or waits for it). A write to a full buffer waits for room: the session's
+    writer, and so its send queue and the slow-consumer cut, see a client that does not
+    acknowledge as one that does not read."""
 
-    __slots__ = ("_arrived", "_polls", "_room", "closed", "last_request", "pending", "session")
+    __slots__ = (
+        "_arrived",
+        "_polls",
+        "_room",
+        "budget",
+        "buffer",
+        "closed",
+        "last_request",
+        "on_closed",
+        "opening",
+        "session",
+    )
 
-    def __init__(self) -> None:
-        self.pending: collections.deque[tuple[int, bytes]] = collections.deque()
+    def __init__(self, max_frames: int = POLL_BUFFER, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.buffer = PollBuffer(max_frames, max_bytes)
         self.closed: tuple[int, str] | None = None
         self.last_request = asyncio.get_running_loop().time()
         self.session: ClientSession | None = None
+        self.budget: PostBudget | None = None  # made at the first POST or poll
+        # while the session opens, its welcome and replay are written whatever the bound
+        # (the replay window bounds them): nothing takes them before the first answer
+        self.opening = True
+        # told of a close by the gateway, so that a poll that was not waiting gets it later
+        self.on_closed: Callable[[int, str], None] | None = None
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._polls = 0  # polls taken so far: only the newest one may wait
@@ -158,22 +199,25 @@ class PollChannel:
     def write(
         self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
     ) -> Awaitable[None] | None:
-        if len(self.pending) >= POLL_BUFFER and self.closed is None:
-            return self._append_when_room(frame, seq)  # the client is not polling
-        self.pending.append((seq, frame))
+        if not self.buffer.has_room and self.closed is None and not self.opening:
+            return self._append_when_room(frame, seq)  # the client is not acknowledging
+        self.buffer.add(seq, frame)
         self._arrived.set()
         return None
 
     async def _append_when_room(self, frame: bytes, seq: int) -> None:
-        while len(self.pending) >= POLL_BUFFER and self.closed is None:
+        while not self.buffer.has_room and self.closed is None:
             self._room.clear()
             await self._room.wait()
-        self.pending.append((seq, frame))
+        self.buffer.add(seq, frame)
         self._arrived.set()
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+        if self.on_closed is not None:
+            self.on_closed(code, reason)
         self._arrived.set()
+        self._room.set()
         self._finish()
 
     def abort(self) -> None:
@@ -197,8 +241,7 @@ class PollChannel:
     def acknowledge(self, last_seq: int) -> None:
         """Forget frames the client has (numbered up to ``last_seq``); unnumbered frames
         (answers, notices, publications) wait for the poll that takes them."""
-        kept = collections.deque((seq, f) for seq, f in self.pending if not seq or seq > last_seq)
-        self.pending = kept
+        self.buffer.acknowledge(last_seq)
         self._room.set()
 
     async def take(self, wait_s: float) -> tuple[list[bytes], tuple[int, str] | None]:
@@ -208,16 +251,14 @@ class PollChannel:
         self._polls += 1
         mine = self._polls
         self._arrived.set()  # an older poll still waiting returns now
-        if not self.pending and self.closed is None:
+        if not self.buffer and self.closed is None:
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._arrived.wait()
         if mine != self._polls:  # replaced by a newer poll: it gets the frames
             return [], self.closed
-        frames = [frame for _, frame in self.pending]
-        # unnumbered frames (welcome, notices) are not replayable: hand them out once
-        self.pending = collections.deque((seq, f) for seq, f in self.pending if seq)
+        frames = self.buffer.take()
         self._room.set()
         self.last_request = asyncio.get_running_loop().time()
         return frames, self.closed
@@ -226,24 +267,79 @@ class PollChannel:
 def _poll_response(
     gateway: Gateway, session_id: str, frames: list[bytes], closed: tuple[int, str] | None
 ) -> web.Response:
-    body = [json.loads(frame) for frame in frames]
-    if closed is not None:
-        body.append(json.loads(envelope.close(*closed)))
-    return web.json_response(
-        {"session": session_id, "frames": body},
+    return web.Response(
+        body=poll_answer(session_id, frames, closed),
+        content_type="application/json",
         headers={POD_HEADER: gateway.settings.pod_id, **CORS},
     )
+
+
+def _budget(gateway: Gateway, channel: SseChannel | PollChannel) -> PostBudget:
+    """The session's budget for POSTs and polls: the connection's rates."""
+    if channel.budget is None:
+        settings = gateway.settings
+        channel.budget = PostBudget(
+            settings.messages_per_s,
+            settings.message_burst,
+            settings.bytes_per_s,
+            settings.byte_burst,
+        )
+    return channel.budget
+
+
+def _rate_limited(gateway: Gateway, what: str) -> web.Response:
+    gateway.metrics.counters.rate_limited_drops += 1
+    return _refused(
+        Refusal(429, "rate_limited", f"{what} exceeds this connection's rate", retry_after_s=1)
+    )
+
+
+async def _post_over_rate(gateway: Gateway, session: ClientSession) -> web.Response:
+    """A POST over the connection's rate: refused whole (429); and with
+    ``--rate-limit-action close`` the session is closed with 1008, as a WebSocket's is."""
+    if gateway.settings.rate_limit_action != "close":
+        return _rate_limited(gateway, "this request")
+    gateway.metrics.counters.rate_limited_closes += 1
+    await session.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+    return _refused(Refusal(429, "rate_limited", "this request exceeds this connection's rate"))
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _remember_close(
+    gateway: Gateway, session_id: str, user_id: str, code: int, reason: str
+) -> None:
+    gateway.poll_closes.add(session_id, user_id, code, reason, _now())
+
+
+def _closed_between_polls(gateway: Gateway, request: web.Request, session_id: str) -> web.Response:
+    """A poll of a session that the gateway closed while no poll was waiting: its close."""
+    try:
+        identity, _ = gateway.gatekeeper.authenticate(request, request.query)
+    except Refusal as refusal:
+        return _refused(refusal)
+    closed = gateway.poll_closes.take(session_id, identity.user_id, _now())
+    if closed is None:
+        return _refused(Refusal(403, "not_your_session", "this session belongs to another user"))
+    return _poll_response(gateway, session_id, [], closed)
 
 
 async def handle_poll(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY_KEY]
     try:
-        wait_s = min(MAX_WAIT_S, float(request.query.get("wait", gateway.settings.poll_wait_s)))
+        wait_s = float(request.query.get("wait", gateway.settings.poll_wait_s))
         last_seq = int(request.query.get("last_seq", "0"))
     except ValueError:
+        wait_s = math.nan
+    if not math.isfinite(wait_s):
         return _refused(Refusal(400, "bad_request", "wait and last_seq must be numbers"))
+    wait_s = min(MAX_WAIT_S, max(0.0, wait_s))
     requested = request.query.get("session")
     existing = gateway.table.by_session.get(requested) if requested else None
+    if requested and existing is None and gateway.poll_closes.holds(requested, _now()):
+        return _closed_between_polls(gateway, request, requested)
     if isinstance(existing, ClientSession) and isinstance(existing.channel, PollChannel):
         try:
             identity, _ = gateway.gatekeeper.authenticate(request, request.query)
@@ -254,8 +350,12 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
                 Refusal(403, "not_your_session", "this session belongs to another user")
             )
         channel = existing.channel
+        if not _budget(gateway, channel).take_frames(1, asyncio.get_running_loop().time()):
+            return _rate_limited(gateway, "polling")
         channel.acknowledge(last_seq)
         frames, closed = await channel.take(wait_s)
+        if closed is not None:  # this poll carries the close: no later one needs it
+            gateway.poll_closes.take(existing.session_id, existing.user_id, _now())
         return _poll_response(gateway, existing.session_id, frames, closed)
     try:
         admission = await gateway.gatekeeper.admit(request, "poll")
@@ -264,48 +364,77 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
         return _refused(refusal)
     gateway.metrics.handshakes["accepted"] += 1
     start = await start_session(gateway, request, admission, v1=True)
-    channel = PollChannel()
+    channel = PollChannel(POLL_BUFFER, gateway.settings.poll_buffer_bytes)
     session = await open_session(gateway, admission, channel, "poll", start)
     channel.session = session
-    frames, closed = await channel.take(0.0 if channel.pending else wait_s)
+    channel.on_closed = functools.partial(
+        _remember_close, gateway, session.session_id, session.user_id
+    )
+    channel.opening = False
+    frames, closed = await channel.take(0.0 if channel.buffer else wait_s)
     return _poll_response(gateway, session.session_id, frames, closed)
 
 
 # -- client -> server for SSE and poll -----------------------------------------------------
 
 
+def _post_limits(gateway: Gateway) -> PostLimits:
+    settings = gateway.settings
+    return PostLimits(
+        # a body always has room for one message of the maximum size, in a list
+        max_body_bytes=max(settings.post_max_bytes, settings.max_message_bytes + 2),
+        max_frames=settings.post_max_frames,
+        max_frame_bytes=settings.max_message_bytes,
+    )
+
+
+async def _read_body(request: web.Request, limits: PostLimits) -> bytes:
+    """The body, read no further than the limit (a body without a length too)."""
+    limits.check_length(request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            limits.check_length(size)  # raises
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def handle_send(request: web.Request) -> web.Response:
+    """A POST of frames: refused whole (413, 429, 400) before anything is handed on, or
+    handed on frame by frame like a WebSocket's (202 with how many were accepted)."""
     gateway = request.app[GATEWAY_KEY]
     try:
         identity, _ = gateway.gatekeeper.authenticate(request, request.query)
     except Refusal as refusal:
         return _refused(refusal)
     session = gateway.table.by_session.get(request.query.get("session", ""))
-    if not isinstance(session, ClientSession) or session.transport not in ("sse", "poll"):
+    if not isinstance(session, ClientSession) or not isinstance(
+        session.channel, SseChannel | PollChannel
+    ):
         return _refused(
             Refusal(409, "session_not_here", "no such session on this pod: reconnect to resume it")
         )
     if session.user_id != identity.user_id:
         return _refused(Refusal(403, "not_your_session", "this session belongs to another user"))
-    if (
-        request.content_length is not None
-        and request.content_length > gateway.settings.max_message_bytes * 16
-    ):
-        return _refused(Refusal(413, "too_big", "request body too large"))
-    body = await request.read()
-    try:  # too deep a nesting is as bad a body as broken JSON
-        parsed = json.loads(body)
-        frames = parsed if isinstance(parsed, list) else [parsed]
-        encoded = [json.dumps(frame).encode() for frame in frames]
-    except (ValueError, RecursionError):
-        return _refused(
-            Refusal(400, "bad_frame", "the body must be a v1 frame or a list of frames")
-        )
+    budget = _budget(gateway, session.channel)
+    limits = _post_limits(gateway)
+    try:
+        body = await _read_body(request, limits)
+        now = asyncio.get_running_loop().time()
+        if not budget.take_bytes(len(body), now):  # before the parse: it costs per byte
+            return await _post_over_rate(gateway, session)
+        frames = split_frames(body, limits)
+        if not budget.take_frames(len(frames), now):
+            return await _post_over_rate(gateway, session)
+    except FrameTooBig as refused:  # as a WebSocket's too big a message: 1009
+        await session.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
+        return _refused(Refusal(refused.status, refused.error, refused.message))
+    except PostRefused as refused:
+        return _refused(Refusal(refused.status, refused.error, refused.message))
     accepted = 0
-    for data in encoded:
-        if len(data) > gateway.settings.max_message_bytes:
-            await session.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
-            return _refused(Refusal(413, "too_big", "a message exceeds the maximum size"))
+    for data in frames:
         if not await session.from_client(data, False):
             break
         accepted += 1

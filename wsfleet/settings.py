@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from wsfleet.arg_types import (
     fraction,
@@ -25,6 +25,7 @@ from wsfleet.arg_types import (
 )
 from wsfleet.arg_types import port as port_number
 from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.bridge_limits import client_message_size
 from wsfleet.redis_client import checked_url
 from wsfleet.settings_flags import setting
 
@@ -35,16 +36,31 @@ DEFAULT_ISSUER = "wsfleet-local"
 DEFAULT_STATE_DIR = Path(os.environ.get("WSFLEET_STATE_DIR", ".wsfleet"))
 
 
+UNREADABLE_URL = "<a URL that cannot be read>"
+_PASSWORD_QUERY = re.compile(r"(?i)(password=)[^&#]*")
+
+
 def redacted_url(url: str) -> str:
-    """``url`` fit for logs and errors: a password in it (``redis://:secret@host``) is
-    replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    """``url`` fit for logs and errors, with its password replaced by ``***``: of one
+    server (``redis://:secret@host``) or a cluster (``redis+cluster://user:secret@h1:p1,
+    h2:p2``, every node kept), and a ``password=`` query value. Never raises (it is called
+    while reporting another error): text where the password's end is unclear is shown as
+    :data:`UNREADABLE_URL`, as it may hold the password."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" in scheme:
+        return UNREADABLE_URL if "@" in url else _without_query_password(url)
+    userinfo, at, location = rest.rpartition("@")  # a password may hold "@": the last ends it
+    if not at:
+        return _without_query_password(url)
+    user, colon, _ = userinfo.partition(":")
+    if any(mark in user for mark in "/?#"):
+        return UNREADABLE_URL  # an "@" in a path or query: no userinfo we can tell apart
+    credentials = f"{user}:***" if colon else user
+    return f"{scheme}://{credentials}@{_without_query_password(location)}"
+
+
+def _without_query_password(text: str) -> str:
+    return _PASSWORD_QUERY.sub(r"\1***", text)
 
 
 def redis_url(text: str) -> str:
@@ -113,10 +129,17 @@ class XdsSettings:
     )
     registry_key_file: Path | None = setting(
         None,
-        help="fleet registry key: pod records must be signed with it (the state dir's "
-        "registry.key); without it pods are trusted as found and never called",
+        help="the fleet's root registry key (the state dir's registry.key): a pod's record "
+        "must be signed with that pod's own key, derived from it; without it pods are "
+        "trusted as found and never called",
         group="security",
         check=Path,
+    )
+    insecure_plaintext_secrets: bool = setting(
+        False,
+        help="without --tls-dir, serve SDS secrets (TLS private keys) over plaintext anyway "
+        "(only on a network that nothing but the Envoys can reach)",
+        group="security",
     )
     tls_dir: Path | None = setting(
         None,
@@ -226,9 +249,9 @@ class SidecarSettings:
     )
     max_message_bytes: int = setting(
         64 * 1024,
-        help="larger messages close the connection with 1009",
+        help="larger messages close the connection with 1009 (at most 32 MiB)",
         group="sessions",
-        check=positive_int,
+        check=client_message_size,
     )
     poll_wait_s: float = setting(
         25.0,
@@ -241,6 +264,27 @@ class SidecarSettings:
         help="a poll session with no request for this many seconds is gone",
         group="sessions",
         check=positive_float,
+    )
+    poll_buffer_bytes: int = setting(
+        1 << 20,
+        help="bytes a long-poll session holds for its client until they are acknowledged; "
+        "full, it pushes back, and a client that leaves it full for the slow-consumer grace "
+        "is cut (1013)",
+        group="sessions",
+        check=positive_int,
+    )
+    post_max_bytes: int = setting(
+        256 * 1024,
+        help="larger POST bodies to /sse/send and /poll/send are refused (413); never below "
+        "one message of --max-message-bytes",
+        group="sessions",
+        check=positive_int,
+    )
+    post_max_frames: int = setting(
+        100,
+        help="frames one POST to /sse/send or /poll/send may carry (413 beyond)",
+        group="sessions",
+        check=positive_int,
     )
     # -- channels
     max_subscriptions: int = setting(
@@ -428,8 +472,8 @@ class SidecarSettings:
     )
     registry_key_file: Path | None = setting(
         None,
-        help="fleet registry key: signs this pod's record; the control plane calls this pod "
-        "with a token derived from it (the state dir's registry.key)",
+        help="this pod's own key (wsfleet keygen --pod-key): signs its record and yields "
+        "its admin token; never the fleet's registry key",
         group="security",
         check=Path,
     )
@@ -445,6 +489,13 @@ class BackendSettings:
         None, help="write the bound port here once serving", group="process", check=Path
     )
     name: str = setting("backend", help="what /whoami answers", group="process")
+    broadcasters: tuple[str, ...] = setting(
+        (),
+        flag="--broadcaster",
+        help="a user id allowed to /broadcast to every session (repeat; * for any user; "
+        "default: nobody)",
+        group="process",
+    )
 
 
 @dataclass(frozen=True)
@@ -513,7 +564,8 @@ class ApiSettings:
     )
     registry_key_file: Path | None = setting(
         None,
-        help="fleet registry key: signs this instance's record (the state dir's registry.key)",
+        help="this instance's own key (wsfleet keygen --pod-key): signs its record; never "
+        "the fleet's registry key",
         group="security",
         check=Path,
     )
