@@ -16,7 +16,7 @@ from aiohttp import web
 from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendLink
 from sidecar.backends import BackendBridge
-from sidecar.session_registry import SessionRegistry
+from sidecar.session_registry import SessionRegistry, UnwritableRecord
 from wsfleet.headers import REFUSAL_HEADER
 from wsfleet.registry import ConnectionRecord, HashSources, QuotaExceeded, new_connection_id
 from wsfleet.settings import SidecarSettings
@@ -76,21 +76,64 @@ def handshake_query(request: web.Request) -> dict[str, str]:
     return query
 
 
-def hashed_user(sources: HashSources, request: web.Request, query: Mapping[str, str]) -> str:
+def hashed_user(sources: HashSources, request: web.Request) -> str:
     """The user id Envoy hashed this request on: the first of the pool's hash sources
-    present, in Envoy's order (header, query parameter, cookie); "" when none is. Raises
-    :class:`Refusal` when present sources name different users (a client could otherwise
-    be hashed as one user and authenticated as another)."""
+    present, in Envoy's order (header, query parameter, cookie); "" when none is.
+
+    Raises :class:`Refusal` when the gateway could read the user otherwise than Envoy
+    hashed it (a client could then pick its gateway, or be hashed as one user and
+    authenticated as another): present sources that name different users, or one sent
+    twice (``user_ambiguous``); a value that is not its own canonical text
+    (``user_not_canonical``): percent-encoding or ``+`` in the query value (Envoy hashes
+    the raw value, a decoder reads another), a quoted cookie with escapes, anything but
+    printable UTF-8."""
     found = []
-    if sources.header and (value := request.headers.get(sources.header)) is not None:
-        found.append(value)
-    if sources.query_parameter and (value := query.get(sources.query_parameter)) is not None:
-        found.append(value)
+    if sources.header:
+        values = request.headers.getall(sources.header, [])
+        if len(values) > 1:  # Envoy hashes them all, a reader takes one
+            raise Refusal(400, "user_ambiguous", f"the {sources.header} header is sent twice")
+        if values:
+            found.append(_canonical(values[0], sources.header))
+    if sources.query_parameter:
+        value = _raw_query_value(request.rel_url.raw_query_string, sources.query_parameter)
+        if value is not None:
+            found.append(_canonical(value, f"?{sources.query_parameter}="))
     if sources.cookie and (value := _cookie(request, sources.cookie)) is not None:
-        found.append(value)
+        found.append(_canonical(value, f"cookie {sources.cookie}"))
     if len(set(found)) > 1:
         raise Refusal(400, "user_ambiguous", f"{describe(sources)} name different users")
     return found[0] if found else ""
+
+
+def _canonical(value: str, source: str) -> str:
+    """``value`` if it is printable text (aiohttp reads bytes that are not UTF-8 as lone
+    surrogates, which are not printable), else a refusal."""
+    if not value.isprintable():
+        raise Refusal(
+            400, "user_not_canonical", f"the routing user ({source}) must be printable UTF-8"
+        )
+    return value
+
+
+def _raw_query_value(raw_query: str, name: str) -> str | None:
+    """The value of query parameter ``name`` as Envoy hashes it: found by its raw name,
+    taken as it is (not decoded); None when absent. Refused when it is sent twice or
+    when decoding would change it (``%61lice`` and ``alice`` hash apart)."""
+    value = None
+    for pair in raw_query.split("&"):
+        raw_name, _, raw_value = pair.partition("=")
+        if raw_name != name:
+            continue
+        if value is not None:
+            raise Refusal(400, "user_ambiguous", f"?{name}= is sent twice")
+        if urllib.parse.unquote_plus(raw_value) != raw_value:
+            raise Refusal(
+                400,
+                "user_not_canonical",
+                f"the routing user (?{name}=) must be sent as it is: no percent-encoding, no '+'",
+            )
+        value = raw_value
+    return value
 
 
 def describe(sources: HashSources) -> str:
@@ -101,18 +144,33 @@ def describe(sources: HashSources) -> str:
 
 
 def _cookie(request: web.Request, name: str) -> str | None:
-    """One cookie, parsed for this handshake only (``request.cookies`` would keep them all)."""
+    """One cookie, parsed for this handshake only (``request.cookies`` would keep them all),
+    as Envoy reads it: from every ``Cookie`` header, its surrounding quotes taken off.
+    Refused when it is sent twice or its quoted form holds escapes (Envoy would hash them
+    as they are, the parser decodes them)."""
+    headers = request.headers.getall("Cookie", [])
+    names = (part.partition("=")[0].strip() for line in headers for part in line.split(";"))
+    if sum(found == name for found in names) > 1:
+        raise Refusal(400, "user_ambiguous", f"cookie {name} is sent twice")
     jar = http.cookies.SimpleCookie()
     with contextlib.suppress(http.cookies.CookieError):
-        jar.load(request.headers.get("Cookie", ""))
+        jar.load("; ".join(headers))
     morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
+    if morsel is None:
+        return None
+    if morsel.coded_value not in (morsel.value, f'"{morsel.value}"'):
+        raise Refusal(
+            400, "user_not_canonical", f"the routing user (cookie {name}) must hold no escapes"
+        )
+    return morsel.value
 
 
 def routing_key(
     source: str, identity: Identity, request: web.Request, query: Mapping[str, str]
 ) -> str | None:
-    """The session's backend_routing_key, from where the settings say it is."""
+    """The session's backend_routing_key, from where the settings say it is; None when it
+    is not there. Raises :class:`Refusal` (``bad_routing_key``) when it is not printable
+    UTF-8: it is written to the registry and sent to the backend, which take only text."""
     if source == "user":
         return identity.user_id
     kind, _, name = source.partition(":")
@@ -123,7 +181,12 @@ def routing_key(
         value = query.get(name)
     elif kind == "header":
         value = request.headers.get(name)
-    return str(value) if value not in (None, "") else None
+    if value in (None, ""):
+        return None
+    key = str(value)
+    if not key.isprintable():  # a lone surrogate: bytes that were not UTF-8
+        raise Refusal(400, "bad_routing_key", f"the routing key ({source}) is not printable UTF-8")
+    return key
 
 
 def choose_subprotocol(
@@ -174,7 +237,7 @@ class Gatekeeper:
                 "users are hashed",
                 retry_after_s=1,
             )
-        if hashed_user(sources, request, query) != identity.user_id:
+        if hashed_user(sources, request) != identity.user_id:
             raise Refusal(
                 403,
                 "user_mismatch",
@@ -214,6 +277,8 @@ class Gatekeeper:
                 f"user already holds {settings.max_connections_per_user} connections",
                 retry_after_s=5,
             ) from None
+        except UnwritableRecord as exc:
+            raise Refusal(400, "bad_routing_key", str(exc)) from None
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         subprotocol = choose_subprotocol(
             [p for p in offered if p], settings.subprotocols, token_entry

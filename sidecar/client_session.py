@@ -10,8 +10,10 @@ and the hand-off of client messages to the backend.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -61,13 +63,6 @@ class Channel(Protocol):
         """Whether :meth:`write` writes ``wire`` (whole WebSocket frames) as it is."""
 
 
-async def send(channel: Channel, frame: bytes, binary: bool, seq: int) -> None:
-    """Write one frame and wait until it is written (the welcome, replays)."""
-    pending = channel.write(frame, binary, seq)
-    if pending is not None:
-        await pending
-
-
 class ClientSession:
     """A client connection as the gateway sees it; the backend's ``SessionSink``.
 
@@ -92,7 +87,6 @@ class ClientSession:
         "link",
         "resumed",
         "routing_key",
-        "token_expires_at",
         "transport",
         "user_id",
     )
@@ -111,7 +105,6 @@ class ClientSession:
         self.connection_id = admission.connection_id
         self.user_id = admission.identity.user_id
         self.routing_key = admission.routing_key
-        self.token_expires_at = admission.identity.expires_at  # Unix seconds
         self.transport = transport
         self.link: BackendLink = admission.link
         self.channel = channel
@@ -122,6 +115,7 @@ class ClientSession:
             gateway.queue_bounds,
             gateway.new_limits,
             backend_last_id,
+            admission.identity.expires_at,
         )
         self.close_code: int | None = None
         self.resumed = resumed
@@ -130,7 +124,7 @@ class ClientSession:
             claimed_channels(admission.identity.claims, "channels")
         )
         self._gateway = gateway
-        self._writing: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[None] | None = None  # a write in progress
         self._closing: asyncio.Task[None] | None = None
         self._asked: dict[int, ChannelRequest] | None = None  # publications the backend judges
 
@@ -312,7 +306,9 @@ class ClientSession:
         """Hand a client message on; False once the session is closing."""
         core = self.core
         now = asyncio.get_running_loop().time()
-        message = core.client_frame(data, binary, now)
+        # an expired token sends nothing more: the session closes (4401) instead
+        expired = core.token_expired(time.time())
+        message = None if expired else core.client_frame(data, binary, now)
         if isinstance(message, ChannelRequest):
             await self._gateway.channels.request(self, message)
             self._pump()
@@ -340,15 +336,47 @@ class ClientSession:
         if identity.user_id != self.user_id:
             self.core.notice("refresh_refused: user_mismatch", now)
             return
-        self.token_expires_at = max(self.token_expires_at, identity.expires_at)
+        self.core.token_expires_at = max(self.core.token_expires_at, identity.expires_at)
         self.core.notice("token_refreshed", now)
 
     def expire_token(self, wall_now: float) -> bool:
-        """Close the session (4401) if its token has expired; whether it did."""
-        if wall_now < self.token_expires_at:
+        """Close the session (4401) if its token has expired; whether it did. (A session
+        that sends is checked at each frame: this finds the silent ones.)"""
+        if not self.core.token_expired(wall_now):
             return False
         self.cut(CloseCode.TOKEN_EXPIRED, "token expired")
         return True
+
+    # -- opening -------------------------------------------------------------------------
+
+    async def greet(self, frames: Iterable[tuple[bytes, int]]) -> None:
+        """Write the welcome and the replay (frame, seq) before anything else: what comes
+        meanwhile (backend messages, publications, answers) waits in the send queue, as
+        behind any write in progress. Each write has the slow-consumer grace (then 1013);
+        a client gone is aborted. Either way the session is then closing."""
+        self._writing = holding = asyncio.get_running_loop().create_future()
+        grace = self._gateway.settings.slow_consumer_grace_s
+        try:
+            for frame, seq in frames:
+                if self.close_code is not None:  # closed meanwhile (a drain, the backend)
+                    break
+                pending = self.channel.write(frame, False, seq)
+                if pending is not None:
+                    async with asyncio.timeout(grace):
+                        await pending
+        except TimeoutError:
+            self.core.send_stalled()
+        except (ConnectionError, RuntimeError):
+            self.abort()
+        finally:
+            self._writing = None
+            holding.set_result(None)
+        self._pump()
+
+    @property
+    def ended(self) -> bool:
+        """Whether the session is closed or closing."""
+        return self.close_code is not None or self.core.closing is not None
 
     # -- liveness and closing ----------------------------------------------------------
 
@@ -377,8 +405,10 @@ class ClientSession:
         self.channel.abort()
 
     def finish(self) -> None:
-        """The transport is done: tell the backend, leave the gateway and the registry."""
-        code = self.close_code or CloseCode.ABNORMAL
+        """The transport is done: tell the backend, leave the gateway and the registry.
+        (Once is enough: a second call finds nothing left to do.)"""
+        decided = self.core.closing
+        code = self.close_code or (decided[0] if decided else CloseCode.ABNORMAL)
         self.close_code = code
         self.link.close(self.session_id, code, "client gone")
         self._gateway.channels.leave_all(self)
@@ -461,8 +491,17 @@ async def open_session(
     transport: str,
     start: SessionStart,
 ) -> ClientSession:
-    """Open a started session on its channel: welcome + replay (v1), backend link,
-    tracking. The welcome is the first frame written (nothing is awaited before it)."""
+    """Open a started session on its channel: tracking, backend link, welcome + replay
+    (v1), the token's subscriptions.
+
+    The session is in the connection table (heartbeats, token expiry, drain) before any
+    write that can wait, and its cleanup always runs: a client that is gone, stalls past the
+    slow-consumer grace or is closed while it opens, or any error, leaves no registry
+    record and no backend session behind (the session is finished here; the transport's
+    own ``finish`` after it does nothing more). The welcome is the first frame written
+    (nothing is awaited before it); what the backend sends meanwhile waits behind the
+    welcome and the replay, numbered after them. Returns the session, maybe closed
+    already: the transport's loop then ends at once."""
     settings = gateway.settings
     session_id, sequencer, plan = start.session_id, start.sequencer, start.plan
     session = ClientSession(
@@ -478,30 +517,38 @@ async def open_session(
     if start.granted:
         session.channels = SessionChannels()
         session.channels.granted.update(start.granted)
-    if sequencer is not None:
-        hello = envelope.welcome(
-            session_id,
-            sequencer.last_seq,
-            start.resumed,
-            len(start.entries),
-            bool(plan and plan.resync),
-            transport,
-            settings.pod_id,
-            sequencer.last_cseq,
-        )
-        await send(channel, hello.encode(), False, 0)
-        for entry in start.entries:
-            frame = envelope.message(entry.seq, entry.data, entry.binary)
-            await send(channel, frame, False, entry.seq)
-        if start.entries:
-            gateway.metrics.replayed.inc(len(start.entries))
-    # the token's server-side subscriptions (raw WebSockets too), before anything else
-    for name in claimed_channels(admission.identity.claims, "subs"):
-        await gateway.channels.subscribe_server(session, name)
-    # only now does the backend hear of the session: nothing it sends can overtake the
-    # welcome and the replay
-    session.link.open(session, resumed=start.resumed, last_message_id=start.backend_last_id)
     gateway.table.track(session)
+    try:
+        session.link.open(session, resumed=start.resumed, last_message_id=start.backend_last_id)
+        if sequencer is not None:
+            hello = envelope.welcome(
+                session_id,
+                sequencer.last_seq,
+                start.resumed,
+                len(start.entries),
+                bool(plan and plan.resync),
+                transport,
+                settings.pod_id,
+                sequencer.last_cseq,
+            )
+            replay = (  # each frame made when it is written
+                (envelope.message(entry.seq, entry.data, entry.binary), entry.seq)
+                for entry in start.entries
+            )
+            await session.greet(itertools.chain([(hello.encode(), 0)], replay))
+            if start.entries:
+                gateway.metrics.replayed.inc(len(start.entries))
+        # the token's server-side subscriptions (raw WebSockets too)
+        for name in claimed_channels(admission.identity.claims, "subs"):
+            if session.ended:
+                break
+            await gateway.channels.subscribe_server(session, name)
+    except BaseException:
+        session.abort()
+        session.finish()
+        raise
+    if session.ended:  # gone or cut while it opened
+        session.finish()
     log.debug(
         "session_opened",
         connection_id=session.connection_id,
@@ -520,4 +567,4 @@ def _int(text: str | None) -> int:
         return 0
 
 
-__all__ = ["Channel", "ClientSession", "SessionStart", "open_session", "send", "start_session"]
+__all__ = ["Channel", "ClientSession", "SessionStart", "open_session", "start_session"]

@@ -27,6 +27,20 @@ from wsfleet.registry import ConnectionRecord, QuotaExceeded, Registry, Registry
 log = structlog.get_logger()
 
 
+class UnwritableRecord(ValueError):
+    """A connection record with a field that is not UTF-8 text: the store cannot take it,
+    and in a batch it would sink every other record with it."""
+
+
+def check_writable(record: ConnectionRecord) -> None:
+    """Raise :class:`UnwritableRecord` unless every field encodes as UTF-8."""
+    for name, value in zip(record.field_names(), record.field_values(), strict=True):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise UnwritableRecord(f"the connection's {name} is not UTF-8 text") from None
+
+
 class SessionRegistry:
     """Keeps the registry's view of this pod's connections true."""
 
@@ -60,7 +74,9 @@ class SessionRegistry:
         return list(self._records.values())
 
     async def add(self, record: ConnectionRecord) -> None:
-        """Record a new connection; raises ``QuotaExceeded`` past the per-user maximum."""
+        """Record a new connection; raises ``QuotaExceeded`` past the per-user maximum,
+        :class:`UnwritableRecord` (before it joins a batch) when the store cannot take it."""
+        check_writable(record)
         admitted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._adding.append((record, admitted))
         self._start_writer()

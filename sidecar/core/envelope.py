@@ -10,7 +10,8 @@ Server -> client::
 
 Client -> server::
 
-    {"type": "message", "cseq": N, "data": "text"}          (or "data_b64"; cseq 0: unnumbered)
+    {"type": "message", "cseq": N, "data": "text"}          (or "data_b64"; cseq 0: unnumbered,
+                                                            at most MAX_CSEQ = 2**53 - 1)
     {"type": "ping"}                                        (answered {"type": "pong"})
     {"type": "subscribe" | "unsubscribe" | "publish" | "presence", "id": N, "channel": C, ...}
                                                             (:mod:`sidecar.core.channel_frames`)
@@ -47,6 +48,9 @@ REFRESH = "refresh"  # {"type": "refresh", "token": T}: the session lives on wit
 # control frames parse to a ClientMessage with a negative cseq naming them
 PING_CSEQ = -1
 REFRESH_CSEQ = -2
+# The highest client sequence number: what a JavaScript number holds exactly (a cseq is
+# persisted, sent to the backend as a uint64 and echoed in the welcome to JS clients).
+MAX_CSEQ = 2**53 - 1
 
 
 def pong() -> str:
@@ -127,8 +131,8 @@ def parse_client(text: str) -> ClientMessage | ChannelRequest:
             '"unsubscribe", "publish", "presence")'
         )
     cseq = body.get("cseq", 0)
-    if isinstance(cseq, bool) or not isinstance(cseq, int) or cseq < 0:
-        raise EnvelopeError('"cseq" must be a non-negative integer')
+    if isinstance(cseq, bool) or not isinstance(cseq, int) or not 0 <= cseq <= MAX_CSEQ:
+        raise EnvelopeError('"cseq" must be a non-negative integer below 2**53')
     if "data_b64" in body:
         try:
             return ClientMessage(cseq, base64.b64decode(body["data_b64"], validate=True), True)

@@ -12,6 +12,9 @@ Events in, decisions out:
   per batch); returns the backend message id that is now durable, to acknowledge.
 - :meth:`SessionCore.send_stalled`: one write has not completed for the slow-consumer
   grace period.
+- :meth:`SessionCore.token_expired`: the wall clock against the token's ``exp``, checked
+  before every client frame (and by the keep-alive sweep for sessions that stay silent):
+  an expired token sends nothing more, it closes the session (4401).
 
 :meth:`SessionCore.next_frame` hands out the next frame cleared to go (persist, then
 send), and :attr:`SessionCore.closing` says when and how the session must end. Nothing
@@ -20,6 +23,7 @@ here awaits: the transport writes what it is handed and reports back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,6 +98,7 @@ class SessionCore:
         "persisted_upto",
         "sequencer",
         "session_id",
+        "token_expires_at",
     )
 
     def __init__(
@@ -104,8 +109,10 @@ class SessionCore:
         bounds: QueueBounds,
         limits: Callable[[], InboundLimits | None] | None = None,
         backend_last_id: int = 0,
+        token_expires_at: float = math.inf,
     ) -> None:
         self.session_id = session_id
+        self.token_expires_at = token_expires_at  # Unix seconds (a refresh moves it on)
         self.sequencer = sequencer
         self.backend_last_id = backend_last_id
         self.persisted_upto = sequencer.last_seq if sequencer else 0
@@ -166,6 +173,34 @@ class SessionCore:
             counters.duplicates += 1
             return None
         return parsed
+
+    def token_expired(self, wall_now: float) -> bool:
+        """Whether the token has expired at ``wall_now`` (Unix seconds); if so the session
+        closes (4401, the first close decided wins) and takes no more client frames."""
+        if wall_now < self.token_expires_at:
+            return False
+        self._close(CloseCode.TOKEN_EXPIRED, "token expired")
+        return True
+
+    def control_frame(self, size: int, now: float) -> bool:
+        """A WebSocket ping or pong from the client (``size``: its payload), counted
+        against the connection's limits like any frame: a ping costs a pong write and a
+        turn of the loop. True: answer it (a ping), take it as liveness (a pong). False:
+        over the limit: not answered; with ``rate_limit_action=close`` the session is
+        closing (1008, :attr:`closing`), with ``drop`` it is ignored."""
+        if self.closing is not None:
+            return False
+        if self._new_limits is not None:
+            self._limits, self._new_limits = self._new_limits(), None
+        if self._limits is None:
+            return True
+        verdict = self._limits.check(size, now)
+        if verdict is InboundVerdict.CLOSE:
+            self._counters.rate_limited_closes += 1
+            self._close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        elif verdict is InboundVerdict.DROP:
+            self._counters.rate_limited_drops += 1
+        return verdict is InboundVerdict.ALLOW
 
     def _bad_frame_allowed(self, now: float) -> bool:
         if self._bad_frames is None:

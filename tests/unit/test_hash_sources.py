@@ -3,6 +3,8 @@ query parameter, cookie, first present wins), and follows the policy when it cha
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
@@ -15,8 +17,8 @@ ALL = HashSources(header="x-account", query_parameter="account", cookie="acct")
 
 
 def user_of(sources: HashSources, headers: dict[str, str], query: dict[str, str]) -> str:
-    request = make_mocked_request("GET", "/ws", headers=headers)
-    return hashed_user(sources, request, query)
+    request = make_mocked_request("GET", f"/ws?{urllib.parse.urlencode(query)}", headers=headers)
+    return hashed_user(sources, request)
 
 
 def test_the_first_source_present_is_the_hashed_user_in_envoys_order() -> None:

@@ -180,3 +180,21 @@ def test_a_refresh_frame_is_handed_to_the_transport_to_verify() -> None:
     assert core.client_frame(b'{"type":"refresh","token":7}', False, 0.0) is None
     [notice] = [json.loads(f) for f in _frames(core)]
     assert notice["reason"].startswith("bad_frame")
+
+
+def test_a_client_frame_after_the_token_expired_is_not_forwarded_but_closes_4401() -> None:
+    for core in (_v1(), _raw()):
+        core.token_expires_at = 100.0  # Unix seconds; the checks take a fake wall clock
+        assert core.token_expired(99.9) is False
+        assert core.client_frame(_client(1, "in time"), False, 0.0) is not None
+        assert core.token_expired(100.0) is True
+        assert core.closing == (CloseCode.TOKEN_EXPIRED, "token expired")
+        assert core.client_frame(_client(2, "too late"), False, 0.0) is None
+
+
+def test_a_close_decided_before_the_token_expired_stands() -> None:
+    core = _v1()
+    core.token_expires_at = 100.0
+    core.send_stalled()
+    assert core.token_expired(200.0) is True
+    assert core.closing == (CloseCode.TRY_AGAIN_LATER, "slow consumer")
