@@ -14,6 +14,7 @@ from pathlib import Path
 from types import ModuleType
 
 from benchmarks import (
+    autobahn,
     channels,
     chaos,
     envoy_share,
@@ -27,6 +28,7 @@ from benchmarks import (
 from benchmarks.report import RESULTS
 
 BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
+    "autobahn": (autobahn, "Autobahn TestSuite cases: wsfleet defaults, conformance profile, bare"),
     "channels": (
         channels,
         "channel fan-out per CPU-s vs bare aiohttp, latency to the last subscriber, a gateway"

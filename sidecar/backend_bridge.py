@@ -27,6 +27,7 @@ from sidecar.core.channel_frames import ChannelRequest
 from sidecar.core.close_codes import CloseCode
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.bridge_limits import GRPC_OPTIONS
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import Outbox
 
@@ -147,8 +148,7 @@ class GrpcBackendLink:
 
     def open(self, sink: SessionSink, resumed: bool = False, last_message_id: int = 0) -> None:
         info = sink.session_info()
-        self._sessions[info.session_id] = sink
-        session = pb.SessionInfo(
+        session = pb.SessionInfo(  # first: a field protobuf refuses leaves no session behind
             session_id=info.session_id,
             user_id=info.user_id,
             routing_key=info.routing_key,
@@ -156,6 +156,7 @@ class GrpcBackendLink:
             pod_id=info.pod_id,
         )
         opened = pb.SessionOpened(session=session, resumed=resumed, last_message_id=last_message_id)
+        self._sessions[info.session_id] = sink
         self._outbox.put(pb.GatewayEvent(opened=opened))
 
     def persisted(self, session_id: str, message_id: int) -> None:
@@ -206,7 +207,7 @@ class GrpcBackendLink:
             delay_s = min(delay_s * 2, 2.0)
 
     async def _serve_stream(self) -> None:
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS) as channel:
             await asyncio.wait_for(channel.channel_ready(), 5.0)
             call = channel.stream_stream(
                 CONNECT_METHOD,

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
+from sidecar.core.lingering_close import LingeringClose, LingerVerdict
 from sidecar.gateway import GATEWAY_KEY
 from wsfleet.headers import POD_HEADER
 
@@ -28,6 +29,9 @@ log = structlog.get_logger()
 PING_SKIP_BUFFER_BYTES = 64 * 1024
 WRITE_HIGH_WATER_BYTES = 64 * 1024  # beyond this in the socket's buffer, wait for it to drain
 TRANSPORT = "websocket"
+# aiohttp's close waits this long for the client's close frame: the lingering close waits
+# for it instead, after the close returns (and the handler, before it returns)
+AIOHTTP_CLOSE_WAIT_S = 0.001
 
 
 class TurnWrites:
@@ -167,13 +171,21 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     connection_id = session.connection_id
     try:
         async for message in ws:
-            if message.type is WSMsgType.PONG:
-                gateway.table.pong(connection_id)
+            if message.type is WSMsgType.PING or message.type is WSMsgType.PONG:
+                # counted like data frames (one bucket): a ping costs a pong write
+                if not session.core.control_frame(len(message.data), session.now()):
+                    closing = session.core.closing
+                    if closing is None:
+                        continue  # over the limit, rate_limit_action=drop: not answered
+                    await session.close(*closing)
+                    break
+                if message.type is WSMsgType.PONG:
+                    gateway.table.pong(connection_id)
+                else:
+                    gateway.table.activity(connection_id)
+                    await ws.pong(message.data)
                 continue
             gateway.table.activity(connection_id)
-            if message.type is WSMsgType.PING:
-                await ws.pong(message.data)
-                continue
             if message.type is WSMsgType.TEXT:
                 data, binary = message.data.encode(), False
             elif message.type is WSMsgType.BINARY:
@@ -186,12 +198,13 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         if session.close_code is None:
             session.close_code = ws.close_code or CloseCode.ABNORMAL
         session.finish()
+        await ws.lingered()  # TCP closes when this handler returns
     return ws
 
 
 async def _accept(
     request: web.Request,
-) -> web.Response | tuple[web.WebSocketResponse, ClientSession]:
+) -> web.Response | tuple[_WebSocketResponse, ClientSession]:
     """The handshake: a refusal, or the socket and its session. Its own frame, so that an
     idle connection keeps none of what the handshake needed (token claims, offers)."""
     gateway = request.app[GATEWAY_KEY]
@@ -214,6 +227,7 @@ async def _accept(
         max_msg_size=settings.max_message_bytes,
         autoping=False,  # pongs feed the heartbeat schedule
         compress=settings.compression,
+        timeout=AIOHTTP_CLOSE_WAIT_S,
     )
     ws.headers[POD_HEADER] = settings.pod_id
     try:
@@ -221,7 +235,7 @@ async def _accept(
     except (ConnectionError, web.HTTPException):
         gateway.sessions.remove(admission.connection_id)
         raise
-    _refuse_unmasked_frames(request, ws)
+    ws.gate = _refuse_unmasked_frames(request, ws)
     gateway.metrics.handshakes["accepted"] += 1
     compress = bool(ws.compress)  # as negotiated
     if not v1 or compress:  # no welcome to send with it, or frames written by aiohttp
@@ -234,9 +248,19 @@ async def _accept(
 class _WebSocketResponse(web.WebSocketResponse):
     """Holds the 101 back until the first frame, so that the upgrade answer and the v1
     welcome leave in one write (one segment, one read for Envoy). Every path that does
-    not write the welcome sends the 101 at once (``send_headers``)."""
+    not write the welcome sends the 101 at once (``send_headers``).
 
+    Closes lingering (:mod:`sidecar.core.lingering_close`): once the gateway's close
+    frame is on its way, what the client still sends is read and discarded until its
+    close frame, and only then is TCP closed. Every close aiohttp makes comes here, the
+    ones of its frame reader too (1009 for a message too big, 1002, 1007)."""
+
+    __slots__ = ("gate",)
     _send_headers_immediately = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gate: _MaskedFramesOnly | None = None  # the frame gate, once prepared
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
         writer = await super().prepare(request)
@@ -245,21 +269,51 @@ class _WebSocketResponse(web.WebSocketResponse):
         self._headers = CIMultiDict()
         return writer
 
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        gate = self.gate
+        if gate is not None and not self.closed:
+            gate.linger()  # before the close frame leaves: whatever follows it is discarded
+        return await super().close(code=code, message=message, drain=drain)
+
+    def _close_transport(self) -> None:
+        """aiohttp closes TCP as soon as its close frame is written (or its reader failed):
+        a lingering close closes it later, itself."""
+        gate = self.gate
+        if gate is None or not gate.lingering:
+            super()._close_transport()
+
+    async def lingered(self) -> None:
+        """Until the lingering close (if any) has closed TCP: bounded by its deadline."""
+        gate = self.gate
+        if gate is not None:
+            await gate.lingered()
+
 
 class _MaskedFramesOnly(ws_frames.MaskCheck):
     """aiohttp's frame reader, behind a check of every client frame's mask bit (aiohttp
     does not check it): the first unmasked frame closes the connection with 1002. (One
-    object with the check it runs: it lives as long as the connection.)"""
+    object with the check it runs: it lives as long as the connection.)
 
-    __slots__ = ("_closing", "_reader", "_ws")
+    Once the gateway closes (:meth:`linger`), nothing more reaches aiohttp's reader: what
+    the client sends is read and discarded until its close frame (see
+    :mod:`sidecar.core.lingering_close`)."""
 
-    def __init__(self, reader: Any, ws: web.WebSocketResponse) -> None:
+    __slots__ = ("_closing", "_linger", "_reader", "_request", "_ws")
+
+    def __init__(self, reader: Any, ws: web.WebSocketResponse, request: web.Request) -> None:
         super().__init__()
         self._reader = reader
         self._ws = ws
+        self._request = request
         self._closing: asyncio.Future[bool] | None = None
+        self._linger: _Linger | None = None
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        linger = self._linger
+        if linger is not None:  # the gateway has closed: read, discard, wait for the close
+            self.feed(data)
+            linger.received(len(data), self.close_received)
+            return False, b""
         if self.feed(data):
             result: tuple[bool, bytes] = self._reader.feed_data(data)
             return result
@@ -270,13 +324,66 @@ class _MaskedFramesOnly(ws_frames.MaskCheck):
         return False, b""  # nothing of it reaches the session
 
     def feed_eof(self) -> None:
+        if self._linger is not None:
+            self._linger.finish()
         self._reader.feed_eof()
 
+    def linger(self) -> None:
+        """The gateway's close frame is about to be written: from now on, read and discard
+        until the client's close frame, EOF, the byte budget or the deadline. Not when the
+        client's close frame is already in (the gateway answers it) or TCP is gone."""
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._linger is None and not self.close_received:
+            self._linger = _Linger(transport)
+            # aiohttp pauses reading while its message queue is full: nothing drains it now
+            self._request.protocol.resume_reading()
 
-def _refuse_unmasked_frames(request: web.Request, ws: web.WebSocketResponse) -> None:
+    @property
+    def lingering(self) -> bool:
+        """A lingering close is under way (TCP not closed by it yet)."""
+        return self._linger is not None and not self._linger.done.done()
+
+    async def lingered(self) -> None:
+        if self._linger is not None:
+            await self._linger.done
+
+
+class _Linger:
+    """The shell of a :class:`LingeringClose`: its deadline is a timer, its decision to
+    close TCP a ``transport.close()``; ``done`` resolves when TCP is closed."""
+
+    __slots__ = ("_core", "_timer", "_transport", "done")
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._core = LingeringClose(loop.time())
+        self._timer = loop.call_at(self._core.deadline, self.finish)
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def received(self, size: int, close_received: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._core.received(size, close_received, now) is LingerVerdict.CLOSE:
+            self.finish()
+
+    def finish(self) -> None:
+        """Close TCP (at once if the client's close came, or at a bound: the latter may
+        reset a client that is still sending, which is then past every bound)."""
+        if self.done.done():
+            return
+        self._timer.cancel()
+        self.done.set_result(None)
+        self._transport.close()
+
+
+def _refuse_unmasked_frames(request: web.Request, ws: web.WebSocketResponse) -> _MaskedFramesOnly:
     """Put the mask check in front of the frame reader that ``prepare`` installed."""
     protocol: Any = request.protocol
-    protocol._payload_parser = _MaskedFramesOnly(protocol._payload_parser, ws)
+    gate = _MaskedFramesOnly(protocol._payload_parser, ws, request)
+    protocol._payload_parser = gate
+    return gate
 
 
 def _not_rfc6455(request: web.Request) -> Refusal | None:

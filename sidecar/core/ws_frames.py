@@ -11,7 +11,9 @@ import struct
 
 OP_TEXT = 0x1
 OP_BINARY = 0x2
+OP_CLOSE = 0x8
 OP_PING = 0x9
+OP_PONG = 0xA
 _FIN = 0x80
 
 
@@ -34,14 +36,19 @@ class MaskCheck:
     """Follows the frames a client sends, chunk by chunk, and says when one is not masked
     (RFC 6455 section 5.1: a server must close such a connection, with 1002).
 
-    Only frame headers are read: payloads are skipped by their length.
+    Only frame headers are read: payloads are skipped by their length. On the way it
+    notes when the client's close frame has arrived whole (:attr:`close_received`): a
+    lingering close (see :mod:`sidecar.core.lingering_close`) waits for it without
+    parsing anything else.
     """
 
-    __slots__ = ("_header", "_skip")
+    __slots__ = ("_header", "_in_close", "_skip", "close_received")
 
     def __init__(self) -> None:
         self._header = b""  # a header split across chunks, so far
         self._skip = 0  # payload bytes of the current frame still to come
+        self._in_close = False  # the current frame is a close frame
+        self.close_received = False  # a close frame from the client came whole
 
     def feed(self, data: bytes) -> bool:
         """False once an unmasked frame has been seen (and from then on)."""
@@ -54,6 +61,8 @@ class MaskCheck:
                 step = min(self._skip, len(view) - position)
                 self._skip -= step
                 position += step
+                if not self._skip and self._in_close:
+                    self.close_received = True
                 continue
             header = self._header + bytes(view[position : position + 14 - len(self._header)])
             size = _header_size(header)
@@ -66,6 +75,9 @@ class MaskCheck:
                 self._skip = -1  # unmasked: never reads on
                 return False
             self._skip = _payload_length(header)
+            self._in_close = header[0] & 0x0F == OP_CLOSE
+            if self._in_close and not self._skip:
+                self.close_received = True
         return self._skip >= 0
 
 

@@ -393,3 +393,15 @@ def test_a_signalled_benchmark_stops_every_process_it_started(
     for child in children:  # gone, and reaped by the benchmark (a zombie would be "running")
         assert not child.is_running(), child
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_autobahn_reports_every_case_of_every_target_with_its_close(tmp_path: Path) -> None:
+    figures = run_benchmark("autobahn", tmp_path)
+    targets = dig(figures, "targets")
+    assert sorted(targets) == ["bare", "conformance", "defaults"]
+    for name, target in targets.items():
+        groups = target["groups"]
+        assert target["cases"] == sum(group["cases"] for group in groups.values()) >= 6, name
+        assert is_number(target["passed"]) and 0 < target["passed"] <= target["cases"], name
+        assert target["no_close_frame"] == 0, (name, groups)
+    assert targets["conformance"]["passed"] == targets["conformance"]["cases"]

@@ -39,6 +39,7 @@ from wsfleet.api import bridge_pb2 as pb
 from wsfleet.api import bridge_pb2_grpc as pb_grpc
 from wsfleet.backend.session import Session, SessionInfo
 from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.bridge_limits import GRPC_OPTIONS
 from wsfleet.errors import StartupError
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import Outbox, OutboxClosed
@@ -269,7 +270,7 @@ async def start(
     backend: Backend, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[grpc.aio.Server, int]:
     """Serve ``backend`` on ``host:port`` (0: any free port); the server and its port."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_BridgeServicer_to_server(_Servicer(backend), server)  # type: ignore[no-untyped-call]
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
