@@ -10,5 +10,11 @@ COPY wsfleet_tools ./wsfleet_tools
 COPY sdk ./sdk
 COPY envoy ./envoy
 COPY deploy ./deploy
-RUN pip install --no-cache-dir -e ./sdk/python -e .
+RUN pip install --no-cache-dir -e ./sdk/python -e . \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent wsfleet \
+    && mkdir -p /state /pod && chown wsfleet:wsfleet /state /pod  # volumes mounted there
+# never root: the code and the installed packages stay root's, read-only to the processes
+# (Kubernetes also mounts the root filesystem read-only; /tmp is an emptyDir)
+ENV PYTHONDONTWRITEBYTECODE=1
+USER 10001:10001
 ENTRYPOINT ["wsfleet"]

@@ -29,7 +29,7 @@ from wsfleet.pod_registration import PodRegistration
 from wsfleet.process_shell import listen, open_registry, signal_events, stop_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, PodState
-from wsfleet.registry.signing import PodSigner, read_registry_key
+from wsfleet.registry.signing import PodSigner, read_pod_key
 from wsfleet.settings import ApiSettings, advertised_address
 
 log = structlog.get_logger()
@@ -44,7 +44,7 @@ async def serve(settings: ApiSettings, stop: asyncio.Event) -> None:
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     async with contextlib.AsyncExitStack() as stack:
-        signer = read_registry_key(settings.registry_key_file)
+        signer = read_pod_key(settings.registry_key_file, settings.pod_id)
         registry = await open_registry(stack, settings.redis_url, settings.namespace, signer)
         store = RedisChannelStore(settings.redis_url, settings.namespace)
         stack.push_async_callback(store.close)

@@ -1,6 +1,9 @@
 """The sidecar's local admin API: drain this pod, disconnect its connections.
 
-Both need the admin token (``--admin-token-file``); see docs/openapi/sidecar-admin.yaml.
+Both need this pod's own admin token, derived from its pod key (the control plane derives
+it from the fleet's root key; :mod:`wsfleet.registry.signing`), or the operators' token if
+``--admin-token-file`` gives one (the local fleet and the manifests do not: a pod learns
+no credential that works on another). See docs/openapi/sidecar-admin.yaml.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from wsfleet.process_shell import signal_events, stop_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import HashSources, PodRecord, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
-from wsfleet.registry.signing import read_registry_key
+from wsfleet.registry.signing import read_pod_key
 from wsfleet.settings import SidecarSettings, advertised_address, redacted_url
 from wsfleet.tokens import read_auth_key
 
@@ -109,7 +109,9 @@ async def serve(
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
     gc.set_threshold(*COLLECTOR_THRESHOLDS)
     verifier = await build_verifier(settings)
-    signer = read_registry_key(settings.registry_key_file)
+    # this pod's own key only (never the fleet's root key): it signs this pod's record and
+    # yields the one admin token the control plane calls this pod with
+    signer = read_pod_key(settings.registry_key_file, settings.pod_id)
     registry = RedisRegistry(settings.redis_url, settings.namespace, signer=signer)
     try:
         await registry.ping()

@@ -16,6 +16,7 @@ def write_private(path: Path, data: bytes, replace: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
     with os.fdopen(os.open(path, flags, 0o600), "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # a replaced file keeps no wider mode
         handle.write(data)
 
 

@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--chat-port", type=port, default=8082, help="the chat's page, with --app chat (8082)"
     )
+    up.add_argument(
+        "--broadcaster",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="a user the demo backend lets /broadcast to every session (repeat; * for any)",
+    )
     up.add_argument("--port", type=port, default=8080, help="client port on Envoy (default 8080)")
     up.add_argument(
         "--admin-port", type=port, default=8081, help="control-plane admin port (default 8081)"
@@ -198,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="issue an Envoy client certificate for this node id (repeatable; "
         "default envoy-1@local)",
     )
+    keygen.add_argument(
+        "--pod-key",
+        metavar="POD_ID",
+        help="only issue this pod's own key (it signs its record and yields its admin token; "
+        "the pod gets it instead of the registry key) into --out, from --registry-key",
+    )
+    keygen.add_argument(
+        "--registry-key",
+        type=Path,
+        help="with --pod-key: the fleet's registry key (default: the state dir's)",
+    )
+    keygen.add_argument("--out", type=Path, help="with --pod-key: the pod key file (mode 0600)")
 
     pods = commands.add_parser(
         "pods", help="list the gateway pods: serving, draining, drained, gone"
@@ -398,6 +417,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         _run(interactive(args.url, args.user, args.token, args.state_dir))
     elif command == "envoy":
         _exec_envoy(args)
+    elif command == "keygen" and args.pod_key is not None:
+        _issue_pod_key(args)
     elif command == "keygen":
         from wsfleet import fleet_ca
         from wsfleet.admin_auth import ensure_admin_token
@@ -477,6 +498,22 @@ def _dispatch(args: argparse.Namespace) -> None:
         print(getattr(ops_commands, f"{command}_command")(args))
 
 
+def _issue_pod_key(args: argparse.Namespace) -> None:
+    """``wsfleet keygen --pod-key ID --out FILE``: one pod's own key, derived from the fleet's
+    registry key (a Kubernetes initContainer runs it; the gateway never mounts the root)."""
+    from wsfleet.registry.signing import KEY_FILE, read_registry_key, write_pod_key
+
+    if args.out is None:
+        raise ConfigError("--pod-key needs --out FILE (where the pod reads its key)")
+    root = read_registry_key(args.registry_key or args.state_dir / KEY_FILE)
+    if root is None or not root.is_root:
+        raise ConfigError("--registry-key must be the fleet's registry key, not a pod key")
+    try:
+        print(write_pod_key(root, args.pod_key, args.out))
+    except ValueError as exc:
+        raise ConfigError(f"--pod-key: {exc}") from None
+
+
 def _exec_envoy(args: argparse.Namespace) -> None:
     """Render a bootstrap for the given xDS server and become Envoy (exec)."""
     import tempfile
@@ -533,6 +570,7 @@ async def _up(args: argparse.Namespace) -> None:
         api_instances=args.api_instances,
         app=args.app,
         chat_port=args.chat_port,
+        broadcasters=tuple(args.broadcaster),
         port=args.port,
         admin_port=args.admin_port,
         policy_path=args.policy,

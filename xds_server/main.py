@@ -47,8 +47,41 @@ def load_initial_bundle(settings: XdsSettings) -> PolicyBundle:
 def _with_overrides(bundle: PolicyBundle, settings: XdsSettings) -> PolicyBundle:
     if settings.listener_port is not None:
         policy = bundle.policy.with_listener_port(settings.listener_port)
-        return dataclasses.replace(bundle, policy=policy)
-    return bundle
+        bundle = dataclasses.replace(bundle, policy=policy)
+    return withhold_plaintext_secrets(bundle, settings.tls_dir is not None, _plaintext_ok(settings))
+
+
+def _plaintext_ok(settings: XdsSettings) -> bool:
+    """``--insecure-plaintext-secrets``: serve SDS private keys over plain gRPC anyway."""
+    return settings.insecure_plaintext_secrets
+
+
+def withhold_plaintext_secrets(bundle: PolicyBundle, tls: bool, plaintext_ok: bool) -> PolicyBundle:
+    """Without mTLS anyone who reaches the xDS port can ask for every SDS secret (the TLS
+    private keys): unless told explicitly, serve none (listeners that need one wait for
+    it, and the log says why)."""
+    if tls or plaintext_ok or not bundle.certificates:
+        return bundle
+    log.warning(
+        "xds_secrets_withheld",
+        certificates=sorted(bundle.certificates),
+        reason="xDS is plaintext (no --tls-dir): TLS private keys are not served; give "
+        "--tls-dir, or --insecure-plaintext-secrets on a network only Envoys can reach",
+    )
+    return dataclasses.replace(bundle, certificates={})
+
+
+def _warn_if_plaintext(settings: XdsSettings) -> None:
+    """Say at start, loudly, that xDS is plaintext and what that means for secrets."""
+    if settings.tls_dir is not None:
+        return
+    log.warning(
+        "xds_plaintext",
+        secrets="served (--insecure-plaintext-secrets)" if _plaintext_ok(settings) else "withheld",
+        reason="no --tls-dir: any client that reaches the xDS port gets the configuration "
+        "(and, with --insecure-plaintext-secrets, the TLS private keys); serve it over "
+        "mutual TLS (wsfleet keygen) outside a trusted network",
+    )
 
 
 GRPC_STOP_GRACE_S = 1.0  # at stop, how long open xDS streams get to end on their own
@@ -82,6 +115,7 @@ def _server_credentials(tls: Path | None) -> grpc.ServerCredentials | None:
 
 async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
+    _warn_if_plaintext(settings)
     bundle = load_initial_bundle(settings)
     signer = read_registry_key(settings.registry_key_file)
     registry = RedisRegistry(settings.redis_url, settings.namespace, signer=signer)

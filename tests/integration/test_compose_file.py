@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -67,13 +68,43 @@ def test_redis_needs_a_password_and_every_client_carries_it() -> None:
     services = _resolved()["services"]
     assert isinstance(services, dict)
     assert services["redis"]["command"][-2:] == ["--requirepass", PASSWORD]
-    parser = build_parser()
     urls = [
-        parser.parse_args(service["command"]).redis_url
+        service["environment"]["WSFLEET_REDIS_URL"]
         for service in services.values()
-        if service.get("image") == "wsfleet:local" and "--redis-url" in str(service["command"])
+        if "WSFLEET_REDIS_URL" in service.get("environment", {})
     ]
     assert len(urls) == 5 and all(url == f"redis://:{PASSWORD}@redis:6379/0" for url in urls)
+    for name, service in services.items():  # in the environment, never on a command line
+        assert PASSWORD not in " ".join(service.get("command") or []) or name == "redis", name
+
+
+def _sources(service: dict[str, Any]) -> set[str]:
+    """The volumes a service mounts (long or short syntax)."""
+    return {
+        str(v["source"]) if isinstance(v, dict) else v.split(":")[0] for v in service["volumes"]
+    }
+
+
+def _pod_key_services(services: dict[str, Any]) -> dict[str, Any]:
+    return {name: s for name, s in services.items() if s.get("entrypoint") == ["sh", "-c"]}
+
+
+def test_each_pod_gets_its_own_key_and_never_the_state_volume() -> None:
+    services = _resolved()["services"]
+    assert isinstance(services, dict)
+    parser = build_parser()
+    pods = {n: s for n, s in services.items() if s.get("command", [""])[0] in ("sidecar", "api")}
+    assert len(pods) == 4
+    for name, service in pods.items():
+        assert _sources(service) == {name}, name  # a volume of its own; not `state` (registry.key)
+        args = parser.parse_args(service["command"])
+        assert str(args.registry_key_file).startswith("/pod/")
+        (issuer,) = [
+            s
+            for s in _pod_key_services(services).values()
+            if f"--pod-key {name} " in s["command"][0]
+        ]
+        assert _sources(issuer) == {"state", name}
 
 
 def test_only_loopback_ports_are_published() -> None:
@@ -108,6 +139,10 @@ def test_every_wsfleet_command_in_the_file_parses() -> None:
     for name, service in services.items():
         if service.get("image") != "wsfleet:local":
             continue
+        if name in _pod_key_services(services):  # sh -c "cp ... && wsfleet keygen ..."
+            wsfleet = service["command"][0].split("&& wsfleet ", 1)[1]
+            assert parser.parse_args(wsfleet.split()).command == "keygen", name
+            continue
         args = parser.parse_args(service["command"])
         assert args.command in {"xds", "sidecar", "backend", "envoy", "keygen", "api"}, name
         checked += 1
@@ -132,7 +167,10 @@ def test_sidecars_get_more_time_to_stop_than_their_drain_budget_takes() -> None:
     sidecars = {name: s for name, s in services.items() if s["command"][0] == "sidecar"}
     assert sidecars
     for name, service in sidecars.items():
-        settings = from_args(SidecarSettings, parser.parse_args(service["command"]), environ={})
+        environ = service["environment"]
+        settings = from_args(
+            SidecarSettings, parser.parse_args(service["command"]), environ=environ
+        )
         budget, shutdown_s = settings.drain_budget_s, settings.shutdown_timeout_s
         grace = service["stop_grace_period"]
         seconds = float(grace.rstrip("s")) if isinstance(grace, str) else float(grace)

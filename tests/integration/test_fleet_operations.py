@@ -214,7 +214,7 @@ async def test_a_gateway_refusing_with_503_before_envoy_knows_is_retried_on_anot
         async with session.post(
             f"http://127.0.0.1:{pod.admin_port}/drain",
             json={"budget_s": 0},
-            headers={"Authorization": f"Bearer {fleet.admin_token}"},
+            headers={"Authorization": f"Bearer {fleet.pod_admin_token('sidecar-2')}"},
         ) as response:
             assert response.status == 202
         assert (await cluster_hosts(fleet, "gateways"))["sidecar-2"] == "HEALTHY"

@@ -217,7 +217,7 @@ def test_the_region_overlay_adds_a_zone_of_envoys_with_its_own_identity() -> Non
     identities = set()
     for envoy in envoys:
         args = build_parser().parse_args(container(envoy)["args"])
-        (tls,) = envoy["spec"]["template"]["spec"]["volumes"]
+        (tls,) = [v for v in envoy["spec"]["template"]["spec"]["volumes"] if "secret" in v]
         identities.add((args.node_id, tls["secret"]["secretName"]))
     assert identities == {
         ("envoy-zone-a", "wsfleet-envoy-tls"),
@@ -247,3 +247,57 @@ def test_the_server_api_is_routed_reached_only_through_envoy_and_scraped() -> No
     monitor = one("ServiceMonitor", "server-api")["spec"]
     labels = one("Service", "server-api-metrics")["metadata"]["labels"]
     assert monitor["selector"]["matchLabels"].items() <= labels.items()
+
+
+HARDENED = {
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@pytest.mark.parametrize("directory", ["base", "overlays/region-5m"])
+def test_every_container_runs_unprivileged_on_a_read_only_root(directory: str) -> None:
+    workloads = [d for _, d in documents(ROOT / directory) if d["kind"] == "Deployment"]
+    assert workloads
+    for deployment in workloads:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for spec in [*pod.get("initContainers", []), *pod["containers"]]:
+            context = spec["securityContext"]
+            assert {k: context.get(k) for k in HARDENED} == HARDENED, spec["name"]
+            assert context["runAsUser"] > 0, spec["name"]
+        writable = {m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
+        assert "/tmp" in writable, deployment["metadata"]["name"]  # an emptyDir, not the image
+
+
+def _secret_keys(pod: dict[str, Any], spec: dict[str, Any]) -> set[str]:
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    keys: set[str] = set()
+    for mount in spec.get("volumeMounts", []):
+        secret = volumes[mount["name"]].get("secret")
+        if secret is not None:
+            items = secret.get("items", [{"key": "<every key>"}])
+            keys |= {f"{secret['secretName']}/{item['key']}" for item in items}
+    return keys
+
+
+def test_pods_mount_their_own_key_and_no_fleet_secret() -> None:
+    for name in ("gateways", "server-api"):
+        deployment = one("Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        settings = settings_of(deployment)
+        fleet_keys = {k for k in _secret_keys(pod, container(deployment)) if "wsfleet-keys/" in k}
+        assert fleet_keys <= {"wsfleet-keys/auth.key"}, name  # no registry.key, no admin.token
+        assert settings.admin_token_file is None  # the operators' token stays with them
+        (init,) = pod["initContainers"]
+        assert _secret_keys(pod, init) == {"wsfleet-keys/registry.key"}
+        args = build_parser().parse_args(init["args"])
+        assert args.out == settings.registry_key_file  # the pod key it derives, from the pod
+        assert args.pod_key == "$(WSFLEET_POD_ID)"
+    pre_stop = " ".join(
+        container(one("Deployment", "gateways"))["lifecycle"]["preStop"]["exec"]["command"]
+    )
+    assert "admin.token" not in pre_stop and "read_pod_key" in pre_stop

@@ -3,7 +3,8 @@
 Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default; ``{c<b>}`` is a hash tag,
 ``<b>`` the user's bucket, :func:`~wsfleet.registry.base.user_bucket`):
 
-- ``{ns}:pod:{pod_id}`` hash of :class:`PodRecord` fields, with a TTL the pod refreshes;
+- ``{ns}:pod:{pod_id}`` hash of :class:`PodRecord` fields (and, signed, ``signed_at`` and
+  ``sig``: :mod:`wsfleet.registry.signing`), with a TTL the pod refreshes;
 - ``{ns}:pods`` set of pod ids (members whose hash expired are pruned on read);
 - ``{ns}:membership`` pub/sub channel: a pod id each time a pod joins, changes state or
   leaves (on a cluster a PUBLISH reaches every node's subscribers);
@@ -34,7 +35,7 @@ from wsfleet.registry.base import (
     RegistryUnavailable,
     user_bucket,
 )
-from wsfleet.registry.signing import SIGNATURE_FIELD, PodSigner
+from wsfleet.registry.signing import PodSigner
 
 # Record many connections in one call, each unless its user already holds the maximum
 # (0: no maximum). O(1) per connection while the user's set is below the maximum (SCARD);
@@ -133,7 +134,8 @@ class RedisRegistry:
         max_connections: int = 32,
         signer: PodSigner | None = None,
     ) -> None:
-        # with a signer, pod records written are signed and records read must verify
+        # with a signer, pod records written are signed (a pod's key signs only its own)
+        # and records read must verify: the control plane's holds the fleet's root key
         self.signer = signer
         # a bounded pool: a handshake surge waits for a connection instead of opening
         # hundreds (each with its own buffers) that then stay idle
@@ -172,7 +174,7 @@ class RedisRegistry:
                 pipe.hget(key, "state")
                 fields: dict[Any, Any] = dict(pod.to_fields())
                 if self.signer is not None:
-                    fields[SIGNATURE_FIELD] = self.signer.sign(pod)
+                    fields.update(self.signer.signature_fields(pod, key))
                 pipe.hset(key, mapping=fields)
                 pipe.pexpire(key, ttl_ms)
                 pipe.sadd(self._pods_key, pod.pod_id)
@@ -208,22 +210,26 @@ class RedisRegistry:
         except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         pods = []
-        for row in rows:
-            pod = self._trusted(row)
+        for pod_id, row in zip(pod_ids, rows, strict=True):
+            pod = self._trusted(pod_id, row)
             if pod is not None and (pool is None or pod.pool == pool):
                 pods.append(pod)
         return pods
 
-    def _trusted(self, row: dict[str, str]) -> PodRecord | None:
-        """The record in ``row``, or None: empty, half-written, foreign, or (with a
-        signer) not signed with the fleet's registry key."""
+    def _trusted(self, pod_id: str, row: dict[str, str]) -> PodRecord | None:
+        """The record in ``row`` (read under ``pod_id``'s key), or None: empty,
+        half-written, foreign, or (with a signer) not signed by ``pod_id`` for this key,
+        stale, or older than one read before (:mod:`wsfleet.registry.signing`)."""
         if not row:
             return None
         try:
             pod = PodRecord.from_fields(row)
         except ValueError:
             return None
-        if self.signer is not None and not self.signer.verify(pod, row.get(SIGNATURE_FIELD, "")):
+        if pod.pod_id != pod_id:
+            return None  # a record copied under another pod's key
+        key = self._pod_key(pod_id)
+        if self.signer is not None and not self.signer.verify(pod, key, pod_id, row):
             return None  # counted by the signer; the control plane exports the count
         return pod
 
@@ -232,7 +238,7 @@ class RedisRegistry:
             row = cast(dict[str, str], await self._redis.hgetall(self._pod_key(pod_id)))
         except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
-        return self._trusted(row)
+        return self._trusted(pod_id, row)
 
     async def live_pod_ids(self) -> set[str]:
         try:

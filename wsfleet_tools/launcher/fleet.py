@@ -25,8 +25,14 @@ from wsfleet import fleet_ca
 from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
 from wsfleet.errors import StartupError
 from wsfleet.readiness import read_ready, write_ready
-from wsfleet.registry.signing import KEY_FILE, PodSigner, ensure_registry_key, read_registry_key
-from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR
+from wsfleet.registry.signing import (
+    KEY_FILE,
+    PodSigner,
+    ensure_registry_key,
+    read_registry_key,
+    write_pod_key,
+)
+from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR, redacted_url
 from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
 from wsfleet_tools.admin_client import fleet_file
 from wsfleet_tools.launcher.children import Child, LineSink, Supervisor
@@ -71,6 +77,7 @@ class FleetOptions:
     api_instances: int = 2  # server API instances behind Envoy's /api/ (any takes any call)
     app: str = "demo"  # the backend: the demo (echo and commands) or the chat example
     chat_port: int = 8082  # the chat example's page (with app="chat")
+    broadcasters: tuple[str, ...] = ()  # users the demo backend lets /broadcast ("*": any)
 
 
 @dataclass
@@ -172,10 +179,32 @@ class LocalFleet:
         return mint_token(read_auth_key(self._auth_key_path), user_id, ttl_s)
 
     def pod_signer(self) -> PodSigner:
-        """Signs pod records as this fleet's pods do (tests register pods of their own)."""
+        """The fleet's root registry key (the operators' and the control plane's): signs
+        any pod's record, derives any pod's key and admin token. No pod is given it."""
         signer = read_registry_key(self.registry_key_path)
-        assert signer is not None
+        assert signer is not None and signer.is_root
         return signer
+
+    def pod_admin_token(self, pod_id: str) -> str:
+        """The one admin token pod ``pod_id``'s admin API accepts (the operators' token
+        works only on the control plane)."""
+        return self.pod_signer().admin_token(pod_id)
+
+    def pod_key_path(self, pod_id: str) -> Path:
+        """Where pod ``pod_id``'s own key file is (written when it starts)."""
+        return self.run_dir / "pod-keys" / f"{pod_id}.key"
+
+    def _issue_pod_key(self, pod_id: str) -> Path:
+        """Write pod ``pod_id``'s key (mode 0600, in a directory only we can list): the
+        only registry credential the pod gets."""
+        path = self.pod_key_path(pod_id)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return write_pod_key(self.pod_signer(), pod_id, path)
+
+    def _child_env(self) -> dict[str, str]:
+        """Settings passed in the environment, not on command lines (``ps`` shows those to
+        every local user): the Redis URL carries its password."""
+        return {"WSFLEET_REDIS_URL": self.info.redis_url}
 
     # -- start -----------------------------------------------------------
 
@@ -251,7 +280,10 @@ class LocalFleet:
                 self.info.chat_url = self.info.chat_url or f"http://127.0.0.1:{ready['http_port']}/"
             else:
                 name = f"backend-{index}"
-                ready = await self._start_python(name, ["backend", "--port", "0", "--name", name])
+                broadcasters = [a for u in self.options.broadcasters for a in ("--broadcaster", u)]
+                ready = await self._start_python(
+                    name, ["backend", "--port", "0", "--name", name, *broadcasters]
+                )
             self.info.backend_ports[name] = int(ready["port"])
 
         await self._start_xds(grpc_port=0)
@@ -290,7 +322,6 @@ class LocalFleet:
         options = self.options
         argv = [
             "xds",
-            *("--redis-url", self.info.redis_url),
             *("--grpc-port", str(grpc_port)),
             *("--admin-port", str(admin_port)),
             *("--listener-port", str(listener_port)),
@@ -300,7 +331,7 @@ class LocalFleet:
             *(["--policy", str(options.policy_path)] if options.policy_path else []),
             *options.xds_args,
         ]
-        ready = await self._start_python(name, argv)
+        ready = await self._start_python(name, argv, env=self._child_env())
         return int(ready["grpc_port"]), int(ready["admin_port"])
 
     async def add_edge(self, region: str) -> Edge:
@@ -325,7 +356,11 @@ class LocalFleet:
         await self._start_xds(grpc_port=self.info.xds_grpc_port)
 
     async def _start_python(
-        self, name: str, argv: list[str], module: str = "wsfleet_tools"
+        self,
+        name: str,
+        argv: list[str],
+        module: str = "wsfleet_tools",
+        env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """``python -m module`` (the ``wsfleet`` command by default), until it is ready."""
         ready_file = self.run_dir / f"{name}.ready.json"
@@ -341,6 +376,7 @@ class LocalFleet:
                 "--ready-file",
                 str(ready_file),
             ],
+            env,
         )
         return await self._wait_ready(child, ready_file)
 
@@ -448,14 +484,11 @@ class LocalFleet:
             pod_id,
             "--region",
             self.options.region,
-            "--redis-url",
-            self.info.redis_url,
             "--auth-key-file",
             str(self._auth_key_path),
-            "--admin-token-file",
-            str(self.admin_token_path),
+            # its own pod key only: never the root key, never the operators' admin token
             "--registry-key-file",
-            str(self.registry_key_path),
+            str(self._issue_pod_key(pod_id)),
             "--drain-budget",
             str(self.options.drain_budget_s),
             *(
@@ -466,7 +499,7 @@ class LocalFleet:
             *self.options.sidecar_args,
             *extra_args,
         ]
-        facts = await self._start_python(pod_id, argv)
+        facts = await self._start_python(pod_id, argv, env=self._child_env())
         if self.info.envoy_admin_port:  # Envoy sends it sessions once its health check passed
             await self.wait_host_routable(pod_id, STARTUP_TIMEOUT_S)
         child = self.supervisor.find(pod_id)
@@ -484,13 +517,11 @@ class LocalFleet:
             "api",
             *("--pod-id", name),
             *("--region", self.options.region),
-            *("--redis-url", self.info.redis_url),
             *("--api-keys", str(self.api_keys_path)),
-            *("--admin-token-file", str(self.admin_token_path)),
-            *("--registry-key-file", str(self.registry_key_path)),
+            *("--registry-key-file", str(self._issue_pod_key(name))),  # its own key only
             *extra_args,
         ]
-        facts = await self._start_python(name, argv)
+        facts = await self._start_python(name, argv, env=self._child_env())
         if self.info.envoy_admin_port:
             await self.wait_host_routable(name, STARTUP_TIMEOUT_S, pool=API_POOL)
         self.info.apis[name] = (int(facts["port"]), int(facts["admin_port"]))
@@ -710,7 +741,11 @@ class LocalFleet:
                 for name, envoy in self.info.envoys.items()
             ),
             *((("chat (browser)", self.info.chat_url),) if self.info.chat_url else ()),
-            ("Redis", self.info.redis_url + ("  (embedded)" if self.info.redis_embedded else "")),
+            (
+                "Redis",
+                redacted_url(self.info.redis_url)
+                + ("  (embedded)" if self.info.redis_embedded else ""),
+            ),
             *(
                 (f"{name} (gRPC)", f"127.0.0.1:{port}")
                 for name, port in self.info.backend_ports.items()
