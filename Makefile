@@ -12,7 +12,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# wsfleet depends on the Python SDK (wsfleet-client, in sdk/python): both from this tree
+# the Python SDK (wsfleet-client, sdk/python; `wsfleet connect`, the launcher's SDK checks and
+# the tests use it) is installed from this tree, never resolved by name from the package
+# index: that name is not this project's there (wsfleet's pyproject.toml does not list it)
 $(VENV)/.installed-run: pyproject.toml sdk/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ./sdk/python -e .
 	touch $@

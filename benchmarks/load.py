@@ -292,6 +292,7 @@ async def start_wsfleet(
         state_dir=run_dir / "state",
         envoy_concurrency=concurrency,
         log_level="warning",
+        broadcasters=("*",),  # the fan-out scenario's clients /broadcast
     )
     fleet = LocalFleet(options)
     with processes.own_affinity(cores):

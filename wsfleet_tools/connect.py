@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
 from wsfleet.headers import REFUSAL_HEADER
 from wsfleet.tokens import key_path, mint_token, read_auth_key
-from wsfleet_client import connect_url
 
 # What Envoy itself means by a refusal that no gateway signed (gateways say why, in a header)
 PROXY_REFUSALS = {
@@ -21,6 +21,14 @@ PROXY_REFUSALS = {
     503: "Envoy found no gateway to send this to; retry later",
 }
 REPLY_GRACE_S = 1.0  # after end of input, wait this long for replies still on the way
+
+
+def connect_url(url: str, user_id: str) -> str:
+    """``url`` with the ``user`` query parameter Envoy hashes on (sticky routing); the
+    SDK has the same helper, but the server package does not depend on the SDK."""
+    parts = urlsplit(url)
+    query = "&".join(part for part in (parts.query, urlencode({"user": user_id})) if part)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/ws", query, parts.fragment))
 
 
 async def interactive(url: str, user: str, token: str | None, state_dir: Path) -> None:

@@ -10,13 +10,15 @@ what backends can do:
 | ``/typing N`` | N messages with the coalesce key ``typing`` (``typing:<n>``) |
 | ``/close CODE REASON`` | ends the session: the gateway closes the client with CODE |
 | ``/stream N MS`` | ``stream-1`` ... ``stream-N``, one every MS milliseconds, durable |
-| ``/broadcast TEXT`` | TEXT to every open session on every gateway (one message each) |
+| ``/broadcast TEXT`` | from a broadcaster: TEXT to every open session on every gateway |
 | ``/subscribe CHANNEL``, ``/unsubscribe CHANNEL`` | subscribes the session (server-side) |
 | ``/publish CHANNEL TEXT`` | publishes TEXT to CHANNEL through its gateway |
 
 A client cannot make it send without bound: a command's messages are at most 1 MiB
 each and 64 MiB in all, and broadcasts and publications at most 10 a second for the whole
-backend, of at most 4 KiB (beyond: the sender is told ``refused: ...``). Client
+backend, of at most 4 KiB (beyond: the sender is told ``refused: ...``). Nor can any
+client reach everyone: only the users the backend is started with (``--broadcaster USER``,
+repeated; ``*`` for any user, for benchmarks) may ``/broadcast``; by default nobody. Client
 publications that the namespace sends for approval are accepted as they are.
 
 Streamed messages are durable: the kit keeps them until the gateway has them in the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import structlog
@@ -43,7 +46,8 @@ MAX_FLOOD = 1_000_000  # messages one command may ask for ...
 MAX_COMMAND_BYTES = 64 << 20  # ... and bytes, in all (a client cannot ask for gigabytes)
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_BROADCAST_BYTES = 4096
-BROADCASTS_PER_S = 10  # for the whole backend: any user may broadcast, but not flood everyone
+BROADCASTS_PER_S = 10  # for the whole backend: a broadcaster may not flood everyone either
+ANY_USER = "*"  # as a broadcaster: every user may broadcast (benchmarks, demos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +96,10 @@ def _bounded(count: int, size: int) -> tuple[int, int]:
 class DemoBackend(Backend):
     """Echo, and the commands above."""
 
-    def __init__(self, name: str = "backend") -> None:
+    def __init__(self, name: str = "backend", broadcasters: Collection[str] = ()) -> None:
         super().__init__()
         self.name = name
+        self.broadcasters = frozenset(broadcasters)
         self._sends: collections.deque[float] = collections.deque()  # in the last second
 
     def on_message(self, session: Session, data: str | bytes) -> None:
@@ -105,7 +110,7 @@ class DemoBackend(Backend):
         if command == "/stream":
             self._stream(session, rest.split())
         elif command == "/broadcast":
-            if self._allowed(session, rest):
+            if self._may_broadcast(session) and self._allowed(session, rest):
                 for other in self.sessions.values():
                     other.send(rest)
         elif command == "/publish":
@@ -127,6 +132,13 @@ class DemoBackend(Backend):
                     session.send(
                         reply.data, droppable=reply.droppable, coalesce_key=reply.coalesce_key
                     )
+
+    def _may_broadcast(self, sender: Session) -> bool:
+        """Whether the sender's user is one of the backend's broadcasters; it is told when not."""
+        if ANY_USER in self.broadcasters or sender.user_id in self.broadcasters:
+            return True
+        sender.send("refused: only the backend's broadcasters (--broadcaster) may /broadcast")
+        return False
 
     def _allowed(self, sender: Session, text: str) -> bool:
         """At most :data:`BROADCASTS_PER_S` broadcasts and publications a second, of at
@@ -162,7 +174,8 @@ class DemoBackend(Backend):
 
 async def run(settings: BackendSettings) -> None:
     stop, _ = signal_events()
-    server, port = await start(DemoBackend(settings.name), settings.host, settings.port)
+    backend = DemoBackend(settings.name, settings.broadcasters)
+    server, port = await start(backend, settings.host, settings.port)
     write_ready(settings.ready_file, port=port)
     log.info("backend_started", port=port, name=settings.name)
     await stop.wait()

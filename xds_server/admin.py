@@ -9,11 +9,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wsfleet.admin_auth import require_token
-from wsfleet.registry import Registry, RegistryUnavailable
+from wsfleet.registry import Registry
 from xds_server import envoy_types, type_urls
 from xds_server.fleet_admin import FleetAdmin, registry_errors
 from xds_server.ledger import Ledger
-from xds_server.metrics import XdsMetrics
+from xds_server.metrics import FleetGauges, XdsMetrics
 from xds_server.publisher import SnapshotPublisher
 from xds_server.snapshot import DEFAULT_GROUP, Resource
 
@@ -34,18 +34,20 @@ def build_admin_app(
     token: str | None,
     listener_port_override: int | None = None,
 ) -> web.Application:
-    """Open: /healthz, /metrics. Behind the admin token: /debug/* and the fleet API."""
+    """Open: /healthz, /metrics (so each costs no registry read of its own: see
+    :class:`~xds_server.metrics.FleetGauges`). Behind the admin token: /debug/* and the
+    fleet API."""
     app = web.Application(middlewares=[registry_errors])
     fleet.add_routes(app)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    fleet_gauges = FleetGauges(metrics, registry.list_pods)
+
     async def metrics_view(_: web.Request) -> web.Response:
-        try:
-            metrics.set_fleet(await registry.list_pods(), fleet.drains_in_progress)
-        except RegistryUnavailable:
-            metrics.registry_errors.inc()
+        await fleet_gauges.refresh()  # reads the registry at most every few seconds
+        metrics.drains_in_progress.set(fleet.drains_in_progress)
         body = generate_latest(metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

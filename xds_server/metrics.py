@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from wsfleet.registry import PodRecord
+from wsfleet.registry import PodRecord, RegistryUnavailable
 from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
 from xds_server.ledger import Ledger
+
+# the fleet gauges read the registry at most this often, however often /metrics is scraped
+FLEET_GAUGES_MAX_AGE_S = 5.0
 
 
 class XdsMetrics:
@@ -86,8 +90,8 @@ class XdsMetrics:
             "wsfleet_fleet_drains_in_progress", "Fleet drains not finished", registry=self.registry
         )
 
-    def set_fleet(self, pods: list[PodRecord], drains_in_progress: int) -> None:
-        """Fleet aggregates from the registry's pod records (called at scrape time)."""
+    def set_fleet(self, pods: list[PodRecord]) -> None:
+        """Fleet aggregates from the registry's pod records (see :class:`FleetGauges`)."""
         self.fleet_connections.clear()
         self.fleet_transports.clear()
         self.fleet_pods.clear()
@@ -102,7 +106,6 @@ class XdsMetrics:
             self.fleet_transports.labels(name).set(count)
         for state, count in states.items():
             self.fleet_pods.labels(state).set(count)
-        self.drains_in_progress.set(drains_in_progress)
 
     def watch_rejections(self, rejected: Callable[[], int]) -> None:
         """Export how many pod records read did not verify (read at scrape time)."""
@@ -113,6 +116,45 @@ class XdsMetrics:
     ) -> None:
         """Export the per-node ledger and certificate expiry, read at scrape time."""
         self.registry.register(_LedgerCollector(ledger, certificates))
+
+
+class FleetGauges:
+    """Keeps the fleet gauges of ``/metrics`` (pods, connections per pod and transport)
+    from the registry, read at most once every ``max_age_s``.
+
+    ``/metrics`` is open to anyone: were each scrape to read every pod record, anyone
+    could make the control plane load Redis as often as they like. Scrapes within
+    ``max_age_s`` of the last read (or of a failed one) show its values; scrapes that
+    arrive during a read wait for it instead of starting their own.
+    """
+
+    def __init__(
+        self,
+        metrics: XdsMetrics,
+        read_pods: Callable[[], Awaitable[list[PodRecord]]],
+        max_age_s: float = FLEET_GAUGES_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._metrics = metrics
+        self._read_pods = read_pods
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._read_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        """Read the registry if the last read is older than ``max_age_s``."""
+        async with self._lock:
+            now = self._clock()
+            if self._read_at is not None and now - self._read_at < self._max_age_s:
+                return
+            self._read_at = now  # a failed read waits its turn too: an outage costs no more
+            try:
+                pods = await self._read_pods()
+            except RegistryUnavailable:
+                self._metrics.registry_errors.inc()
+                return
+            self._metrics.set_fleet(pods)
 
 
 class _RejectionCollector(Collector):

@@ -45,7 +45,7 @@ async def test_a_message_round_trips_through_envoy_sidecar_and_backend(
 
 
 async def test_a_broadcast_reaches_every_connection_on_every_sidecar(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory()
+    fleet: LocalFleet = await fleet_factory(broadcasters=("user-0",))
     async with unlimited_session() as session:
         sockets = {}
         for n in range(12):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.outbox import Outbox
 from wsfleet_tools.demo_backend import (
+    ANY_USER,
     BROADCASTS_PER_S,
     MAX_BROADCAST_BYTES,
     MAX_COMMAND_BYTES,
@@ -50,7 +51,7 @@ def _texts(events: list[pb.BackendEvent]) -> list[str]:
 
 
 async def test_broadcasts_are_capped_per_second_and_in_size_and_the_sender_is_told() -> None:
-    backend = DemoBackend()
+    backend = DemoBackend(broadcasters=("alice",))
     sender: Outbox[pb.BackendEvent] = Outbox(10_000, 10_000, 1 << 30)
     other: Outbox[pb.BackendEvent] = Outbox(10_000, 10_000, 1 << 30)
     await backend._handle(_opened("alice"), sender)
@@ -63,3 +64,36 @@ async def test_broadcasts_are_capped_per_second_and_in_size_and_the_sender_is_to
     assert _texts(await other.take()) == [f"hello {n}" for n in range(BROADCASTS_PER_S)]
     refusals = [text for text in _texts(await sender.take()) if text.startswith("refused")]
     assert len(refusals) == 4  # the three over the rate and the one over the size
+
+
+async def _two_sessions(
+    backend: DemoBackend,
+) -> tuple[Outbox[pb.BackendEvent], Outbox[pb.BackendEvent]]:
+    alice: Outbox[pb.BackendEvent] = Outbox(10_000, 10_000, 1 << 30)
+    bob: Outbox[pb.BackendEvent] = Outbox(10_000, 10_000, 1 << 30)
+    await backend._handle(_opened("alice"), alice)
+    await backend._handle(_opened("bob"), bob)
+    return alice, bob
+
+
+async def test_only_a_broadcaster_reaches_everyone_and_others_are_told() -> None:
+    backend = DemoBackend(broadcasters=("alice",))
+    alice, bob = await _two_sessions(backend)
+    await backend._handle(_message("bob", "/broadcast from bob"), bob)
+    await backend._handle(_message("alice", "/broadcast from alice"), alice)
+    assert _texts(await alice.take()) == ["from alice"]
+    [refusal, got] = _texts(await bob.take())
+    assert refusal.startswith("refused:") and "--broadcaster" in refusal
+    assert got == "from alice"
+
+
+async def test_by_default_nobody_may_broadcast_and_a_star_lets_everyone() -> None:
+    nobody = DemoBackend()
+    alice, bob = await _two_sessions(nobody)
+    await nobody._handle(_message("alice", "/broadcast hello"), alice)
+    assert [text.startswith("refused:") for text in _texts(await alice.take())] == [True]
+    assert len(bob) == 0  # handling is synchronous: a broadcast would be queued by now
+    anyone = DemoBackend(broadcasters=(ANY_USER,))
+    alice, bob = await _two_sessions(anyone)
+    await anyone._handle(_message("bob", "/broadcast hello"), bob)
+    assert _texts(await alice.take()) == ["hello"]
