@@ -6,6 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 SDK = Path(__file__).resolve().parents[2] / "sdk" / "js"
 
 

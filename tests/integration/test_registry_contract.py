@@ -22,6 +22,8 @@ from wsfleet.registry import (
 from wsfleet.registry.memory import MemoryRegistry
 from wsfleet.registry.redis_registry import RedisRegistry
 
+pytestmark = pytest.mark.integration
+
 
 def _pod(pod_id: str, pool: str = "gateways", state: PodState = PodState.SERVING) -> PodRecord:
     return PodRecord(pod_id, pool, "127.0.0.1", 9000, 9001, state=state, started_at=1.0)

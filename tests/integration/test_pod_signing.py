@@ -6,10 +6,14 @@ from __future__ import annotations
 import dataclasses
 import secrets
 
+import pytest
+
 from tests.conftest import RedisProcess
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import PodSigner
+
+pytestmark = pytest.mark.integration
 
 
 def _signer() -> PodSigner:

@@ -9,6 +9,8 @@ import pytest
 from wsfleet.errors import StartupError
 from wsfleet_tools.launcher import ports
 
+pytestmark = pytest.mark.integration
+
 
 def _ephemeral_low() -> int:
     return int(ports._RANGE_FILE.read_text().split()[0])
