@@ -154,29 +154,6 @@ async def _post(http: aiohttp.ClientSession, url: str, headers: dict[str, str], 
         return False
 
 
-async def paced(
-    publish_one: Publish,
-    count: int,
-    rate: float,
-    text_for: Callable[[int, float], str],
-    max_seconds: float,
-) -> list[Sent]:
-    """``count`` publications, the n-th due at ``(n - 1) / rate``, one after another (so
-    they keep their order). Stops at ``max_seconds``."""
-    started = time.perf_counter()
-    deadline = time.monotonic() + max_seconds
-    sent: list[Sent] = []
-    for n in range(1, count + 1):
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(max(0.0, started + (n - 1) / rate - time.perf_counter()))
-        at = time.perf_counter()
-        text = text_for(n, at)
-        ok = await publish_one(text)
-        sent.append(Sent(n, text, at, ok, time.perf_counter() - at))
-    return sent
-
-
 async def concurrent(
     publish_one: Publish,
     count: int,
@@ -188,7 +165,8 @@ async def concurrent(
 ) -> list[Sent]:
     """``count`` publications, the n-th due at ``(n - 1) / rate``, by ``concurrency``
     publishers at once (many applications publishing to one busy channel): a slow answer
-    holds back one publisher, not the channel. Order is not kept; ``Sent`` by number."""
+    holds back one publisher, not the channel. Order is kept only with one publisher;
+    ``Sent`` by number. Stops at ``max_seconds``."""
     started = time.perf_counter()
     deadline = time.monotonic() + max_seconds
     numbers = iter(range(1, count + 1))
@@ -484,12 +462,13 @@ async def latency(
     try:
         warmed = await warm_up(workers, publish_one)
         before = _usage(target.processes)
-        sent = await paced(
+        sent = await concurrent(  # one publisher: one after another, in order
             publish_one,
             args.latency_publications,
             args.latency_rate,
             latency_text,
             args.max_seconds,
+            concurrency=1,
         )
         got = await arrivals(workers, len(sent), args.max_seconds)
         after = _usage(target.processes)

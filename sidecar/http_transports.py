@@ -350,7 +350,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
                 Refusal(403, "not_your_session", "this session belongs to another user")
             )
         channel = existing.channel
-        if not _budget(gateway, channel).take_frames(1, asyncio.get_running_loop().time()):
+        if not _budget(gateway, channel).take_frames(1, _now()):
             return _rate_limited(gateway, "polling")
         channel.acknowledge(last_seq)
         frames, closed = await channel.take(wait_s)
@@ -422,7 +422,7 @@ async def handle_send(request: web.Request) -> web.Response:
     limits = _post_limits(gateway)
     try:
         body = await _read_body(request, limits)
-        now = asyncio.get_running_loop().time()
+        now = _now()
         if not budget.take_bytes(len(body), now):  # before the parse: it costs per byte
             return await _post_over_rate(gateway, session)
         frames = split_frames(body, limits)
