@@ -17,6 +17,7 @@ from benchmarks import (
     autobahn,
     channels,
     chaos,
+    envoy_chaos,
     envoy_share,
     heartbeat_sweep,
     idle_connections,
@@ -35,6 +36,11 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
         " SIGKILLed under a stream, presence after it",
     ),
     "chaos": (chaos, "pods killed in batches under SDK clients: who reconnects, how spread, loss"),
+    "envoy-chaos": (
+        envoy_chaos,
+        "the L7 Envoys behind the L4 under SDK clients: a rolling restart of all 3 (reconnects"
+        " per 0.5 s vs the drain budget, loss), then one SIGKILLed",
+    ),
     "envoy-share": (
         envoy_share,
         "Envoy's memory per proxied WebSocket under each setting (one run, same load)",

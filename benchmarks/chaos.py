@@ -30,7 +30,9 @@ from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
 from wsfleet_tools.launcher.ports import free_port
 
 
-async def _line(process: asyncio.subprocess.Process, timeout_s: float, what: str) -> dict[str, Any]:
+async def worker_line(
+    process: asyncio.subprocess.Process, timeout_s: float, what: str
+) -> dict[str, Any]:
     assert process.stdout is not None
     try:
         line = await asyncio.wait_for(process.stdout.readline(), timeout_s)
@@ -43,7 +45,9 @@ async def _line(process: asyncio.subprocess.Process, timeout_s: float, what: str
     return message
 
 
-async def _workers(fleet: LocalFleet, args: argparse.Namespace) -> list[asyncio.subprocess.Process]:
+async def start_workers(
+    fleet: LocalFleet, args: argparse.Namespace
+) -> list[asyncio.subprocess.Process]:
     per = -(-args.clients // args.processes)
     workers = []
     for index in range(args.processes):
@@ -94,9 +98,9 @@ async def main(args: argparse.Namespace) -> None:
         )
         await fleet.start()
         try:
-            workers = await _workers(fleet, args)
+            workers = await start_workers(fleet, args)
             for worker in workers:
-                await _line(worker, args.max_seconds, "its clients connected")
+                await worker_line(worker, args.max_seconds, "its clients connected")
             await asyncio.sleep(stream_s * 0.2)
             first_kill = time.time()
             await fleet.stop_sidecar("sidecar-1", sig=signal.SIGKILL)
@@ -113,7 +117,9 @@ async def main(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(worker.stdin.drain(), 10)
             for worker in workers:
                 reports.append(
-                    await _line(worker, stream_s + args.stream_deadline + 60, "its clients' report")
+                    await worker_line(
+                        worker, stream_s + args.stream_deadline + 60, "its clients' report"
+                    )
                 )
                 await processes.finish(worker, 30)
             envoy_stats = await _envoy_stats(fleet.info.envoy_admin_port)

@@ -17,6 +17,7 @@ from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendLink
 from sidecar.backends import BackendBridge
 from sidecar.session_registry import SessionRegistry, UnwritableRecord
+from wsfleet import tracing
 from wsfleet.headers import REFUSAL_HEADER
 from wsfleet.registry import ConnectionRecord, HashSources, QuotaExceeded, new_connection_id
 from wsfleet.settings import SidecarSettings
@@ -249,7 +250,8 @@ class Gatekeeper:
         """Check a handshake; raise :class:`Refusal` with the reason if refused."""
         settings = self.settings
         query = handshake_query(request)
-        identity, token_entry = self.authenticate(request, query)
+        with tracing.span(tracing.AUTH_SPAN):
+            identity, token_entry = self.authenticate(request, query)
         if self.draining:
             raise Refusal(503, "draining", "this gateway is draining", retry_after_s=1)
         key = routing_key(settings.routing_key_source, identity, request, query)
@@ -269,7 +271,8 @@ class Gatekeeper:
             connected_at=time.time(),
         )
         try:
-            await self._sessions.add(record)
+            with tracing.span(tracing.REGISTRY_SPAN):  # the wait for this turn's batch
+                await self._sessions.add(record)
         except QuotaExceeded:
             raise Refusal(
                 429,

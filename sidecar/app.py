@@ -63,6 +63,10 @@ def build_admin_app(
     _moves_seen = [0]
 
     async def metrics(_: web.Request) -> web.Response:
+        drain = drainer.progress()
+        gateway.metrics.set_drain(
+            drain["state"], drain.get("started_at", 0), drain.get("budget_s", 0)
+        )
         gateway.metrics.backends_up.set(sum(link.is_up for link in gateway.bridge.links))
         gateway.metrics.backend_moves.inc(gateway.bridge.moved_sessions - _moves_seen[0])
         _moves_seen[0] = gateway.bridge.moved_sessions

@@ -25,6 +25,8 @@ import structlog
 
 from sidecar.core.channel_frames import ChannelRequest
 from sidecar.core.close_codes import CloseCode
+from sidecar.metrics import RoundTripSampler
+from wsfleet import tracing
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.batch_spacing import BATCH_SPACING_S
 from wsfleet.bridge_limits import GRPC_OPTIONS
@@ -130,6 +132,7 @@ class GrpcBackendLink:
         )
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.round_trips = RoundTripSampler()  # wsfleet_gateway_bridge_round_trip_seconds
         self._on_lost: Callable[[BackendLink, LostSessions], None] = lambda link, lost: None
 
     @property
@@ -156,6 +159,9 @@ class GrpcBackendLink:
             pod_id=info.pod_id,
         )
         opened = pb.SessionOpened(session=session, resumed=resumed, last_message_id=last_message_id)
+        carrier = tracing.current_carrier()  # the handshake's trace (None: not tracing)
+        if carrier is not None:
+            opened.trace_context.update(carrier)
         self._sessions[info.session_id] = sink
         self._outbox.put(pb.GatewayEvent(opened=opened))
 
@@ -224,9 +230,13 @@ class GrpcBackendLink:
                     if batch is grpc.aio.EOF:
                         log.warning("backend_stream_ended", backend=self.address)
                         return
+                    self.round_trips.received(
+                        e.message.session_id for e in batch.events if e.HasField("message")
+                    )
                     for event in batch.events:
                         self._dispatch(event)
             finally:
+                self.round_trips.reset()
                 self._up.clear()
                 writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
@@ -235,7 +245,9 @@ class GrpcBackendLink:
 
     async def _write(self, call: grpc.aio.StreamStreamCall) -> None:
         while True:
-            await call.write(pb.GatewayBatch(events=await self._outbox.take()))
+            events = await self._outbox.take()
+            self.round_trips.sent(e.message.session_id for e in events if e.HasField("message"))
+            await call.write(pb.GatewayBatch(events=events))
 
     def _dispatch(self, event: pb.BackendEvent) -> None:
         kind = event.WhichOneof("event")

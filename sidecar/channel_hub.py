@@ -163,7 +163,11 @@ class ChannelHub:
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = HubCounters()
         self.ready = asyncio.Event()  # the command topic is subscribed
-        self._queue: collections.deque[tuple[LocalChannel, PublicationFrames]] = collections.deque()
+        # each publication with the time it was read (for wsfleet_gateway_delivery_seconds)
+        self._queue: collections.deque[tuple[LocalChannel, PublicationFrames, float]] = (
+            collections.deque()
+        )
+        self.on_delivered: Callable[[float], None] = lambda seconds: None
         self._queued = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -408,7 +412,7 @@ class ChannelHub:
         if step.reset:
             self._reset(local)
         for publication in step.deliver:
-            self._queue.append((local, PublicationFrames(publication)))
+            self._queue.append((local, PublicationFrames(publication), time.monotonic()))
         if step.deliver:
             self._queued.set()
 
@@ -421,11 +425,12 @@ class ChannelHub:
             await self._queued.wait()
             self._queued.clear()
             while queue:
-                local, frames = queue.popleft()
+                local, frames, read_at = queue.popleft()
                 together = [frames]
                 while queue and queue[0][0] is local and len(together) < DELIVER_TOGETHER:
                     together.append(queue.popleft()[1])
                 await self._deliver(local, together)
+                self.on_delivered(time.monotonic() - read_at)  # the batch's oldest
                 if len(queue) < MAX_QUEUED // 2:
                     self._room.set()
 

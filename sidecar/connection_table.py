@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from typing import Protocol
 
@@ -57,6 +58,9 @@ class ConnectionTable:
         self.connections: dict[str, Connection] = {}  # by connection id
         self.by_session: dict[str, Connection] = {}  # by session id
         self.by_user: dict[str, list[Connection]] = {}  # by user id (server API commands)
+        # the Envoy each came through (its x-wsfleet-edge header): an Envoy's drain closes
+        # exactly its own (sidecar.edge_drain)
+        self.edges: dict[str, str] = {}  # connection id -> Envoy node id
         self._metrics = metrics
         self._sessions = sessions
         self._poll_timeout_s = poll_timeout_s
@@ -74,8 +78,24 @@ class ConnectionTable:
             if now + soonest < self._heartbeats_asleep_until:
                 self._wake_heartbeats.set()  # its first ping is due before the loop wakes
 
+    def set_edge(self, connection_id: str, edge: str) -> None:
+        """Record the Envoy a tracked connection came through (nothing if it is gone
+        already, or came through none)."""
+        if edge and connection_id in self.connections:
+            self.edges[connection_id] = sys.intern(edge)  # a few Envoys: one string each
+
+    def of_edge(self, edge: str) -> list[Connection]:
+        """The connections that came through Envoy ``edge``."""
+        return [
+            connection
+            for connection_id, through in self.edges.items()
+            if through == edge and (connection := self.connections.get(connection_id))
+        ]
+
     def untrack(self, connection: Connection, code: int) -> None:
         self.heartbeats.remove(connection.connection_id)
+        if self.connections.get(connection.connection_id) is connection:
+            self.edges.pop(connection.connection_id, None)
         if self.by_session.get(connection.session_id) is connection:
             del self.by_session[connection.session_id]
         users = self.by_user.get(connection.user_id)

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from sidecar.connection_table import Connection, ConnectionTable
 from sidecar.core import CloseCode, DrainPlan, retry_hint_reason
 from sidecar.gateway import Gateway
 from wsfleet.pod_registration import PodRegistration
@@ -31,6 +32,7 @@ from wsfleet.registry import PodState
 log = structlog.get_logger()
 
 TICK_MAX_S = 0.25
+CLOSE_WAIT_S = 5.0  # at the end, how long the last closes get to finish
 
 
 class Drainer:
@@ -44,10 +46,14 @@ class Drainer:
         self._retry_hint_ms = retry_hint_ms
         self._plan: DrainPlan | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[None]] = set()
         self._started_wall = 0.0
         self.state = "serving"  # serving | draining | drained
         self.done = asyncio.Event()
+
+    @property
+    def retry_hint_ms(self) -> int:
+        """The retry hint its closes carry (before jitter)."""
+        return self._retry_hint_ms
 
     def start(self, budget_s: float) -> bool:
         """Begin draining over ``budget_s``; False if a drain already runs or ran."""
@@ -86,32 +92,13 @@ class Drainer:
         with contextlib.suppress(TimeoutError):  # a dead registry must not stall the drain
             await asyncio.wait_for(self._registration.set_state(PodState.DRAINING), 2.0)
         pending = list(gateway.table.connections.values())
-        random.shuffle(pending)  # no user or age order: every cohort drains evenly
         plan = self._plan = DrainPlan(len(pending), budget_s, loop.time())
         log.info("drain_started", connections=len(pending), budget_s=budget_s)
-        while pending:
-            still = [c for c in pending if c.connection_id in gateway.table.connections]
-            plan.closed(len(pending) - len(still))  # clients that left by themselves
-            pending = still
-            now = loop.time()
-            due = plan.due(now)
-            for connection in pending[:due]:
-                hint = int(self._retry_hint_ms * random.uniform(0.5, 1.5))
-                reason = retry_hint_reason("drain", hint)
-                task = asyncio.create_task(connection.close(CloseCode.SERVICE_RESTART, reason))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-            plan.closed(min(due, len(pending)))
-            pending = pending[due:]
-            if pending:
-                wake = plan.next_wakeup()
-                delay = TICK_MAX_S if wake is None else min(TICK_MAX_S, wake - now)
-                await asyncio.sleep(max(0.005, delay))
-        if self._closing:
-            await asyncio.wait(set(self._closing), timeout=5.0)
+        await close_paced(gateway.table, pending, plan, "drain", self._retry_hint_ms)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._registration.set_state(PodState.DRAINED), 2.0)
         self.state = "drained"
+        self._gateway.metrics.drain_seconds.observe(time.time() - self._started_wall)
         log.info("drain_finished", closed=plan.total)
         self.done.set()
 
@@ -129,3 +116,41 @@ class Drainer:
             "left": open_left,
             "eta_s": progress.eta_s,
         }
+
+
+async def close_paced(
+    table: ConnectionTable,
+    pending: list[Connection],
+    plan: DrainPlan,
+    reason: str,
+    retry_hint_ms: int,
+) -> None:
+    """Close ``pending`` at the plan's pace, each with 1012 and a retry hint (jittered
+    0.5-1.5x so the clients do not come back in step), the rest at the budget's end; returns
+    once all are closed (or gone by themselves) and their closes have had a few seconds.
+    Used by a pod's drain and by an Envoy's (:mod:`sidecar.edge_drain`)."""
+    loop = asyncio.get_running_loop()
+    pending = list(pending)
+    random.shuffle(pending)  # no user or age order: every cohort drains evenly
+    closing: set[asyncio.Task[None]] = set()
+    while pending:
+        still = [c for c in pending if c.connection_id in table.connections]
+        plan.closed(len(pending) - len(still))  # clients that left by themselves
+        pending = still
+        now = loop.time()
+        due = plan.due(now)
+        for connection in pending[:due]:
+            hint = int(retry_hint_ms * random.uniform(0.5, 1.5))
+            task = asyncio.create_task(
+                connection.close(CloseCode.SERVICE_RESTART, retry_hint_reason(reason, hint))
+            )
+            closing.add(task)
+            task.add_done_callback(closing.discard)
+        plan.closed(min(due, len(pending)))
+        pending = pending[due:]
+        if pending:
+            wake = plan.next_wakeup()
+            delay = TICK_MAX_S if wake is None else min(TICK_MAX_S, wake - now)
+            await asyncio.sleep(max(0.005, delay))
+    if closing:
+        await asyncio.wait(set(closing), timeout=CLOSE_WAIT_S)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sidecar.admission import Gatekeeper
 from sidecar.auth import TokenVerifier
+from sidecar.backend_bridge import GrpcBackendLink
 from sidecar.backends import BackendBridge
 from sidecar.channel_service import ChannelService, ChannelSession
 from sidecar.connection_table import ConnectionTable
@@ -49,6 +50,18 @@ class Gateway:
         self.table = ConnectionTable(policy, self.metrics, self.sessions, settings.poll_timeout_s)
         self.poll_closes = PollCloses(keep_s=settings.poll_timeout_s)
         self.channels.sessions_of = self._sessions_of_user
+        self._wire_metrics()
+
+    def _wire_metrics(self) -> None:
+        """Hand the timers of the batched writers and links to this gateway's metrics."""
+        metrics, settings = self.metrics, self.settings
+        metrics.identify(settings.pod_id, settings.pool, settings.region, settings.zone)
+        self.sessions.redis_timer.observe = metrics.observe_redis_batch
+        self.replay.redis_timer.observe = metrics.observe_redis_batch
+        self.channels.hub.on_delivered = metrics.delivery.observe
+        for link in self.bridge.links:
+            if isinstance(link, GrpcBackendLink):
+                link.round_trips.observe = metrics.bridge_round_trip.observe
 
     def _sessions_of_user(self, user_id: str) -> Iterable[ChannelSession]:
         # every connection the table holds is a ClientSession (the table is typed by the

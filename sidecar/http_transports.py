@@ -48,6 +48,7 @@ from sidecar.core.post_frames import (
     PostRefused,
     split_frames,
 )
+from sidecar.edge_drain import note_edge
 from sidecar.gateway import GATEWAY_KEY, Gateway
 from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
 
@@ -142,6 +143,7 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
     gateway.metrics.handshakes["accepted"] += 1
     channel = SseChannel(response, request)
     session = await open_session(gateway, admission, channel, "sse", start)
+    note_edge(gateway.table, session.connection_id, request)
     del admission
     try:
         while not channel.done.is_set():
@@ -366,6 +368,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
     start = await start_session(gateway, request, admission, v1=True)
     channel = PollChannel(POLL_BUFFER, gateway.settings.poll_buffer_bytes)
     session = await open_session(gateway, admission, channel, "poll", start)
+    note_edge(gateway.table, session.connection_id, request)
     channel.session = session
     channel.on_closed = functools.partial(
         _remember_close, gateway, session.session_id, session.user_id

@@ -32,6 +32,7 @@ from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
+from wsfleet import tracing
 from wsfleet.admin_auth import read_admin_token
 from wsfleet.arg_types import routing_key_source
 from wsfleet.channels.config_follower import NamespacesFollower
@@ -294,4 +295,5 @@ async def _hurry_on(hurry: asyncio.Event, drainer: Drainer) -> None:
 async def run(settings: SidecarSettings) -> None:
     """Serve until SIGTERM/SIGINT, which starts a drain; a second signal hurries it."""
     stop, hurry = signal_events()
+    tracing.configure("wsfleet-sidecar", settings.pod_id)  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
     await serve(settings, stop, hurry)

@@ -1,32 +1,125 @@
-"""Prometheus metrics of one gateway sidecar, on a registry of its own."""
+"""Prometheus metrics of one gateway sidecar, on a registry of its own.
+
+Every name is listed, with its meaning, in ``docs/metrics.md``. The hot paths stay cheap:
+per-message counts are plain integers read at scrape time (:class:`SessionCounters`, the
+hub's counters), histograms are observed per handshake, per batch or on a sample
+(:class:`RoundTripSampler`), never per message.
+"""
 
 from __future__ import annotations
 
 import collections
-import os
-import resource
-from collections.abc import Callable, Iterator
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sidecar.core.channel_frames import ChannelError
+from sidecar.core.close_codes import CloseCode
 from sidecar.core.session import SessionCounters
+from wsfleet.metrics_registry import new_registry
 
 TRANSPORTS = {"websocket": 0, "sse": 0, "poll": 0}  # exported even when none is open
-RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+STATES = ("serving", "draining", "drained")  # a drain's states (sidecar.drain.Drainer.state)
+# every handshake outcome the gateway knows (docs/gateway.md), exported at 0 from the start;
+# an outcome not listed here is still counted when it happens
+HANDSHAKE_OUTCOMES = (
+    "accepted",
+    "bad_algorithm",
+    "bad_request",
+    "bad_routing_key",
+    "bad_signature",
+    "draining",
+    "expired",
+    "http_version",
+    "invalid",
+    "malformed",
+    "missing_token",
+    "no_backend",
+    "no_hash_key",
+    "no_routing_key",
+    "not_yet_valid",
+    "not_your_session",
+    "rate_limited",
+    "session_not_here",
+    "unknown_kid",
+    "user_ambiguous",
+    "user_mismatch",
+    "user_not_canonical",
+    "user_quota",
+    "websocket_version",
+    "wrong_audience",
+    "wrong_issuer",
+)
+REDIS_OPERATIONS = (
+    "connections_add",
+    "connections_remove",
+    "connections_flush",
+    "replay_create",
+    "replay_grants",
+    "replay_persist",
+)
+
+# ping RTT: resolves the usual 5-50 ms of a client across a region (a 30 ms target)
+RTT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+# handshake: token check + registry admission (a batched Redis write) + 101, ms to tens of ms
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# one Redis pipeline round trip (same region: well under 5 ms)
+REDIS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# a backend's answer to a batch, and a publication's way through this gateway
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+# a drain, around the usual budgets (10 s to 5 min)
+DRAIN_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 450.0, 600.0)
+
+ROUND_TRIP_MAX_WAIT_S = 10.0  # a sample with no answer by then is dropped (see RoundTripSampler)
 
 
 class GatewayMetrics:
     """Every metric the sidecar exports at ``GET /metrics`` (admin port)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = new_registry("gateway")
         r = self.registry
+        self.info = Gauge(
+            "wsfleet_gateway_info",
+            "Always 1: this gateway's id, pool, region and zone (join on them)",
+            ["gateway", "pool", "region", "zone"],
+            registry=r,
+        )
         # per-handshake counts are plain integers too, read at scrape time
-        self.handshakes: collections.Counter[str] = collections.Counter()  # by outcome
-        self.closes: collections.Counter[int] = collections.Counter()  # by close code
+        self.handshakes: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(HANDSHAKE_OUTCOMES, 0)
+        )  # by outcome
+        self.closes: collections.Counter[int] = collections.Counter(
+            dict.fromkeys((int(code) for code in CloseCode), 0)
+        )  # by close code
         r.register(_HandshakeCollector(self.handshakes, self.closes))
+        self.handshake_seconds = Histogram(
+            "wsfleet_gateway_handshake_seconds",
+            "WebSocket handshakes accepted: from the request read to the 101 sent",
+            buckets=HANDSHAKE_BUCKETS,
+            registry=r,
+        )
         self.dead = Counter(
             "wsfleet_gateway_dead_connections_total",
             "Connections closed because heartbeats went unanswered",
@@ -42,8 +135,19 @@ class GatewayMetrics:
         self.counters = SessionCounters()
         r.register(_SessionCollector(self.counters))
         self.registry_errors = Counter(
-            "wsfleet_gateway_registry_errors_total", "Failed registry operations", registry=r
+            "wsfleet_gateway_registry_errors_total",
+            "Failed Redis calls (registry, replay store, channels)",
+            registry=r,
         )
+        self.redis_batch = Histogram(
+            "wsfleet_gateway_redis_batch_seconds",
+            "Batched Redis writes: one pipeline round trip each, by operation",
+            ["operation"],
+            buckets=REDIS_BUCKETS,
+            registry=r,
+        )
+        for operation in REDIS_OPERATIONS:
+            self.redis_batch.labels(operation)
         self.replayed = Counter(
             "wsfleet_gateway_replayed_messages_total",
             "Messages replayed to resuming clients",
@@ -57,6 +161,60 @@ class GatewayMetrics:
             "Sessions moved to another backend when theirs went away",
             registry=r,
         )
+        self.bridge_round_trip = Histogram(
+            "wsfleet_gateway_bridge_round_trip_seconds",
+            "Sampled: a batch of client messages written to a gRPC backend, to the first "
+            "backend message for one of its sessions",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.delivery = Histogram(
+            "wsfleet_gateway_delivery_seconds",
+            "Channel publications, per batch: from its read off Redis pub/sub to its write "
+            "to every local subscriber",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.drain_seconds = Histogram(
+            "wsfleet_gateway_drain_seconds",
+            "Finished drains: from the drain's start to its last connection closed",
+            buckets=DRAIN_BUCKETS,
+            registry=r,
+        )
+        self.state = Gauge(
+            "wsfleet_gateway_state",
+            "1 for this gateway's drain state (serving, draining, drained), 0 for the others",
+            ["state"],
+            registry=r,
+        )
+        self.drain_started = Gauge(
+            "wsfleet_gateway_drain_started_timestamp_seconds",
+            "Unix time the running drain started; 0 when none runs",
+            registry=r,
+        )
+        self.drain_budget = Gauge(
+            "wsfleet_gateway_drain_budget_seconds",
+            "The running drain's budget; 0 when none runs",
+            registry=r,
+        )
+        self.set_drain("serving", 0.0, 0.0)
+
+    def identify(self, gateway: str, pool: str, region: str, zone: str) -> None:
+        """Set ``wsfleet_gateway_info`` (called once, when the gateway is built)."""
+        self.info.clear()
+        self.info.labels(gateway, pool, region, zone).set(1)
+
+    def observe_redis_batch(self, operation: str, seconds: float) -> None:
+        """One pipeline round trip of a batched writer (:class:`RedisTimer`)."""
+        self.redis_batch.labels(operation).observe(seconds)
+
+    def set_drain(self, state: str, started_at: float, budget_s: float) -> None:
+        """The drain gauges, from :meth:`sidecar.drain.Drainer.progress` at scrape time."""
+        for name in STATES:
+            self.state.labels(name).set(1 if name == state else 0)
+        draining = state == "draining"
+        self.drain_started.set(started_at if draining else 0.0)
+        self.drain_budget.set(budget_s if draining else 0.0)
 
     def watch_channels(self, source: Callable[[], ChannelFigures]) -> None:
         """Export the channels' figures (read at scrape)."""
@@ -67,9 +225,76 @@ class GatewayMetrics:
         depth: Callable[[], tuple[int, int]],
         connections: Callable[[], dict[str, int]],
     ) -> None:
-        """Export open connections by transport and queued messages/bytes (read at scrape),
-        and open file descriptors vs limit."""
-        self.registry.register(_ProcessCollector(depth, connections))
+        """Export open connections by transport and queued messages/bytes (read at scrape).
+        (Open file descriptors and their limit are the standard ``process_open_fds`` and
+        ``process_max_fds``.)"""
+        self.registry.register(_ConnectionCollector(depth, connections))
+
+
+class RedisTimer:
+    """Times batched Redis calls for ``wsfleet_gateway_redis_batch_seconds``. The writers
+    own one each (no metrics until the gateway sets :attr:`observe`)."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.observe: Callable[[str, float], None] = _ignore
+        self._clock = clock
+
+    @contextlib.contextmanager
+    def time(self, operation: str) -> Iterator[None]:
+        """Time one call (a failed one too: an outage shows as slow calls)."""
+        started = self._clock()
+        try:
+            yield
+        finally:
+            self.observe(operation, self._clock() - started)
+
+
+def _ignore(*_: Any) -> None:
+    return None
+
+
+class RoundTripSampler:
+    """Samples the bridge round trip: the stream carries no request ids, so one batch at a
+    time is timed, from its write to the first backend message for one of its sessions.
+    Batches written while one is timed are not (a sample, not a cost per message); a
+    timed batch unanswered after ``max_wait_s`` (a backend that answers nothing) is
+    dropped by the next write instead of counting its silence as a round trip."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.perf_counter,
+        max_wait_s: float = ROUND_TRIP_MAX_WAIT_S,
+    ) -> None:
+        self.observe: Callable[[float], None] = _ignore
+        self._clock = clock
+        self._max_wait_s = max_wait_s
+        self._waiting: set[str] | None = None
+        self._sent_at = 0.0
+
+    def sent(self, session_ids: Iterable[str]) -> None:
+        """A batch was written: ``session_ids`` of its client messages (read only when
+        this batch is the one timed)."""
+        now = self._clock()
+        if self._waiting is not None and now - self._sent_at < self._max_wait_s:
+            return
+        waiting = set(session_ids)
+        self._waiting = waiting or None
+        self._sent_at = now
+
+    def received(self, session_ids: Iterable[str]) -> None:
+        """A backend batch was read: ``session_ids`` of its messages (read only while a
+        batch is timed)."""
+        if self._waiting is None:
+            return
+        for session_id in session_ids:
+            if session_id in self._waiting:
+                self.observe(self._clock() - self._sent_at)
+                self._waiting = None
+                return
+
+    def reset(self) -> None:
+        """The stream is gone: what was timed will get no answer."""
+        self._waiting = None
 
 
 ChannelFigures = tuple[int, int, int, int, int, int, dict[str, int]]
@@ -116,7 +341,8 @@ class _ChannelCollector(Collector):
             "Client channel requests refused, by reason",
             labels=["reason"],
         )
-        for reason, count in sorted(refused.items()):
+        known = {reason.value: 0 for reason in ChannelError}
+        for reason, count in sorted({**known, **refused}.items()):
             refusals.add_metric([reason], count)
         yield refusals
 
@@ -161,14 +387,12 @@ class _SessionCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         c = self._counters
         for name, help_text, value in (
-            ("wsfleet_gateway_messages_in", "Messages from clients", c.messages_in),
-            ("wsfleet_gateway_messages_out", "Messages to clients", c.messages_out),
-            ("wsfleet_gateway_bytes_in", "Payload bytes from clients", c.bytes_in),
-            ("wsfleet_gateway_bytes_out", "Payload bytes to clients", c.bytes_out),
+            ("wsfleet_gateway_received_messages", "Messages from clients", c.messages_in),
+            ("wsfleet_gateway_sent_messages", "Messages to clients", c.messages_out),
+            ("wsfleet_gateway_received_bytes", "Payload bytes from clients", c.bytes_in),
+            ("wsfleet_gateway_sent_bytes", "Payload bytes to clients", c.bytes_out),
         ):
-            family = CounterMetricFamily(name, help_text)
-            family.add_metric([], value)
-            yield family
+            yield _counter(name, help_text, value)
         drops = CounterMetricFamily(
             "wsfleet_gateway_dropped_messages",
             "Messages dropped (shed or coalesced under backpressure, duplicates from clients)",
@@ -190,7 +414,7 @@ class _SessionCollector(Collector):
         yield limited
 
 
-class _ProcessCollector(Collector):
+class _ConnectionCollector(Collector):
     def __init__(
         self, depth: Callable[[], tuple[int, int]], connections: Callable[[], dict[str, int]]
     ) -> None:
@@ -203,18 +427,9 @@ class _ProcessCollector(Collector):
         )
         for transport, count in sorted({**TRANSPORTS, **self._connections()}.items()):
             open_connections.add_metric([transport], count)
-        yield open_connections
         messages, size = self._depth()
-        queued = GaugeMetricFamily(
-            "wsfleet_gateway_queued_messages", "Messages waiting in send queues"
+        yield from (
+            open_connections,
+            _gauge("wsfleet_gateway_queued_messages", "Messages waiting in send queues", messages),
+            _gauge("wsfleet_gateway_queued_bytes", "Bytes waiting in send queues", size),
         )
-        queued.add_metric([], messages)
-        queued_bytes = GaugeMetricFamily(
-            "wsfleet_gateway_queued_bytes", "Bytes waiting in send queues"
-        )
-        queued_bytes.add_metric([], size)
-        fds = GaugeMetricFamily("wsfleet_gateway_open_fds", "Open file descriptors")
-        fds.add_metric([], len(os.listdir("/proc/self/fd")))
-        limit = GaugeMetricFamily("wsfleet_gateway_max_fds", "File descriptor limit (soft)")
-        limit.add_metric([], resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        yield from (queued, queued_bytes, fds, limit)

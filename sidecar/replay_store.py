@@ -27,6 +27,7 @@ from typing import Protocol, cast
 import structlog
 
 from sidecar.core.session import Entry
+from sidecar.metrics import RedisTimer
 from wsfleet.batch_spacing import BATCH_SPACING_S, Spacing
 from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
 from wsfleet.redis_scripts import PipelinedScript
@@ -297,6 +298,7 @@ class ReplayWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._spacing = Spacing(spacing_s)
+        self.redis_timer = RedisTimer()  # wsfleet_gateway_redis_batch_seconds
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -341,7 +343,8 @@ class ReplayWriter:
             grants, self._grants = self._grants, []
             if grants:
                 try:
-                    await self._store.update_grants(grants)
+                    with self.redis_timer.time("replay_grants"):
+                        await self._store.update_grants(grants)
                 except ReplayStoreUnavailable as exc:
                     self._on_error()
                     log.warning("replay_store_unavailable", error=str(exc)[:200])
@@ -351,7 +354,8 @@ class ReplayWriter:
             if not entries and not cseqs:
                 continue
             try:
-                refused = await self._store.persist(entries, cseqs)
+                with self.redis_timer.time("replay_persist"):
+                    refused = await self._store.persist(entries, cseqs)
             except ReplayStoreUnavailable as exc:
                 self._on_error()
                 log.warning("replay_store_unavailable", error=str(exc)[:200])
@@ -364,7 +368,9 @@ class ReplayWriter:
     async def _create(self, creating: list[tuple[str, str, asyncio.Future[None]]]) -> None:
         failure: ReplayStoreUnavailable | None = None
         try:
-            await self._store.create([(session_id, user_id) for session_id, user_id, _ in creating])
+            with self.redis_timer.time("replay_create"):
+                sessions = [(session_id, user_id) for session_id, user_id, _ in creating]
+                await self._store.create(sessions)
         except ReplayStoreUnavailable as exc:
             failure = exc
         for _, _, created in creating:

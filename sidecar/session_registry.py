@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
+from sidecar.metrics import RedisTimer
 from wsfleet.batch_spacing import BATCH_SPACING_S, Spacing
 from wsfleet.registry import ConnectionRecord, QuotaExceeded, Registry, RegistryUnavailable
 
@@ -65,6 +66,7 @@ class SessionRegistry:
         self._writer: asyncio.Task[None] | None = None
         self._spacing = Spacing(spacing_s)
         self.needs_resync = False
+        self.redis_timer = RedisTimer()  # wsfleet_gateway_redis_batch_seconds
 
     def __len__(self) -> int:
         return len(self._records)
@@ -105,12 +107,14 @@ class SessionRegistry:
             refused: set[str] = set()
             try:
                 if removing:
-                    await self._registry.remove_connections(removing)
+                    with self.redis_timer.time("connections_remove"):
+                        await self._registry.remove_connections(removing)
                 if adding:
                     records = [record for record, _ in adding]
-                    refused = await self._registry.add_connections(
-                        records, self._ttl_s, self._max_per_user
-                    )
+                    with self.redis_timer.time("connections_add"):
+                        refused = await self._registry.add_connections(
+                            records, self._ttl_s, self._max_per_user
+                        )
             except RegistryUnavailable as exc:  # fail open: serve, write back later
                 self._failed("add" if adding else "remove", exc)
             finally:  # whatever happened, no handshake is left waiting
@@ -130,13 +134,14 @@ class SessionRegistry:
             if record is not None:
                 self._records[connection_id] = dataclasses.replace(record, last_ping=at)
         try:
-            if self.needs_resync:
-                await self._registry.put_connections(self.records, self._ttl_s)
-                self.needs_resync = False
-                log.info("registry_resynced", connections=len(self._records))
-            else:
-                touched = [self._records[c] for c in pings if c in self._records]
-                await self._registry.touch_connections(touched, self._ttl_s)
+            with self.redis_timer.time("connections_flush"):
+                if self.needs_resync:
+                    await self._registry.put_connections(self.records, self._ttl_s)
+                    self.needs_resync = False
+                    log.info("registry_resynced", connections=len(self._records))
+                else:
+                    touched = [self._records[c] for c in pings if c in self._records]
+                    await self._registry.touch_connections(touched, self._ttl_s)
         except RegistryUnavailable as exc:
             self._failed("flush", exc)
 

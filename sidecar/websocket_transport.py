@@ -9,6 +9,7 @@ Every frame from the client is liveness; pongs feed the heartbeat schedule.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -21,7 +22,9 @@ from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
 from sidecar.core.lingering_close import LingeringClose, LingerVerdict
+from sidecar.edge_drain import note_edge
 from sidecar.gateway import GATEWAY_KEY
+from wsfleet import tracing
 from wsfleet.headers import POD_HEADER
 
 log = structlog.get_logger()
@@ -162,7 +165,8 @@ class WebSocketChannel:
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
     """The handshake, then the connection's read loop (in this one frame: a held
     connection keeps one coroutine frame, not two)."""
-    accepted = await _accept(request)
+    with tracing.handshake(request.headers, TRANSPORT):  # nothing when tracing is off
+        accepted = await _accept(request)
     if isinstance(accepted, web.Response):
         return accepted
     ws, session = accepted
@@ -208,14 +212,18 @@ async def _accept(
     """The handshake: a refusal, or the socket and its session. Its own frame, so that an
     idle connection keeps none of what the handshake needed (token claims, offers)."""
     gateway = request.app[GATEWAY_KEY]
+    started = time.perf_counter()
     unfit = _not_rfc6455(request)
     if unfit is not None:
         gateway.metrics.handshakes[unfit.reason] += 1
+        tracing.annotate(outcome=unfit.reason)
         return unfit.response()
     try:
-        admission = await gateway.gatekeeper.admit(request, TRANSPORT)
+        with tracing.span(tracing.ADMISSION_SPAN):
+            admission = await gateway.gatekeeper.admit(request, TRANSPORT)
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
+        tracing.annotate(outcome=refusal.reason)
         return refusal.response()
     settings = gateway.settings
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
@@ -242,6 +250,11 @@ async def _accept(
         answer.send_headers()
     channel = WebSocketChannel(ws, request, compress, None if compress or not v1 else answer)
     session = await open_session(gateway, admission, channel, TRANSPORT, start)
+    note_edge(gateway.table, session.connection_id, request)
+    gateway.metrics.handshake_seconds.observe(time.perf_counter() - started)  # 101 is out
+    tracing.annotate(
+        outcome="accepted", connection_id=session.connection_id, session_id=session.session_id
+    )
     return ws, session
 
 

@@ -4,8 +4,10 @@
 control plane's server certificate (names ``xds-server``, ``localhost``, 127.0.0.1), and
 one client certificate per Envoy whose subject names the node it may claim to be
 (CN = node id, OU = region). The control plane serves xDS only to clients with a
-certificate from this CA, and only under the node id and region their certificate names:
-configuration, endpoints and the TLS keys of SDS secrets go to proven Envoys only.
+certificate from this CA, and only under the node id and region their certificate names
+(or, for the pods of a Kubernetes Deployment that share a certificate, a pod name of that
+Deployment: :func:`node_proven_by`): configuration, endpoints and the TLS keys of SDS
+secrets go to proven Envoys only.
 
 Keys are EC P-256, files mode 0600; certificates last a year (the CA ten), and a
 certificate that expires within 30 days is issued again at the next start.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,25 @@ class NodeIdentity:
 
     node_id: str
     region: str
+
+
+# what Kubernetes appends to a Deployment's name to name one of its pods: the ReplicaSet's
+# pod-template hash, then 5 random characters
+_POD_SUFFIX = re.compile(r"-[a-z0-9]{1,10}-[a-z0-9]{5}")
+
+
+def node_proven_by(node_id: str, cert_name: str) -> bool:
+    """Whether a client certificate naming ``cert_name`` proves node ``node_id``: the very
+    name, or the name of a pod of the Kubernetes Deployment called ``cert_name``
+    (``envoy-zone-a-7d9f8c6b5-x2k4q`` for ``envoy-zone-a``: the replicas of a zone share
+    its certificate, each is its own node so that a drain can name one). Nothing else: no
+    other segment, no upper case, no empty part (the region is checked apart)."""
+    if not cert_name:
+        return False
+    if node_id == cert_name:
+        return True
+    prefix = cert_name + "-"
+    return node_id.startswith(prefix) and _POD_SUFFIX.fullmatch(node_id, len(cert_name)) is not None
 
 
 def tls_dir(state_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
@@ -11,6 +12,7 @@ from typing import Any
 from wsfleet.admin_auth import TOKEN_FILE
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
 from wsfleet.readiness import read_ready
+from wsfleet.settings import DEFAULT_STATE_DIR
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 FLEET_FILE = Path("run") / "fleet.json"  # `wsfleet up` writes where its fleet listens here
@@ -18,6 +20,24 @@ FLEET_FILE = Path("run") / "fleet.json"  # `wsfleet up` writes where its fleet l
 
 class AdminError(WsfleetError):
     """The admin API refused a call; the message is its answer, verbatim."""
+
+
+def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    """What every command that calls the admin API takes: where, with which token, and
+    ``--json``."""
+    parser.add_argument(
+        "--admin-url",
+        help="control-plane admin (default: the fleet running from --state-dir, "
+        "else http://127.0.0.1:8081)",
+    )
+    parser.add_argument("--admin-token", help="admin token (default: the state dir's admin.token)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="the fleet's state dir (default .wsfleet)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
 def fleet_file(state_dir: Path) -> Path:

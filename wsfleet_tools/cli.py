@@ -31,6 +31,7 @@ from wsfleet.errors import ConfigError, WsfleetError
 from wsfleet.process_shell import signal_events
 from wsfleet.settings import DEFAULT_STATE_DIR, BackendSettings
 from wsfleet.settings_flags import add_flags, from_args
+from wsfleet_tools.admin_client import add_admin_arguments
 from xds_server import cli as xds_cli
 
 
@@ -83,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--envoys",
         type=positive_int,
         default=1,
-        help="Envoys, one per zone; the first on --port, the others on ports of their own "
-        "(listed at start); a user lands on the same gateway through any (default 1)",
+        help="Envoys, one per zone; with 2 or more each takes a port of its own (listed at "
+        "start) and an L4 tier takes --port in front of them; a user lands on the same "
+        "gateway through any (default 1)",
     )
     up.add_argument(
         "--api-instances",
@@ -164,9 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     xds_cli.register(commands)
     sidecar_cli.register(commands)
     api_cli.register(commands)
-    from wsfleet_tools import api_commands
+    from wsfleet_tools import api_commands, edge_shutdown, envoy_commands, status_command
 
-    api_commands.register(commands)
+    for module in (api_commands, status_command, envoy_commands, edge_shutdown):
+        module.register(commands)
     backend = commands.add_parser("backend", help="run the demo echo backend")
     add_flags(backend, BackendSettings)
     backend.set_defaults(run=_run_backend)
@@ -180,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--node-cluster", default="wsfleet")
     envoy.add_argument("--admin-host", default="127.0.0.1")
     envoy.add_argument("--admin-port", type=port, default=9901)
+    envoy.add_argument(
+        "--stats-host",
+        default="0.0.0.0",
+        help="address of the stats listener: GET /stats/prometheus only (default 0.0.0.0)",
+    )
+    envoy.add_argument(
+        "--stats-port",
+        type=port,
+        default=9902,
+        help="port of the stats listener, for Prometheus; the admin API stays on "
+        "--admin-host (default 9902)",
+    )
     envoy.add_argument("--delta", action="store_true", help="Delta ADS instead of SotW")
     envoy.add_argument("--concurrency", type=positive_int, default=1)
     envoy.add_argument("--region", default="local", help="this Envoy's locality region")
@@ -221,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     pods = commands.add_parser(
         "pods", help="list the gateway pods: serving, draining, drained, gone"
     )
-    _add_admin_arguments(pods)
+    add_admin_arguments(pods)
 
     drain = commands.add_parser("drain", help="drain pods: paced 1012 closes within a budget")
     drain.add_argument("pods", nargs="*", metavar="POD", help="pod ids")
@@ -230,11 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=non_negative_float, default=30.0, help="seconds (default 30)"
     )
     drain.add_argument("--wait", action="store_true", help="follow progress until done")
-    _add_admin_arguments(drain)
+    add_admin_arguments(drain)
 
     undrain = commands.add_parser("undrain", help="put a draining or drained pod back to serve")
     undrain.add_argument("pod", metavar="POD")
-    _add_admin_arguments(undrain)
+    add_admin_arguments(undrain)
 
     stop = commands.add_parser("stop", help="stop one pod of the local fleet (`wsfleet up`)")
     stop.add_argument("pod", metavar="POD")
@@ -246,14 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     disconnect.add_argument("--connection", help="one connection id")
     disconnect.add_argument("--code", type=int, default=1000, help="close code (default 1000)")
     disconnect.add_argument("--reason", default="disconnected by operator")
-    _add_admin_arguments(disconnect)
+    add_admin_arguments(disconnect)
 
-    rollout = commands.add_parser("rollout", help="blue/green the local fleet's sidecar pool")
+    rollout = commands.add_parser(
+        "rollout", help="blue/green the local fleet's sidecar pool (or roll its Envoys)"
+    )
+    rollout.add_argument(
+        "--envoys",
+        action="store_true",
+        help="replace the L7 Envoys one at a time instead (each drained over --budget; needs"
+        " wsfleet up --envoys 2 or more)",
+    )
     rollout.add_argument(
         "--sidecars", type=positive_int, help="green pods (default: as many as blue)"
     )
     rollout.add_argument(
-        "--budget", type=non_negative_float, default=10.0, help="blue drain budget, s"
+        "--budget",
+        type=non_negative_float,
+        default=10.0,
+        help="blue drain budget (with --envoys: each Envoy's), s",
     )
     rollout.add_argument(
         "--min-success",
@@ -332,22 +358,6 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--admin-token", help="admin token (default: the state dir's)")
     diff.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     return parser
-
-
-def _add_admin_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--admin-url",
-        help="control-plane admin (default: the fleet running from --state-dir, "
-        "else http://127.0.0.1:8081)",
-    )
-    parser.add_argument("--admin-token", help="admin token (default: the state dir's admin.token)")
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=DEFAULT_STATE_DIR,
-        help="the fleet's state dir (default .wsfleet)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
 def _version() -> str:
@@ -540,6 +550,8 @@ def _exec_envoy(args: argparse.Namespace) -> None:
         api_type="DELTA_GRPC" if args.delta else "GRPC",
         region=args.region,
         xds_tls=tls,
+        stats_host=args.stats_host,
+        stats_port=args.stats_port,
     )
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as bootstrap:
         bootstrap.write(render_bootstrap(params))
@@ -580,6 +592,7 @@ async def _up(args: argparse.Namespace) -> None:
         state_dir=args.state_dir,
         api_type="DELTA_GRPC" if args.delta else "GRPC",
         log_level=args.log_level,
+        restart_children=True,  # a child that dies is restarted, the rest keeps serving
     )
     fleet = LocalFleet(options, sink=print_line)
     stop, _ = signal_events()
@@ -601,6 +614,7 @@ async def _up(args: argparse.Namespace) -> None:
         f"\nwsfleet is up ({args.sidecars} sidecars). Ctrl-C stops everything.\n{fleet.table()}\n",
         flush=True,
     )
+    # with restart_children only a child that cannot be restarted ends the fleet (none now)
     died = asyncio.create_task(fleet.supervisor.wait_unexpected_exit())
     await asyncio.wait({stopping, died}, return_when=asyncio.FIRST_COMPLETED)
     failure = None

@@ -191,6 +191,8 @@ def stop_command(args: Namespace) -> str:
 
 
 def rollout_command(args: Namespace) -> str:
+    if args.envoys:
+        return _envoy_rollout(args)
     body: dict[str, Any] = {
         "budget_s": args.budget,
         "min_success": args.min_success,
@@ -218,6 +220,32 @@ def rollout_command(args: Namespace) -> str:
         if args.json:
             print(text)
         raise WsfleetError(f"rollout {phase}: {status['message']}")
+    return text
+
+
+def _envoy_rollout(args: Namespace) -> str:
+    """``wsfleet rollout --envoys``: the launcher replaces the L7 Envoys one at a time."""
+    if args.sidecars or args.green_arg:
+        raise ConfigError("--envoys rolls the Envoys: --sidecars and --green-arg are for pods")
+    _launcher(args.state_dir, "POST", "/rollout/envoys", {"budget_s": args.budget})
+    seen = ("", "")
+    while True:
+        status = _launcher(args.state_dir, "GET", "/rollout/envoys")
+        if (status["phase"], status["envoy"]) != seen:
+            seen = (status["phase"], status["envoy"])
+            if not args.json:
+                sys.stderr.write(
+                    f"rollout: {status['phase']} {status['envoy']}"
+                    f" (replaced {status['replaced']})\n"
+                )
+        if status["phase"] in ("done", "failed"):
+            break
+        time.sleep(POLL_S)
+    text = _json(status) if args.json else f"rollout done: {status['message']}"
+    if status["phase"] != "done":
+        if args.json:
+            print(text)
+        raise WsfleetError(f"Envoy rollout failed: {status['message']}")
     return text
 
 

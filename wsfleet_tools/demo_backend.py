@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from wsfleet import tracing
 from wsfleet.backend import Backend, NoGateway, Session, start
 from wsfleet.process_shell import signal_events
 from wsfleet.readiness import write_ready
@@ -174,6 +175,7 @@ class DemoBackend(Backend):
 
 async def run(settings: BackendSettings) -> None:
     stop, _ = signal_events()
+    tracing.configure("wsfleet-backend", settings.name)  # when OTEL_EXPORTER_OTLP_ENDPOINT is set
     backend = DemoBackend(settings.name, settings.broadcasters)
     server, port = await start(backend, settings.host, settings.port)
     write_ready(settings.ready_file, port=port)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
-_SKIP = {"event", "level", "timestamp", "component"}
+_SKIP = {"event", "level", "timestamp", "component", "logger", "exception"}
 
 
 def render(name: str, line: str) -> str:
-    """``name | HH:MM:SS level event key=value ...`` for JSON lines; others as they are."""
+    """``name | HH:MM:SS level event key=value ...`` for JSON lines (a standard library
+    record's logger in brackets before its text; a traceback on the lines after it);
+    other lines as they are."""
     try:
         record = json.loads(line)
     except ValueError:
@@ -19,7 +21,13 @@ def render(name: str, line: str) -> str:
     stamp = str(record.get("timestamp", ""))[11:19]
     fields = " ".join(f"{key}={value}" for key, value in record.items() if key not in _SKIP)
     level, event = record.get("level", ""), record.get("event", "")
-    return f"{name:<10} | {stamp} {level:<7} {event} {fields}".rstrip()
+    if record.get("logger"):
+        event = f"[{record['logger']}] {event}"
+    text = f"{name:<10} | {stamp} {level:<7} {event} {fields}".rstrip()
+    exception = record.get("exception")
+    if isinstance(exception, str) and exception:
+        text += "".join(f"\n{name:<10} |   {part}" for part in exception.splitlines())
+    return text
 
 
 def print_line(name: str, line: str) -> None:

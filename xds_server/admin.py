@@ -12,8 +12,9 @@ from wsfleet.admin_auth import require_token
 from wsfleet.registry import Registry
 from xds_server import envoy_types, type_urls
 from xds_server.fleet_admin import FleetAdmin, registry_errors
+from xds_server.fleet_events import add_fleet_page
 from xds_server.ledger import Ledger
-from xds_server.metrics import FleetGauges, XdsMetrics
+from xds_server.metrics import FleetGauges, FleetLease, Readiness, XdsMetrics
 from xds_server.publisher import SnapshotPublisher
 from xds_server.snapshot import DEFAULT_GROUP, Resource
 
@@ -33,8 +34,10 @@ def build_admin_app(
     registry: Registry,
     token: str | None,
     listener_port_override: int | None = None,
+    fleet_lease: FleetLease | None = None,
 ) -> web.Application:
-    """Open: /healthz, /metrics (so each costs no registry read of its own: see
+    """Open: /healthz (liveness), /readyz (a snapshot built and the registry answering),
+    /metrics (so each costs no registry read of its own: see
     :class:`~xds_server.metrics.FleetGauges`). Behind the admin token: /debug/* and the
     fleet API."""
     app = web.Application(middlewares=[registry_errors])
@@ -43,7 +46,14 @@ def build_admin_app(
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    fleet_gauges = FleetGauges(metrics, registry.list_pods)
+    fleet_gauges = FleetGauges(
+        metrics, registry.list_pods, hold_lease=fleet_lease.hold if fleet_lease else None
+    )
+    readiness = Readiness(lambda: publisher.snapshot is not None, registry.ping)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, reason = await readiness.check()
+        return web.json_response({"ready": ready, "reason": reason}, status=200 if ready else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
         await fleet_gauges.refresh()  # reads the registry at most every few seconds
@@ -87,9 +97,13 @@ def build_admin_app(
         )
 
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/debug/nodes", require_token(token, nodes))
     app.router.add_get("/debug/config", require_token(token, config))
     app.router.add_get("/debug/policy", require_token(token, policy))
     app.router.add_get("/debug/membership", require_token(token, membership))
+    add_fleet_page(  # GET /, /fleet/*
+        app, registry, ledger, publisher, fleet, token, envoy_drains=fleet.edge_drain_views
+    )
     return app

@@ -23,10 +23,11 @@ from typing import Any, Protocol
 import grpc
 import structlog
 
-from wsfleet.fleet_ca import NodeIdentity, node_identity
+from wsfleet.fleet_ca import NodeIdentity, node_identity, node_proven_by
 from xds_server import type_urls, wire
 from xds_server.builders import NodeGroup
 from xds_server.delta import DeltaRequest, DeltaResponse, DeltaStream
+from xds_server.edge_routes import EdgeRoutes
 from xds_server.envoy_types import DeltaDiscoveryRequest, DiscoveryRequest
 from xds_server.ledger import Ledger, NodeStatus
 from xds_server.metrics import XdsMetrics
@@ -77,6 +78,14 @@ def node_group(node: Any) -> str:
             raise ValueError(f"node metadata {LISTENER_PORT_KEY} must be a port (1-65535)")
         port = int(value)
     return NodeGroup(str(region) or None, port).key
+
+
+def _locality(node: Any) -> tuple[str, str]:
+    locality = getattr(node, "locality", None)
+    return (
+        str(getattr(locality, "region", "") or ""),
+        str(getattr(locality, "zone", "") or ""),
+    )
 
 
 def _envoy_version(node: Any) -> str:
@@ -147,8 +156,11 @@ class AdsService:
         on_group_gone: Callable[[str], None] = lambda group: None,
         max_groups: int = MAX_GROUPS,
         clock: Callable[[], float] = time.time,
+        edges: EdgeRoutes | None = None,
     ) -> None:
         self._cache = cache
+        self._edges = EdgeRoutes() if edges is None else edges  # each node's own RDS
+        self._streams_by_node: collections.Counter[str] = collections.Counter()
         self._clock = clock  # the ledger's times (Unix seconds)
         self._ledger = ledger
         self._metrics = metrics
@@ -188,14 +200,20 @@ class AdsService:
             yield response
 
     async def _refuse_unproven(self, node: Any, context: Any) -> None:
-        """With mTLS, abort a stream whose node is not the one its certificate names."""
+        """With mTLS, abort a stream whose node is not one its certificate proves (its
+        name, or a pod of the Deployment it names: :func:`~wsfleet.fleet_ca.node_proven_by`)
+        or whose region is not the certificate's."""
         certs = (context.auth_context() or {}).get("x509_pem_cert") or [b""]
         identity = node_identity(certs[0])
         claimed = NodeIdentity(
             str(getattr(node, "id", "") or ""),
             str(getattr(getattr(node, "locality", None), "region", "") or ""),
         )
-        if identity != claimed:
+        if (
+            identity is None
+            or identity.region != claimed.region
+            or not node_proven_by(claimed.node_id, identity.node_id)
+        ):
             self._metrics.refused_nodes.inc()
             log.warning(
                 "ads_node_refused",
@@ -205,7 +223,8 @@ class AdsService:
             )
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
-                "the node id and region must be those of the client certificate",
+                "the node id (or a pod of the Deployment it names) and region must be "
+                "those of the client certificate",
             )
 
     async def _serve(
@@ -218,6 +237,7 @@ class AdsService:
         machine: Machine | None = None
         status: NodeStatus | None = None
         group = DEFAULT_GROUP
+        node_id = ""
         bound = log.bind(stream_id=stream_id, protocol=protocol.name)
         try:
             while True:
@@ -228,8 +248,10 @@ class AdsService:
                     bound.info("ads_stream_error", error=str(event))
                     return
                 if isinstance(event, int):  # a snapshot generation
-                    snapshot = self._cache.get(group)
-                    responses = machine.on_snapshot(snapshot) if machine and snapshot else []
+                    if machine is None:
+                        continue
+                    snapshot = self._edges.for_node(self._cache.get(group), node_id)
+                    responses = machine.on_snapshot(snapshot) if snapshot else []
                 else:
                     if machine is None:
                         node = getattr(event, "node", None)
@@ -249,8 +271,14 @@ class AdsService:
                             )
                         self._streams_by_group[group] += 1
                         node_id = str(getattr(node, "id", "") or f"anonymous-{stream_id}")
+                        self._streams_by_node[node_id] += 1
                         status = self._ledger.open(
-                            node_id, group, protocol.name, _envoy_version(node), self._clock()
+                            node_id,
+                            group,
+                            protocol.name,
+                            _envoy_version(node),
+                            self._clock(),
+                            _locality(node),
                         )
                         machine = protocol.machine(functools.partial(self._record, status))
                         bound = bound.bind(node_id=node_id)
@@ -260,7 +288,8 @@ class AdsService:
                         watcher = asyncio.create_task(self._watch(events))
                     assert status is not None
                     status.last_seen = self._clock()
-                    responses = machine.on_request(protocol.parse(event), self._cache.get(group))
+                    snapshot = self._edges.for_node(self._cache.get(group), node_id)
+                    responses = machine.on_request(protocol.parse(event), snapshot)
                 for response in responses:
                     yield protocol.encode(response)
         finally:
@@ -276,6 +305,10 @@ class AdsService:
                 self._metrics.connected_nodes.labels(protocol.name).dec()
                 bound.info("ads_stream_closed")
                 self._streams_by_group[group] -= 1
+                self._streams_by_node[node_id] -= 1
+                if self._streams_by_node[node_id] <= 0:
+                    del self._streams_by_node[node_id]
+                    self._edges.forget(node_id)
                 if self._streams_by_group[group] <= 0:
                     del self._streams_by_group[group]
                     self._on_group_gone(group)

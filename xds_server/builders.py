@@ -42,6 +42,56 @@ PREVIOUS_HOSTS = (
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
 )
 ADS_SOURCE = {"ads": {}, "resource_api_version": "V3"}
+STDOUT_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+REQ_WITHOUT_QUERY = (
+    "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+)
+ACCESS_LOG_FIELDS = {  # one JSON object per request on Envoy's stdout (docs/observability.md)
+    "timestamp": "%START_TIME%",
+    "component": "envoy",
+    "node": "%HOSTNAME%",
+    "listener": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "method": "%REQ(:METHOD)%",
+    # never the query string: the token travels in ?token=
+    "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "upgrade": "%REQ(UPGRADE)%",
+    "status": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "duration_ms": "%DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "traceparent": "%REQ(TRACEPARENT)%",
+}
+ACCESS_LOG = {
+    "name": "envoy.access_loggers.stdout",
+    # not the L4 tier's and Kubernetes' health checks (two a second per Envoy)
+    "filter": {
+        "header_filter": {
+            "header": {
+                "name": ":path",
+                "string_match": {"exact": "/edge/ready"},
+                "invert_match": True,
+            }
+        }
+    },
+    "typed_config": {
+        "@type": STDOUT_ACCESS_LOG,
+        "log_format": {
+            "json_format": ACCESS_LOG_FIELDS,
+            "formatters": [
+                {
+                    "name": "envoy.formatter.req_without_query",
+                    "typed_config": {"@type": REQ_WITHOUT_QUERY},
+                }
+            ],
+        },
+    },
+}
 
 Spec = dict[str, Any]
 Resources = dict[str, dict[str, Spec]]
@@ -109,6 +159,7 @@ def listener(item: Listener) -> Spec:
         "common_http_protocol_options": {"idle_timeout": _seconds(item.idle_timeout_s)},
         "request_headers_timeout": _seconds(item.request_headers_timeout_s),
         "generate_request_id": item.request_ids,
+        "access_log": [ACCESS_LOG],
         "http_filters": [
             {
                 "name": RATE_LIMIT_FILTER,

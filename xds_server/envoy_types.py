@@ -13,8 +13,10 @@ from typing import Any
 
 # Each import registers message types in betterproto2's pool, which is what
 # lets a dict's "@type" name them inside google.protobuf.Any fields.
+import envoy_data_plane.envoy.extensions.access_loggers.stream.v3
 import envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3
 import envoy_data_plane.envoy.extensions.filters.http.router.v3
+import envoy_data_plane.envoy.extensions.formatter.req_without_query.v3
 import envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3
 import envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3
 import envoy_data_plane.envoy.extensions.upstreams.http.v3  # noqa: F401

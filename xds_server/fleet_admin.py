@@ -27,7 +27,11 @@ from wsfleet.registry import (
     RegistryUnavailable,
 )
 from wsfleet.registry.signing import PodSigner
+from xds_server.edge_drains import EdgeDrains
+from xds_server.edge_routes import EdgeRoutes
+from xds_server.ledger import Ledger
 from xds_server.pod_history import PodHistory
+from xds_server.snapshot import SnapshotCache
 
 log = structlog.get_logger()
 
@@ -75,10 +79,33 @@ class FleetAdmin:
         self._history = history
         self._drains: dict[str, DrainRecord] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._edge_drains: EdgeDrains | None = None
+
+    def _edges(self) -> EdgeDrains:
+        """The one attached; else (a FleetAdmin on its own, in tests) one that knows no
+        Envoy."""
+        if self._edge_drains is None:
+            self._edge_drains = EdgeDrains(
+                self._registry, Ledger(), EdgeRoutes(), SnapshotCache(), self.call_pod
+            )
+        return self._edge_drains
+
+    def attach(self, edge_drains: EdgeDrains) -> None:
+        """Serve the Envoy drain API (``/envoys``) beside the pods' (it calls the pods
+        through :meth:`call_pod`)."""
+        self._edge_drains = edge_drains
+
+    def edge_drain_views(self) -> dict[str, dict[str, Any]]:
+        """The Envoy drains in progress, by node (for the fleet page)."""
+        return self._edges().drain_views()
 
     @property
     def drains_in_progress(self) -> int:
         return sum(1 for drain in self._drains.values() if not _finished(drain))
+
+    def drains(self) -> list[DrainRecord]:
+        """Every drain started here, oldest first (the fleet page shows their progress)."""
+        return list(self._drains.values())
 
     def add_routes(self, app: web.Application) -> None:
         guard = self._token
@@ -89,11 +116,18 @@ class FleetAdmin:
         app.router.add_get("/connections", require_token(guard, self.connections_of_user))
         app.router.add_get("/connections/{connection_id}", require_token(guard, self.connection))
         app.router.add_get("/pods", require_token(guard, self.pods))
+        self._edges().add_routes(app, guard)
         app.on_cleanup.append(self._close)
 
     async def _close(self, _: web.Application) -> None:
         if self._http is not None:
             await self._http.close()
+
+    async def call_pod(
+        self, pod: PodRecord, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """Call a pod's local admin API with that pod's own token."""
+        return await self._pod_call(pod, method, path, body)
 
     async def _pod_call(
         self, pod: PodRecord, method: str, path: str, body: dict[str, Any] | None = None

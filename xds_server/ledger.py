@@ -7,6 +7,7 @@ debug endpoint (``GET /debug/nodes``) and the metrics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class NodeStatus:
     connected_at: float  # Unix seconds
     last_seen: float = 0.0
     connected: bool = True
+    region: str = ""  # the node's locality, as its bootstrap says
+    zone: str = ""
     types: dict[str, TypeStatus] = field(default_factory=dict)
 
     def of(self, type_url: str) -> TypeStatus:
@@ -89,6 +92,8 @@ class NodeStatus:
             "cluster": self.cluster,
             "protocol": self.protocol,
             "envoy_version": self.envoy_version,
+            "region": self.region,
+            "zone": self.zone,
             "connected": self.connected,
             "connected_at": self.connected_at,
             "last_seen": self.last_seen,
@@ -107,25 +112,48 @@ class Ledger:
 
     def __init__(self) -> None:
         self._nodes: dict[str, NodeStatus] = {}
+        self._watchers: list[Callable[[], None]] = []
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time a node connects or disconnects (it must be cheap: it
+        runs on the stream's task; the Envoy presence publisher only sets an event)."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._watchers:
+            callback()
 
     def open(
-        self, node_id: str, cluster: str, protocol: str, envoy_version: str, now: float
+        self,
+        node_id: str,
+        cluster: str,
+        protocol: str,
+        envoy_version: str,
+        now: float,
+        locality: tuple[str, str] = ("", ""),
     ) -> NodeStatus:
-        status = NodeStatus(node_id, cluster, protocol, envoy_version, now, now)
+        """A node's stream opened; ``locality`` is its (region, zone)."""
+        region, zone = locality
+        status = NodeStatus(node_id, cluster, protocol, envoy_version, now, now, True, region, zone)
         self._nodes.pop(node_id, None)  # a reconnect moves to the end: newest last
         self._nodes[node_id] = status
         if len(self._nodes) > MAX_NODES:  # forget the longest-gone disconnected nodes
             gone = [n for n, s in self._nodes.items() if not s.connected]
             for node in gone[: len(self._nodes) - MAX_NODES]:
                 del self._nodes[node]
+        self._changed()
         return status
 
     def close(self, status: NodeStatus) -> None:
         if self._nodes.get(status.node_id) is status:
             status.connected = False
+            self._changed()
 
     def nodes(self) -> list[NodeStatus]:
         return [self._nodes[node_id] for node_id in sorted(self._nodes)]
+
+    def get(self, node_id: str) -> NodeStatus | None:
+        return self._nodes.get(node_id)
 
     def connected(self) -> list[NodeStatus]:
         return [node for node in self.nodes() if node.connected]

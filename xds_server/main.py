@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,16 +20,19 @@ from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.process_shell import signal_events, stop_tasks
 from wsfleet.readiness import write_ready
+from wsfleet.redis_client import connect
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
 from wsfleet.settings import XdsSettings, redacted_url
 from xds_server.admin import build_admin_app
 from xds_server.ads_service import AdsService
+from xds_server.edge_drains import EdgeDrains
+from xds_server.edge_routes import EdgeRoutes
 from xds_server.fleet_admin import FleetAdmin
 from xds_server.ledger import Ledger
 from xds_server.membership import Membership, MembershipWatcher
-from xds_server.metrics import XdsMetrics
+from xds_server.metrics import FleetLease, XdsMetrics
 from xds_server.pod_history import PodHistory
 from xds_server.policy import Policy
 from xds_server.policy_loader import PolicyBundle, default_bundle, load_bundle
@@ -150,6 +155,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
 
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
     credentials = _server_credentials(settings.tls_dir)
+    edges = EdgeRoutes()  # each Envoy's own routes: its name, its drain
     ads = AdsService(
         cache,
         ledger,
@@ -157,6 +163,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         on_new_group=publisher.ensure_group,
         on_group_gone=publisher.forget_group,
         require_identity=credentials is not None,
+        edges=edges,
     )
     server.add_generic_rpc_handlers([ads.handler()])
     metrics.watch(ledger, lambda: publisher.bundle.certificates)
@@ -178,14 +185,22 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     await server.start()
 
     token = read_admin_token(settings.admin_token_file)
+    # one connection, used at most once per FLEET_GAUGES_MAX_AGE_S (on a scrape)
+    fleet_lease = FleetLease(
+        connect(settings.redis_url, 1), settings.namespace, f"{socket.gethostname()}:{os.getpid()}"
+    )
+    fleet = FleetAdmin(registry, token, history, signer)
+    edge_drains = EdgeDrains(registry, ledger, edges, cache, fleet.call_pod)
+    fleet.attach(edge_drains)
     admin_app = build_admin_app(
         ledger,
         metrics,
         publisher,
-        FleetAdmin(registry, token, history, signer),
+        fleet,
         registry,
         token,
         settings.listener_port,
+        fleet_lease,
     )
     runner = web.AppRunner(admin_app, access_log=None)
     await runner.setup()
@@ -195,6 +210,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     except OSError as exc:
         await server.stop(None)
         await runner.cleanup()
+        await fleet_lease.close()
         await registry.close()
         raise StartupError(
             f"cannot listen for admin on {settings.admin_host}:{settings.admin_port}: "
@@ -205,6 +221,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(watcher.run()),
         asyncio.create_task(announcer.run(settings.policy_poll_s)),
+        asyncio.create_task(edge_drains.run(settings.membership_poll_s)),
     ]
     if settings.policy_path is not None:
         policy_watcher = PolicyWatcher(
@@ -224,6 +241,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         await stop_tasks(tasks)
         await server.stop(grace=GRPC_STOP_GRACE_S)
         await runner.cleanup()
+        await fleet_lease.close()
         await registry.close()
         log.info("xds_server_stopped")
 

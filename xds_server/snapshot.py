@@ -132,6 +132,10 @@ class SnapshotCache:
 
     def set(self, snapshot: Snapshot, group: str = DEFAULT_GROUP) -> None:
         self._snapshots[group] = snapshot
+        self.touch()
+
+    def touch(self) -> None:
+        """Wake every stream to look again (what a node sees changed: its drain state)."""
         self._generation += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()

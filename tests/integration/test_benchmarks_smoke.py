@@ -270,6 +270,23 @@ def test_chaos_kills_pods_under_sdk_clients(tmp_path: Path) -> None:
     assert (tmp_path / "chaos-reconnects.png").exists()
 
 
+def test_envoy_chaos_rolls_and_kills_envoys_behind_the_l4(tmp_path: Path) -> None:
+    figures = run_benchmark("envoy-chaos", tmp_path)
+    assert figures["clients"] == 30
+    assert figures["exact_streams"] == 30 and figures["messages_missing"] == 0
+    drains = figures["rollout"]["drains"]
+    assert [d["envoy"] for d in drains] == ["envoy", "envoy-2", "envoy-3"]
+    for drain in drains:
+        assert_numbers(drain, "attempts", "budget_average_per_bin", "peak_per_bin", "window_s")
+        assert sum(drain["per_bin"]) == drain["attempts"]
+    assert sum(d["attempts"] for d in drains) >= 30  # each client moved at least once
+    assert_numbers(figures, "handshake_success", "rollout.seconds", "kill.back_within_s_max")
+    kill = figures["kill"]
+    assert kill["killed_envoy_held"] > 0 and kill["reconnected_clients"] > 0
+    assert isinstance(kill["others_untouched"], bool)
+    assert (tmp_path / "envoy-rollout.svg").exists()
+
+
 def test_heartbeat_sweep_reports_every_cell(tmp_path: Path) -> None:
     figures = run_benchmark("heartbeat-sweep", tmp_path)
     cells = figures["cells"]

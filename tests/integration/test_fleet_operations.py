@@ -610,6 +610,11 @@ def test_the_openapi_documents_describe_exactly_the_served_routes() -> None:
     assert control_plane_paths - served(control) == {
         ("get", "/metrics"),
         ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/"),  # the fleet page (xds_server/fleet_events.py)
+        ("get", "/fleet-page/{name}"),
+        ("get", "/fleet/summary"),
+        ("get", "/fleet/events"),
         ("get", "/debug/nodes"),
         ("get", "/debug/config"),
         ("get", "/debug/policy"),

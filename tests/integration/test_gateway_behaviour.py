@@ -553,3 +553,64 @@ async def test_the_gateway_speaks_rfc_6455_version_13_over_http_1_1_only(one_gat
         assert b"\r\nSec-WebSocket-Version: 13\r\n" in head
     old_http = await _raw_upgrade(port, "1.0", "13", token)
     assert b" 400 " in old_http.split(b"\r\n", 1)[0], old_http
+
+
+async def test_envoys_stats_port_serves_prometheus_stats_and_no_other_admin_path(
+    one_gateway: LocalFleet,
+) -> None:
+    envoy = one_gateway.info.envoys["envoy"]
+    assert envoy.stats_port and envoy.stats_port != envoy.admin_port
+    base = f"http://127.0.0.1:{envoy.stats_port}"
+    async with unlimited_session() as session:
+        async with session.get(f"{base}/stats/prometheus") as response:
+            assert response.status == 200
+            assert "envoy_server_live" in await response.text()
+        for method, path in [
+            ("POST", "/quitquitquit"),
+            ("GET", "/quitquitquit"),
+            ("GET", "/config_dump"),
+            ("GET", "/clusters"),
+            ("POST", "/stats/prometheus"),  # GET only
+            ("GET", "/stats/prometheus/../config_dump"),
+            ("GET", "/stats"),
+        ]:
+            async with session.request(method, base + path) as response:
+                assert response.status == 404, (method, path)
+        # the admin itself still answers on its own port, and Envoy was not asked to quit
+        admin = f"http://127.0.0.1:{envoy.admin_port}/ready"
+        async with session.get(admin) as response:
+            assert response.status == 200 and "LIVE" in await response.text()
+
+
+async def _metrics_text(session: aiohttp.ClientSession, port: int, path: str) -> tuple[int, str]:
+    async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, await response.text()
+
+
+def _value(text: str, series: str) -> float:
+    [line] = [line for line in text.splitlines() if line.startswith(series + " ")]
+    return float(line.split()[-1])
+
+
+async def test_every_process_exports_process_series_build_info_and_the_new_histograms(
+    one_gateway: LocalFleet,
+) -> None:
+    fleet = one_gateway
+    sidecar = next(iter(fleet.info.sidecars.values()))
+    processes = {"gateway": sidecar.admin_port, "control_plane": fleet.info.xds_admin_port}
+    async with unlimited_session() as session:
+        ws, _ = await open_ws(fleet, session, "metrics-user")
+        await ws.close()
+        for component, port in processes.items():
+            status, text = await _metrics_text(session, port, "/metrics")
+            assert status == 200, component
+            assert _value(text, "process_resident_memory_bytes") > 1e6, component
+            assert _value(text, "process_open_fds") > 0, component
+            assert f'wsfleet_build_info{{component="{component}",version=' in text
+            assert "_created" not in text, component
+        _, text = await _metrics_text(session, sidecar.admin_port, "/metrics")
+        assert _value(text, "wsfleet_gateway_handshake_seconds_count") >= 1
+        assert _value(text, 'wsfleet_gateway_handshakes_total{outcome="expired"}') == 0
+        assert "wsfleet_gateway_open_fds" not in text
+        status, body = await _metrics_text(session, fleet.info.xds_admin_port, "/readyz")
+        assert status == 200, body

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 
 from tests.conftest import RedisProcess
+from tests.helpers import wait_for
 from wsfleet.registry import (
     ConnectionRecord,
+    EdgeDrain,
+    EnvoyPresence,
     HashSources,
     PodRecord,
     PodState,
@@ -19,6 +23,7 @@ from wsfleet.registry import (
     RegistryUnavailable,
     user_bucket,
 )
+from wsfleet.registry.base import MAX_ENVOYS, MAX_PRESENCE_CHARS, presences_from_json
 from wsfleet.registry.memory import MemoryRegistry
 from wsfleet.registry.redis_registry import RedisRegistry
 
@@ -235,3 +240,111 @@ def test_hash_sources_that_are_not_what_a_control_plane_writes_are_refused(text:
     with pytest.raises(ValueError):
         HashSources.from_json(text)
     assert HashSources.from_json(HashSources("h", "q", "c").to_json()) == HashSources("h", "q", "c")
+
+
+async def test_edge_drains_are_kept_per_node_until_removed(registry: Registry) -> None:
+    assert await registry.edge_drains() == {}
+    first = EdgeDrain("envoy-2", "zone-2", 30.0, 2.0, 1000.0)
+    await registry.put_edge_drain(first)
+    await registry.put_edge_drain(EdgeDrain("envoy-3", "zone-3", 5.0, 0.0, 1001.5))
+    again = EdgeDrain("envoy-2", "zone-2", 10.0, 1.0, 1002.0)
+    await registry.put_edge_drain(again)  # replaces the node's earlier drain
+    drains = await registry.edge_drains()
+    assert drains == {"envoy-2": again, "envoy-3": EdgeDrain("envoy-3", "zone-3", 5.0, 0.0, 1001.5)}
+    assert await registry.remove_edge_drain("envoy-2") is True
+    assert await registry.remove_edge_drain("envoy-2") is False
+    assert set(await registry.edge_drains()) == {"envoy-3"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{",
+        '{"node": "a"}',
+        '{"node": 1, "zone": "z", "budget_s": 1, "delist_s": 1, "started_at": 1}',
+        '{"node": "a", "zone": "z", "budget_s": true, "delist_s": 1, "started_at": 1}',
+    ],
+)
+def test_edge_drains_that_are_not_what_a_control_plane_writes_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        EdgeDrain.from_json(text)
+    drain = EdgeDrain("envoy-1", "zone-1", 3.0, 2.0, 17.5)
+    assert EdgeDrain.from_json(drain.to_json()) == drain
+
+
+def _envoy(node: str, replica: str, zone: str = "zone-1", seen_at: float = 50.0) -> EnvoyPresence:
+    return EnvoyPresence(node, zone, "eu", "1.40.0", 10.0, replica, seen_at)
+
+
+async def test_each_replica_publishes_its_envoys_whole_and_readers_see_them_all(
+    registry: Registry,
+) -> None:
+    assert await registry.envoys() == []
+    await registry.put_envoys("xds-b", [_envoy("e3", "xds-b")], ttl_s=10)
+    await registry.put_envoys("xds-a", [_envoy("e2", "xds-a"), _envoy("e1", "xds-a")], ttl_s=10)
+    assert await registry.envoys() == [
+        _envoy("e1", "xds-a"),
+        _envoy("e2", "xds-a"),
+        _envoy("e3", "xds-b"),
+    ]
+    again = _envoy("e2", "xds-a", seen_at=60.0)
+    await registry.put_envoys("xds-a", [again], ttl_s=10)  # e1 went away
+    assert await registry.envoys() == [again, _envoy("e3", "xds-b")]
+    await registry.put_envoys("xds-b", [], ttl_s=10)  # a replica stopping: forgotten at once
+    assert await registry.envoys() == [again]
+
+
+async def test_envoys_a_replica_stops_publishing_expire(registry: Registry) -> None:
+    await registry.put_envoys("gone", [_envoy("e1", "gone")], ttl_s=0.2)
+    await registry.put_envoys("live", [_envoy("e2", "live")], ttl_s=30)
+
+    async def only_live() -> bool:
+        return [e.node for e in await registry.envoys()] == ["e2"]
+
+    await wait_for(only_live, 10)
+
+
+async def test_envoy_presence_expires_on_the_memory_registrys_clock() -> None:
+    now = [100.0]
+    registry = MemoryRegistry(clock=lambda: now[0])
+    await registry.put_envoys("xds-a", [_envoy("e1", "xds-a")], ttl_s=15)
+    now[0] = 114.9
+    assert [e.node for e in await registry.envoys()] == ["e1"]
+    now[0] = 115.0
+    assert await registry.envoys() == []
+
+
+async def test_envoy_presence_is_bounded_and_records_not_a_replicas_own_are_skipped(
+    registry: Registry,
+) -> None:
+    many = [_envoy(f"e{n:05d}", "xds-a") for n in range(MAX_ENVOYS + 5)]
+    foreign = _envoy("spoof", "xds-b")  # a record naming another replica than its writer
+    await registry.put_envoys("xds-a", [*many[:3], foreign], ttl_s=10)
+    assert [e.node for e in await registry.envoys()] == ["e00000", "e00001", "e00002"]
+    await registry.put_envoys("xds-a", many, ttl_s=10)
+    await registry.put_envoys("xds-b", [_envoy("e-b", "xds-b")], ttl_s=10)
+    listed = await registry.envoys()
+    assert len(listed) == MAX_ENVOYS and listed[-1].node == f"e{MAX_ENVOYS - 1:05d}"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [],
+        {"node": "a"},
+        {**_envoy("a", "r").to_plain(), "node": 1},
+        {**_envoy("a", "r").to_plain(), "seen_at": True},
+        {**_envoy("a", "r").to_plain(), "zone": "z" * (MAX_PRESENCE_CHARS + 1)},
+        {**_envoy("a", "r").to_plain(), "extra": "x"},
+    ],
+)
+def test_envoy_presences_that_are_not_what_a_control_plane_writes_are_refused(
+    fields: object,
+) -> None:
+    with pytest.raises(ValueError):
+        EnvoyPresence.from_plain(fields)
+    envoy = _envoy("envoy-1", "xds-a")
+    assert EnvoyPresence.from_plain(envoy.to_plain()) == envoy
+    assert presences_from_json(f"[{json.dumps(fields)}, 7]", "r") == []
+    assert presences_from_json("{", "r") == []

@@ -324,8 +324,13 @@ async def test_xds_is_served_only_to_envoys_that_prove_the_node_they_claim(
     assert await _ads_answer(port, proven, "intruder", "local") == "PERMISSION_DENIED"
     assert await _ads_answer(port, proven, "envoy-1", "elsewhere") == "PERMISSION_DENIED"
     assert await _ads_answer(port, proven, "envoy-1", "local") == "answered"
+    # a zone's certificate proves its zone's pods (a Deployment's pod names), nothing more
+    assert await _ads_answer(port, proven, "envoy-1-7d9f8c6b5-x2k4q", "local") == "answered"
+    assert await _ads_answer(port, proven, "envoy-1-x-7d9f8c6b5-x2k4q", "local") == (
+        "PERMISSION_DENIED"
+    )
     metrics = await _control_plane_metrics(fleet)
-    assert "wsfleet_xds_refused_nodes_total 2.0" in metrics
+    assert "wsfleet_xds_refused_nodes_total 3.0" in metrics
     # and the fleet's own Envoy, proven, serves clients
     assert await fleet.round_trip("alice", "over mTLS") == "over mTLS"
 

@@ -70,14 +70,17 @@ async def test_envoy_takes_everything_but_the_xds_cluster_from_ads(fleet_factory
     dump = await envoy_get(fleet, "/config_dump")
     sections = {config["@type"].rsplit(".", 1)[-1]: config for config in dump["configs"]}
     clusters = sections["ClustersConfigDump"]
-    assert [c["cluster"]["name"] for c in clusters["static_clusters"]] == ["xds_cluster"]
+    # static: the control plane, and the admin behind the stats port (its /stats/prometheus)
+    static = sorted(c["cluster"]["name"] for c in clusters["static_clusters"])
+    assert static == ["wsfleet.envoy_admin", "xds_cluster"]
     dynamic = [c["cluster"]["name"] for c in clusters["dynamic_active_clusters"]]
     assert dynamic == ["api", "gateways"]  # the pools of the policy
     listeners = sections["ListenersConfigDump"]
-    assert "static_listeners" not in listeners
+    assert [e["listener"]["name"] for e in listeners["static_listeners"]] == ["wsfleet.stats"]
     assert [entry["name"] for entry in listeners["dynamic_listeners"]] == ["public"]
     routes = sections["RoutesConfigDump"]
-    assert "static_route_configs" not in routes
+    # static: only the stats listener's inline routes (its one path to the admin)
+    assert [r["route_config"]["name"] for r in routes["static_route_configs"]] == ["stats"]
     assert [r["route_config"]["name"] for r in routes["dynamic_route_configs"]] == ["public"]
     by_name = {c["cluster"]["name"]: c["cluster"] for c in clusters["dynamic_active_clusters"]}
     assert by_name["gateways"]["lb_policy"] == "MAGLEV"

@@ -18,6 +18,7 @@ from wsfleet.settings import ApiSettings, BackendSettings, SidecarSettings, XdsS
 from wsfleet.settings_flags import ENV_PREFIX, env_name, from_args
 from wsfleet_tools.capacity import Measured, hpa_manifest, plan
 from wsfleet_tools.cli import build_parser
+from wsfleet_tools.edge_shutdown import SHUTDOWN_PATH, DrainTimes, EdgeShutdownSettings
 from xds_server.policy_loader import parse_policy
 
 ROOT = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
@@ -33,6 +34,7 @@ SETTINGS = {
     "xds": XdsSettings,
     "backend": BackendSettings,
     "api": ApiSettings,
+    "edge-shutdown-manager": EdgeShutdownSettings,
 }
 
 
@@ -58,15 +60,28 @@ def one(kind: str, name: str) -> dict[str, Any]:
     return found
 
 
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (only,) = deployment["spec"]["template"]["spec"]["containers"]
-    return only
+def container(deployment: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The pod's one container, or the one named ``name``."""
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (found,) = containers if name is None else [c for c in containers if c["name"] == name]
+    return found
 
 
-def settings_of(deployment: dict[str, Any]) -> Any:
+def config_map(name: str, resources: list[dict[str, Any]] | None = None) -> dict[str, str]:
+    (found,) = [
+        d["data"]
+        for d in (base() if resources is None else resources)
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name
+    ]
+    return dict(found)
+
+
+def settings_of(deployment: dict[str, Any], name: str | None = None) -> Any:
     """The settings the container's process starts with: its args and its environment."""
-    spec = container(deployment)
+    spec = container(deployment, name)
     environ = {}
+    for source in spec.get("envFrom", []):
+        environ.update(config_map(source["configMapRef"]["name"]))
     for variable in spec.get("env", []):
         if "value" in variable:
             environ[variable["name"]] = variable["value"]
@@ -150,10 +165,10 @@ def test_probes_and_ports_are_the_processes_real_endpoints() -> None:
 
     policy = parse_policy(one("ConfigMap", "wsfleet-policy")["data"]["policy.yaml"], "policy")
     envoy = one("Deployment", "envoy-zone-a")
-    args = build_parser().parse_args(container(envoy)["args"])
+    args = build_parser().parse_args(container(envoy, "envoy")["args"])
     assert (args.xds_host, args.xds_port) == ("xds-server", xds.grpc_port)
     assert args.admin_host == "127.0.0.1"  # Envoy's admin API never leaves the pod
-    assert port_named(container(envoy), "public") == policy.listeners[0].port
+    assert port_named(container(envoy, "envoy"), "public") == policy.listeners[0].port
     assert policy.listeners[0].address == "0.0.0.0"  # reachable from the Service
     assert str(xds.policy_path).startswith(
         container(xds_deployment)["volumeMounts"][0]["mountPath"]
@@ -176,7 +191,17 @@ def test_admin_and_xds_ports_are_private() -> None:
     assert allowed("gateways")[sidecar.port] == envoy
     admin_from = allowed("gateways")[sidecar.admin_port]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "xds-server"}}} in admin_from
-    assert allowed("envoy-public") == {8080: []}  # the only port open to everyone
+    monitoring = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    }
+    # the only port open to everyone; Envoy's stats only to Prometheus
+    assert allowed("envoy-public") == {8080: [], 9902: [monitoring]}
+    # the control plane's admin API: operators, the Envoy pods' shutdown managers, Prometheus
+    assert allowed("xds-server")[xds.admin_port] == [
+        {"podSelector": {"matchLabels": {"wsfleet.dev/operator": "true"}}},
+        *envoy,
+        monitoring,
+    ]
 
 
 def test_the_control_plane_is_replicated_and_every_tier_has_a_disruption_budget() -> None:
@@ -216,9 +241,8 @@ def test_the_region_overlay_adds_a_zone_of_envoys_with_its_own_identity() -> Non
     ]
     identities = set()
     for envoy in envoys:
-        args = build_parser().parse_args(container(envoy)["args"])
-        (tls,) = [v for v in envoy["spec"]["template"]["spec"]["volumes"] if "secret" in v]
-        identities.add((args.node_id, tls["secret"]["secretName"]))
+        (tls,) = [v for v in envoy["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls"]
+        identities.add((envoy["metadata"]["name"], tls["secret"]["secretName"]))
     assert identities == {
         ("envoy-zone-a", "wsfleet-envoy-tls"),
         ("envoy-zone-b", "wsfleet-envoy-tls-b"),
@@ -301,3 +325,117 @@ def test_pods_mount_their_own_key_and_no_fleet_secret() -> None:
         container(one("Deployment", "gateways"))["lifecycle"]["preStop"]["exec"]["command"]
     )
     assert "admin.token" not in pre_stop and "read_pod_key" in pre_stop
+
+
+def _envoys(directory: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    resources = [d for _, d in documents(ROOT / directory)]
+    envoys = [
+        d
+        for d in resources
+        if d["kind"] == "Deployment"
+        and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "envoy"
+    ]
+    assert envoys
+    return [(envoy, resources) for envoy in envoys]
+
+
+def _pre_stop(spec: dict[str, Any]) -> str:
+    return " ".join(spec["lifecycle"]["preStop"]["exec"]["command"])
+
+
+@pytest.mark.parametrize("directory", ["base", "overlays/region-5m"])
+def test_an_envoy_pod_is_drained_through_the_control_plane_before_it_stops(
+    directory: str,
+) -> None:
+    for envoy, resources in _envoys(directory):
+        name = envoy["metadata"]["name"]
+        pod = envoy["spec"]["template"]["spec"]
+        proxy, manager = container(envoy, "envoy"), container(envoy, "shutdown-manager")
+        settings = settings_of(envoy, "shutdown-manager")
+        # the drain names this pod's Envoy: its xDS node id is the pod name
+        args = build_parser().parse_args(proxy["args"])
+        assert args.node_id == "$(POD_NAME)", name
+        assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in (
+            proxy["env"]
+        )
+        assert settings.envoy_node == DOWNWARD_API["metadata.name"]
+        # the one drain setting: the ConfigMap, read by the manager
+        drain = config_map("wsfleet-edge-drain", resources)
+        assert settings.edge_drain_budget_s == float(drain["WSFLEET_EDGE_DRAIN_BUDGET_S"])
+        assert settings.edge_delist_s == float(drain["WSFLEET_EDGE_DELIST_S"])
+        times = DrainTimes(
+            settings.edge_drain_budget_s, settings.edge_delist_s, settings.edge_drain_margin_s
+        )
+        # both hooks wait on the manager (loopback), long enough, within the grace period
+        grace = pod["terminationGracePeriodSeconds"]
+        assert grace > times.longest_s, name
+        for spec in (proxy, manager):
+            hook = _pre_stop(spec)
+            assert f"http://127.0.0.1:{settings.shutdown_port}{SHUTDOWN_PATH}" in hook, spec["name"]
+            assert f"timeout={grace}" in hook, spec["name"]
+        # readiness is Envoy's own /edge/ready (503 from the drain's start), not a TCP check
+        assert proxy["readinessProbe"]["httpGet"] == {"path": "/edge/ready", "port": "public"}
+        # the manager reaches the control plane's admin API with the operators' token
+        xds = settings_of(one("Deployment", "xds-server"))
+        assert settings.control_plane == f"http://xds-server:{xds.admin_port}"
+        manager_secrets = _secret_keys(pod, manager)
+        assert manager_secrets == {"wsfleet-keys/admin.token"}
+        assert str(settings.admin_token_file).startswith(manager["volumeMounts"][0]["mountPath"])
+        assert not any("wsfleet-keys" in key for key in _secret_keys(pod, proxy))  # Envoy: none
+        # the zone's certificate, linked under the pod's node name for `wsfleet envoy`
+        (identity,) = pod["initContainers"]
+        tls_dir = {m["name"]: m["mountPath"] for m in identity["volumeMounts"]}
+        assert str(args.tls_dir) == tls_dir["edge-tls"]
+        assert tls_dir["tls"] in " ".join(identity["command"])
+
+
+@pytest.mark.parametrize("directory", ["base", "overlays/region-5m"])
+def test_one_envoy_at_a_time_is_disrupted_and_a_rollout_adds_one_first(directory: str) -> None:
+    resources = [d for _, d in documents(ROOT / directory)]
+    (budget,) = [
+        d["spec"]
+        for d in resources
+        if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "envoy"
+    ]
+    assert budget["maxUnavailable"] == 1 and "minAvailable" not in budget
+    for envoy, _ in _envoys(directory):  # one budget covers every zone's Envoys
+        labels = envoy["spec"]["template"]["metadata"]["labels"]
+        assert budget["selector"]["matchLabels"].items() <= labels.items()
+        assert envoy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_the_control_plane_is_probed_on_its_readiness_and_health_endpoints() -> None:
+    spec = container(one("Deployment", "xds-server"))
+    assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+
+
+def test_the_control_plane_and_every_envoy_are_scraped() -> None:
+    monitor = one("ServiceMonitor", "xds-server")["spec"]
+    service = one("Service", "xds-server")
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["endpoints"] == [{"port": "admin", "path": "/metrics", "interval": "15s"}]
+
+    pods = one("PodMonitor", "envoy")["spec"]
+    (endpoint,) = pods["podMetricsEndpoints"]
+    assert endpoint["path"] == "/stats/prometheus"
+    for envoy, _ in _envoys("overlays/region-5m"):
+        labels = envoy["spec"]["template"]["metadata"]["labels"]
+        assert pods["selector"]["matchLabels"].items() <= labels.items()
+        assert port_named(container(envoy, "envoy"), endpoint["port"]) == 9902
+
+
+def test_the_adapter_rule_serves_the_metric_the_gateways_autoscaler_reads() -> None:
+    rules = yaml.safe_load((ROOT / "monitoring" / "prometheus-adapter-rules.yaml").read_text())
+    served = {}
+    for rule in rules["rules"]:
+        series = rule["seriesQuery"].split("{")[0]
+        served[rule["name"]["as"]] = (series, rule)
+    for path in ("base/gateways-hpa.yaml", "overlays/region-5m/gateways-hpa.yaml"):
+        hpa = yaml.safe_load((ROOT / path).read_text())
+        for metric in hpa["spec"]["metrics"]:
+            assert metric["type"] == "Pods"  # a per-pod series: the rule maps namespace and pod
+            series, rule = served[metric["pods"]["metric"]["name"]]
+            assert series == "wsfleet_gateway_connections"  # the gateways' gauge
+            assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+            assert "by (<<.GroupBy>>)" in rule["metricsQuery"]  # summed per pod

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wsfleet/api/bridge.proto\x12\x11wsfleet.bridge.v2\"?\n\x0cGatewayBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.GatewayEvent\"?\n\x0c\x42\x61\x63kendBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.BackendEvent\"\xdb\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0brouting_key\x18\x03 \x01(\t\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06pod_id\x18\x05 \x01(\t\x12>\n\x08metadata\x18\x06 \x03(\x0b\x32,.wsfleet.bridge.v2.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\rSessionOpened\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.SessionInfo\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x17\n\x0flast_message_id\x18\x03 \x01(\x04\"3\n\tPersisted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\"N\n\rClientMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x04 \x01(\x08\"A\n\rSessionClosed\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"{\n\x11\x43lientPublication\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x05 \x01(\x08\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\xa4\x02\n\x0cGatewayEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionOpenedH\x00\x12\x33\n\x07message\x18\x02 \x01(\x0b\x32 .wsfleet.bridge.v2.ClientMessageH\x00\x12\x32\n\x06\x63losed\x18\x03 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionClosedH\x00\x12\x31\n\tpersisted\x18\x04 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.PersistedH\x00\x12;\n\x0bpublication\x18\x05 \x01(\x0b\x32$.wsfleet.bridge.v2.ClientPublicationH\x00\x42\x07\n\x05\x65vent\"~\n\rServerMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\x12\x11\n\tdroppable\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oalesce_key\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\x04\"@\n\x0c\x43loseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"0\n\tSubscribe\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"2\n\x0bUnsubscribe\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"8\n\x07Publish\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\"\x8c\x01\n\x13PublicationDecision\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x05 \x01(\x08\x12\x0f\n\x07replace\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xd3\x02\n\x0c\x42\x61\x63kendEvent\x12\x33\n\x07message\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.ServerMessageH\x00\x12\x30\n\x05\x63lose\x18\x02 \x01(\x0b\x32\x1f.wsfleet.bridge.v2.CloseSessionH\x00\x12\x31\n\tsubscribe\x18\x03 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.SubscribeH\x00\x12\x35\n\x0bunsubscribe\x18\x04 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.UnsubscribeH\x00\x12-\n\x07publish\x18\x05 \x01(\x0b\x32\x1a.wsfleet.bridge.v2.PublishH\x00\x12:\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0b\x32&.wsfleet.bridge.v2.PublicationDecisionH\x00\x42\x07\n\x05\x65vent2Y\n\x06\x42ridge\x12O\n\x07\x43onnect\x12\x1f.wsfleet.bridge.v2.GatewayBatch\x1a\x1f.wsfleet.bridge.v2.BackendBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18wsfleet/api/bridge.proto\x12\x11wsfleet.bridge.v2\"?\n\x0cGatewayBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.GatewayEvent\"?\n\x0c\x42\x61\x63kendBatch\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.wsfleet.bridge.v2.BackendEvent\"\xdb\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0brouting_key\x18\x03 \x01(\t\x12\x11\n\ttransport\x18\x04 \x01(\t\x12\x0e\n\x06pod_id\x18\x05 \x01(\t\x12>\n\x08metadata\x18\x06 \x03(\x0b\x32,.wsfleet.bridge.v2.SessionInfo.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xea\x01\n\rSessionOpened\x12/\n\x07session\x18\x01 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.SessionInfo\x12\x0f\n\x07resumed\x18\x02 \x01(\x08\x12\x17\n\x0flast_message_id\x18\x03 \x01(\x04\x12I\n\rtrace_context\x18\x04 \x03(\x0b\x32\x32.wsfleet.bridge.v2.SessionOpened.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\tPersisted\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\x04\"N\n\rClientMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x04 \x01(\x08\"A\n\rSessionClosed\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"{\n\x11\x43lientPublication\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x05 \x01(\x08\x12\x0f\n\x07user_id\x18\x06 \x01(\t\"\xa4\x02\n\x0cGatewayEvent\x12\x32\n\x06opened\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionOpenedH\x00\x12\x33\n\x07message\x18\x02 \x01(\x0b\x32 .wsfleet.bridge.v2.ClientMessageH\x00\x12\x32\n\x06\x63losed\x18\x03 \x01(\x0b\x32 .wsfleet.bridge.v2.SessionClosedH\x00\x12\x31\n\tpersisted\x18\x04 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.PersistedH\x00\x12;\n\x0bpublication\x18\x05 \x01(\x0b\x32$.wsfleet.bridge.v2.ClientPublicationH\x00\x42\x07\n\x05\x65vent\"~\n\rServerMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\x12\x11\n\tdroppable\x18\x04 \x01(\x08\x12\x14\n\x0c\x63oalesce_key\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\x04\"@\n\x0c\x43loseSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"0\n\tSubscribe\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"2\n\x0bUnsubscribe\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"8\n\x07Publish\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x03 \x01(\x08\"\x8c\x01\n\x13PublicationDecision\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\x04\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x01(\x08\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x62inary\x18\x05 \x01(\x08\x12\x0f\n\x07replace\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xd3\x02\n\x0c\x42\x61\x63kendEvent\x12\x33\n\x07message\x18\x01 \x01(\x0b\x32 .wsfleet.bridge.v2.ServerMessageH\x00\x12\x30\n\x05\x63lose\x18\x02 \x01(\x0b\x32\x1f.wsfleet.bridge.v2.CloseSessionH\x00\x12\x31\n\tsubscribe\x18\x03 \x01(\x0b\x32\x1c.wsfleet.bridge.v2.SubscribeH\x00\x12\x35\n\x0bunsubscribe\x18\x04 \x01(\x0b\x32\x1e.wsfleet.bridge.v2.UnsubscribeH\x00\x12-\n\x07publish\x18\x05 \x01(\x0b\x32\x1a.wsfleet.bridge.v2.PublishH\x00\x12:\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0b\x32&.wsfleet.bridge.v2.PublicationDecisionH\x00\x42\x07\n\x05\x65vent2Y\n\x06\x42ridge\x12O\n\x07\x43onnect\x12\x1f.wsfleet.bridge.v2.GatewayBatch\x1a\x1f.wsfleet.bridge.v2.BackendBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSIONINFO_METADATAENTRY']._loaded_options = None
   _globals['_SESSIONINFO_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_SESSIONOPENED_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_SESSIONOPENED_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_GATEWAYBATCH']._serialized_start=47
   _globals['_GATEWAYBATCH']._serialized_end=110
   _globals['_BACKENDBATCH']._serialized_start=112
@@ -41,32 +43,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SESSIONINFO']._serialized_end=397
   _globals['_SESSIONINFO_METADATAENTRY']._serialized_start=350
   _globals['_SESSIONINFO_METADATAENTRY']._serialized_end=397
-  _globals['_SESSIONOPENED']._serialized_start=399
-  _globals['_SESSIONOPENED']._serialized_end=505
-  _globals['_PERSISTED']._serialized_start=507
-  _globals['_PERSISTED']._serialized_end=558
-  _globals['_CLIENTMESSAGE']._serialized_start=560
-  _globals['_CLIENTMESSAGE']._serialized_end=638
-  _globals['_SESSIONCLOSED']._serialized_start=640
-  _globals['_SESSIONCLOSED']._serialized_end=705
-  _globals['_CLIENTPUBLICATION']._serialized_start=707
-  _globals['_CLIENTPUBLICATION']._serialized_end=830
-  _globals['_GATEWAYEVENT']._serialized_start=833
-  _globals['_GATEWAYEVENT']._serialized_end=1125
-  _globals['_SERVERMESSAGE']._serialized_start=1127
-  _globals['_SERVERMESSAGE']._serialized_end=1253
-  _globals['_CLOSESESSION']._serialized_start=1255
-  _globals['_CLOSESESSION']._serialized_end=1319
-  _globals['_SUBSCRIBE']._serialized_start=1321
-  _globals['_SUBSCRIBE']._serialized_end=1369
-  _globals['_UNSUBSCRIBE']._serialized_start=1371
-  _globals['_UNSUBSCRIBE']._serialized_end=1421
-  _globals['_PUBLISH']._serialized_start=1423
-  _globals['_PUBLISH']._serialized_end=1479
-  _globals['_PUBLICATIONDECISION']._serialized_start=1482
-  _globals['_PUBLICATIONDECISION']._serialized_end=1622
-  _globals['_BACKENDEVENT']._serialized_start=1625
-  _globals['_BACKENDEVENT']._serialized_end=1964
-  _globals['_BRIDGE']._serialized_start=1966
-  _globals['_BRIDGE']._serialized_end=2055
+  _globals['_SESSIONOPENED']._serialized_start=400
+  _globals['_SESSIONOPENED']._serialized_end=634
+  _globals['_SESSIONOPENED_TRACECONTEXTENTRY']._serialized_start=583
+  _globals['_SESSIONOPENED_TRACECONTEXTENTRY']._serialized_end=634
+  _globals['_PERSISTED']._serialized_start=636
+  _globals['_PERSISTED']._serialized_end=687
+  _globals['_CLIENTMESSAGE']._serialized_start=689
+  _globals['_CLIENTMESSAGE']._serialized_end=767
+  _globals['_SESSIONCLOSED']._serialized_start=769
+  _globals['_SESSIONCLOSED']._serialized_end=834
+  _globals['_CLIENTPUBLICATION']._serialized_start=836
+  _globals['_CLIENTPUBLICATION']._serialized_end=959
+  _globals['_GATEWAYEVENT']._serialized_start=962
+  _globals['_GATEWAYEVENT']._serialized_end=1254
+  _globals['_SERVERMESSAGE']._serialized_start=1256
+  _globals['_SERVERMESSAGE']._serialized_end=1382
+  _globals['_CLOSESESSION']._serialized_start=1384
+  _globals['_CLOSESESSION']._serialized_end=1448
+  _globals['_SUBSCRIBE']._serialized_start=1450
+  _globals['_SUBSCRIBE']._serialized_end=1498
+  _globals['_UNSUBSCRIBE']._serialized_start=1500
+  _globals['_UNSUBSCRIBE']._serialized_end=1550
+  _globals['_PUBLISH']._serialized_start=1552
+  _globals['_PUBLISH']._serialized_end=1608
+  _globals['_PUBLICATIONDECISION']._serialized_start=1611
+  _globals['_PUBLICATIONDECISION']._serialized_end=1751
+  _globals['_BACKENDEVENT']._serialized_start=1754
+  _globals['_BACKENDEVENT']._serialized_end=2093
+  _globals['_BRIDGE']._serialized_start=2095
+  _globals['_BRIDGE']._serialized_end=2184
 # @@protoc_insertion_point(module_scope)

@@ -42,14 +42,23 @@ class SessionInfo(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., routing_key: _Optional[str] = ..., transport: _Optional[str] = ..., pod_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SessionOpened(_message.Message):
-    __slots__ = ("session", "resumed", "last_message_id")
+    __slots__ = ("session", "resumed", "last_message_id", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SESSION_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     LAST_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     session: SessionInfo
     resumed: bool
     last_message_id: int
-    def __init__(self, session: _Optional[_Union[SessionInfo, _Mapping]] = ..., resumed: _Optional[bool] = ..., last_message_id: _Optional[int] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, session: _Optional[_Union[SessionInfo, _Mapping]] = ..., resumed: _Optional[bool] = ..., last_message_id: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Persisted(_message.Message):
     __slots__ = ("session_id", "message_id")

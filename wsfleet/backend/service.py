@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 import structlog
 
+from wsfleet import tracing
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.api import bridge_pb2_grpc as pb_grpc
 from wsfleet.backend.session import Session, SessionInfo
@@ -207,7 +208,14 @@ class Backend:
         session.resumed = opened.resumed
         if opened.resumed:
             session.resend_after(opened.last_message_id)
-        await _done(self.on_open(session))
+        # a child of the gateway's handshake span: the application's spans in on_open too
+        with tracing.continued(
+            tracing.BACKEND_OPEN_SPAN,
+            opened.trace_context,
+            session_id=info.session_id,
+            transport=info.transport,
+        ):
+            await _done(self.on_open(session))
 
     async def _judge(self, publication: pb.ClientPublication, out: Outbox[pb.BackendEvent]) -> None:
         session = self.sessions.get(publication.session_id)

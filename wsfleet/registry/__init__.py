@@ -7,6 +7,8 @@ fleets (:mod:`wsfleet.registry.redis_registry`) and memory for unit tests
 
 from wsfleet.registry.base import (
     ConnectionRecord,
+    EdgeDrain,
+    EnvoyPresence,
     HashSources,
     PodRecord,
     PodState,
@@ -19,6 +21,8 @@ from wsfleet.registry.base import (
 
 __all__ = [
     "ConnectionRecord",
+    "EdgeDrain",
+    "EnvoyPresence",
     "HashSources",
     "PodRecord",
     "PodState",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -158,6 +159,109 @@ class HashSources:
         return cls(*values)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class EdgeDrain:
+    """An Envoy being drained (``POST /envoys/drain``): fleet-wide state, so every
+    control-plane replica serves that Envoy the same draining routes and any replica can
+    report it. ``started_at`` is Unix seconds; its routes turn to 503 at once, the gateways
+    start closing its connections ``delist_s`` later, over ``budget_s``."""
+
+    node: str
+    zone: str
+    budget_s: float
+    delist_s: float
+    started_at: float
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EdgeDrain:
+        """Parse what :meth:`to_json` wrote; raises ``ValueError`` on anything else."""
+        try:
+            fields = json.loads(text)
+        except (ValueError, RecursionError):
+            raise ValueError("an edge drain is not JSON") from None
+        names = {"node", "zone", "budget_s", "delist_s", "started_at"}
+        if not isinstance(fields, dict) or set(fields) != names:
+            raise ValueError(f"an edge drain has exactly the fields {sorted(names)}")
+        numbers = [fields[name] for name in ("budget_s", "delist_s", "started_at")]
+        if not all(isinstance(fields[name], str) for name in ("node", "zone")) or not all(
+            isinstance(n, int | float) and not isinstance(n, bool) for n in numbers
+        ):
+            raise ValueError("an edge drain's node and zone are strings, its times numbers")
+        return cls(fields["node"], fields["zone"], *(float(n) for n in numbers))
+
+
+MAX_ENVOYS = 10_000  # Envoy presence records kept per replica and read in all
+MAX_PRESENCE_CHARS = 256  # each text field of a presence record
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnvoyPresence:
+    """An Envoy streaming from a control-plane replica, as that replica publishes it, so
+    every replica knows every Envoy (``GET /envoys``, a drain by node or zone sent to any
+    replica). ``connected_at`` and ``seen_at`` are the publishing replica's Unix seconds."""
+
+    node: str
+    zone: str
+    region: str
+    envoy_version: str
+    connected_at: float
+    replica: str  # the control plane the Envoy's ADS stream is open to
+    seen_at: float  # when that replica last published it
+
+    def to_plain(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_plain(cls, fields: object) -> EnvoyPresence:
+        """Parse what :meth:`to_plain` gave (after a JSON round trip); raises
+        ``ValueError`` on anything else, or a text field over ``MAX_PRESENCE_CHARS``."""
+        texts = ("node", "zone", "region", "envoy_version", "replica")
+        times = ("connected_at", "seen_at")
+        if not isinstance(fields, dict) or set(fields) != {*texts, *times}:
+            raise ValueError(f"an Envoy presence has exactly the fields {sorted({*texts, *times})}")
+        if not all(
+            isinstance(fields[name], str) and len(fields[name]) <= MAX_PRESENCE_CHARS
+            for name in texts
+        ):
+            raise ValueError(
+                f"an Envoy presence's names are strings of {MAX_PRESENCE_CHARS} or less"
+            )
+        if not all(
+            isinstance(fields[name], int | float) and not isinstance(fields[name], bool)
+            for name in times
+        ):
+            raise ValueError("an Envoy presence's times are numbers")
+        node, zone, region, envoy_version, replica = (str(fields[name]) for name in texts)
+        connected_at, seen_at = (float(fields[name]) for name in times)
+        return cls(node, zone, region, envoy_version, connected_at, replica, seen_at)
+
+
+def presences_to_json(envoys: list[EnvoyPresence]) -> str:
+    """One replica's published Envoys, as stored (at most ``MAX_ENVOYS``)."""
+    return json.dumps([envoy.to_plain() for envoy in envoys[:MAX_ENVOYS]])
+
+
+def presences_from_json(text: str, replica: str) -> list[EnvoyPresence]:
+    """What :func:`presences_to_json` wrote for ``replica``: records that are malformed or
+    name another replica are skipped, and more than ``MAX_ENVOYS`` ignored."""
+    try:
+        items = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(items, list):
+        return []
+    envoys = []
+    for item in items[:MAX_ENVOYS]:
+        with contextlib.suppress(ValueError):
+            envoy = EnvoyPresence.from_plain(item)
+            if envoy.replica == replica:
+                envoys.append(envoy)
+    return envoys
+
+
 class QuotaExceeded(Exception):
     """The user already holds the most connections allowed."""
 
@@ -222,6 +326,24 @@ class Registry(Protocol):
 
     async def get_channel_config(self) -> str | None:
         """The channel namespaces as written; None until the control plane has said."""
+
+    async def put_edge_drain(self, drain: EdgeDrain) -> None:
+        """Record that an Envoy drains (replacing an earlier record of the same node)."""
+
+    async def remove_edge_drain(self, node: str) -> bool:
+        """The Envoy serves again; False if it was not draining."""
+
+    async def edge_drains(self) -> dict[str, EdgeDrain]:
+        """Every Envoy draining, by node id (one read; a malformed record is skipped)."""
+
+    async def put_envoys(self, replica: str, envoys: list[EnvoyPresence], ttl_s: float) -> None:
+        """Publish the Envoys connected to control-plane replica ``replica`` (at most
+        ``MAX_ENVOYS``), replacing what it published before; they are forgotten unless
+        published again within ``ttl_s`` (an empty list forgets them at once)."""
+
+    async def envoys(self) -> list[EnvoyPresence]:
+        """The Envoys every replica published and has refreshed within its TTL, by replica
+        then node id (at most ``MAX_ENVOYS`` in all; a malformed record is skipped)."""
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         """A live connection, or None."""

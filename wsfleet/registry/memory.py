@@ -7,7 +7,14 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
-from wsfleet.registry.base import ConnectionRecord, HashSources, PodRecord
+from wsfleet.registry.base import (
+    MAX_ENVOYS,
+    ConnectionRecord,
+    EdgeDrain,
+    EnvoyPresence,
+    HashSources,
+    PodRecord,
+)
 
 
 class MemoryRegistry:
@@ -20,6 +27,8 @@ class MemoryRegistry:
         self._listeners: list[asyncio.Queue[str]] = []
         self._hash_sources: dict[str, HashSources] = {}
         self._channel_config: str | None = None
+        self._edge_drains: dict[str, EdgeDrain] = {}
+        self._envoys: dict[str, tuple[list[EnvoyPresence], float]] = {}  # replica -> (, expiry)
 
     async def put_hash_sources(self, pools: dict[str, HashSources]) -> None:
         self._hash_sources.update(pools)
@@ -32,6 +41,34 @@ class MemoryRegistry:
 
     async def get_channel_config(self) -> str | None:
         return self._channel_config
+
+    async def put_edge_drain(self, drain: EdgeDrain) -> None:
+        self._edge_drains[drain.node] = drain
+
+    async def remove_edge_drain(self, node: str) -> bool:
+        return self._edge_drains.pop(node, None) is not None
+
+    async def edge_drains(self) -> dict[str, EdgeDrain]:
+        return dict(self._edge_drains)
+
+    async def put_envoys(self, replica: str, envoys: list[EnvoyPresence], ttl_s: float) -> None:
+        if envoys:
+            own = [envoy for envoy in envoys[:MAX_ENVOYS] if envoy.replica == replica]
+            self._envoys[replica] = (own, self._clock() + ttl_s)
+        else:
+            self._envoys.pop(replica, None)
+
+    async def envoys(self) -> list[EnvoyPresence]:
+        now = self._clock()
+        for replica, (_, expires_at) in list(self._envoys.items()):
+            if expires_at <= now:
+                del self._envoys[replica]
+        listed = [
+            envoy
+            for replica in sorted(self._envoys)
+            for envoy in sorted(self._envoys[replica][0], key=lambda e: e.node)
+        ]
+        return listed[:MAX_ENVOYS]
 
     async def put_pod(self, pod: PodRecord, ttl_s: float) -> bool:
         previous = self._live(pod.pod_id)

@@ -10,6 +10,12 @@ Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default; ``{c<b>}`` is a h
   leaves (on a cluster a PUBLISH reaches every node's subscribers);
 - ``{ns}:hash_sources`` hash: per pool, where Envoy hashes its users (JSON, from the policy);
 - ``{ns}:channel_config``: the channel namespaces (JSON, from the policy);
+- ``{ns}:edge_drains`` hash: per Envoy node id being drained, its
+  :class:`~wsfleet.registry.base.EdgeDrain` (JSON);
+- ``{ns}:envoys:{replica}``: the Envoys connected to one control-plane replica (a JSON list
+  of :class:`~wsfleet.registry.base.EnvoyPresence`, written whole), with a TTL the replica
+  refreshes, and ``{ns}:envoy_replicas`` set of those replicas (members whose list
+  expired are pruned on read);
 - ``{ns}:{c<b>}:user:{user_id}`` set of the user's connection ids, and
   ``{ns}:{c<b>}:conn:{connection_id}`` hash of a :class:`ConnectionRecord`: a connection
   id begins with its user's bucket, so a user's set and records share a slot and the
@@ -29,10 +35,15 @@ from typing import Any, Literal, cast
 from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
 from wsfleet.redis_scripts import Extra, PipelinedScript
 from wsfleet.registry.base import (
+    MAX_ENVOYS,
     ConnectionRecord,
+    EdgeDrain,
+    EnvoyPresence,
     HashSources,
     PodRecord,
     RegistryUnavailable,
+    presences_from_json,
+    presences_to_json,
     user_bucket,
 )
 from wsfleet.registry.signing import PodSigner
@@ -410,6 +421,70 @@ class RedisRegistry:
         except ERRORS as exc:
             raise RegistryUnavailable(str(exc)) from exc
         return None if text is None else str(text)
+
+    async def put_edge_drain(self, drain: EdgeDrain) -> None:
+        try:
+            await self._redis.hset(f"{self._ns}:edge_drains", drain.node, drain.to_json())
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def remove_edge_drain(self, node: str) -> bool:
+        try:
+            return bool(await self._redis.hdel(f"{self._ns}:edge_drains", node))
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def edge_drains(self) -> dict[str, EdgeDrain]:
+        try:
+            rows = cast(dict[str, str], await self._redis.hgetall(f"{self._ns}:edge_drains"))
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        drains: dict[str, EdgeDrain] = {}
+        for node, text in rows.items():
+            with contextlib.suppress(ValueError):
+                drain = EdgeDrain.from_json(text)
+                if drain.node == node:
+                    drains[node] = drain
+        return drains
+
+    async def put_envoys(self, replica: str, envoys: list[EnvoyPresence], ttl_s: float) -> None:
+        key = f"{self._ns}:envoys:{replica}"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if envoys:  # one key written whole: a reader never sees half a list
+                    pipe.set(key, presences_to_json(envoys), px=max(1, int(ttl_s * 1000)))
+                    pipe.sadd(self._envoy_replicas_key, replica)
+                else:
+                    pipe.delete(key)
+                    pipe.srem(self._envoy_replicas_key, replica)
+                await pipe.execute()
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+
+    async def envoys(self) -> list[EnvoyPresence]:
+        try:
+            replicas = sorted(str(r) for r in await self._redis.smembers(self._envoy_replicas_key))
+            if not replicas:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for replica in replicas:
+                    pipe.get(f"{self._ns}:envoys:{replica}")
+                texts: list[str | None] = await pipe.execute()
+            expired = [r for r, text in zip(replicas, texts, strict=True) if text is None]
+            if expired:
+                await self._redis.srem(self._envoy_replicas_key, *expired)
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        listed: list[EnvoyPresence] = []
+        for replica, text in zip(replicas, texts, strict=True):
+            if text is not None and len(listed) < MAX_ENVOYS:
+                found = presences_from_json(str(text), replica)
+                listed += sorted(found, key=lambda envoy: envoy.node)
+        return listed[:MAX_ENVOYS]
+
+    @property
+    def _envoy_replicas_key(self) -> str:
+        return f"{self._ns}:envoy_replicas"
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         try:

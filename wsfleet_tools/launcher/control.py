@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from wsfleet.admin_auth import error, json_body
 from wsfleet_tools.launcher.fleet import LocalFleet
-from wsfleet_tools.launcher.rollout import RolloutStatus, rollout
+from wsfleet_tools.launcher.rollout import (
+    EnvoyRolloutStatus,
+    RolloutStatus,
+    envoy_rollout_refusal,
+    rollout,
+    rollout_envoys,
+)
 
 SOCKET = "launcher.sock"
 STOP_OVERRUN_S = 10.0  # a stopped pod drains over its budget, then gets this long to exit
@@ -28,13 +35,16 @@ class LauncherControl:
     def __init__(self, fleet: LocalFleet) -> None:
         self._fleet = fleet
         self._status = RolloutStatus()
-        self._task: asyncio.Task[RolloutStatus] | None = None
+        self._envoy_status = EnvoyRolloutStatus()
+        self._task: asyncio.Task[Any] | None = None  # one rollout at a time, of either kind
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> Path:
         app = web.Application()
         app.router.add_post("/rollout", self._start_rollout)
         app.router.add_get("/rollout", self._rollout_status)
+        app.router.add_post("/rollout/envoys", self._start_envoy_rollout)
+        app.router.add_get("/rollout/envoys", self._envoy_rollout_status)
         app.router.add_post("/stop", self._stop_pod)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -50,9 +60,48 @@ class LauncherControl:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def _running(self) -> str | None:
+        """The rollout in progress, if any: what a new one is refused with."""
+        if self._task is None or self._task.done():
+            return None
+        if self._envoy_status.phase not in ("idle", "done", "failed"):
+            return f"an Envoy rollout is running ({self._envoy_status.phase})"
+        return f"a rollout is already running ({self._status.phase})"
+
+    async def _start_envoy_rollout(self, request: web.Request) -> web.Response:
+        """Roll the L7 Envoys one at a time (``wsfleet rollout --envoys``)."""
+        running = self._running()
+        if running:
+            return error(409, running)
+        body = await json_body(request)
+        try:
+            budget = float(body.get("budget_s", 10))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return error(400, "budget_s is a number of seconds")
+        if budget < 0:
+            return error(400, "budget_s >= 0")
+        refusal = envoy_rollout_refusal(len(self._fleet.info.envoys))
+        if refusal:
+            return error(409, refusal)
+        self._envoy_status = EnvoyRolloutStatus(phase="starting")
+        self._task = asyncio.create_task(self._guarded_envoys(budget))
+        return web.json_response(self._envoy_status.to_json(), status=202)
+
+    async def _guarded_envoys(self, budget: float) -> EnvoyRolloutStatus:
+        try:
+            return await rollout_envoys(self._fleet, self._envoy_status, budget)
+        except Exception as exc:  # reported to the operator, never lost
+            self._envoy_status.phase = "failed"
+            self._envoy_status.message = f"{type(exc).__name__}: {exc}"
+            return self._envoy_status
+
+    async def _envoy_rollout_status(self, _: web.Request) -> web.Response:
+        return web.json_response(self._envoy_status.to_json())
+
     async def _start_rollout(self, request: web.Request) -> web.Response:
-        if self._task is not None and not self._task.done():
-            return error(409, f"a rollout is already running ({self._status.phase})")
+        running = self._running()
+        if running:
+            return error(409, running)
         body = await json_body(request)
         try:
             budget = float(body.get("budget_s", 10))  # type: ignore[arg-type]
@@ -90,8 +139,9 @@ class LauncherControl:
         if pod_id not in self._fleet.info.sidecars:
             known = ", ".join(sorted(self._fleet.info.sidecars)) or "none"
             return error(404, f"this fleet runs no pod {pod_id!r} (it runs: {known})")
-        if self._task is not None and not self._task.done():
-            return error(409, f"a rollout is running ({self._status.phase}): stop pods after it")
+        running = self._running()
+        if running:
+            return error(409, f"{running}: stop pods after it")
         timeout_s = self._fleet.options.drain_budget_s + STOP_OVERRUN_S
         code = await self._fleet.stop_sidecar(pod_id, timeout_s=timeout_s)
         return web.json_response({"pod_id": pod_id, "exit_code": code})

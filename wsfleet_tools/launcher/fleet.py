@@ -35,16 +35,19 @@ from wsfleet.registry.signing import (
 from wsfleet.settings import DEFAULT_POOL, DEFAULT_STATE_DIR, redacted_url
 from wsfleet.tokens import ensure_auth_key, mint_token, read_auth_key
 from wsfleet_tools.admin_client import fleet_file
-from wsfleet_tools.launcher.children import Child, LineSink, Supervisor
+from wsfleet_tools.launcher.children import PORT_FLAGS, Child, LineSink, Supervisor
 from wsfleet_tools.launcher.embedded_redis import start_embedded_redis, wait_redis
 from wsfleet_tools.launcher.envoy_bootstrap import (
     BootstrapParams,
     XdsTls,
-    envoy_binary,
+    envoy_command,
     render_bootstrap,
+    wait_admin_port,
 )
-from wsfleet_tools.launcher.ports import ensure_port_free, free_port
+from wsfleet_tools.launcher.l4 import L4Params, render_l4_bootstrap, upstream_health
+from wsfleet_tools.launcher.ports import ensure_port_free, free_port, port_is_listening
 from wsfleet_tools.launcher.redis_cluster import ClusterNode, cluster_url, start_redis_cluster
+from wsfleet_tools.launcher.restart_policy import RestartSettings
 
 PROBE_USER = "wsfleet-probe"
 API_POOL = "api"  # the pool the default policy routes /api/ to
@@ -78,6 +81,7 @@ class FleetOptions:
     app: str = "demo"  # the backend: the demo (echo and commands) or the chat example
     chat_port: int = 8082  # the chat example's page (with app="chat")
     broadcasters: tuple[str, ...] = ()  # users the demo backend lets /broadcast ("*": any)
+    restart_children: bool = False  # restart a child that dies unasked (`wsfleet up` does)
 
 
 @dataclass
@@ -96,6 +100,7 @@ class EnvoyInfo:
     zone: str
     client_port: int
     admin_port: int
+    stats_port: int = 0  # GET /stats/prometheus only, for Prometheus (its admin stays apart)
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,12 @@ class LocalFleet:
         self.options = options
         self.state_dir = options.state_dir.resolve()
         self.run_dir = self.state_dir / "run"
-        self.supervisor = Supervisor(self.run_dir / "logs", sink)
+        self.supervisor = Supervisor(
+            self.run_dir / "logs",
+            sink,
+            restart=RestartSettings() if options.restart_children else None,
+            on_back=self._child_back,
+        )
         self.info = FleetInfo()
         self.redis_nodes: list[ClusterNode] = []  # with --redis-cluster
         self._next_sidecar = 1
@@ -151,6 +161,7 @@ class LocalFleet:
             self.state_dir / "api-keys.yaml",
         )
         self.routes_api = False
+        self.l4_admin_port = 0  # the L4 tier's admin (0: no L4 tier, fewer than 2 Envoys)
 
     @property
     def client_url(self) -> str:
@@ -378,7 +389,29 @@ class LocalFleet:
             ],
             env,
         )
-        return await self._wait_ready(child, ready_file)
+        facts = await self._wait_ready(child, ready_file)
+        # a restart (restart_children) binds the same ports: Envoy, sidecars, the registry
+        # and the ready facts we keep all expect it there
+        chat = {"port": "--grpc-port", "http_port": "--http-port"}
+        child.pin_ports(facts, chat if module == "examples.chat" else PORT_FLAGS)
+        return facts
+
+    async def _child_back(self, child: Child) -> None:
+        """A restarted child is up (restart_children): note an Envoy's new admin port (its
+        bootstrap asks for any free one); return once clients can reach it again."""
+        address = child.ready_file.read_text().strip() if child.ready_file else ""
+        envoy = self.info.envoys.get(child.name)
+        if envoy is not None and ":" in address:
+            admin_port = int(address.rsplit(":", 1)[1])
+            self.info.envoys[child.name] = EnvoyInfo(
+                envoy.node_id, envoy.zone, envoy.client_port, admin_port, envoy.stats_port
+            )
+            await _wait_listening(envoy.client_port, STARTUP_TIMEOUT_S)  # LDS came back
+        elif child.name == "l4" and ":" in address:
+            self.l4_admin_port = int(address.rsplit(":", 1)[1])
+            await _wait_listening(self.options.port, STARTUP_TIMEOUT_S)
+        elif child.name in self.info.sidecars:
+            await self.wait_host_routable(child.name, STARTUP_TIMEOUT_S)
 
     async def _wait_ready(self, child: Child, ready_file: Path) -> dict[str, Any]:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -393,24 +426,82 @@ class LocalFleet:
         raise StartupError(f"{child.name} did not become ready in {STARTUP_TIMEOUT_S:.0f} s")
 
     async def _start_envoy(self) -> None:
-        """The region's Envoys, one per zone, all fed by every control-plane replica. The
-        first takes the policy's port (``--port``); the others ask the control plane, in
-        their node metadata, for a port of their own (on one host they cannot share one)."""
-        more = tuple(grpc for name, (grpc, _) in self.info.xds_replicas.items() if name != "xds")
+        """The region's Envoys, one per zone, all fed by every control-plane replica. One
+        Envoy takes the policy's port (``--port``). Several each ask the control plane, in
+        their node metadata, for a port of their own (on one host they cannot share one),
+        and the L4 tier takes ``--port`` in front of them (:mod:`~wsfleet_tools.launcher.l4`)."""
+        tiered = self.options.envoys >= 2
         for index in range(1, self.options.envoys + 1):
             name = "envoy" if index == 1 else f"envoy-{index}"
-            node_id, zone = f"envoy-{index}", f"zone-{index}"
-            port = self.options.port if index == 1 else free_port()
-            admin_port = await self._spawn_envoy(
-                name,
-                self.info.xds_grpc_port,
-                self.options.region,
-                node_id=node_id,
-                more_xds=more,
-                zone=zone,
-                listener_port=None if index == 1 else port,
+            port = free_port() if tiered or index > 1 else self.options.port
+            envoy = EnvoyInfo(f"envoy-{index}", f"zone-{index}", port, 0)
+            self.info.envoys[name] = await self._start_l7_envoy(
+                name, envoy, own_port=tiered or index > 1
             )
-            self.info.envoys[name] = EnvoyInfo(node_id, zone, port, admin_port)
+        if tiered:
+            await self._start_l4()
+
+    async def _start_l7_envoy(self, name: str, envoy: EnvoyInfo, own_port: bool) -> EnvoyInfo:
+        """Start (or start again, same node id, zone and port) one of the region's Envoys."""
+        more = tuple(grpc for key, (grpc, _) in self.info.xds_replicas.items() if key != "xds")
+        stats_port = envoy.stats_port or free_port()  # a replacement keeps the scraped port
+        admin_port = await self._spawn_envoy(
+            name,
+            self.info.xds_grpc_port,
+            self.options.region,
+            node_id=envoy.node_id,
+            more_xds=more,
+            zone=envoy.zone,
+            listener_port=envoy.client_port if own_port else None,
+            stats_port=stats_port,
+        )
+        return EnvoyInfo(envoy.node_id, envoy.zone, envoy.client_port, admin_port, stats_port)
+
+    async def _start_l4(self) -> None:
+        """The L4 tier on ``--port``, in front of every L7 Envoy (static config, no xDS)."""
+        bootstrap = self.run_dir / "l4.yaml"
+        bootstrap.write_text(
+            render_l4_bootstrap(
+                L4Params(
+                    listen_port=self.options.port,
+                    upstream_ports=tuple(e.client_port for e in self.info.envoys.values()),
+                    upstream_tls=self.client_tls is not None,
+                )
+            )
+        )
+        address_file = self.run_dir / "l4.admin"
+        address_file.unlink(missing_ok=True)
+        child = await self.supervisor.start(
+            "l4", envoy_command(bootstrap, address_file, self.options.envoy_concurrency)
+        )
+        self.l4_admin_port = await wait_admin_port(child, address_file, STARTUP_TIMEOUT_S)
+
+    async def l4_health(self) -> dict[str, bool]:
+        """The L4 tier's view: L7 Envoy name -> in its pool for new connections."""
+        if not self.l4_admin_port:
+            raise StartupError("this fleet has no L4 tier (it runs with 2 Envoys or more)")
+        url = f"http://127.0.0.1:{self.l4_admin_port}/clusters?format=json"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            view = upstream_health(await response.json(content_type=None))
+        return {
+            name: view.get(envoy.client_port, False) for name, envoy in self.info.envoys.items()
+        }
+
+    async def stop_envoy(self, name: str, sig: int = signal.SIGTERM) -> int:
+        """Stop one L7 Envoy (its clients' connections close with it); see
+        :meth:`start_envoy_again` and, for a rolling restart of them all,
+        :func:`wsfleet_tools.launcher.rollout.rollout_envoys`."""
+        child = self.supervisor.find(name)
+        assert child is not None and name in self.info.envoys, name
+        return await child.stop(10.0, sig)
+
+    async def start_envoy_again(self, name: str) -> EnvoyInfo:
+        """A stopped L7 Envoy's replacement: same node id, zone, client port and bootstrap
+        (a new admin port); returns once its admin answers (not yet serving)."""
+        envoy = self.info.envoys[name]
+        own_port = self.l4_admin_port != 0 or envoy.client_port != self.options.port
+        self.info.envoys[name] = await self._start_l7_envoy(name, envoy, own_port)
+        return self.info.envoys[name]
 
     @property
     def client_urls(self) -> dict[str, str]:
@@ -430,6 +521,7 @@ class LocalFleet:
         more_xds: tuple[int, ...] = (),
         zone: str = "",
         listener_port: int | None = None,
+        stats_port: int | None = None,
     ) -> int:
         bootstrap = self.run_dir / f"{name}.yaml"
         client = fleet_ca.ensure_node_pair(self.state_dir, node_id, region)
@@ -445,33 +537,18 @@ class LocalFleet:
                     more_xds=tuple(("127.0.0.1", port) for port in more_xds),
                     zone=zone,
                     listener_port=listener_port,
+                    # the stats listener forwards to the admin: a port it can know
+                    admin_port=0 if stats_port is None else free_port(),
+                    stats_port=stats_port,
                 )
             )
         )
         address_file = self.run_dir / f"{name}.admin"
+        address_file.unlink(missing_ok=True)  # a replacement writes its own
         child = await self.supervisor.start(
-            name,
-            [
-                str(envoy_binary()),
-                "-c",
-                str(bootstrap),
-                "--admin-address-path",
-                str(address_file),
-                "--disable-hot-restart",
-                "--concurrency",
-                str(self.options.envoy_concurrency),
-                "--log-level",
-                "warning",
-            ],
+            name, envoy_command(bootstrap, address_file, self.options.envoy_concurrency)
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if address_file.exists() and address_file.read_text().strip():
-                return int(address_file.read_text().strip().rsplit(":", 1)[1])
-            if not child.running:
-                raise StartupError(f"envoy exited at start:\n{child.tail(5)}")
-            await asyncio.sleep(0.05)
-        raise StartupError("envoy did not open its admin port in time")
+        return await wait_admin_port(child, address_file, STARTUP_TIMEOUT_S)
 
     async def start_sidecar(self, extra_args: tuple[str, ...] = ()) -> SidecarInfo:
         """Start one more sidecar; returns once it listens and is registered."""
@@ -649,7 +726,8 @@ class LocalFleet:
         Envoy alone with the SSE or long-poll probe)."""
         deadline = time.monotonic() + timeout_s
         last_error = "no attempt"
-        pending = list(self.client_urls.values())[1:] if self.options.probe == "websocket" else []
+        urls = list(self.client_urls.values())[0 if self.l4_admin_port else 1 :]
+        pending = urls if self.options.probe == "websocket" else []
         while time.monotonic() < deadline:
             try:
                 await self.round_trip(PROBE_USER, "wsfleet-startup-probe", self.options.probe)
@@ -722,10 +800,14 @@ class LocalFleet:
                 if self.info.apis
                 else "none (the policy routes no /api/ to an `api` pool)",
             ),
-            ("operate", f"wsfleet pods{here}  (drain, undrain, stop, disconnect, rollout)"),
+            (
+                "operate",
+                f"wsfleet pods{here}  (drain, undrain, stop, disconnect, rollout, envoys)",
+            ),
             (
                 "control-plane admin",
-                f"http://127.0.0.1:{self.info.xds_admin_port}/metrics  /debug/nodes  /debug/config",
+                f"http://127.0.0.1:{self.info.xds_admin_port}/  (the fleet page; wsfleet "
+                f"status{here})  /metrics  /debug/nodes",
             ),
             (
                 "xDS (ADS gRPC)",
@@ -739,6 +821,17 @@ class LocalFleet:
                     f"http://127.0.0.1:{envoy.admin_port}/config_dump  /clusters",
                 )
                 for name, envoy in self.info.envoys.items()
+            ),
+            *(
+                (
+                    (
+                        "l4 (tcp_proxy)",
+                        f"clients {self.client_url}  -> {len(self.info.envoys)} Envoys  admin "
+                        f"http://127.0.0.1:{self.l4_admin_port}/clusters",
+                    ),
+                )
+                if self.l4_admin_port
+                else ()
             ),
             *((("chat (browser)", self.info.chat_url),) if self.info.chat_url else ()),
             (
@@ -773,7 +866,10 @@ class LocalFleet:
     # -- stop ------------------------------------------------------------
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop children in order: sidecars, Envoy, xDS, backend, Redis; remove run files."""
+        """Stop children in order: the L4 tier, sidecars, Envoy, xDS, backend, Redis; remove
+        run files."""
+        self.supervisor.closing = True  # a child that exits from now on stays stopped
+        await self.supervisor.stop(["l4"], timeout_s)  # no new connections first
         order = [info.pod_id for info in self.info.sidecars.values()]
         order += [c.name for c in self.supervisor.children if c.name.startswith("sidecar-")]
         order += [c.name for c in self.supervisor.children if c.name.startswith("api-")]
@@ -788,6 +884,14 @@ class LocalFleet:
         redis_dir = self.run_dir / "redis"
         if redis_dir.exists():
             shutil.rmtree(redis_dir, ignore_errors=True)
+
+
+async def _wait_listening(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not port_is_listening("127.0.0.1", port):
+        if time.monotonic() > deadline:
+            raise StartupError(f"nothing listens on port {port} after {timeout_s:g} s")
+        await asyncio.sleep(0.05)
 
 
 def _trusting(chain_pem: str) -> ssl.SSLContext:

@@ -140,7 +140,8 @@ async def rollout(
 ) -> RolloutStatus:
     async with aiohttp.ClientSession() as session:
         for info in list(fleet.info.sidecars.values()):
-            if not info.child.running:  # crashed or stopped behind the launcher's back
+            # crashed or stopped behind the launcher's back (and not about to be restarted)
+            if not info.child.running and not info.child.watched:
                 fleet.info.sidecars.pop(info.pod_id)
         blue = list(fleet.info.sidecars.values())
         states = {
@@ -252,3 +253,174 @@ async def _roll_back(
     for pod in green:
         await fleet.stop_sidecar(pod.pod_id, timeout_s=15)
     status.phase = "rolled_back"
+
+
+# -- rolling Envoy restarts ------------------------------------------------------------
+
+ENVOY_POLL_S = 0.2
+SERVING_TIMEOUT_S = 30.0  # a replacement Envoy synced with xDS and back in the L4 pool
+REQUIRED_TYPES = frozenset({"cds", "lds"})  # an Envoy that ACKed none of these serves nothing
+
+
+@dataclass
+class EnvoyRolloutStatus:
+    """A rolling restart of the region's L7 Envoys (``wsfleet rollout --envoys``)."""
+
+    # idle, starting, draining, restarting, syncing, done, failed
+    phase: str = "idle"
+    envoy: str = ""  # the Envoy being replaced
+    replaced: list[str] = field(default_factory=list)
+    message: str = ""
+    started_at: float = field(default_factory=time.time)
+    # (Unix time, Envoy, phase) of every step: when each drain started and ended
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def enter(self, phase: str, envoy: str) -> None:
+        self.phase, self.envoy = phase, envoy
+        self.timeline.append((time.time(), envoy, phase))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def envoy_rollout_refusal(envoys: int) -> str | None:
+    """Why a fleet of ``envoys`` L7 Envoys cannot roll them (None: it can)."""
+    if envoys < 2:
+        return (
+            f"a rolling Envoy restart needs at least 2 Envoys behind the L4 tier; this fleet runs "
+            f"{envoys} (start it with wsfleet up --envoys 2 or more)"
+        )
+    return None
+
+
+def node_synced(node: dict[str, Any], since: float) -> bool:
+    """Whether one node of ``GET /debug/nodes`` is a stream opened at or after ``since``
+    (Unix seconds) that has ACKed every version the control plane sent it, listeners and
+    clusters included."""
+    types: dict[str, Any] = node.get("types", {})
+    return (
+        bool(node.get("connected"))
+        and float(node.get("connected_at", 0)) >= since
+        and set(types) >= REQUIRED_TYPES
+        and all(
+            t["sent"]["version"] and t["acked"]["version"] == t["sent"]["version"]
+            for t in types.values()
+        )
+    )
+
+
+async def _replica_nodes(session: aiohttp.ClientSession, fleet: LocalFleet) -> list[dict[str, Any]]:
+    """Every node of every control-plane replica (an Envoy streams from any one of them)."""
+    headers = {"Authorization": f"Bearer {fleet.admin_token}"}
+    nodes: list[dict[str, Any]] = []
+    for _, admin_port in fleet.info.xds_replicas.values():
+        url = f"http://127.0.0.1:{admin_port}/debug/nodes"
+        async with session.get(url, headers=headers) as response:
+            nodes += (await response.json(content_type=None)).get("nodes", [])
+    return nodes
+
+
+async def _wait_synced(
+    session: aiohttp.ClientSession, fleet: LocalFleet, name: str, since: float
+) -> None:
+    """Until the replacement's ADS stream ACKed the control plane's current config."""
+    node_id = fleet.info.envoys[name].node_id
+    deadline = time.monotonic() + SERVING_TIMEOUT_S
+    while time.monotonic() < deadline:
+        nodes = await _replica_nodes(session, fleet)
+        if any(n.get("node_id") == node_id and node_synced(n, since) for n in nodes):
+            return
+        await asyncio.sleep(ENVOY_POLL_S)
+    raise TimeoutError(f"the new {name} did not ACK the control plane's config in time")
+
+
+async def _wait_in_pool(fleet: LocalFleet, name: str, in_pool: bool) -> None:
+    """Until the L4 tier's health check has taken ``name`` out of its pool (a stopped
+    Envoy) or put it back (a replacement): its view before that is stale."""
+    deadline = time.monotonic() + SERVING_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if (await fleet.l4_health()).get(name, False) is in_pool:
+            return
+        await asyncio.sleep(ENVOY_POLL_S)
+    where = "back in" if in_pool else "out of"
+    raise TimeoutError(f"{name} was not {where} the L4 pool within {SERVING_TIMEOUT_S:g} s")
+
+
+async def _drain_envoy(
+    session: aiohttp.ClientSession,
+    fleet: LocalFleet,
+    node_id: str,
+    budget_s: float,
+    delist_s: float | None,
+) -> None:
+    """Drain one Envoy through the control plane and wait until it says drained."""
+    body: dict[str, Any] = {"node": node_id, "budget_s": budget_s}
+    if delist_s is not None:  # else the control plane's default
+        body["delist_s"] = delist_s
+    view = await _admin(session, fleet, "POST", "/envoys/drain", body)
+    delisting = float(view.get("delist_s", delist_s or 0))
+    deadline = time.monotonic() + delisting + budget_s + DRAIN_OVERRUN_S
+    while view.get("state") != "drained":
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{node_id} not drained {DRAIN_OVERRUN_S:g} s past its budget ({view})"
+            )
+        await asyncio.sleep(ENVOY_POLL_S)
+        view = await _admin(session, fleet, "GET", f"/envoys/drain/{node_id}")
+
+
+async def rollout_envoys(
+    fleet: LocalFleet,
+    status: EnvoyRolloutStatus,
+    budget_s: float = 10.0,
+    delist_s: float | None = None,
+) -> EnvoyRolloutStatus:
+    """Replace the L7 Envoys one at a time: drain (it leaves the L4 pool, then its clients
+    are closed with 1012 over ``budget_s`` and reconnect through the L4 to the others),
+    stop, undrain, start a replacement with the same node id, bootstrap and port, and wait
+    until it serves (xDS ACKed, back in the L4 pool) before the next. On an error the
+    Envoy at hand is undrained and running again; the status says what failed."""
+    refusal = envoy_rollout_refusal(len(fleet.info.envoys))
+    if refusal:
+        raise ValueError(refusal)
+    async with aiohttp.ClientSession() as session:
+        for name in list(fleet.info.envoys):
+            node_id = fleet.info.envoys[name].node_id
+            try:
+                status.enter("draining", name)
+                log.info("envoy_rollout_draining", envoy=name, budget_s=budget_s)
+                await _drain_envoy(session, fleet, node_id, budget_s, delist_s)
+                status.enter("restarting", name)
+                since = time.time()
+                await fleet.stop_envoy(name)
+                await _wait_in_pool(fleet, name, in_pool=False)
+                await _admin(session, fleet, "POST", "/envoys/undrain", {"node": node_id})
+                await fleet.start_envoy_again(name)
+                status.enter("syncing", name)
+                await _wait_synced(session, fleet, name, since)
+                await _wait_in_pool(fleet, name, in_pool=True)
+            except Exception as exc:
+                status.enter("failed", name)
+                status.message = f"{name}: {type(exc).__name__}: {exc}"
+                await _restore(session, fleet, name, status)
+                return status
+            status.replaced.append(name)
+    status.enter("done", "")
+    status.message = f"{len(status.replaced)} Envoys replaced one at a time: {status.replaced}"
+    log.info("envoy_rollout_done", replaced=status.replaced)
+    return status
+
+
+async def _restore(
+    session: aiohttp.ClientSession, fleet: LocalFleet, name: str, status: EnvoyRolloutStatus
+) -> None:
+    """After a failed step: the Envoy at hand serves again (undrained, running)."""
+    try:
+        await _admin(
+            session, fleet, "POST", "/envoys/undrain", {"node": fleet.info.envoys[name].node_id}
+        )
+        child = fleet.supervisor.find(name)
+        if child is None or not (child.running or child.watched):
+            await fleet.start_envoy_again(name)
+    except Exception as failure:  # reported, never lost
+        status.message += f"; restoring {name} failed too: {type(failure).__name__}: {failure}"

@@ -1,0 +1,125 @@
+"""Traces across a real fleet: Envoy -> gateway handshake -> backend session open.
+
+The gateway and the backend are separate processes, so an in-memory exporter cannot see
+their spans: the test runs a tiny OTLP/HTTP receiver (the protocol the processes really
+export with, ``OTEL_EXPORTER_OTLP_ENDPOINT``) and decodes what they send.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.helpers import until
+from wsfleet import tracing
+from wsfleet_tools.launcher.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver: every span it is sent, flattened to a dict."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict[str, Any]] = []
+        self.bodies: list[bytes] = []
+
+    async def traces(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.bodies.append(body)
+        export = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in export.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    self.spans.append(
+                        {
+                            "name": span.name,
+                            "service": resource.get("service.name", ""),
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_id": span.parent_span_id.hex(),
+                            "attributes": {a.key: a.value.string_value for a in span.attributes},
+                        }
+                    )
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    def named(self, name: str, **attributes: str) -> list[dict[str, Any]]:
+        return [
+            span
+            for span in self.spans
+            if span["name"] == name
+            and all(span["attributes"].get(k) == v for k, v in attributes.items())
+        ]
+
+
+async def test_a_handshake_is_traced_from_the_client_through_the_gateway_to_the_backend(
+    fleet_factory: Callable[..., Coroutine[Any, Any, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/v1/traces", receiver.traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export every 0.1 s, not 5 s
+    try:
+        fleet = await fleet_factory(sidecars=1)
+        client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+        token = fleet.token("tracy")
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(
+                f"{fleet.client_url}?user=tracy&access_token={token}",
+                headers={"traceparent": f"00-{client_trace}-{client_span}-01"},
+            )
+            await ws.send_str("hello")
+            assert (await ws.receive(timeout=10)).data == "hello"
+            await ws.close()
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await http.ws_connect(f"{fleet.client_url}?user=tracy&access_token=not-a-token")
+            assert refused.value.status == 401
+
+        def services_in_client_trace() -> set[str]:
+            return {span["service"] for span in receiver.spans if span["trace_id"] == client_trace}
+
+        await until(
+            lambda: services_in_client_trace() == {"wsfleet-sidecar", "wsfleet-backend"},
+            30,
+            "the gateway's and the backend's spans in the client's trace",
+        )
+        in_trace = [span for span in receiver.spans if span["trace_id"] == client_trace]
+        (handshake,) = [s for s in in_trace if s["name"] == tracing.HANDSHAKE_SPAN]
+        assert handshake["parent_id"] == client_span  # the client's traceparent, continued
+        assert handshake["service"] == "wsfleet-sidecar"
+        attributes = handshake["attributes"]
+        assert attributes[tracing.OUTCOME] == "accepted"
+        assert attributes[tracing.TRANSPORT] == "websocket"
+        assert attributes[tracing.CONNECTION_ID] and attributes[tracing.SESSION_ID]
+        (admission,) = [s for s in in_trace if s["name"] == tracing.ADMISSION_SPAN]
+        assert admission["parent_id"] == handshake["span_id"]
+        children = {s["name"] for s in in_trace if s["parent_id"] == admission["span_id"]}
+        assert children == {tracing.AUTH_SPAN, tracing.REGISTRY_SPAN}
+        (backend,) = [s for s in in_trace if s["name"] == tracing.BACKEND_OPEN_SPAN]
+        assert backend["parent_id"] == handshake["span_id"]
+        assert backend["attributes"]["wsfleet.session_id"] == attributes[tracing.SESSION_ID]
+
+        await until(
+            lambda: any(
+                span["attributes"].get(tracing.OUTCOME) not in (None, "accepted")
+                for span in receiver.named(tracing.HANDSHAKE_SPAN)
+            ),
+            30,
+            "the refused handshake's span, with its reason",
+        )
+        # the token never travels in a span
+        assert not any(token.encode() in body for body in receiver.bodies)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,117 @@
+"""wsfleet.tracing: W3C context in and out, nothing when off, spans that link when on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import get_current_span
+
+from wsfleet import tracing
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    memory = InMemorySpanExporter()
+    tracing.install(TracerProvider(), SimpleSpanProcessor(memory))
+    yield memory
+    tracing.uninstall()
+
+
+def test_extract_reads_a_traceparent_in_any_case() -> None:
+    context = get_current_span(tracing.extract({"TraceParent": TRACEPARENT})).get_span_context()
+    assert format(context.trace_id, "032x") == TRACE_ID
+    assert format(context.span_id, "016x") == PARENT_ID
+    assert context.is_remote and context.trace_flags.sampled
+
+
+@pytest.mark.parametrize("value", ["", "garbage", f"00-{'0' * 32}-{PARENT_ID}-01"])
+def test_a_missing_or_malformed_traceparent_gives_no_parent(value: str) -> None:
+    context = tracing.extract({"traceparent": value} if value else {})
+    assert not get_current_span(context).get_span_context().is_valid
+
+
+def test_inject_writes_back_what_extract_read() -> None:
+    carrier = tracing.inject(tracing.extract({"traceparent": TRACEPARENT, "tracestate": "a=1"}))
+    assert carrier == {"traceparent": TRACEPARENT, "tracestate": "a=1"}
+    assert tracing.inject(tracing.extract({})) == {}
+
+
+def test_tracing_is_on_only_with_an_otlp_endpoint() -> None:
+    assert tracing.endpoint({}) is None
+    assert tracing.endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": " "}) is None
+    assert tracing.endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}) == "http://c:4318"
+    traces_only = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}
+    assert tracing.endpoint(traces_only) == "http://c:4318/v1/traces"
+    disabled = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "True"}
+    assert tracing.endpoint(disabled) is None
+    assert tracing.configure("wsfleet-test", environ={}) is False
+    assert not tracing.enabled()
+
+
+def test_off_every_call_is_the_shared_no_op() -> None:
+    assert not tracing.enabled()
+    first = tracing.handshake({"traceparent": TRACEPARENT}, "websocket")
+    assert first is tracing.span("x") is tracing.handshake({}, "sse")
+    with first as span:
+        assert not span.is_recording()
+        tracing.annotate(outcome="accepted")
+        assert tracing.current_carrier() is None
+        assert tracing.trace_ids() == {}
+
+
+def test_a_handshake_continues_the_clients_trace_and_its_children_nest(
+    exporter: InMemorySpanExporter,
+) -> None:
+    headers = {"traceparent": TRACEPARENT, "x-request-id": "req-1"}
+    with tracing.handshake(headers, "websocket"):
+        with tracing.span(tracing.ADMISSION_SPAN), tracing.span(tracing.AUTH_SPAN):
+            pass
+        tracing.annotate(outcome="accepted", connection_id="c1", session_id="s1")
+        carrier = tracing.current_carrier()
+        ids = tracing.trace_ids()
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    handshake = spans[tracing.HANDSHAKE_SPAN]
+    assert format(handshake.context.trace_id, "032x") == TRACE_ID == ids["trace_id"]
+    assert handshake.parent is not None and format(handshake.parent.span_id, "016x") == PARENT_ID
+    assert dict(handshake.attributes or {}) == {
+        tracing.TRANSPORT: "websocket",
+        tracing.REQUEST_ID: "req-1",
+        tracing.OUTCOME: "accepted",
+        tracing.CONNECTION_ID: "c1",
+        tracing.SESSION_ID: "s1",
+    }
+    admission, auth = spans[tracing.ADMISSION_SPAN], spans[tracing.AUTH_SPAN]
+    assert admission.parent is not None and admission.parent.span_id == handshake.context.span_id
+    assert auth.parent is not None and auth.parent.span_id == admission.context.span_id
+    # what goes to the backend names the handshake span as the parent
+    assert carrier == {"traceparent": f"00-{TRACE_ID}-{ids['span_id']}-01"}
+    assert ids["span_id"] == format(handshake.context.span_id, "016x")
+
+
+def test_a_handshake_without_traceparent_starts_a_trace(exporter: InMemorySpanExporter) -> None:
+    with tracing.handshake({}, "poll"):
+        pass
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None and span.context.is_valid
+
+
+def test_the_backend_span_is_a_child_of_the_span_the_gateway_sent(
+    exporter: InMemorySpanExporter,
+) -> None:
+    with tracing.continued(tracing.BACKEND_OPEN_SPAN, {"traceparent": TRACEPARENT}, session_id="s"):
+        pass
+    with tracing.continued(tracing.BACKEND_OPEN_SPAN, {}):
+        pass
+    continued, fresh = exporter.get_finished_spans()
+    assert format(continued.context.trace_id, "032x") == TRACE_ID
+    assert continued.parent is not None and format(continued.parent.span_id, "016x") == PARENT_ID
+    assert dict(continued.attributes or {}) == {"wsfleet.session_id": "s"}
+    assert fresh.parent is None
