@@ -18,6 +18,7 @@ from benchmarks import (
     channels,
     chaos,
     envoy_chaos,
+    envoy_memory,
     envoy_share,
     heartbeat_sweep,
     idle_connections,
@@ -40,6 +41,10 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
         envoy_chaos,
         "the L7 Envoys behind the L4 under SDK clients: a rolling restart of all 3 (reconnects"
         " per 0.5 s vs the drain budget, loss), then one SIGKILLed",
+    ),
+    "envoy-memory": (
+        envoy_memory,
+        "Envoy's KB per upgraded connection, idle and after traffic, per setting",
     ),
     "envoy-share": (
         envoy_share,

@@ -62,8 +62,9 @@ import aiohttp
 import psutil
 
 from benchmarks import processes
-from benchmarks.load import Placement, Target, _close, _read, _send, _shares, _usage
-from benchmarks.load import start_bare as start_bare_server
+from benchmarks.load.generators import close, read_event, send, shares, usage
+from benchmarks.load.targets import Placement, Target
+from benchmarks.load.targets import start_bare as start_bare_server
 from benchmarks.report import MIN_CPU_S, fmt_ratio, ms, per, publish, ratio, summary, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet_tools.launcher.fleet import FleetOptions, LocalFleet
@@ -237,7 +238,7 @@ async def open_subscribers(
     ``processes_count``), once each has connected."""
     workers: list[asyncio.subprocess.Process] = []
     try:
-        for index, share in enumerate(_shares(count, processes_count or args.clients)):
+        for index, share in enumerate(shares(count, processes_count or args.clients)):
             workers.append(
                 await processes.spawn(
                     *(sys.executable, "-m", "benchmarks.channel_workers", "raw"),
@@ -252,7 +253,7 @@ async def open_subscribers(
             )
         connected = await _each(workers, "connected", args.max_seconds + 30)
     except BaseException:
-        await _close(workers)
+        await close(workers)
         raise
     pods: dict[str, int] = {}
     errors: dict[str, int] = {}
@@ -271,11 +272,11 @@ async def _each(
     """Send ``command`` (if any) to every worker, then read each one's ``event``."""
     if command:
         for worker in workers:
-            await _send(worker, **command)
+            await send(worker, **command)
     progress: dict[int, int] = {}
     return list(
         await asyncio.gather(
-            *(_read(w, event, progress, i, timeout_s) for i, w in enumerate(workers))
+            *(read_event(w, event, progress, i, timeout_s) for i, w in enumerate(workers))
         )
     )
 
@@ -389,7 +390,7 @@ async def fanout(
     try:
         warmed = await warm_up(workers, publish_one)
         for pattern in fanout_patterns(args):
-            before = _usage(target.processes)
+            before = usage(target.processes)
             sent = await concurrent(
                 publish_one,
                 pattern.publications,
@@ -399,13 +400,13 @@ async def fanout(
                 pattern.publishers,
             )
             got = await arrivals(workers, len(sent), args.max_seconds)
-            after = _usage(target.processes)
+            after = usage(target.processes)
             await _each(workers, "reset", 30, cmd="reset")
             results[pattern.name] = _fanout_figures(
                 target, pattern, connections, warmed, sent, got, before, after, placement
             )
     finally:
-        await _close(workers)
+        await close(workers)
     return results
 
 
@@ -461,7 +462,7 @@ async def latency(
     )
     try:
         warmed = await warm_up(workers, publish_one)
-        before = _usage(target.processes)
+        before = usage(target.processes)
         sent = await concurrent(  # one publisher: one after another, in order
             publish_one,
             args.latency_publications,
@@ -471,9 +472,9 @@ async def latency(
             concurrency=1,
         )
         got = await arrivals(workers, len(sent), args.max_seconds)
-        after = _usage(target.processes)
+        after = usage(target.processes)
     finally:
-        await _close(workers)
+        await close(workers)
     opened = connections["opened"]
     return {
         "target": target.name,
@@ -506,7 +507,7 @@ async def sdk_subscribers(
     """SDK subscriber processes, once every client is subscribed; the pods they are on."""
     workers: list[asyncio.subprocess.Process] = []
     try:
-        for index, share in enumerate(_shares(args.failover_subscribers, args.clients)):
+        for index, share in enumerate(shares(args.failover_subscribers, args.clients)):
             workers.append(
                 await processes.spawn(
                     *(sys.executable, "-m", "benchmarks.channel_workers", "sdk"),
@@ -521,7 +522,7 @@ async def sdk_subscribers(
             )
         connected = await _each(workers, "connected", args.max_seconds + 30)
     except BaseException:
-        await _close(workers)
+        await close(workers)
         raise
     pods: dict[str, int] = {}
     for result in connected:
@@ -536,9 +537,9 @@ async def wait_quiet(target: Target, max_s: float) -> float:
     returns how long that took."""
     started = time.perf_counter()
     for _ in range(int(max_s) + 1):
-        before = _usage(target.processes)
+        before = usage(target.processes)
         await asyncio.sleep(1.0)
-        if cpu_figures(before, _usage(target.processes), 1.0)["server_cpu_s"] < QUIET_CORES:
+        if cpu_figures(before, usage(target.processes), 1.0)["server_cpu_s"] < QUIET_CORES:
             break
     return time.perf_counter() - started
 
@@ -656,13 +657,13 @@ async def failover(
             nonlocal watching
             if n == kill_before:
                 await watch.read_before_kill()
-                victim_at_kill.update(_usage({victim: target.processes[victim]}))
+                victim_at_kill.update(usage({victim: target.processes[victim]}))
                 killed["at"] = time.perf_counter()
                 await fleet.stop_sidecar(victim, sig=signal.SIGKILL)
                 watching = asyncio.create_task(watch.run(killed["at"], 3 * args.presence_ttl + 10))
 
         await _each(workers, "reset", 30, cmd="reset")
-        before = _usage(target.processes)
+        before = usage(target.processes)
         offsets: dict[str, int] = {}
         sent = await concurrent(
             offset_publisher(http, fleet, FAILOVER_CHANNEL, offsets),
@@ -683,13 +684,13 @@ async def failover(
             expected=expected,
             deadline_s=args.catch_up,
         )
-        after = _usage(target.processes) | victim_at_kill
+        after = usage(target.processes) | victim_at_kill
         if watching is not None:
             await watching
     finally:
         if watching is not None and not watching.done():
             watching.cancel()
-        await _close([*workers, *ghosts])
+        await close([*workers, *ghosts])
     if "at" not in killed:
         raise RuntimeError(f"the stream ended after {len(sent)} publications, before the kill")
     clients = [c for report in reports for c in report["clients"]]

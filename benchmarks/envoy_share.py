@@ -28,7 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.load import Target, _close, _read, _spawn, _static_envoy_config, start_envoy
+from benchmarks.load.envoy_static import start_envoy, static_envoy_config
+from benchmarks.load.generators import close, read_event, spawn
+from benchmarks.load.targets import Target
 from benchmarks.report import fmt_ratio, per, publish, ratio, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.readiness import wait_ready
@@ -153,7 +155,7 @@ VARIANTS: list[tuple[str, list[Callable[[Config], None]], int]] = [
 
 
 def variant_config(bare_port: int, changes: list[Callable[[Config], None]]) -> Config:
-    config = _static_envoy_config(0, bare_port, 0)
+    config = static_envoy_config(0, bare_port, 0)
     for change in changes:
         change(config)
     return config
@@ -185,12 +187,12 @@ async def measure(
             count = min(share, args.connections - i * share)
             if count > 0:
                 generators.append(
-                    await _spawn(target, count, args.rate, i, max_seconds=args.max_seconds)
+                    await spawn(target, count, args.rate, i, max_seconds=args.max_seconds)
                 )
         progress: dict[int, int] = {}
         results = await asyncio.gather(
             *(
-                _read(g, "connected", progress, i, args.max_seconds + 30)
+                read_event(g, "connected", progress, i, args.max_seconds + 30)
                 for i, g in enumerate(generators)
             )
         )
@@ -212,7 +214,7 @@ async def measure(
             ),
         }
     finally:
-        await _close(generators)
+        await close(generators)
         await supervisor.stop_all(10)
 
 

@@ -193,7 +193,13 @@ class ServerApi:
                 f"a publication to {channel} has at most {options.max_publication_bytes} bytes",
             )
         return PublishRequest(
-            channel, data, binary, b"", options.history_size, options.history_ttl_s
+            channel,
+            data,
+            binary,
+            b"",
+            options.history_size,
+            options.history_ttl_s,
+            published_at=time.time(),
         )
 
     async def _history(self, call: HistoryQuery) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from wsfleet.channels.config_follower import NamespacesFollower
 from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.pod_registration import PodRegistration
-from wsfleet.process_shell import listen, open_registry, signal_events, stop_tasks
+from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodRecord, PodState
 from wsfleet.registry.signing import PodSigner, read_pod_key
@@ -82,13 +82,8 @@ async def serve(settings: ApiSettings, stop: asyncio.Event) -> None:
         _admin_routes(admin, metrics, registration, settings, signer)
         admin_port = await listen(stack, admin, settings.host, settings.admin_port)
         registration.set_address(port, admin_port)
-        tasks = [
-            asyncio.create_task(registration.run()),
-            asyncio.create_task(namespaces.run()),
-            asyncio.create_task(_follow_keys(keys)),
-        ]
-        stack.push_async_callback(stop_tasks, tasks)
         stack.push_async_callback(registration.remove)
+        start_tasks(stack, [registration.run(), namespaces.run(), _follow_keys(keys)])
         write_ready(settings.ready_file, port=port, admin_port=admin_port, pod_id=settings.pod_id)
         log.info(
             "api_started", pod_id=settings.pod_id, port=port, admin_port=admin_port, keys=len(keys)

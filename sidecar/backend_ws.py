@@ -137,7 +137,12 @@ class WebSocketBackendLink:
                     upstream.sink.close_requested(code, "backend closed")
         except (aiohttp.ClientError, OSError) as exc:
             if self._sessions.pop(info.session_id, None) is not None:
-                log.warning("backend_session_failed", backend=self.address, error=str(exc))
+                log.warning(
+                    "backend_session_failed",
+                    backend=self.address,
+                    session_id=info.session_id,
+                    error=str(exc),
+                )
                 self._on_lost(self, [upstream.sink])
 
     @staticmethod

@@ -163,11 +163,14 @@ class ChannelHub:
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = HubCounters()
         self.ready = asyncio.Event()  # the command topic is subscribed
-        # each publication with the time it was read (for wsfleet_gateway_delivery_seconds)
+        # each publication with the (monotonic) time it was read
         self._queue: collections.deque[tuple[LocalChannel, PublicationFrames, float]] = (
             collections.deque()
         )
-        self.on_delivered: Callable[[float], None] = lambda seconds: None
+        # per delivered batch: seconds since its oldest publication was read off the
+        # topic, and since it was published (its publish time, by the publisher's clock;
+        # the first figure when it carries none)
+        self.on_delivered: Callable[[float, float], None] = lambda read_s, published_s: None
         self._queued = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -430,7 +433,7 @@ class ChannelHub:
                 while queue and queue[0][0] is local and len(together) < DELIVER_TOGETHER:
                     together.append(queue.popleft()[1])
                 await self._deliver(local, together)
-                self.on_delivered(time.monotonic() - read_at)  # the batch's oldest
+                self._delivered(read_at, frames.publication.published_at)  # the batch's oldest
                 if len(queue) < MAX_QUEUED // 2:
                     self._room.set()
 
@@ -456,6 +459,12 @@ class ChannelHub:
                     offset = frames.publication.offset
                     if offset > floor or not offset:
                         member.publication(frames)
+
+    def _delivered(self, read_at: float, published_at: float) -> None:
+        since_read = time.monotonic() - read_at
+        # another host's clock: skew shows (and a clock ahead of this one counts as 0)
+        since_publish = max(0.0, time.time() - published_at) if published_at else since_read
+        self.on_delivered(since_read, since_publish)
 
     def _reset(self, local: LocalChannel) -> None:
         """The feed lost its place: every member subscribes again (and learns it could not

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import json
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -238,7 +239,13 @@ class ChannelService:
 
         self._publisher.submit(
             PublishRequest(
-                request.channel, data, binary, info, options.history_size, options.history_ttl_s
+                request.channel,
+                data,
+                binary,
+                info,
+                options.history_size,
+                options.history_ttl_s,
+                published_at=time.time(),
             ),
             published,
         )
@@ -294,7 +301,13 @@ class ChannelService:
             check_channel(channel)
             options = self.hub.options(channel)
         except (BadChannel, Refused) as exc:
-            log.warning("server_subscribe_refused", channel=channel[:300], reason=str(exc))
+            log.warning(
+                "server_subscribe_refused",
+                connection_id=session.connection_id,
+                session_id=session.session_id,
+                channel=channel[:300],
+                reason=str(exc),
+            )
             return False
         state = session.channels or _state(session)
         first_grant = channel not in state.granted
@@ -308,7 +321,13 @@ class ChannelService:
         try:
             check_room(len(state.held), self._limits)
         except Refused as refused:
-            log.warning("server_subscribe_refused", channel=channel, reason=refused.message)
+            log.warning(
+                "server_subscribe_refused",
+                connection_id=session.connection_id,
+                session_id=session.session_id,
+                channel=channel,
+                reason=refused.message,
+            )
             return False
         state.held.add(channel)
         try:
@@ -363,7 +382,13 @@ class ChannelService:
             log.warning("backend_publish_refused", channel=channel[:300], reason=str(exc))
             return
         request = PublishRequest(
-            channel, data, binary, b"", options.history_size, options.history_ttl_s
+            channel,
+            data,
+            binary,
+            b"",
+            options.history_size,
+            options.history_ttl_s,
+            published_at=time.time(),
         )
         self._publisher.submit(request, _log_failure)
 

@@ -21,13 +21,14 @@ import structlog
 from aiohttp import web
 
 from sidecar.admission import Admission
-from sidecar.auth import AuthError
+from sidecar.auth import AuthError, Identity
 from sidecar.backend_bridge import BackendLink, SessionInfo
 from sidecar.channel_service import SessionChannels, claimed_channels, token_patterns
 from sidecar.core import CloseCode, backend_close, envelope
 from sidecar.core.channel_frames import ChannelRequest, PublicationBatch, PublicationFrames
-from sidecar.core.resume import ResumePlan, Sequencer, plan_resume, replay_is_whole
+from sidecar.core.resume import ResumePlan, Sequencer, Start, plan_replay, plan_start
 from sidecar.core.session import Entry, SessionCore
+from sidecar.core.token_life import TOKEN_EXPIRED, TokenRefused
 from sidecar.gateway import Gateway
 from sidecar.replay_store import ReplayStoreUnavailable
 
@@ -327,24 +328,20 @@ class ClientSession:
         return True
 
     def _refresh(self, token: str, now: float) -> None:
-        """A refresh frame: a valid token for the same user extends the session's life."""
+        """A refresh frame: the token verified here, what it does decided by the core."""
+        verified: Identity | TokenRefused
         try:
-            identity = self._gateway.verifier.verify(token)
+            verified = self._gateway.verifier.verify(token)
         except AuthError as refused:
-            self.core.notice(f"refresh_refused: {refused.reason}", now)
-            return
-        if identity.user_id != self.user_id:
-            self.core.notice("refresh_refused: user_mismatch", now)
-            return
-        self.core.token_expires_at = max(self.core.token_expires_at, identity.expires_at)
-        self.core.notice("token_refreshed", now)
+            verified = TokenRefused(refused.reason)
+        self.core.refresh(self.user_id, verified, now)
 
     def expire_token(self, wall_now: float) -> bool:
         """Close the session (4401) if its token has expired; whether it did. (A session
         that sends is checked at each frame: this finds the silent ones.)"""
         if not self.core.token_expired(wall_now):
             return False
-        self.cut(CloseCode.TOKEN_EXPIRED, "token expired")
+        self.cut(*TOKEN_EXPIRED)
         return True
 
     # -- opening -------------------------------------------------------------------------
@@ -433,54 +430,49 @@ async def start_session(
     gateway: Gateway, request: web.Request, admission: Admission, v1: bool
 ) -> SessionStart:
     """A new session, or (v1, ``?session=&last_seq=``) the one the client resumes with the
-    messages it missed. Replay store errors are counted, never refused: a session the store
-    cannot vouch for starts afresh (``resync``)."""
+    messages it missed. This reads and writes the replay store and carries out the plan
+    that :func:`plan_start` and :func:`plan_replay` decide. Replay store errors are counted,
+    never refused: a session the store cannot vouch for starts afresh (``resync``)."""
     if not v1:
         return SessionStart(admission.connection_id, None)
     requested = admission.query.get("session")
     last_seq = admission.query.get("last_seq") or request.headers.get("Last-Event-ID")
-    client_last_seq = _int(last_seq)
-    state = None
+    stored, reachable = None, True
     if requested:
         try:
-            state = await gateway.replay_store.load(requested)
+            stored = await gateway.replay_store.load(requested)
         except ReplayStoreUnavailable:
             gateway.metrics.registry_errors.inc()
-    if state is None or state.user_id != admission.identity.user_id:
-        # a new session (when asked to resume one we do not have: expired, or not theirs)
-        start = SessionStart(
-            admission.connection_id,
-            Sequencer(),
-            plan=ResumePlan(0, 0, resync=True) if requested else None,
-        )
+            reachable = False
+    user_id = admission.identity.user_id
+    plan = plan_start(bool(requested), stored, reachable, user_id, _int(last_seq))
+    if stored is None or plan.start is Start.NEW:  # (no record: always NEW)
+        start = SessionStart(admission.connection_id, Sequencer(), plan=plan)
         try:
-            await gateway.replay.create(start.session_id, admission.identity.user_id)
+            await gateway.replay.create(start.session_id, user_id)
         except ReplayStoreUnavailable:
             gateway.metrics.registry_errors.inc()
         return start
-    sequencer = Sequencer(next_seq=state.last_seq + 1, last_cseq=state.last_cseq)
     start = SessionStart(
-        state.session_id,
-        sequencer,
+        stored.session_id,
+        Sequencer(next_seq=stored.last_seq + 1, last_cseq=stored.last_cseq),
         resumed=True,
-        plan=plan_resume(client_last_seq, state.first_kept, state.last_seq),
-        backend_last_id=state.backend_last_id,
-        granted=state.granted,
+        plan=plan,
+        backend_last_id=stored.backend_last_id,
+        granted=stored.granted,
     )
-    plan = start.plan
-    if plan is not None and plan.replays:
+    if plan.replays:
+        entries: list[Entry] | None
         try:
             entries = await gateway.replay_store.entries(
                 start.session_id, plan.replay_after, plan.replay_upto
             )
         except ReplayStoreUnavailable:
             gateway.metrics.registry_errors.inc()
-            entries = []
-            start.plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
-        if not replay_is_whole(plan, [entry.seq for entry in entries]):
-            entries = []
-            start.plan = ResumePlan(sequencer.last_seq, sequencer.last_seq, resync=True)
-        start.entries = entries
+            entries = None
+        start.plan = plan_replay(plan, None if entries is None else [e.seq for e in entries])
+        if entries is not None and not start.plan.resync:
+            start.entries = entries
     return start
 
 
@@ -556,6 +548,7 @@ async def open_session(
         user_id=session.user_id,
         transport=transport,
         resumed=start.resumed,
+        start=plan.reason if plan else None,  # why it resumed, resyncs or is new
     )
     return session
 

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -50,6 +51,7 @@ from sidecar.core.post_frames import (
 )
 from sidecar.edge_drain import note_edge
 from sidecar.gateway import GATEWAY_KEY, Gateway
+from wsfleet import tracing
 from wsfleet.headers import POD_HEADER, REFUSAL_HEADER
 
 log = structlog.get_logger()
@@ -118,11 +120,39 @@ class SseChannel:
 
 
 async def handle_sse(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY_KEY]
+    with tracing.handshake(request.headers, "sse"):  # nothing when tracing is off
+        opened = await _open_sse(request)
+    if not isinstance(opened, tuple):
+        return opened
+    response, channel, session = opened
+    del opened
     try:
-        admission = await gateway.gatekeeper.admit(request, "sse")
+        while not channel.done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.done.wait(), 1.0)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                break
+    finally:
+        if session.close_code is None:
+            session.close_code = CloseCode.GOING_AWAY
+        session.finish()
+    return response
+
+
+async def _open_sse(
+    request: web.Request,
+) -> web.StreamResponse | tuple[web.StreamResponse, SseChannel, ClientSession]:
+    """The session open (traced and timed like a WebSocket handshake): a refusal, or the
+    event stream, its channel and its session."""
+    gateway = request.app[GATEWAY_KEY]
+    started = time.perf_counter()
+    try:
+        with tracing.span(tracing.ADMISSION_SPAN):
+            admission = await gateway.gatekeeper.admit(request, "sse")
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
+        tracing.annotate(outcome=refusal.reason)
         return _refused(refusal)
     start = await start_session(gateway, request, admission, v1=True)
     response = web.StreamResponse(
@@ -139,24 +169,17 @@ async def handle_sse(request: web.Request) -> web.StreamResponse:
         await response.write(b"retry: 1000\n\n")
     except (ConnectionError, RuntimeError):
         gateway.sessions.remove(admission.connection_id)
+        tracing.annotate(outcome="client_gone")
         return response
     gateway.metrics.handshakes["accepted"] += 1
     channel = SseChannel(response, request)
     session = await open_session(gateway, admission, channel, "sse", start)
     note_edge(gateway.table, session.connection_id, request)
-    del admission
-    try:
-        while not channel.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(channel.done.wait(), 1.0)
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                break
-    finally:
-        if session.close_code is None:
-            session.close_code = CloseCode.GOING_AWAY
-        session.finish()
-    return response
+    gateway.metrics.observe_handshake("sse", time.perf_counter() - started)
+    tracing.annotate(
+        outcome="accepted", connection_id=session.connection_id, session_id=session.session_id
+    )
+    return response, channel, session
 
 
 # -- long polling -------------------------------------------------------------------------
@@ -359,10 +382,28 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
         if closed is not None:  # this poll carries the close: no later one needs it
             gateway.poll_closes.take(existing.session_id, existing.user_id, _now())
         return _poll_response(gateway, existing.session_id, frames, closed)
+    with tracing.handshake(request.headers, "poll"):  # nothing when tracing is off
+        opened = await _open_poll(gateway, request)
+    if isinstance(opened, web.Response):
+        return opened
+    session, channel = opened
+    del opened
+    frames, closed = await channel.take(0.0 if channel.buffer else wait_s)
+    return _poll_response(gateway, session.session_id, frames, closed)
+
+
+async def _open_poll(
+    gateway: Gateway, request: web.Request
+) -> web.Response | tuple[ClientSession, PollChannel]:
+    """A poll session's open (traced and timed like a WebSocket handshake, up to its first
+    answer's wait): a refusal, or the session and its channel."""
+    started = time.perf_counter()
     try:
-        admission = await gateway.gatekeeper.admit(request, "poll")
+        with tracing.span(tracing.ADMISSION_SPAN):
+            admission = await gateway.gatekeeper.admit(request, "poll")
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
+        tracing.annotate(outcome=refusal.reason)
         return _refused(refusal)
     gateway.metrics.handshakes["accepted"] += 1
     start = await start_session(gateway, request, admission, v1=True)
@@ -374,8 +415,11 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
         _remember_close, gateway, session.session_id, session.user_id
     )
     channel.opening = False
-    frames, closed = await channel.take(0.0 if channel.buffer else wait_s)
-    return _poll_response(gateway, session.session_id, frames, closed)
+    gateway.metrics.observe_handshake("poll", time.perf_counter() - started)
+    tracing.annotate(
+        outcome="accepted", connection_id=session.connection_id, session_id=session.session_id
+    )
+    return session, channel
 
 
 # -- client -> server for SSE and poll -----------------------------------------------------

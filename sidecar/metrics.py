@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -116,10 +116,13 @@ class GatewayMetrics:
         r.register(_HandshakeCollector(self.handshakes, self.closes))
         self.handshake_seconds = Histogram(
             "wsfleet_gateway_handshake_seconds",
-            "WebSocket handshakes accepted: from the request read to the 101 sent",
+            "Session opens accepted, by transport: from the request read to the 101 sent "
+            "(WebSocket), to the stream's first bytes (SSE), to the session open (poll)",
+            ["transport"],
             buckets=HANDSHAKE_BUCKETS,
             registry=r,
         )
+        self._handshake_seconds = {t: self.handshake_seconds.labels(t) for t in TRANSPORTS}
         self.dead = Counter(
             "wsfleet_gateway_dead_connections_total",
             "Connections closed because heartbeats went unanswered",
@@ -168,13 +171,7 @@ class GatewayMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.delivery = Histogram(
-            "wsfleet_gateway_delivery_seconds",
-            "Channel publications, per batch: from its read off Redis pub/sub to its write "
-            "to every local subscriber",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.delivery = DeliveryTimes(r)
         self.drain_seconds = Histogram(
             "wsfleet_gateway_drain_seconds",
             "Finished drains: from the drain's start to its last connection closed",
@@ -208,6 +205,10 @@ class GatewayMetrics:
         """One pipeline round trip of a batched writer (:class:`RedisTimer`)."""
         self.redis_batch.labels(operation).observe(seconds)
 
+    def observe_handshake(self, transport: str, seconds: float) -> None:
+        """One accepted session open (``wsfleet_gateway_handshake_seconds``)."""
+        self._handshake_seconds[transport].observe(seconds)
+
     def set_drain(self, state: str, started_at: float, budget_s: float) -> None:
         """The drain gauges, from :meth:`sidecar.drain.Drainer.progress` at scrape time."""
         for name in STATES:
@@ -229,6 +230,32 @@ class GatewayMetrics:
         (Open file descriptors and their limit are the standard ``process_open_fds`` and
         ``process_max_fds``.)"""
         self.registry.register(_ConnectionCollector(depth, connections))
+
+
+class DeliveryTimes:
+    """A delivered batch of channel publications, timed twice (its oldest publication):
+    from its read off Redis pub/sub (this gateway alone) and from its publish (the
+    publisher's clock; the first figure for a publication that carries no publish time)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.since_read = Histogram(
+            "wsfleet_gateway_delivery_seconds",
+            "Channel publications, per batch: from its read off Redis pub/sub to its write "
+            "to every local subscriber",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.since_publish = Histogram(
+            "wsfleet_gateway_delivery_from_publish_seconds",
+            "Channel publications, per batch: from its publish (the publisher's clock) to "
+            "its write to every local subscriber",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(self, since_read_s: float, since_publish_s: float) -> None:
+        self.since_read.observe(since_read_s)
+        self.since_publish.observe(since_publish_s)
 
 
 class RedisTimer:

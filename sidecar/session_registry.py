@@ -4,7 +4,9 @@ A connection is added (with the fleet-wide per-user quota checked atomically)
 before its handshake completes, and removed when it closes. Handshakes that arrive
 together share one round trip: adds wait for the next turn of the event loop (or, while
 the writer is busy, out the batch spacing of ``wsfleet.batch_spacing``) and go out in one
-script call; removals are not waited for and go out the same way.
+script call; removals are not waited for and go out the same way. While tracing, each
+batch is a ``wsfleet.registry_batch`` span linked to the handshakes it answers (their
+span contexts are kept only then: nothing per handshake while tracing is off).
 ``last_ping`` updates are only marked here and written in one pipeline every
 ``flush_s``, never one round trip per pong; the same write refreshes TTLs.
 
@@ -20,8 +22,10 @@ import dataclasses
 from collections.abc import Callable
 
 import structlog
+from opentelemetry.trace import SpanContext
 
 from sidecar.metrics import RedisTimer
+from wsfleet import tracing
 from wsfleet.batch_spacing import BATCH_SPACING_S, Spacing
 from wsfleet.registry import ConnectionRecord, QuotaExceeded, Registry, RegistryUnavailable
 
@@ -63,6 +67,7 @@ class SessionRegistry:
         self._pings: dict[str, float] = {}
         self._adding: list[tuple[ConnectionRecord, asyncio.Future[bool]]] = []
         self._removing: list[ConnectionRecord] = []
+        self._links: list[SpanContext] = []  # the waiting handshakes' spans (tracing only)
         self._writer: asyncio.Task[None] | None = None
         self._spacing = Spacing(spacing_s)
         self.needs_resync = False
@@ -81,6 +86,10 @@ class SessionRegistry:
         check_writable(record)
         admitted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._adding.append((record, admitted))
+        if tracing.enabled():
+            link = tracing.current_link()
+            if link is not None:
+                self._links.append(link)
         self._start_writer()
         if not await admitted:
             raise QuotaExceeded(record.user_id)
@@ -104,23 +113,39 @@ class SessionRegistry:
             await self._spacing.pace()  # let this turn's (or these 2 ms') handshakes join
             adding, self._adding = self._adding, []
             removing, self._removing = self._removing, []
+            links = self._links
+            if links:
+                self._links = []
             refused: set[str] = set()
             try:
-                if removing:
-                    with self.redis_timer.time("connections_remove"):
-                        await self._registry.remove_connections(removing)
-                if adding:
-                    records = [record for record, _ in adding]
-                    with self.redis_timer.time("connections_add"):
-                        refused = await self._registry.add_connections(
-                            records, self._ttl_s, self._max_per_user
-                        )
+                with tracing.batch(
+                    tracing.REGISTRY_BATCH_SPAN,
+                    links,
+                    batch_size=len(adding),
+                    batch_removals=len(removing),
+                ):
+                    refused = await self._send(adding, removing)
             except RegistryUnavailable as exc:  # fail open: serve, write back later
                 self._failed("add" if adding else "remove", exc)
             finally:  # whatever happened, no handshake is left waiting
                 for record, admitted in adding:
                     if not admitted.done():
                         admitted.set_result(record.connection_id not in refused)
+
+    async def _send(
+        self,
+        adding: list[tuple[ConnectionRecord, asyncio.Future[bool]]],
+        removing: list[ConnectionRecord],
+    ) -> set[str]:
+        """One batch's round trips; the connections refused (over their user's quota)."""
+        if removing:
+            with self.redis_timer.time("connections_remove"):
+                await self._registry.remove_connections(removing)
+        if not adding:
+            return set()
+        records = [record for record, _ in adding]
+        with self.redis_timer.time("connections_add"):
+            return await self._registry.add_connections(records, self._ttl_s, self._max_per_user)
 
     def touch(self, connection_id: str, now: float) -> None:
         """Mark a pong; written with the next flush."""

@@ -100,7 +100,7 @@ class WebSocketChannel:
         else:
             opcode = ws_frames.OP_TEXT
             if not frame.isascii():  # a text frame must be UTF-8: invalid bytes become U+FFFD
-                frame = frame.decode("utf-8", errors="replace").encode()
+                frame = ws_frames.valid_utf8(frame)
         if self._compress:
             return self._ws.send_frame(frame, WSMsgType(opcode))
         return self._write_whole(ws_frames.server_frame(opcode, frame))
@@ -251,7 +251,7 @@ async def _accept(
     channel = WebSocketChannel(ws, request, compress, None if compress or not v1 else answer)
     session = await open_session(gateway, admission, channel, TRANSPORT, start)
     note_edge(gateway.table, session.connection_id, request)
-    gateway.metrics.handshake_seconds.observe(time.perf_counter() - started)  # 101 is out
+    gateway.metrics.observe_handshake(TRANSPORT, time.perf_counter() - started)  # 101 out
     tracing.annotate(
         outcome="accepted", connection_id=session.connection_id, session_id=session.session_id
     )

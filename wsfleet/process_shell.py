@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -46,6 +47,15 @@ async def stop_tasks(tasks: Iterable[asyncio.Task[object]]) -> None:
             await task
 
 
+def start_tasks(
+    stack: contextlib.AsyncExitStack, loops: Iterable[Coroutine[Any, Any, None]]
+) -> list[asyncio.Task[None]]:
+    """Run each loop as a task, all cancelled and awaited when ``stack`` closes."""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    stack.push_async_callback(stop_tasks, tasks)
+    return tasks
+
+
 async def open_registry(
     stack: contextlib.AsyncExitStack, url: str, namespace: str, signer: PodSigner | None
 ) -> RedisRegistry:
@@ -67,9 +77,11 @@ async def listen(
     port: int,
     backlog: int = 128,
     idle_timeout_s: float = 75.0,
+    role: str = "",
 ) -> int:
     """Serve ``app`` on ``host:port`` (0: any free port) until ``stack`` closes; the bound
-    port. :class:`StartupError` when the port cannot be had."""
+    port. :class:`StartupError` (naming the port's ``role``, if given) when the port cannot
+    be had."""
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
     )
@@ -79,5 +91,6 @@ async def listen(
     try:
         await site.start()
     except OSError as exc:
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        what = f"listen for {role}" if role else "listen"
+        raise StartupError(f"cannot {what} on {host}:{port}: {exc.strerror}") from None
     return int(runner.addresses[0][1])

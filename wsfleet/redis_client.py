@@ -74,7 +74,9 @@ def connect(url: str, max_connections: int, decode_responses: bool = False) -> A
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=COMMAND_TIMEOUT_S,
     )
-    return aioredis.Redis(connection_pool=pool)
+    # from_pool: the client owns its pool, so aclose() closes the pool's connections too
+    # (a client given connection_pool= leaves them open until garbage collection)
+    return aioredis.Redis.from_pool(pool)
 
 
 def _cluster_address(rest: str) -> tuple[str | None, str | None, list[ClusterNode]]:

@@ -29,7 +29,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Tracer
+from opentelemetry.trace import INVALID_SPAN, Link, Span, SpanContext, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from wsfleet.errors import ConfigError
@@ -44,12 +44,15 @@ HANDSHAKE_SPAN = "wsfleet.handshake"
 ADMISSION_SPAN = "wsfleet.admission"
 AUTH_SPAN = "wsfleet.auth"
 REGISTRY_SPAN = "wsfleet.registry_add"
+REGISTRY_BATCH_SPAN = "wsfleet.registry_batch"  # one registry write, linked to its handshakes
 BACKEND_OPEN_SPAN = "wsfleet.backend.session_open"
 TRANSPORT = "wsfleet.transport"
 CONNECTION_ID = "wsfleet.connection_id"
 SESSION_ID = "wsfleet.session_id"
 OUTCOME = "wsfleet.outcome"
 REQUEST_ID = "wsfleet.request_id"
+BATCH_SIZE = "wsfleet.batch_size"  # connections a registry batch adds (handshakes it answers)
+BATCH_REMOVALS = "wsfleet.batch_removals"  # connections it removes
 
 _W3C = TraceContextTextMapPropagator()
 _tracer: Tracer | None = None  # set when this process traces
@@ -170,6 +173,29 @@ def span(name: str) -> AbstractContextManager[Span]:
     if tracer is None:
         return _OFF
     return tracer.start_as_current_span(name)
+
+
+def current_link() -> SpanContext | None:
+    """The current span's context, for a batch span to link to (the handshakes a batched
+    write answers); None when off or when no span is current. Callers check
+    :func:`enabled` first, so that nothing is kept per handshake while off."""
+    if _tracer is None:
+        return None
+    context = trace.get_current_span().get_span_context()
+    return context if context.is_valid else None
+
+
+def batch(name: str, links: list[SpanContext], **attributes: int) -> AbstractContextManager[Span]:
+    """The span of one batched write: a root of its own (not a child of whichever
+    handshake started the writer task), linked to the spans of the work it carries. None
+    when it carries no traced work (a batch of removals only: nobody waits for it)."""
+    tracer = _tracer
+    if tracer is None or not links:
+        return _OFF
+    fields = {f"wsfleet.{key}": value for key, value in attributes.items()}
+    return tracer.start_as_current_span(
+        name, context=Context(), links=[Link(link) for link in links], attributes=fields
+    )
 
 
 def annotate(**attributes: str) -> None:

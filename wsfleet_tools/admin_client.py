@@ -12,7 +12,7 @@ from typing import Any
 from wsfleet.admin_auth import TOKEN_FILE
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
 from wsfleet.readiness import read_ready
-from wsfleet.settings import DEFAULT_STATE_DIR
+from wsfleet_tools.cli_options import add_state_dir_argument
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 FLEET_FILE = Path("run") / "fleet.json"  # `wsfleet up` writes where its fleet listens here
@@ -31,12 +31,7 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
         "else http://127.0.0.1:8081)",
     )
     parser.add_argument("--admin-token", help="admin token (default: the state dir's admin.token)")
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=DEFAULT_STATE_DIR,
-        help="the fleet's state dir (default .wsfleet)",
-    )
+    add_state_dir_argument(parser, help="the fleet's state dir (default .wsfleet)")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from server_api.keys import LOCAL_KEY_FILE, SCOPES, add_key, keys_file, parse_keys
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
 from wsfleet.readiness import read_ready
-from wsfleet.settings import DEFAULT_STATE_DIR
 from wsfleet_tools.admin_client import fleet_file
+from wsfleet_tools.cli_options import add_state_dir_argument
 
 DEFAULT_API_URL = "http://127.0.0.1:8080/api"
 
@@ -32,7 +32,7 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
         f"{DEFAULT_API_URL})",
     )
     parser.add_argument("--api-key", help="an API key (default: the state dir's api.key)")
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    add_state_dir_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
 
 
@@ -69,11 +69,11 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
         help="what it may do (repeat; default: every scope)",
     )
     create.add_argument("--keys-file", type=Path, help="default: the state dir's api-keys.yaml")
-    create.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    add_state_dir_argument(create)
     create.set_defaults(run=lambda args: print(apikey_create(args)))
     listing = actions.add_parser("list", help="the keys' names and scopes")
     listing.add_argument("--keys-file", type=Path)
-    listing.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    add_state_dir_argument(listing)
     listing.set_defaults(run=lambda args: print(apikey_list(args)))
 
 

@@ -7,6 +7,7 @@ the server's answer as JSON, and reports a refusal with the server's reason verb
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -16,12 +17,91 @@ from pathlib import Path
 from socket import AF_UNIX, SOCK_STREAM, socket
 from typing import Any
 
+from wsfleet.arg_types import non_negative_float, positive_int
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
-from wsfleet_tools.admin_client import AdminClient, AdminError, admin_token, admin_url
+from wsfleet_tools.admin_client import (
+    AdminClient,
+    AdminError,
+    add_admin_arguments,
+    admin_token,
+    admin_url,
+)
+from wsfleet_tools.cli_options import add_state_dir_argument, printing
 from wsfleet_tools.progress import ProgressLines
 
 BAR_WIDTH = 30
 POLL_S = 0.5
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    pods = commands.add_parser(
+        "pods", help="list the gateway pods: serving, draining, drained, gone"
+    )
+    add_admin_arguments(pods)
+    pods.set_defaults(run=printing(pods_command))
+
+    drain = commands.add_parser("drain", help="drain pods: paced 1012 closes within a budget")
+    drain.add_argument("pods", nargs="*", metavar="POD", help="pod ids")
+    drain.add_argument("--region", help="drain every pod of this region")
+    drain.add_argument(
+        "--budget", type=non_negative_float, default=30.0, help="seconds (default 30)"
+    )
+    drain.add_argument("--wait", action="store_true", help="follow progress until done")
+    add_admin_arguments(drain)
+    drain.set_defaults(run=printing(drain_command))
+
+    undrain = commands.add_parser("undrain", help="put a draining or drained pod back to serve")
+    undrain.add_argument("pod", metavar="POD")
+    add_admin_arguments(undrain)
+    undrain.set_defaults(run=printing(undrain_command))
+
+    stop = commands.add_parser("stop", help="stop one pod of the local fleet (`wsfleet up`)")
+    stop.add_argument("pod", metavar="POD")
+    stop.add_argument("--json", action="store_true", help="print the answer as JSON")
+    add_state_dir_argument(stop)
+    stop.set_defaults(run=printing(stop_command))
+
+    disconnect = commands.add_parser("disconnect", help="close a user's or a connection's sockets")
+    disconnect.add_argument("--user", help="every connection of this user, on any pod")
+    disconnect.add_argument("--connection", help="one connection id")
+    disconnect.add_argument("--code", type=int, default=1000, help="close code (default 1000)")
+    disconnect.add_argument("--reason", default="disconnected by operator")
+    add_admin_arguments(disconnect)
+    disconnect.set_defaults(run=printing(disconnect_command))
+
+    rollout = commands.add_parser(
+        "rollout", help="blue/green the local fleet's sidecar pool (or roll its Envoys)"
+    )
+    rollout.add_argument(
+        "--envoys",
+        action="store_true",
+        help="replace the L7 Envoys one at a time instead (each drained over --budget; needs"
+        " wsfleet up --envoys 2 or more)",
+    )
+    rollout.add_argument(
+        "--sidecars", type=positive_int, help="green pods (default: as many as blue)"
+    )
+    rollout.add_argument(
+        "--budget",
+        type=non_negative_float,
+        default=10.0,
+        help="blue drain budget (with --envoys: each Envoy's), s",
+    )
+    rollout.add_argument(
+        "--min-success",
+        type=float,
+        default=0.999,
+        help="roll back when green's handshake success drops below (default 0.999)",
+    )
+    rollout.add_argument(
+        "--green-arg",
+        action="append",
+        default=[],
+        help="an extra flag for the green sidecars (repeat)",
+    )
+    rollout.add_argument("--json", action="store_true", help="print the final status as JSON")
+    add_state_dir_argument(rollout)
+    rollout.set_defaults(run=printing(rollout_command))
 
 
 def _client(args: Namespace) -> AdminClient:
@@ -253,6 +333,7 @@ __all__ = [
     "disconnect_command",
     "drain_command",
     "pods_command",
+    "register",
     "rollout_command",
     "stop_command",
     "undrain_command",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -13,6 +15,7 @@ import aiohttp
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
 from wsfleet.headers import REFUSAL_HEADER
 from wsfleet.tokens import key_path, mint_token, read_auth_key
+from wsfleet_tools.cli_options import add_state_dir_argument
 
 # What Envoy itself means by a refusal that no gateway signed (gateways say why, in a header)
 PROXY_REFUSALS = {
@@ -21,6 +24,19 @@ PROXY_REFUSALS = {
     503: "Envoy found no gateway to send this to; retry later",
 }
 REPLY_GRACE_S = 1.0  # after end of input, wait this long for replies still on the way
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    connect = commands.add_parser("connect", help="interactive client: type a line, see the reply")
+    connect.add_argument("url", help="e.g. ws://127.0.0.1:8080/ws")
+    connect.add_argument("--user", required=True, help="user id")
+    connect.add_argument("--token", help="token (default: signed with the state dir's key)")
+    add_state_dir_argument(connect)
+    connect.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    asyncio.run(interactive(args.url, args.user, args.token, args.state_dir))
 
 
 def connect_url(url: str, user_id: str) -> str:

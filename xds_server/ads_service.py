@@ -32,7 +32,8 @@ from xds_server.envoy_types import DeltaDiscoveryRequest, DiscoveryRequest
 from xds_server.ledger import Ledger, NodeStatus
 from xds_server.metrics import XdsMetrics
 from xds_server.outcomes import Acked, Nacked, Outcome, Sent, Subscriber
-from xds_server.snapshot import DEFAULT_GROUP, Snapshot, SnapshotCache
+from xds_server.snapshot import DEFAULT_GROUP, Snapshot
+from xds_server.snapshot_cache import SnapshotCache
 from xds_server.sotw import Request, Response, SotwStream
 
 log = structlog.get_logger()

@@ -43,7 +43,7 @@ from wsfleet.registry import EdgeDrain, EnvoyPresence, PodRecord, Registry, Regi
 from wsfleet.registry.base import MAX_PRESENCE_CHARS
 from xds_server.edge_routes import EdgeRoutes
 from xds_server.ledger import Ledger, NodeStatus
-from xds_server.snapshot import SnapshotCache
+from xds_server.snapshot_cache import SnapshotCache
 
 log = structlog.get_logger()
 

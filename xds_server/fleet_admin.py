@@ -31,7 +31,7 @@ from xds_server.edge_drains import EdgeDrains
 from xds_server.edge_routes import EdgeRoutes
 from xds_server.ledger import Ledger
 from xds_server.pod_history import PodHistory
-from xds_server.snapshot import SnapshotCache
+from xds_server.snapshot_cache import SnapshotCache
 
 log = structlog.get_logger()
 

@@ -1,44 +1,51 @@
-"""Run the control plane: ADS over gRPC, admin over HTTP, until SIGTERM/SIGINT."""
+"""Run the control plane: ADS over gRPC, admin over HTTP, until SIGTERM/SIGINT.
+
+Start: read the policy and the keys, open the registry, tell the gateways the policy,
+read the pods and publish the first snapshot, open the fleet lease, listen for admin, serve
+xDS, start the loops. Stop: the same in reverse, declared once on one ``AsyncExitStack``
+(a startup error at any step closes what the steps before it opened)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
-from aiohttp import web
 
 from wsfleet import fleet_ca
 from wsfleet.admin_auth import read_admin_token
 from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError, StartupError
-from wsfleet.process_shell import signal_events, stop_tasks
+from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.redis_client import connect
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
-from wsfleet.settings import XdsSettings, redacted_url
+from wsfleet.settings import XdsSettings
 from xds_server.admin import build_admin_app
 from xds_server.ads_service import AdsService
 from xds_server.edge_drains import EdgeDrains
 from xds_server.edge_routes import EdgeRoutes
 from xds_server.fleet_admin import FleetAdmin
 from xds_server.ledger import Ledger
-from xds_server.membership import Membership, MembershipWatcher
+from xds_server.membership import Membership
+from xds_server.membership_watcher import MembershipWatcher
 from xds_server.metrics import FleetLease, XdsMetrics
 from xds_server.pod_history import PodHistory
 from xds_server.policy import Policy
 from xds_server.policy_loader import PolicyBundle, default_bundle, load_bundle
 from xds_server.policy_watcher import PolicyWatcher
 from xds_server.publisher import SnapshotPublisher
-from xds_server.snapshot import SnapshotCache
+from xds_server.snapshot_cache import SnapshotCache
 
 log = structlog.get_logger()
 
@@ -118,132 +125,158 @@ def _server_credentials(tls: Path | None) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], roots, require_client_auth=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Plane:
+    """The control plane's in-memory parts (they open nothing): what the Envoys were sent
+    (ledger), the snapshots and their publisher, each Envoy's own routes, the pods seen."""
+
+    metrics: XdsMetrics
+    ledger: Ledger
+    cache: SnapshotCache
+    publisher: SnapshotPublisher
+    history: PodHistory
+    edges: EdgeRoutes
+
+    @classmethod
+    def build(cls, bundle: PolicyBundle) -> Plane:
+        metrics, cache = XdsMetrics(), SnapshotCache()
+        publisher = SnapshotPublisher(cache, metrics, bundle)
+        return cls(metrics, Ledger(), cache, publisher, PodHistory(), EdgeRoutes())
+
+    async def on_membership(self, membership: Membership) -> None:
+        self.publisher.set_membership(membership)
+        self.history.observe(membership)
+
+
 async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start."""
+    """Serve until ``stop`` is set; raises :class:`StartupError` if it cannot start.
+
+    Every step pushes what undoes it on one ``AsyncExitStack`` right after it opens, so a
+    stop and a startup error at any step close what was opened, in reverse: the loops, the
+    xDS streams (gRPC), the admin port (this replica's Envoys unlisted), the fleet lease,
+    the registry."""
     _warn_if_plaintext(settings)
     bundle = load_initial_bundle(settings)
     signer = read_registry_key(settings.registry_key_file)
-    registry = RedisRegistry(settings.redis_url, settings.namespace, signer=signer)
-    try:
-        await registry.ping()
-    except RegistryUnavailable as exc:
-        await registry.close()
-        url = redacted_url(settings.redis_url)
-        raise StartupError(f"cannot reach Redis at {url}: {exc}") from None
+    credentials = _server_credentials(settings.tls_dir)
+    token = read_admin_token(settings.admin_token_file)
+    async with contextlib.AsyncExitStack() as stack:
+        registry = await open_registry(stack, settings.redis_url, settings.namespace, signer)
+        plane = Plane.build(bundle)
+        announcer = await announce_to_gateways(registry, plane.publisher)
+        watcher = await follow_membership(settings, registry, plane)
+        fleet_lease = open_fleet_lease(stack, settings)
+        fleet = FleetAdmin(registry, token, plane.history, signer)
+        edge_drains = EdgeDrains(registry, plane.ledger, plane.edges, plane.cache, fleet.call_pod)
+        fleet.attach(edge_drains)
+        admin_app = build_admin_app(
+            plane.ledger,
+            plane.metrics,
+            plane.publisher,
+            fleet,
+            registry,
+            token,
+            settings.listener_port,
+            fleet_lease,
+        )
+        admin_port = await listen(
+            stack, admin_app, settings.admin_host, settings.admin_port, role="admin"
+        )
+        grpc_port = await start_grpc(stack, settings, plane, credentials)
+        if signer is not None:
+            plane.metrics.watch_rejections(lambda: signer.rejected)
+        loops = [
+            watcher.run(),
+            announcer.run(settings.policy_poll_s),
+            edge_drains.run(settings.membership_poll_s),
+            *_policy_loops(settings, plane),
+        ]
+        start_tasks(stack, loops)
+        stack.callback(log.info, "xds_server_stopping")
+        write_ready(settings.ready_file, grpc_port=grpc_port, admin_port=admin_port)
+        log.info("xds_server_started", grpc_port=grpc_port, admin_port=admin_port)
+        await stop.wait()
+    log.info("xds_server_stopped")
 
-    metrics = XdsMetrics()
-    ledger = Ledger()
-    cache = SnapshotCache()
-    publisher = SnapshotPublisher(cache, metrics, bundle)
 
-    history = PodHistory()
-
-    async def on_membership(membership: Membership) -> None:
-        publisher.set_membership(membership)
-        history.observe(membership)
-
+async def announce_to_gateways(
+    registry: RedisRegistry, publisher: SnapshotPublisher
+) -> GatewayAnnouncer:
+    """Tell the gateways what the policy says (:class:`StartupError` if Redis refuses)."""
     announcer = GatewayAnnouncer(registry, lambda: publisher.policy)
     try:
         await announcer.announce()
     except RegistryUnavailable as exc:
-        await registry.close()
         raise StartupError(f"cannot write to Redis: {exc}") from None
-    watcher = MembershipWatcher(registry, on_membership, settings.membership_poll_s)
-    await watcher.refresh()
-    if publisher.snapshot is None:
-        publisher.publish()
+    return announcer
 
+
+async def follow_membership(
+    settings: XdsSettings, registry: RedisRegistry, plane: Plane
+) -> MembershipWatcher:
+    """Read the pods once and publish the first snapshot (empty pools if none)."""
+    watcher = MembershipWatcher(registry, plane.on_membership, settings.membership_poll_s)
+    await watcher.refresh()
+    if plane.publisher.snapshot is None:
+        plane.publisher.publish()
+    return watcher
+
+
+def open_fleet_lease(stack: contextlib.AsyncExitStack, settings: XdsSettings) -> FleetLease:
+    """The lease on the fleet series: one connection, used at most once per
+    ``FLEET_GAUGES_MAX_AGE_S`` (on a scrape); closed when ``stack`` closes."""
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    lease = FleetLease(connect(settings.redis_url, 1), settings.namespace, holder)
+    stack.push_async_callback(lease.close)
+    return lease
+
+
+async def start_grpc(
+    stack: contextlib.AsyncExitStack,
+    settings: XdsSettings,
+    plane: Plane,
+    credentials: grpc.ServerCredentials | None,
+) -> int:
+    """Serve ADS on the xDS port (streams get :data:`GRPC_STOP_GRACE_S` to end when
+    ``stack`` closes); the bound port. :class:`StartupError` when it cannot be had."""
     server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
-    credentials = _server_credentials(settings.tls_dir)
-    edges = EdgeRoutes()  # each Envoy's own routes: its name, its drain
     ads = AdsService(
-        cache,
-        ledger,
-        metrics,
-        on_new_group=publisher.ensure_group,
-        on_group_gone=publisher.forget_group,
+        plane.cache,
+        plane.ledger,
+        plane.metrics,
+        on_new_group=plane.publisher.ensure_group,
+        on_group_gone=plane.publisher.forget_group,
         require_identity=credentials is not None,
-        edges=edges,
+        edges=plane.edges,
     )
     server.add_generic_rpc_handlers([ads.handler()])
-    metrics.watch(ledger, lambda: publisher.bundle.certificates)
-    if signer is not None:
-        metrics.watch_rejections(lambda: signer.rejected)
+    plane.metrics.watch(plane.ledger, lambda: plane.publisher.bundle.certificates)
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
     try:
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
         if credentials is None:
-            grpc_port = server.add_insecure_port(address)
+            port: int = server.add_insecure_port(address)
         else:
-            grpc_port = server.add_secure_port(address, credentials)
+            port = server.add_secure_port(address, credentials)
     except RuntimeError:
-        grpc_port = 0
-    if grpc_port == 0:
-        await registry.close()
-        raise StartupError(
-            f"cannot listen for xDS on {settings.grpc_host}:{settings.grpc_port} (port in use?)"
-        )
+        port = 0
+    if not port:
+        raise StartupError(f"cannot listen for xDS on {address} (port in use?)")
     await server.start()
+    stack.push_async_callback(server.stop, GRPC_STOP_GRACE_S)
+    return port
 
-    token = read_admin_token(settings.admin_token_file)
-    # one connection, used at most once per FLEET_GAUGES_MAX_AGE_S (on a scrape)
-    fleet_lease = FleetLease(
-        connect(settings.redis_url, 1), settings.namespace, f"{socket.gethostname()}:{os.getpid()}"
+
+def _policy_loops(settings: XdsSettings, plane: Plane) -> list[Coroutine[Any, Any, None]]:
+    """Follow the policy file (none without ``--policy``)."""
+    if settings.policy_path is None:
+        return []
+    watcher = PolicyWatcher(
+        settings.policy_path,
+        lambda loaded: plane.publisher.set_bundle(_with_overrides(loaded, settings)),
+        plane.metrics,
+        poll_s=settings.policy_poll_s,
     )
-    fleet = FleetAdmin(registry, token, history, signer)
-    edge_drains = EdgeDrains(registry, ledger, edges, cache, fleet.call_pod)
-    fleet.attach(edge_drains)
-    admin_app = build_admin_app(
-        ledger,
-        metrics,
-        publisher,
-        fleet,
-        registry,
-        token,
-        settings.listener_port,
-        fleet_lease,
-    )
-    runner = web.AppRunner(admin_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.admin_host, settings.admin_port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await server.stop(None)
-        await runner.cleanup()
-        await fleet_lease.close()
-        await registry.close()
-        raise StartupError(
-            f"cannot listen for admin on {settings.admin_host}:{settings.admin_port}: "
-            f"{exc.strerror}"
-        ) from None
-    admin_port = runner.addresses[0][1]
-
-    tasks = [
-        asyncio.create_task(watcher.run()),
-        asyncio.create_task(announcer.run(settings.policy_poll_s)),
-        asyncio.create_task(edge_drains.run(settings.membership_poll_s)),
-    ]
-    if settings.policy_path is not None:
-        policy_watcher = PolicyWatcher(
-            settings.policy_path,
-            lambda loaded: publisher.set_bundle(_with_overrides(loaded, settings)),
-            metrics,
-            poll_s=settings.policy_poll_s,
-        )
-        tasks.append(asyncio.create_task(policy_watcher.run()))
-
-    write_ready(settings.ready_file, grpc_port=grpc_port, admin_port=admin_port)
-    log.info("xds_server_started", grpc_port=grpc_port, admin_port=admin_port)
-    try:
-        await stop.wait()
-    finally:
-        log.info("xds_server_stopping")
-        await stop_tasks(tasks)
-        await server.stop(grace=GRPC_STOP_GRACE_S)
-        await runner.cleanup()
-        await fleet_lease.close()
-        await registry.close()
-        log.info("xds_server_stopped")
+    return [watcher.run()]
 
 
 class GatewayAnnouncer:

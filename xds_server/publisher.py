@@ -17,13 +17,8 @@ from xds_server.membership import Membership
 from xds_server.metrics import XdsMetrics
 from xds_server.policy import Policy
 from xds_server.policy_loader import PolicyBundle
-from xds_server.snapshot import (
-    DEFAULT_GROUP,
-    Interned,
-    Snapshot,
-    SnapshotCache,
-    build_snapshot,
-)
+from xds_server.snapshot import DEFAULT_GROUP, Interned, Snapshot, build_snapshot
+from xds_server.snapshot_cache import SnapshotCache
 
 log = structlog.get_logger()
 

@@ -1,4 +1,4 @@
-"""Versioned, immutable configuration snapshots and the cache that holds them.
+"""Versioned, immutable configuration snapshots: plain values, no event loop.
 
 A :class:`Snapshot` maps each xDS type URL to a :class:`TypeSnapshot`: the
 resources of that type, each serialized once (``body``) and versioned by a hash
@@ -9,11 +9,15 @@ same versions (nothing is re-pushed), a restarted control plane computes the ver
 had, and replicas that read the same policy and registry agree on every version — so an
 Envoy that reconnects to another replica, or to a restarted one, is sent nothing that did
 not change (docs/envoy-behaviours.md, 3: versions must not clash across restarts).
+
+The protocol machines (:mod:`xds_server.sotw`, :mod:`xds_server.delta`) and the builders
+read these types only; the cache the ADS streams wait on is
+:mod:`xds_server.snapshot_cache`, kept apart so that nothing pure reaches an event loop
+(``tests/unit/test_core_is_sans_io.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
@@ -111,45 +115,3 @@ def build_snapshot(
             digest = hashlib.sha256(repr(candidate.content_key()).encode()).hexdigest()
             types[type_url] = TypeSnapshot(digest[:TYPE_VERSION_CHARS], candidate.resources)
     return Snapshot(MappingProxyType(types))
-
-
-class SnapshotCache:
-    """The current snapshot per node group; streams wait here for changes.
-
-    A node whose group has no snapshot of its own gets the default group's.
-    The cache never touches a stream; the protocol code never builds resources.
-    """
-
-    def __init__(self) -> None:
-        self._snapshots: dict[str, Snapshot] = {}
-        self._generation = 0
-        self._changed = asyncio.Event()
-
-    @property
-    def generation(self) -> int:
-        """Grows by one on every :meth:`set`."""
-        return self._generation
-
-    def set(self, snapshot: Snapshot, group: str = DEFAULT_GROUP) -> None:
-        self._snapshots[group] = snapshot
-        self.touch()
-
-    def touch(self) -> None:
-        """Wake every stream to look again (what a node sees changed: its drain state)."""
-        self._generation += 1
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    def drop(self, group: str) -> None:
-        """Forget a group's snapshot (its last Envoy left); never the default group's."""
-        if group != DEFAULT_GROUP:
-            self._snapshots.pop(group, None)
-
-    def get(self, group: str = DEFAULT_GROUP) -> Snapshot | None:
-        return self._snapshots.get(group) or self._snapshots.get(DEFAULT_GROUP)
-
-    async def wait_past(self, generation: int) -> int:
-        """Return once the generation is past ``generation``; returns the new one."""
-        while self._generation <= generation:
-            await self._changed.wait()
-        return self._generation

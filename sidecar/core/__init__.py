@@ -8,7 +8,9 @@ classes with a fake clock. Nothing here imports asyncio, aiohttp, redis or grpc.
 - :mod:`sidecar.core.heartbeat`: ping schedule, RTTs and dead sockets for many connections;
 - :mod:`sidecar.core.send_queue`: the bounded outbound queue and the slow-consumer verdict;
 - :mod:`sidecar.core.rate_limit`: token buckets and the inbound message/byte limits;
-- :mod:`sidecar.core.drain`: the pace of closing a pod's connections over a time budget.
+- :mod:`sidecar.core.drain`: the pace of closing a pod's connections over a time budget;
+- :mod:`sidecar.core.resume`: sequence numbers, and how a v1 session starts (resume, resync);
+- :mod:`sidecar.core.token_life`: a session's token expiry and what a refresh does to it.
 """
 
 from sidecar.core.close_codes import (

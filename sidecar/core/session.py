@@ -15,6 +15,8 @@ Events in, decisions out:
 - :meth:`SessionCore.token_expired`: the wall clock against the token's ``exp``, checked
   before every client frame (and by the keep-alive sweep for sessions that stay silent):
   an expired token sends nothing more, it closes the session (4401).
+- :meth:`SessionCore.refresh`: a refresh frame's token, verified by the transport: the
+  expiry moves on or not (:mod:`sidecar.core.token_life`), and the client is told.
 
 :meth:`SessionCore.next_frame` hands out the next frame cleared to go (persist, then
 send), and :attr:`SessionCore.closing` says when and how the session must end. Nothing
@@ -27,7 +29,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar.core import envelope
+from sidecar.core import envelope, token_life
 from sidecar.core.channel_frames import ChannelRequest, PublicationFrames, Refused
 from sidecar.core.close_codes import CloseCode
 from sidecar.core.rate_limit import InboundLimits, InboundVerdict, TokenBucket
@@ -177,10 +179,24 @@ class SessionCore:
     def token_expired(self, wall_now: float) -> bool:
         """Whether the token has expired at ``wall_now`` (Unix seconds); if so the session
         closes (4401, the first close decided wins) and takes no more client frames."""
-        if wall_now < self.token_expires_at:
+        if wall_now < self.token_expires_at:  # from its exp on, a token has expired
             return False
-        self._close(CloseCode.TOKEN_EXPIRED, "token expired")
+        self._close(*token_life.TOKEN_EXPIRED)
         return True
+
+    def refresh(
+        self,
+        session_user: str,
+        token: token_life.TokenIdentity | token_life.TokenRefused,
+        now: float,
+    ) -> token_life.RefreshVerdict:
+        """A refresh frame's token, as the transport's verifier saw it: the session's
+        expiry moves on (or not, see :func:`~sidecar.core.token_life.judge_refresh`) and
+        the client gets a notice saying which."""
+        verdict = token_life.judge_refresh(session_user, self.token_expires_at, token)
+        self.token_expires_at = verdict.expires_at
+        self.notice(verdict.notice, now)
+        return verdict
 
     def control_frame(self, size: int, now: float) -> bool:
         """A WebSocket ping or pong from the client (``size``: its payload), counted

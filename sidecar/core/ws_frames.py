@@ -32,6 +32,17 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
 PING = server_frame(OP_PING, b"")
 
 
+def valid_utf8(payload: bytes) -> bytes:
+    """A text frame's payload as valid UTF-8 (RFC 6455 section 5.6): itself when it is
+    (checked, not copied: most text is valid), else with each invalid byte sequence
+    replaced by U+FFFD."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("utf-8", errors="replace").encode()
+    return payload
+
+
 class MaskCheck:
     """Follows the frames a client sends, chunk by chunk, and says when one is not masked
     (RFC 6455 section 5.1: a server must close such a connection, with 1002).

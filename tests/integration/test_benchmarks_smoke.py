@@ -19,7 +19,8 @@ from typing import Any
 import psutil
 import pytest
 
-from benchmarks import load
+from benchmarks.load.compare import LABELS
+from benchmarks.load.report import RATIO_FIGURES
 from benchmarks.report import MIN_CPU_S, ratio
 
 pytestmark = pytest.mark.integration
@@ -88,7 +89,7 @@ def assert_ratio(value: Any, numerator: Any, denominator: Any, tiny: float, what
 
 def test_load_reports_wsfleet_raw_and_v1_beside_envoy_bare_and_bare(tmp_path: Path) -> None:
     extra = ("--pin",) if CAN_PIN else ()
-    figures = run_benchmark("load", tmp_path, *extra)
+    figures = run_benchmark("load", tmp_path, "--client", "picows", *extra)
     rows = {row["target"]: row for row in figures["results"]}
     assert list(rows) == ["wsfleet raw", "wsfleet v1", "envoy+bare", "bare"]
     assert rows["wsfleet raw"]["protocol"] == "raw" and rows["wsfleet v1"]["protocol"] == "v1"
@@ -139,8 +140,8 @@ def test_load_reports_wsfleet_raw_and_v1_beside_envoy_bare_and_bare(tmp_path: Pa
     for ours, peers in figures["ratios"].items():
         assert set(peers) == {"envoy+bare", "bare"}
         for peer, by_figure in peers.items():
-            assert set(by_figure) == set(load.RATIO_FIGURES)
-            for figure, (path, tiny) in load.RATIO_FIGURES.items():
+            assert set(by_figure) == set(RATIO_FIGURES)
+            for figure, (path, tiny) in RATIO_FIGURES.items():
                 numerator = dig(rows[ours], ".".join(path))
                 denominator = dig(rows[peer], ".".join(path))
                 assert_ratio(
@@ -165,6 +166,51 @@ def test_load_reports_wsfleet_raw_and_v1_beside_envoy_bare_and_bare(tmp_path: Pa
         }
     assert "sidecar_kb_per_connection" in figures["measured"]
     assert (tmp_path / "load-rtt.png").exists()
+    check_outside_client(figures, rows)
+
+
+def check_outside_client(figures: dict[str, Any], rows: dict[str, Any]) -> None:
+    """--client picows: every target measured again by the outside client, on the clients'
+    core, with the same request; both clients side by side with which side limited each."""
+    requested = figures["options"]["connections"]
+    echo_connections = min(figures["options"]["outside_echo_connections"], requested)
+    echo_total = echo_connections * figures["options"]["outside_echo_messages"]
+    for name, row in rows.items():
+        outside = row["outside"]
+        assert outside["surge"]["success"] == 1.0, (name, outside["surge"]["errors"])
+        assert outside["echo"]["received"] == outside["echo"]["sent"] == echo_total, name
+        assert_numbers(
+            outside,
+            "surge.handshakes_per_s",
+            "surge.latency_s.p99",
+            "surge.client_cores_busy",
+            "surge.server_cores_busy",
+            "surge.server_cpu_ms_per_handshake",
+            "echo.messages_per_s",
+            "echo.rtt_s.p99",
+        )
+        if CAN_PIN:
+            assert outside["affinity"] == [0], name
+    # both clients' upgrade requests were read; the token makes each a few hundred bytes
+    assert set(figures["request_bytes"]) == {"loadgen", "picows"}
+    assert all(200 < size < 4096 for size in figures["request_bytes"].values())
+    compared = figures["clients_compared"]
+    assert set(compared) == set(rows)
+    for name, both in compared.items():
+        for client in ("loadgen", "picows"):
+            assert both[client]["bound"] in LABELS, (name, client)
+            assert both[client]["request_bytes"] == figures["request_bytes"][client]
+        assert both["picows"]["in_flight"] == figures["options"]["outside_in_flight"]
+        assert (
+            both["picows"]["handshakes_per_s"] == rows[name]["outside"]["surge"]["handshakes_per_s"]
+        )
+        assert_ratio(
+            both["picows"]["ratio_to_baseline"],
+            rows[name]["outside"]["surge"]["handshakes_per_s"],
+            rows["envoy+bare"]["outside"]["surge"]["handshakes_per_s"],
+            1e-9,
+            f"{name} picows / envoy+bare",
+        )
 
 
 def test_channels_reports_fanout_latency_failover_and_presence(tmp_path: Path) -> None:
@@ -248,6 +294,31 @@ def test_envoy_share_measures_every_variant(tmp_path: Path) -> None:
     tcp = variants[-1]
     assert tcp["variant"].startswith("tcp_proxy")
     assert tcp["allocated_kb_per_connection"] < variants[0]["allocated_kb_per_connection"]
+
+
+def test_envoy_memory_measures_idle_and_after_traffic_against_the_baseline(
+    tmp_path: Path,
+) -> None:
+    figures = run_benchmark("envoy-memory", tmp_path)
+    variants = figures["variants"]
+    assert [v["variant"] for v in variants] == ["wsfleet (baseline)", "buffers 4 KiB"]
+    baseline = variants[0]
+    for variant in variants:
+        held = figures["options"]["connections"]
+        assert (variant["connections"], variant["errors"]) == (held, 0), variant
+        sent = held * figures["options"]["messages"]
+        assert variant["messages_sent"] == variant["messages_echoed"] == sent
+        for phase in ("idle", "after_traffic"):
+            assert_numbers(variant[phase], "rss_kb", "allocated_kb", "heap_size_kb")
+            # every held WebSocket costs Envoy live objects (a few KB at least)
+            assert variant[phase]["allocated_kb"] > 1, variant
+            assert_ratio(
+                variant[f"{phase}_rss_vs_baseline"],
+                variant[phase]["rss_kb"],
+                baseline[phase]["rss_kb"],
+                0.01,
+                variant["variant"],
+            )
 
 
 def test_chaos_kills_pods_under_sdk_clients(tmp_path: Path) -> None:

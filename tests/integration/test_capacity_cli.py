@@ -20,7 +20,12 @@ def test_the_cli_prints_the_plan_and_refuses_missing_results(tmp_path: Path) -> 
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["pods"] > 0
+    printed = json.loads(ok.stdout)
+    assert printed["pods"] > 0
+    # the default plan chooses a batch spacing that fits: shards to carry it, never 0
+    assert printed["redis_shards"] > 0 and printed["redis_round_trip_share"] <= 0.25
+    assert printed["redis_batch_spacing_s"] > printed["redis_batch_spacing_asked_s"]
+    assert printed["inputs"]["sidecar_handshakes_per_s"]["date"] == "2026-12-05"
     missing = subprocess.run(
         [
             sys.executable,

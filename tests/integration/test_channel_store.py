@@ -64,6 +64,9 @@ class Harness:
         await until(gone, 10 + seconds, "expiry")
 
 
+PUBLISHED_AT = 1_700_000_000.123456
+
+
 def _request(channel: str, data: bytes, size: int = 100, **extra: Any) -> PublishRequest:
     values: dict[str, Any] = {
         "channel": channel,
@@ -188,7 +191,8 @@ async def test_a_channel_read_before_its_first_publication_gets_an_epoch_that_st
 async def test_what_reaches_the_topic_is_what_history_keeps(harness: Harness) -> None:
     heard = await harness.listen(harness.store.topic("news"))
     info = json.dumps({"user": "alice"}, separators=(",", ":")).encode()
-    [position] = await harness.store.publish([_request("news", b"hello\nworld", info=info)])
+    request = _request("news", b"hello\nworld", info=info, published_at=PUBLISHED_AT)
+    [position] = await harness.store.publish([request])
     await until(lambda: len(heard) == 1, 10, "the publication on the topic")
     live = read_topic_message("news", heard[0])
     [history] = await harness.store.history([_read("news", after=0)])
@@ -198,13 +202,18 @@ async def test_what_reaches_the_topic_is_what_history_keeps(harness: Harness) ->
         == history.publications[0]
         == Publication("news", 1, position.epoch, b"hello\nworld", False, info)
     )
+    # the publish time travels on the topic only (to time deliveries), in microseconds
+    assert live.published_at == pytest.approx(PUBLISHED_AT, abs=1e-6)
+    assert history.publications[0].published_at == 0
 
 
 async def test_a_channel_without_history_only_publishes(harness: Harness) -> None:
     heard = await harness.listen(harness.store.topic("live"))
     assert await harness.store.publish([_request("live", b"now", size=0)]) == [NO_POSITION]
     await until(lambda: len(heard) == 1, 10, "the publication on the topic")
-    assert read_topic_message("live", heard[0]) == Publication("live", 0, "", b"now", False)
+    live = read_topic_message("live", heard[0])
+    assert live == Publication("live", 0, "", b"now", False)
+    assert 0 < live.published_at <= time.time()
 
 
 def _info(user: str, session: str) -> bytes:

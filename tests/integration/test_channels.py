@@ -90,6 +90,33 @@ async def test_a_publication_reaches_every_subscriber_on_every_gateway_once(
                 if line.startswith("wsfleet_gateway_publications_received_total"):
                     received += float(line.split()[-1])
         assert received == 6  # 3 publications, each once per gateway (2)
+        for pod in fleet.info.sidecars.values():  # delivery timed from the publish too
+            port = pod.admin_port
+
+            async def batch_timed(port: int = port) -> bool:
+                return (await _delivery_times(port))["from_publish_count"] >= 1
+
+            await until(batch_timed, 10, "a delivered batch timed")  # just after its write
+            timed = await _delivery_times(port)
+            assert timed["from_publish_count"] == timed["from_read_count"]
+            assert 0 <= timed["from_read_sum"] <= timed["from_publish_sum"]
+            assert timed["from_publish_sum"] < 5 * timed["from_publish_count"]
+
+
+async def _delivery_times(admin_port: int) -> dict[str, float]:
+    """A gateway's delivered batches: counts and sums, timed from the read and the publish."""
+    names = {
+        "wsfleet_gateway_delivery_seconds": "from_read",
+        "wsfleet_gateway_delivery_from_publish_seconds": "from_publish",
+    }
+    found = dict.fromkeys(("from_read_count", "from_read_sum"), 0.0)
+    found.update(dict.fromkeys(("from_publish_count", "from_publish_sum"), 0.0))
+    for line in await _metrics(admin_port):
+        name, _, value = line.partition(" ")
+        base, _, kind = name.rpartition("_")
+        if base in names and kind in ("count", "sum"):
+            found[f"{names[base]}_{kind}"] = float(value)
+    return found
 
 
 async def _metrics(admin_port: int) -> list[str]:

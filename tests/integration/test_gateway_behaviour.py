@@ -609,7 +609,7 @@ async def test_every_process_exports_process_series_build_info_and_the_new_histo
             assert f'wsfleet_build_info{{component="{component}",version=' in text
             assert "_created" not in text, component
         _, text = await _metrics_text(session, sidecar.admin_port, "/metrics")
-        assert _value(text, "wsfleet_gateway_handshake_seconds_count") >= 1
+        assert _value(text, 'wsfleet_gateway_handshake_seconds_count{transport="websocket"}') >= 1
         assert _value(text, 'wsfleet_gateway_handshakes_total{outcome="expired"}') == 0
         assert "wsfleet_gateway_open_fds" not in text
         status, body = await _metrics_text(session, fleet.info.xds_admin_port, "/readyz")

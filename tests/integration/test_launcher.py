@@ -50,6 +50,26 @@ def _processes_mentioning(text: str) -> list[psutil.Process]:
     return found
 
 
+def _running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie has exited: only its parent has not reaped it)."""
+    running = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+def _still_running(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Polls until every process has exited; those still running after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while (running := _running(processes)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return running
+
+
 def _start_and_wait_up(argv: list[str], timeout_s: float = 60) -> subprocess.Popen[str]:
     launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert launcher.stdout is not None
@@ -78,9 +98,7 @@ def test_the_launcher_stops_every_child_and_frees_every_port(tmp_path: Path, how
     launcher.send_signal(how)
     output, _ = launcher.communicate(timeout=30)
     assert launcher.returncode == 0, output[-2000:]
-    time.sleep(0.2)
-    alive = [child for child in children if child.is_running() and child.status() != "zombie"]
-    assert alive == []
+    assert _still_running(children, timeout_s=30) == []
     assert not port_is_listening("127.0.0.1", port)
     assert not port_is_listening("127.0.0.1", admin_port)
     assert not (tmp_path / "state" / "run" / "redis").exists()

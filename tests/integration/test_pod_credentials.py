@@ -25,6 +25,7 @@ import yaml
 
 from tests.certs import write_self_signed
 from tests.helpers import unlimited_session, wait_for
+from tests.policies import websocket_policy
 from wsfleet.readiness import read_ready
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -196,31 +197,12 @@ async def _not_serving(fleet: LocalFleet) -> bool:
     return (await _live(fleet)).get("sidecar-1") in ("draining", "drained")
 
 
-CERTIFICATE_POLICY = """\
-certificates:
-  - name: edge
-    cert_file: edge.crt
-    key_file: edge.key
-listeners:
-  - name: public
-    port: {port}
-    tls: {{certificate: edge}}
-    routes: [websocket]
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-"""
-
-
 async def _plaintext_control_plane(
     tmp_path: Path, redis_url: str
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any], Path, str]:
     write_self_signed(tmp_path / "edge.crt", tmp_path / "edge.key", "edge")
     policy = tmp_path / "policy.yaml"
-    policy.write_text(CERTIFICATE_POLICY.format(port=free_port()))
+    policy.write_text(websocket_policy(free_port(), tls=True))
     token = secrets.token_urlsafe(24)
     (tmp_path / "admin.token").write_text(token)
     ready, log_file = tmp_path / "xds.ready.json", tmp_path / "xds.log"

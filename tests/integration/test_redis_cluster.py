@@ -3,6 +3,7 @@ with redis-py's cluster client, and a master's replica takes over when it dies."
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
@@ -65,3 +66,26 @@ async def test_a_three_master_cluster_serves_every_slot_and_survives_losing_a_ma
             await cluster.aclose()
     finally:
         await supervisor.stop_all(5.0)
+
+
+async def test_closing_a_client_closes_its_connections(redis_server) -> None:
+    """A process that closes its Redis client leaves no connection open behind it (a
+    client given a pool it does not own left them open until garbage collection)."""
+    import redis as sync_redis
+
+    from wsfleet.redis_client import connect
+
+    observer = sync_redis.Redis(port=redis_server.port)
+    try:
+        baseline = len(observer.client_list())
+        client = connect(redis_server.url, 4)
+        await asyncio.gather(*(client.ping() for _ in range(4)))  # several connections
+        assert len(observer.client_list()) > baseline
+        await client.aclose()
+
+        async def closed() -> bool:
+            return len(observer.client_list()) == baseline
+
+        await wait_for(closed, 10)
+    finally:
+        observer.close()

@@ -12,26 +12,16 @@ import aiohttp
 import pytest
 
 from tests.helpers import unlimited_session, wait_for
+from tests.policies import websocket_policy
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
-POLICY = """\
-listeners:
-  - name: public
-    port: 8080
-    routes: [websocket]
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-    locality_priority: [region-a, region-b]
-    prefer_local_region: true     # each region's Envoy sends its clients home first
-"""
+POLICY = websocket_policy(  # each region's Envoy sends its clients home first
+    pool={"locality_priority": ["region-a", "region-b"], "prefer_local_region": True}
+)
 
 
 def _clients(

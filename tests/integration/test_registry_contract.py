@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
 
 from tests.conftest import RedisProcess
-from tests.helpers import wait_for
+from tests.helpers import until
 from wsfleet.registry import (
     ConnectionRecord,
     EdgeDrain,
@@ -34,10 +34,26 @@ def _pod(pod_id: str, pool: str = "gateways", state: PodState = PodState.SERVING
     return PodRecord(pod_id, pool, "127.0.0.1", 9000, 9001, state=state, started_at=1.0)
 
 
+EXPIRY_BOUND_S = 10.0  # how long a short TTL may take to be seen gone: a bound, not a measure
+PassesUntil = Callable[[Callable[[], Awaitable[bool]], str], Awaitable[None]]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_FAKE_CLOCK = pytest.StashKey[FakeClock]()
+
+
 @pytest_asyncio.fixture(params=["memory", "redis", "redis-cluster"])
 async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
     if request.param == "memory":
-        yield MemoryRegistry()
+        clock = request.node.stash[_FAKE_CLOCK] = FakeClock()
+        yield MemoryRegistry(clock=clock)
         return
     if request.param == "redis":
         server: RedisProcess = request.getfixturevalue("redis_server")
@@ -47,6 +63,26 @@ async def registry(request: pytest.FixtureRequest) -> AsyncIterator[Registry]:
     store = RedisRegistry(url, namespace=f"contract-{request.node.name}")
     yield store
     await store.close()
+
+
+@pytest.fixture
+def passes_until(registry: Registry, request: pytest.FixtureRequest) -> PassesUntil:
+    """Time passing until ``check`` holds: the memory registry's fake clock moves on in
+    small steps; Redis expires keys on its own clock, polled. Either fails past the bound."""
+    clock = request.node.stash.get(_FAKE_CLOCK, None)
+
+    async def on_the_fake_clock(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        assert clock is not None
+        for _ in range(int(EXPIRY_BOUND_S / 0.05)):
+            if await check():
+                return
+            clock.now += 0.05
+        raise TimeoutError(f"{what}: not seen in {EXPIRY_BOUND_S} s of the fake clock")
+
+    async def in_real_time(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        await until(check, EXPIRY_BOUND_S, what)
+
+    return on_the_fake_clock if clock is not None else in_real_time
 
 
 async def test_a_registered_pod_is_listed_with_its_fields(registry: Registry) -> None:
@@ -67,11 +103,16 @@ async def test_a_removed_pod_is_gone(registry: Registry) -> None:
     assert await registry.list_pods() == []
 
 
-async def test_a_pod_not_refreshed_within_its_ttl_expires(registry: Registry) -> None:
+async def test_a_pod_not_refreshed_within_its_ttl_expires(
+    registry: Registry, passes_until: PassesUntil
+) -> None:
     await registry.put_pod(_pod("a"), ttl_s=0.2)
-    await registry.put_pod(_pod("b"), ttl_s=10)
-    await asyncio.sleep(0.3)
-    assert [p.pod_id for p in await registry.list_pods()] == ["b"]
+    await registry.put_pod(_pod("b"), ttl_s=30)
+
+    async def only_b_listed() -> bool:
+        return [p.pod_id for p in await registry.list_pods()] == ["b"]
+
+    await passes_until(only_b_listed, "the pod past its TTL gone, the other listed")
 
 
 async def test_joins_state_changes_and_leaves_are_announced(registry: Registry) -> None:
@@ -118,13 +159,18 @@ async def test_an_unreachable_redis_raises_registry_unavailable(redis_server: Re
     await store.close()
 
 
-async def test_a_pod_can_be_read_alone_and_presence_checked_cheaply(registry: Registry) -> None:
-    await registry.put_pod(_pod("a"), ttl_s=10)
+async def test_a_pod_can_be_read_alone_and_presence_checked_cheaply(
+    registry: Registry, passes_until: PassesUntil
+) -> None:
+    await registry.put_pod(_pod("a"), ttl_s=30)
     await registry.put_pod(_pod("b"), ttl_s=0.2)
     assert await registry.get_pod("a") == _pod("a")
     assert await registry.get_pod("nope") is None
-    await asyncio.sleep(0.3)
-    assert await registry.live_pod_ids() == {"a"}
+
+    async def only_a_live() -> bool:
+        return await registry.live_pod_ids() == {"a"}
+
+    await passes_until(only_a_live, "only the pod within its TTL live")
     assert await registry.get_pod("b") is None
 
 
@@ -172,22 +218,33 @@ async def test_without_a_quota_nothing_is_refused(registry: Registry) -> None:
     assert len(await registry.connections_of_user("alice")) == 50
 
 
-async def test_expired_connections_stop_counting_against_the_quota(registry: Registry) -> None:
+async def test_expired_connections_stop_counting_against_the_quota(
+    registry: Registry, passes_until: PassesUntil
+) -> None:
     await registry.add_connections([_conn("old")], ttl_s=0.2, max_per_user=1)
-    await asyncio.sleep(0.3)
+
+    async def old_expired() -> bool:
+        return await registry.get_connection(_cid("old")) is None
+
+    await passes_until(old_expired, "the connection past its TTL gone")
     assert await registry.add_connections([_conn("new")], ttl_s=10, max_per_user=1) == set()
     assert _names(await registry.connections_of_user("alice")) == ["new"]
 
 
-async def test_touching_refreshes_last_ping_and_keeps_connections_alive(registry: Registry) -> None:
+async def test_touching_refreshes_last_ping_and_keeps_connections_alive(
+    registry: Registry, passes_until: PassesUntil
+) -> None:
     await registry.add_connections([_conn("c1"), _conn("c2")], ttl_s=0.3, max_per_user=0)
     for step in range(3):
         touched = dataclasses.replace(_conn("c1"), last_ping=100.0 + step)
         await registry.touch_connections([touched], ttl_s=30)
-    await asyncio.sleep(0.4)  # past the first TTL, however slowly the touches went
-    record = await registry.get_connection(_cid("c1"))
+
+    async def untouched_expired() -> bool:
+        return await registry.get_connection(_cid("c2")) is None
+
+    await passes_until(untouched_expired, "the untouched connection past its first TTL gone")
+    record = await registry.get_connection(_cid("c1"))  # touched: its TTL is 30 s now
     assert record is not None and record.last_ping == 102.0
-    assert await registry.get_connection(_cid("c2")) is None  # untouched: expired
 
 
 async def test_put_connections_rewrites_a_pods_whole_set(registry: Registry) -> None:
@@ -295,14 +352,16 @@ async def test_each_replica_publishes_its_envoys_whole_and_readers_see_them_all(
     assert await registry.envoys() == [again]
 
 
-async def test_envoys_a_replica_stops_publishing_expire(registry: Registry) -> None:
+async def test_envoys_a_replica_stops_publishing_expire(
+    registry: Registry, passes_until: PassesUntil
+) -> None:
     await registry.put_envoys("gone", [_envoy("e1", "gone")], ttl_s=0.2)
     await registry.put_envoys("live", [_envoy("e2", "live")], ttl_s=30)
 
     async def only_live() -> bool:
         return [e.node for e in await registry.envoys()] == ["e2"]
 
-    await wait_for(only_live, 10)
+    await passes_until(only_live, "the silent replica's Envoys gone")
 
 
 async def test_envoy_presence_expires_on_the_memory_registrys_clock() -> None:

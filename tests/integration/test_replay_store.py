@@ -1,25 +1,75 @@
-"""The replay store against a real Redis: what a resume reads is what was persisted."""
+"""One contract, three replay stores: memory (tests), Redis and a Redis Cluster (real
+fleets). What a resume reads is what was persisted, within the window's bounds."""
 
 from __future__ import annotations
 
-import pytest
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from sidecar.replay_store import Entry, ReplayStore, ReplayStoreUnavailable
+import pytest
+import pytest_asyncio
+
+from sidecar.core.session import Entry
+from sidecar.memory_replay_store import MemoryReplayStore
+from sidecar.redis_replay_store import RedisReplayStore
+from sidecar.replay_store import ReplayStore, ReplayStoreUnavailable
+from tests.conftest import RedisProcess
+from tests.helpers import until
 
 pytestmark = pytest.mark.integration
 
+SHORT_AGE_S = 0.1  # a window that runs out while the test waits (nothing needs it longer)
+EXPIRY_BOUND_S = 10.0  # how long a short window may take to be seen gone: a bound, not a measure
 
-@pytest.fixture(params=["redis", "redis-cluster"])
-def redis_url(request: pytest.FixtureRequest) -> str:
-    """One Redis server, or a 3-master Redis Cluster (keys tagged by session)."""
+
+@dataclasses.dataclass
+class Stores:
+    """Stores of pods over the same sessions, and time passing for their windows."""
+
+    open: Callable[..., ReplayStore]  # a pod's store: open(max_messages, max_age_s, max_bytes)
+    passes_until: Callable[[Callable[[], Awaitable[bool]], str], Awaitable[None]]
+
+
+@pytest_asyncio.fixture(params=["memory", "redis", "redis-cluster"])
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
+    opened: list[RedisReplayStore] = []
+    if request.param == "memory":
+        now = [1000.0]
+        shared = MemoryReplayStore(clock=lambda: now[0])
+
+        def open_memory(
+            max_messages: int = 1000, max_age_s: float = 300, max_bytes: int = 1 << 20
+        ) -> ReplayStore:
+            return shared.pod(max_messages, max_age_s, max_bytes)
+
+        async def clock_passes_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+            for _ in range(int(EXPIRY_BOUND_S / 0.05)):  # the fake clock, in small steps
+                if await check():
+                    return
+                now[0] += 0.05
+            raise TimeoutError(f"{what}: not seen in {EXPIRY_BOUND_S} s of the fake clock")
+
+        yield Stores(open_memory, clock_passes_until)
+        return
     if request.param == "redis":
-        return str(request.getfixturevalue("redis_server").url)
-    return str(request.getfixturevalue("redis_cluster_url"))
+        url = request.getfixturevalue("redis_server").url
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+    namespace = f"replay-{request.node.name}"  # tests sharing a cluster keep apart
 
+    def open_redis(
+        max_messages: int = 1000, max_age_s: float = 300, max_bytes: int = 1 << 20
+    ) -> ReplayStore:
+        store = RedisReplayStore(url, namespace, max_messages, max_age_s, max_bytes)
+        opened.append(store)
+        return store
 
-@pytest.fixture
-def ns(request: pytest.FixtureRequest) -> str:
-    return f"replay-{request.node.name}"  # tests sharing a cluster keep apart
+    async def real_time_passes_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        await until(check, EXPIRY_BOUND_S, what)  # Redis expires keys on its own clock
+
+    yield Stores(open_redis, real_time_passes_until)
+    for store in opened:
+        await store.close()
 
 
 def _entries(session: str, seqs: range, message_id: int = 0) -> list[Entry]:
@@ -27,115 +77,137 @@ def _entries(session: str, seqs: range, message_id: int = 0) -> list[Entry]:
 
 
 async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counters(
-    redis_url: str, ns: str
+    stores: Stores,
 ) -> None:
-    store = ReplayStore(redis_url, namespace=ns, max_messages=100, max_age_s=60)
-    try:
-        await store.create([("s1", "alice")])
-        await store.create([("s2", "bob")])
-        batch = [*_entries("s1", range(1, 4), message_id=7), *_entries("s2", range(1, 3))]
-        batch.append(Entry("s2", 3, b"\x00\xff", True, 9))
-        assert await store.persist(batch, {"s1": 5}) == set()
+    store = stores.open(max_messages=100, max_age_s=60)
+    await store.create([("s1", "alice")])
+    await store.create([("s2", "bob")])
+    batch = [*_entries("s1", range(1, 4), message_id=7), *_entries("s2", range(1, 3))]
+    batch.append(Entry("s2", 3, b"\x00\xff", True, 9))
+    assert await store.persist(batch, {"s1": 5}) == set()
 
-        got = await store.entries("s1", after=1, upto=3)
-        assert [(e.seq, e.data, e.binary, e.message_id) for e in got] == [
-            (2, b"m2", False, 7),
-            (3, b"m3", False, 7),
-        ]
-        binary = await store.entries("s2", after=2, upto=10)
-        assert [(e.seq, e.data, e.binary, e.message_id) for e in binary] == [
-            (3, b"\x00\xff", True, 9)
-        ]
-        s1, s2 = await store.load("s1"), await store.load("s2")
-        assert s1 is not None and s2 is not None
-        assert (s1.user_id, s1.last_seq, s1.last_cseq, s1.backend_last_id, s1.first_kept) == (
-            "alice",
-            3,
-            5,
-            7,
-            1,
-        )
-        assert (s2.last_seq, s2.last_cseq, s2.backend_last_id) == (3, 0, 9)
-        assert await store.load("nobody") is None
-    finally:
-        await store.close()
+    got = await store.entries("s1", after=1, upto=3)
+    assert [(e.seq, e.data, e.binary, e.message_id) for e in got] == [
+        (2, b"m2", False, 7),
+        (3, b"m3", False, 7),
+    ]
+    binary = await store.entries("s2", after=2, upto=10)
+    assert [(e.seq, e.data, e.binary, e.message_id) for e in binary] == [(3, b"\x00\xff", True, 9)]
+    assert await store.entries("s1", after=3, upto=3) == []
+    s1, s2 = await store.load("s1"), await store.load("s2")
+    assert s1 is not None and s2 is not None
+    assert (s1.user_id, s1.last_seq, s1.last_cseq, s1.backend_last_id, s1.first_kept) == (
+        "alice",
+        3,
+        5,
+        7,
+        1,
+    )
+    assert (s2.user_id, s2.last_seq, s2.last_cseq, s2.backend_last_id) == ("bob", 3, 0, 9)
+    assert await store.load("nobody") is None
 
 
-async def test_a_client_seq_alone_is_recorded_and_keeps_the_session_alive(
-    redis_url: str, ns: str
+async def test_a_client_seq_alone_is_recorded_and_refreshes_the_window(stores: Stores) -> None:
+    long, short = stores.open(max_age_s=60), stores.open(max_age_s=SHORT_AGE_S)
+    await long.create([("s1", "alice")])
+    assert await long.persist([], {"s1": 4}) == set()
+    state = await long.load("s1")
+    assert state is not None and (state.user_id, state.last_cseq, state.last_seq) == (
+        "alice",
+        4,
+        0,
+    )
+    await short.persist([], {"s1": 5})  # the window is now the short one: it runs out
+
+    async def forgotten() -> bool:
+        return await long.load("s1") is None
+
+    await stores.passes_until(forgotten, "the session forgotten after its short window")
+
+
+async def test_the_buffer_keeps_the_newest_entries_and_expires_with_its_grants(
+    stores: Stores,
 ) -> None:
-    store = ReplayStore(redis_url, namespace=ns, max_age_s=30)
-    try:
-        await store.create([("s1", "alice")])
-        assert await store.persist([], {"s1": 4}) == set()
-        state = await store.load("s1")
-        assert state is not None and (state.last_cseq, state.last_seq) == (4, 0)
-        ttl_ms = await store._redis.pttl(f"{ns}:sess:{{s1}}")
-        assert 25_000 < ttl_ms <= 30_000
-    finally:
-        await store.close()
+    store = stores.open(max_messages=5, max_age_s=60)
+    await store.create([("s1", "alice")])
+    await store.persist(_entries("s1", range(1, 11)), {})
+    await store.update_grants([("s1", "chat:1", True), ("s1", "chat:2", True)])
+    await store.update_grants([("s1", "chat:1", False)])
+    state = await store.load("s1")
+    assert state is not None and (state.first_kept, state.last_seq) == (6, 10)
+    assert state.granted == {"chat:2"}
+    assert [e.seq for e in await store.entries("s1", 0, 10)] == [6, 7, 8, 9, 10]
+
+    short = stores.open(max_messages=5, max_age_s=SHORT_AGE_S)
+    await short.persist(_entries("s1", range(11, 12)), {})  # every record's window: short
+
+    async def forgotten() -> bool:
+        return await store.load("s1") is None and await store.entries("s1", 0, 11) == []
+
+    await stores.passes_until(forgotten, "the session and its buffer forgotten")
+    await store.create([("s1", "alice")])  # the same id again: nothing of the old one
+    state = await store.load("s1")
+    assert state is not None and (state.last_seq, state.first_kept, state.granted) == (
+        0,
+        None,
+        frozenset(),
+    )
 
 
-async def test_the_buffer_keeps_only_the_newest_entries_and_expires_with_the_window(
-    redis_url: str, ns: str
-) -> None:
-    store = ReplayStore(redis_url, namespace=ns, max_messages=5, max_age_s=20)
-    try:
-        await store.create([("s1", "alice")])
-        await store.persist(_entries("s1", range(1, 11)), {})
-        state = await store.load("s1")
-        assert state is not None and (state.first_kept, state.last_seq) == (6, 10)
-        assert [e.seq for e in await store.entries("s1", 0, 10)] == [6, 7, 8, 9, 10]
-        assert 15_000 < await store._redis.pttl(f"{ns}:replay:{{s1}}") <= 20_000
-    finally:
-        await store.close()
-
-
-async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(
-    redis_url: str, ns: str
-) -> None:
-    store = ReplayStore(redis_url, namespace=ns, max_messages=1000, max_age_s=20, max_bytes=10_000)
-    try:
-        await store.create([("s2", "alice")])
-        big = [Entry("s2", seq, b"x" * 3000, False) for seq in range(1, 11)]  # 30 KB in all
-        for entry in big:  # one batch each, and then all at once on another session
-            await store.persist([entry], {})
-        kept = await store.entries("s2", 0, 10)
-        assert [e.seq for e in kept] == [8, 9, 10]  # 9 KB: the newest that fit
-        state = await store.load("s2")
-        assert state is not None and (state.first_kept, state.last_seq) == (8, 10)
-        assert int(await store._redis.hget(f"{ns}:sess:{{s2}}", "bytes")) == 9000
-        await store.create([("s3", "bob")])
-        await store.persist([Entry("s3", n, b"y" * 3000, False) for n in range(1, 11)], {})
-        assert [e.seq for e in await store.entries("s3", 0, 10)] == [8, 9, 10]
-        await store.persist([Entry("s3", 11, b"z" * 20_000, False)], {})  # alone over the bound
-        assert await store.entries("s3", 0, 11) == []  # kept nothing: a resume gets a resync
-    finally:
-        await store.close()
+async def test_the_buffer_keeps_at_most_its_byte_bound_of_the_newest_data(stores: Stores) -> None:
+    store = stores.open(max_messages=1000, max_age_s=20, max_bytes=10_000)
+    await store.create([("s2", "alice")])
+    for seq in range(1, 11):  # one batch each (30 KB in all), then all at once on another
+        await store.persist([Entry("s2", seq, b"x" * 3000, False)], {})
+    kept = await store.entries("s2", 0, 10)
+    assert [e.seq for e in kept] == [8, 9, 10]  # 9 KB: the newest that fit
+    state = await store.load("s2")
+    assert state is not None and (state.first_kept, state.last_seq) == (8, 10)
+    await store.create([("s3", "bob")])
+    await store.persist([Entry("s3", n, b"y" * 3000, False) for n in range(1, 11)], {})
+    assert [e.seq for e in await store.entries("s3", 0, 10)] == [8, 9, 10]
+    await store.persist([Entry("s3", 11, b"z" * 20_000, False)], {})  # alone over the bound
+    assert await store.entries("s3", 0, 11) == []  # kept nothing: a resume gets a resync
+    await store.persist([Entry("s3", 12, b"w" * 4000, False)], {})  # the count starts again
+    assert [e.seq for e in await store.entries("s3", 0, 12)] == [12]
 
 
 async def test_a_pod_that_lost_the_session_to_another_pod_has_its_writes_refused(
-    redis_url: str, ns: str
+    stores: Stores,
 ) -> None:
-    old_pod = ReplayStore(redis_url, namespace=ns)
-    new_pod = ReplayStore(redis_url, namespace=ns)
-    try:
-        await old_pod.create([("s1", "alice")])
-        await old_pod.persist(_entries("s1", range(1, 4)), {})
-        # the client resumed elsewhere from seq 3 and the new pod went on
-        assert await new_pod.persist(_entries("s1", range(4, 8)), {}) == set()
-        refused = await old_pod.persist(
-            [*_entries("s1", range(4, 5)), *_entries("s2", range(1, 2))], {}
-        )
-        assert refused == {"s1"}  # s2, in the same batch, is untouched by s1's refusal
-        assert [e.data for e in await new_pod.entries("s1", 3, 7)] == [b"m4", b"m5", b"m6", b"m7"]
-    finally:
-        await old_pod.close()
-        await new_pod.close()
+    old_pod, new_pod = stores.open(), stores.open()
+    await old_pod.create([("s1", "alice")])
+    await old_pod.persist(_entries("s1", range(1, 4)), {})
+    # the client resumed elsewhere from seq 3 and the new pod went on
+    assert await new_pod.persist(_entries("s1", range(4, 8)), {}) == set()
+    refused = await old_pod.persist(
+        [*_entries("s1", range(4, 5)), *_entries("s2", range(1, 2))], {}
+    )
+    assert refused == {"s1"}  # s2, in the same batch, is untouched by s1's refusal
+    assert [e.data for e in await new_pod.entries("s1", 3, 7)] == [b"m4", b"m5", b"m6", b"m7"]
+    assert [e.seq for e in await new_pod.entries("s2", 0, 1)] == [1]
 
 
-async def test_redis_going_away_is_reported_not_hidden(redis_server) -> None:
-    store = ReplayStore(redis_server.url)
+async def test_the_memory_stores_windows_run_on_its_clock() -> None:
+    now = [100.0]
+    store = MemoryReplayStore(max_age_s=30, clock=lambda: now[0])
+    await store.create([("s1", "alice"), ("s2", "bob")])
+    await store.update_grants([("s1", "chat:1", True)])
+    now[0] = 120.0
+    await store.persist(_entries("s1", range(1, 3)), {})  # s1's records: until 150
+    now[0] = 129.9
+    assert await store.load("s2") is not None
+    now[0] = 130.0
+    assert await store.load("s2") is None
+    now[0] = 149.9
+    state = await store.load("s1")
+    assert state is not None and state.granted == {"chat:1"} and state.first_kept == 1
+    now[0] = 150.0
+    assert await store.load("s1") is None and await store.entries("s1", 0, 2) == []
+
+
+async def test_redis_going_away_is_reported_not_hidden(redis_server: RedisProcess) -> None:
+    store = RedisReplayStore(redis_server.url)
     try:
         await store.create([("s1", "alice")])
         redis_server.stop()
@@ -147,8 +219,10 @@ async def test_redis_going_away_is_reported_not_hidden(redis_server) -> None:
         await store.close()
 
 
-async def test_a_flushed_script_cache_is_reloaded_without_losing_the_batch(redis_server) -> None:
-    store = ReplayStore(redis_server.url)
+async def test_a_flushed_script_cache_is_reloaded_without_losing_the_batch(
+    redis_server: RedisProcess,
+) -> None:
+    store = RedisReplayStore(redis_server.url)
     try:
         await store.create([("s1", "alice")])
         await store.persist(_entries("s1", range(1, 3)), {})

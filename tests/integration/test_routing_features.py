@@ -10,37 +10,13 @@ import aiohttp
 import pytest
 
 from tests.helpers import cluster_hosts, envoy_stats, open_ws, pod_of, unlimited_session, wait_for
+from tests.policies import websocket_policy
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
-RATE_LIMITED = """\
-listeners:
-  - name: public
-    port: 8080
-    routes: [websocket]
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-    upgrade_rate_limit: {per_second: 3, burst: 3}
-pools:
-  - name: gateways
-"""
-
-STANDBY = """\
-listeners:
-  - name: public
-    port: 8080
-    routes: [websocket]
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-    locality_priority: [region-a, region-b]
-"""
+RATE_LIMITED = websocket_policy(route={"upgrade_rate_limit": {"per_second": 3, "burst": 3}})
+STANDBY = websocket_policy(pool={"locality_priority": ["region-a", "region-b"]})
 
 
 async def _upgrade_status(fleet: LocalFleet, session: aiohttp.ClientSession, user: str) -> int:
@@ -124,19 +100,8 @@ async def test_a_client_cannot_choose_its_gateway_by_varying_the_hash_key(fleet_
             assert await attempt(f"mallory-{n}") == (400, "")
 
 
-HASHED_ON = """\
-listeners:
-  - name: public
-    port: 8080
-    routes: [websocket]
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-    hash_key: {{header: {header}, query_parameter: user}}
-"""
+def hashed_on(header: str) -> str:
+    return websocket_policy(pool={"hash_key": {"header": header, "query_parameter": "user"}})
 
 
 async def test_the_gateways_check_the_hash_key_the_policy_names_and_follow_its_edits(
@@ -146,7 +111,7 @@ async def test_the_gateways_check_the_hash_key_the_policy_names_and_follow_its_e
     learn it from the control plane, so an edit to it reaches both (the gateway used to
     check a header of its own settings, and every handshake failed after such an edit)."""
     policy = tmp_path / "policy.yaml"
-    policy.write_text(HASHED_ON.format(header="x-account"))
+    policy.write_text(hashed_on("x-account"))
     fleet: LocalFleet = await fleet_factory(
         policy_path=policy, sidecars=1, xds_args=("--policy-poll", "0.1")
     )
@@ -168,7 +133,7 @@ async def test_the_gateways_check_the_hash_key_the_policy_names_and_follow_its_e
         assert await status({"x-account": "mallory"}) == 400  # it names another: ambiguous
         assert await status({"x-user-id": "mallory"}) == 101  # not a hash source here
 
-        policy.write_text(HASHED_ON.format(header="x-user-id"))
+        policy.write_text(hashed_on("x-user-id"))
 
         async def edited() -> bool:
             return await status({"x-user-id": "mallory"}) == 400

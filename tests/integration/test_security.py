@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session
+from tests.policies import websocket_policy
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_client.client import Client
@@ -22,19 +23,7 @@ from wsfleet_tools.launcher.ports import free_port
 
 pytestmark = pytest.mark.integration
 
-QUICK_HEADERS = """\
-listeners:
-  - name: public
-    port: 8080
-    routes: [websocket]
-    request_headers_timeout_s: 1
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-"""
+QUICK_HEADERS = websocket_policy(listener={"request_headers_timeout_s": 1})
 DEADLINE_S = 30.0  # far beyond every timeout these tests set: a bound, never a measure
 
 

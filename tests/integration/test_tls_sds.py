@@ -13,27 +13,12 @@ from cryptography import x509
 
 from tests.certs import write_self_signed
 from tests.helpers import envoy_stats, unlimited_session, wait_for, xds_get
+from tests.policies import websocket_policy
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
-POLICY = """\
-certificates:
-  - name: edge
-    cert_file: edge.crt
-    key_file: edge.key
-listeners:
-  - name: public
-    port: 8443
-    tls: {certificate: edge}
-    routes: [websocket]
-routes:
-  - name: websocket
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-"""
+POLICY = websocket_policy(8443, tls=True)
 
 
 def _client_context(*certs: Path) -> ssl.SSLContext:

@@ -45,7 +45,8 @@ class Receiver:
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_id": span.parent_span_id.hex(),
-                            "attributes": {a.key: a.value.string_value for a in span.attributes},
+                            "attributes": {a.key: _value(a.value) for a in span.attributes},
+                            "links": {link.span_id.hex() for link in span.links},
                         }
                     )
         return web.Response(body=b"", content_type="application/x-protobuf")
@@ -57,6 +58,10 @@ class Receiver:
             if span["name"] == name
             and all(span["attributes"].get(k) == v for k, v in attributes.items())
         ]
+
+
+def _value(value: Any) -> str | int:
+    return value.int_value if value.HasField("int_value") else value.string_value
 
 
 async def test_a_handshake_is_traced_from_the_client_through_the_gateway_to_the_backend(
@@ -86,6 +91,14 @@ async def test_a_handshake_is_traced_from_the_client_through_the_gateway_to_the_
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await http.ws_connect(f"{fleet.client_url}?user=tracy&access_token=not-a-token")
             assert refused.value.status == 401
+            # the SSE and poll session opens: traced and timed alike
+            base = fleet.client_url.replace("ws", "http", 1).rpartition("/")[0]
+            query = f"user=tracy&access_token={token}"
+            async with http.get(f"{base}/sse?{query}") as sse:
+                assert sse.status == 200
+                await sse.content.readuntil(b"\n\n")  # the stream started
+            async with http.get(f"{base}/poll?{query}&wait=0") as poll:
+                assert poll.status == 200
 
         def services_in_client_trace() -> set[str]:
             return {span["service"] for span in receiver.spans if span["trace_id"] == client_trace}
@@ -121,5 +134,40 @@ async def test_a_handshake_is_traced_from_the_client_through_the_gateway_to_the_
         )
         # the token never travels in a span
         assert not any(token.encode() in body for body in receiver.bodies)
+
+        def opened(transport: str) -> list[dict[str, Any]]:
+            return receiver.named(tracing.HANDSHAKE_SPAN, **{tracing.TRANSPORT: transport})
+
+        await until(lambda: bool(opened("sse") and opened("poll")), 30, "the SSE and poll opens")
+        batches = receiver.named(tracing.REGISTRY_BATCH_SPAN)
+        for transport in ("sse", "poll"):
+            (span,) = opened(transport)
+            assert span["attributes"][tracing.OUTCOME] == "accepted"
+            assert span["attributes"][tracing.SESSION_ID]
+            (admission,) = [
+                s
+                for s in receiver.named(tracing.ADMISSION_SPAN)
+                if s["parent_id"] == span["span_id"]
+            ]
+            (wait,) = [
+                s
+                for s in receiver.named(tracing.REGISTRY_SPAN)
+                if s["parent_id"] == admission["span_id"]
+            ]
+            # the registry batch that answered it: its own trace, linked to the wait
+            (batch,) = [b for b in batches if wait["span_id"] in b["links"]]
+            assert batch["parent_id"] == "" and batch["trace_id"] != span["trace_id"]
+            assert batch["attributes"][tracing.BATCH_SIZE] >= 1
+        sidecar = next(iter(fleet.info.sidecars.values()))
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{sidecar.admin_port}/metrics") as response,
+        ):
+            text = await response.text()
+        for transport in ("websocket", "sse", "poll"):
+            series = f'wsfleet_gateway_handshake_seconds_count{{transport="{transport}"}} '
+            assert any(
+                line.startswith(series) and line != series + "0.0" for line in text.splitlines()
+            ), transport
     finally:
         await runner.cleanup()

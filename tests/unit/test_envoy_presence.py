@@ -13,7 +13,7 @@ from wsfleet.registry.memory import MemoryRegistry
 from xds_server.edge_drains import EdgeDrains, fleet_envoys, presence_of
 from xds_server.edge_routes import EdgeRoutes
 from xds_server.ledger import Ledger, NodeStatus
-from xds_server.snapshot import SnapshotCache
+from xds_server.snapshot_cache import SnapshotCache
 
 
 def _status(node: str, zone: str = "zone-1", connected: bool = True, at: float = 5.0) -> NodeStatus:

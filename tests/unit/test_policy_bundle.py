@@ -7,28 +7,13 @@ from pathlib import Path
 import pytest
 
 from tests.certs import write_self_signed
+from tests.policies import websocket_policy
 from xds_server.metrics import XdsMetrics
 from xds_server.policy_diff import diff_versions, render, resource_versions
 from xds_server.policy_loader import PolicyBundle, PolicyError, default_policy_text, load_bundle
 from xds_server.policy_watcher import PolicyWatcher
 
-TLS_POLICY = """\
-certificates:
-  - name: edge
-    cert_file: edge.crt
-    key_file: edge.key
-listeners:
-  - name: public
-    port: 8443
-    tls: {certificate: edge}
-    routes: [ws]
-routes:
-  - name: ws
-    path_prefix: /ws
-    pool: gateways
-pools:
-  - name: gateways
-"""
+TLS_POLICY = websocket_policy(8443, tls=True)
 
 
 @pytest.fixture

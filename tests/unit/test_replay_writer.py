@@ -9,13 +9,15 @@ from collections.abc import Sequence
 import pytest
 
 from sidecar.core.session import Entry
+from sidecar.memory_replay_store import MemoryReplayStore
 from sidecar.replay_store import ReplayStoreUnavailable, ReplayWriter
 
 
-class FakeStore:
-    """Records every call, in order; ``down`` makes every call fail."""
+class RecordingStore(MemoryReplayStore):
+    """The memory store, recording every call in order; ``down`` makes every call fail."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[tuple[str, object]] = []
         self.down = False
 
@@ -23,12 +25,13 @@ class FakeStore:
         self.calls.append(("create", list(sessions)))
         if self.down:
             raise ReplayStoreUnavailable("redis is down")
+        await super().create(sessions)
 
     async def persist(self, entries: list[Entry], cseqs: dict[str, int]) -> set[str]:
         self.calls.append(("persist", [(e.session_id, e.seq) for e in entries]))
         if self.down:
             raise ReplayStoreUnavailable("redis is down")
-        return set()
+        return await super().persist(entries, cseqs)
 
 
 class Watcher:
@@ -42,9 +45,9 @@ class Watcher:
 
 
 async def test_concurrent_handshakes_share_one_create_and_come_before_entries() -> None:
-    store = FakeStore()
+    store = RecordingStore()
     errors: list[None] = []
-    writer = ReplayWriter(store, on_error=lambda: errors.append(None))  # type: ignore[arg-type]
+    writer = ReplayWriter(store, on_error=lambda: errors.append(None))
     writer.start()
     try:
         watcher = Watcher()
@@ -58,12 +61,15 @@ async def test_concurrent_handshakes_share_one_create_and_come_before_entries() 
     assert len(store.calls) == 2
     assert watcher.heard == [(7, 3, True)]
     assert errors == []
+    created = await store.load("s49")
+    assert created is not None and created.user_id == "user-49"
+    assert [e.seq for e in await store.entries("old", 0, 7)] == [7]
 
 
 async def test_a_failed_create_raises_in_every_waiting_handshake() -> None:
-    store = FakeStore()
+    store = RecordingStore()
     store.down = True
-    writer = ReplayWriter(store, on_error=lambda: None)  # type: ignore[arg-type]
+    writer = ReplayWriter(store, on_error=lambda: None)
     writer.start()
     try:
         results = await asyncio.gather(
@@ -75,11 +81,12 @@ async def test_a_failed_create_raises_in_every_waiting_handshake() -> None:
     finally:
         await writer.stop()
     assert [kind for kind, _ in store.calls] == ["create", "create"]
+    assert await store.load("s0") is None and await store.load("s9") is not None
 
 
 async def test_a_handshake_given_up_while_waiting_does_not_break_the_batch() -> None:
-    store = FakeStore()
-    writer = ReplayWriter(store, on_error=lambda: None)  # type: ignore[arg-type]
+    store = RecordingStore()
+    writer = ReplayWriter(store, on_error=lambda: None)
     writer.start()
     try:
         given_up = asyncio.ensure_future(writer.create("gone", "alice"))
@@ -92,3 +99,25 @@ async def test_a_handshake_given_up_while_waiting_does_not_break_the_batch() -> 
     finally:
         await writer.stop()
     assert store.calls == [("create", [("gone", "alice"), ("kept", "bob")])]
+    assert await store.load("kept") is not None
+
+
+async def test_a_superseded_session_hears_so_and_grants_and_client_seqs_are_written() -> None:
+    store = RecordingStore()
+    other_pod = store.pod()
+    await other_pod.persist([Entry("moved", seq, b"x", False) for seq in range(1, 6)], {})
+    writer = ReplayWriter(store, on_error=lambda: None)
+    writer.start()
+    try:
+        moved, kept = Watcher(), Watcher()
+        writer.persist(moved, Entry("moved", 3, b"late", False, 8))
+        writer.persist(kept, Entry("here", 1, b"hi", False))
+        writer.grant("here", "chat:1", True)
+        writer.record_cseq("here", 4)
+        await asyncio.wait_for(kept.called.wait(), 5)
+    finally:
+        await writer.stop()
+    assert moved.heard == [(3, 8, False)] and kept.heard == [(1, 0, True)]
+    assert len(store.calls) == 1  # one batch: grants, entries and client seqs together
+    here = await store.load("here")
+    assert here is not None and (here.last_cseq, here.granted) == (4, {"chat:1"})

@@ -241,6 +241,7 @@ KNOWN_THIRD_PARTY = {
     "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-sdk",
     "packaging",
+    "picows",
     "protobuf",
     "prometheus-client",
     "psutil",

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from xds_server import envoy_types, wire
 from xds_server import type_urls as T
 from xds_server.envoy_types import DiscoveryRequest  # noqa: F401  (types registered)
-from xds_server.snapshot import SnapshotCache, build_snapshot
+from xds_server.snapshot import build_snapshot
+from xds_server.snapshot_cache import SnapshotCache
 
 
 def _clusters(*names: str) -> dict[str, dict[str, dict[str, object]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import get_current_span
 
+from sidecar.session_registry import SessionRegistry
 from wsfleet import tracing
+from wsfleet.registry import ConnectionRecord
+from wsfleet.registry.memory import MemoryRegistry
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -115,3 +119,62 @@ def test_the_backend_span_is_a_child_of_the_span_the_gateway_sent(
     assert continued.parent is not None and format(continued.parent.span_id, "016x") == PARENT_ID
     assert dict(continued.attributes or {}) == {"wsfleet.session_id": "s"}
     assert fresh.parent is None
+
+
+def _record(connection_id: str) -> ConnectionRecord:
+    return ConnectionRecord(connection_id, "ann", "gw-1", "ann", "websocket", 0.0)
+
+
+async def _add_in_handshakes(sessions: SessionRegistry, ids: list[str]) -> None:
+    async def one(connection_id: str) -> None:
+        with tracing.handshake({}, "websocket"), tracing.span(tracing.REGISTRY_SPAN):
+            await sessions.add(_record(connection_id))
+
+    await asyncio.gather(*(one(connection_id) for connection_id in ids))
+
+
+async def test_a_registry_batch_is_one_root_span_linked_to_the_handshakes_it_answers(
+    exporter: InMemorySpanExporter,
+) -> None:
+    sessions = SessionRegistry(MemoryRegistry(), ttl_s=60, flush_s=60, max_per_user=0)
+    await _add_in_handshakes(sessions, ["c1", "c2"])  # one turn: one batch
+    sessions.remove("c1")
+    await _add_in_handshakes(sessions, ["c3"])  # the removal goes out with this add
+    finished = exporter.get_finished_spans()
+    batches = [span for span in finished if span.name == tracing.REGISTRY_BATCH_SPAN]
+    waits = [span for span in finished if span.name == tracing.REGISTRY_SPAN]
+    assert [dict(batch.attributes or {}) for batch in batches] == [
+        {tracing.BATCH_SIZE: 2, tracing.BATCH_REMOVALS: 0},
+        {tracing.BATCH_SIZE: 1, tracing.BATCH_REMOVALS: 1},
+    ]
+    assert all(batch.parent is None for batch in batches)  # not inside one handshake's trace
+    linked = [{link.context.span_id for link in batch.links} for batch in batches]
+    assert linked == [
+        {wait.context.span_id for wait in waits[:2]},
+        {waits[2].context.span_id},
+    ]
+    assert sessions._links == []
+
+
+async def test_off_a_handshake_leaves_nothing_for_the_registry_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def never() -> None:
+        raise AssertionError("a span context was read while tracing is off")
+
+    monkeypatch.setattr(tracing, "current_link", never)
+    sessions = SessionRegistry(MemoryRegistry(), ttl_s=60, flush_s=60, max_per_user=0)
+    links = sessions._links
+    await _add_in_handshakes(sessions, [f"c{i}" for i in range(50)])
+    assert len(sessions) == 50
+    assert sessions._links is links and links == []  # the same empty list: no allocation
+
+
+async def test_a_batch_of_removals_only_makes_no_span(exporter: InMemorySpanExporter) -> None:
+    sessions = SessionRegistry(MemoryRegistry(), ttl_s=60, flush_s=60, max_per_user=0)
+    await _add_in_handshakes(sessions, ["c1"])
+    exporter.clear()
+    sessions.remove("c1")
+    assert sessions._writer is not None
+    await sessions._writer
+    assert len(sessions) == 0 and exporter.get_finished_spans() == ()

@@ -20,7 +20,7 @@ from xds_server.ledger import Ledger
 from xds_server.metrics import XdsMetrics
 from xds_server.policy_loader import default_bundle
 from xds_server.publisher import SnapshotPublisher
-from xds_server.snapshot import SnapshotCache
+from xds_server.snapshot_cache import SnapshotCache
 
 
 class Aborted(Exception):

@@ -12,7 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from wsfleet.channels.messages import Publication, presence_message, publication_message
+from wsfleet.channels.messages import (
+    Publication,
+    presence_message,
+    publication_message,
+    publish_time_field,
+)
 from wsfleet.channels.store import (
     META_TTL_S,
     NO_POSITION,
@@ -82,9 +87,13 @@ class MemoryChannelStore:
         positions: list[Position | ChannelStoreUnavailable] = []
         for request in requests:
             topic = self.topic(request.channel)
+            published_us = publish_time_field(request.published_at)
             if request.history_size <= 0:
                 self._send(
-                    topic, publication_message(0, "", request.data, request.binary, request.info)
+                    topic,
+                    publication_message(
+                        0, "", request.data, request.binary, request.info, published_us
+                    ),
                 )
                 positions.append(NO_POSITION)
                 continue
@@ -107,7 +116,12 @@ class MemoryChannelStore:
             self._send(
                 topic,
                 publication_message(
-                    channel.offset, channel.epoch, request.data, request.binary, request.info
+                    channel.offset,
+                    channel.epoch,
+                    request.data,
+                    request.binary,
+                    request.info,
+                    published_us,
                 ),
             )
             positions.append(Position(channel.epoch, channel.offset))

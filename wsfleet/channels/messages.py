@@ -3,9 +3,12 @@
 A channel's topic (``{ns}:topic:<channel>``) carries, as bytes:
 
 - a publication: ``p`` + a JSON header + ``\\n`` + the data, the header being
-  ``{"o":<offset>,"e":"<epoch>","b":<0|1>}`` with ``,"i":{...}`` (the publisher's info)
-  when there is one. The publish script (:mod:`wsfleet.channels.redis_store`) writes
-  the same bytes as :func:`publication_message`;
+  ``{"o":<offset>,"e":"<epoch>","b":<0|1>}`` with ``,"t":<microseconds>`` (the publish
+  time, Unix time by the publisher's clock: the gateways time deliveries from it) and
+  ``,"i":{...}`` (the publisher's info) when there are. The publish script
+  (:mod:`wsfleet.channels.redis_store`) writes the same bytes as
+  :func:`publication_message`. Publications of older versions carry no ``t``: they are
+  read as before (publish time unknown), and older readers skip it;
 - a join or a leave: ``j`` or ``l`` + the subscriber's info as JSON.
 
 A gateway's command topic (``{ns}:podcmd:<pod>``) carries one JSON command: send,
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from wsfleet.channels.names import BadChannel, check_channel
@@ -37,6 +40,9 @@ class Publication:
     data: bytes
     binary: bool
     info: bytes = b""  # the publisher's info, a JSON object (b"": none)
+    # when it was published (Unix seconds, the publisher's clock; 0: unknown, as in
+    # history and older publishers' messages): a timing, not part of what was published
+    published_at: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +54,24 @@ class PresenceChange:
     info: bytes  # the subscriber's info, a JSON object
 
 
-def publication_header(offset: int, epoch: str, binary: bool, info: bytes) -> bytes:
-    extra = b',"i":' + info if info else b""
+def publish_time_field(published_at: float) -> int:
+    """A publish time as the header's ``t``: whole microseconds (0: none)."""
+    return max(0, int(published_at * 1_000_000))
+
+
+def publication_header(
+    offset: int, epoch: str, binary: bool, info: bytes, published_us: int = 0
+) -> bytes:
+    extra = b',"t":%d' % published_us if published_us > 0 else b""
+    if info:
+        extra += b',"i":' + info
     return b'{"o":%d,"e":"%s","b":%d%s}\n' % (offset, epoch.encode(), int(binary), extra)
 
 
-def publication_message(offset: int, epoch: str, data: bytes, binary: bool, info: bytes) -> bytes:
-    return b"p" + publication_header(offset, epoch, binary, info) + data
+def publication_message(
+    offset: int, epoch: str, data: bytes, binary: bool, info: bytes, published_us: int = 0
+) -> bytes:
+    return b"p" + publication_header(offset, epoch, binary, info, published_us) + data
 
 
 def presence_message(joined: bool, info: bytes) -> bytes:
@@ -77,10 +94,22 @@ def read_topic_message(channel: str, message: bytes) -> Publication | PresenceCh
             raise BadMessage("a publication's offset is a number, its epoch a string")
         info = fields.get("i")
         info_bytes = json.dumps(info, separators=(",", ":")).encode() if info else b""
-        return Publication(channel, offset, epoch, data, bool(binary), info_bytes)
+        return Publication(
+            channel, offset, epoch, data, bool(binary), info_bytes, _publish_time(fields)
+        )
     if kind in (b"j", b"l"):
         return PresenceChange(channel, kind == b"j", message[1:])
     raise BadMessage(f"unknown topic message kind {kind!r}")
+
+
+def _publish_time(fields: dict[str, object]) -> float:
+    """The header's publish time in Unix seconds; 0 when it has none (an older publisher)
+    or one that is not a positive whole number of microseconds (only a timing: the
+    publication itself is good, so it is delivered and timed from its read)."""
+    published_us = fields.get("t")
+    if type(published_us) is not int or published_us <= 0:
+        return 0.0
+    return published_us / 1_000_000
 
 
 # -- commands for a gateway ----------------------------------------------------------
@@ -163,6 +192,7 @@ __all__ = [
     "presence_message",
     "publication_header",
     "publication_message",
+    "publish_time_field",
     "read_command",
     "read_topic_message",
 ]

@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, cast
 
-from wsfleet.channels.messages import Publication
+from wsfleet.channels.messages import Publication, publish_time_field
 from wsfleet.channels.store import (
     META_TTL_S,
     NO_POSITION,
@@ -33,12 +33,15 @@ from wsfleet.registry.redis_registry import connection_key_prefix, user_key
 
 # KEYS: meta, stream. ARGV: topic, data, binary (0/1), info ('' or a JSON object), history
 # size (0: none: no offset, no epoch, only the PUBLISH), history TTL ms, meta TTL ms, a new
-# epoch (used when the channel has none: its stream starts afresh). Returns {offset, epoch}.
+# epoch (used when the channel has none: its stream starts afresh), the publish time in
+# Unix microseconds (0: none; only in the topic message, not in the history). Returns
+# {offset, epoch}.
 _PUBLISH_LUA = """
-local info = ''
-if ARGV[4] ~= '' then info = ',"i":' .. ARGV[4] end
+local extra = ''
+if ARGV[9] ~= '0' then extra = ',"t":' .. ARGV[9] end
+if ARGV[4] ~= '' then extra = extra .. ',"i":' .. ARGV[4] end
 if ARGV[5] == '0' then
-  redis.call('PUBLISH', ARGV[1], 'p{"o":0,"e":"","b":' .. ARGV[3] .. info .. '}\\n' .. ARGV[2])
+  redis.call('PUBLISH', ARGV[1], 'p{"o":0,"e":"","b":' .. ARGV[3] .. extra .. '}\\n' .. ARGV[2])
   return {0, ''}
 end
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -57,7 +60,7 @@ end
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PUBLISH', ARGV[1],
-           'p{"o":' .. offset .. ',"e":"' .. epoch .. '","b":' .. ARGV[3] .. info .. '}\\n'
+           'p{"o":' .. offset .. ',"e":"' .. epoch .. '","b":' .. ARGV[3] .. extra .. '}\\n'
            .. ARGV[2])
 return {offset, epoch}
 """
@@ -220,6 +223,7 @@ class RedisChannelStore:
                 ttl_ms,
                 max(ttl_ms, _ms(META_TTL_S)),
                 new_epoch(),
+                publish_time_field(request.published_at),
             ),
         )
 

@@ -40,6 +40,11 @@ class PublishRequest:
     info: bytes  # the publisher's info, a JSON object (b"": none)
     history_size: int  # 0: no history (no offset either)
     history_ttl_s: float
+    # when the publisher asked (Unix seconds, its clock): set once, where the publication
+    # is made (the server API's call, a client's or a backend's publish on a gateway), and
+    # carried in the topic message so that gateways time deliveries from it (0: none; the
+    # caller stamps it, so that this module stays clock-free for the sidecar's core)
+    published_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
