@@ -209,11 +209,13 @@ async def test_what_reaches_the_topic_is_what_history_keeps(harness: Harness) ->
 
 async def test_a_channel_without_history_only_publishes(harness: Harness) -> None:
     heard = await harness.listen(harness.store.topic("live"))
-    assert await harness.store.publish([_request("live", b"now", size=0)]) == [NO_POSITION]
+    published_at = time.time()  # the publisher stamps it; the store carries it
+    request = _request("live", b"now", size=0, published_at=published_at)
+    assert await harness.store.publish([request]) == [NO_POSITION]
     await until(lambda: len(heard) == 1, 10, "the publication on the topic")
     live = read_topic_message("live", heard[0])
     assert live == Publication("live", 0, "", b"now", False)
-    assert 0 < live.published_at <= time.time()
+    assert live.published_at == pytest.approx(published_at, abs=1e-6)
 
 
 def _info(user: str, session: str) -> bytes:
