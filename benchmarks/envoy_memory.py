@@ -42,8 +42,8 @@ from benchmarks.envoy_share import (
     variant_config,
 )
 from benchmarks.load.envoy_static import start_envoy
-from benchmarks.load.generators import close, read_event, send, spawn
-from benchmarks.load.targets import Target
+from benchmarks.load.generators import close, open_connections, read_event, send, shares
+from benchmarks.load.targets import Placement, Target
 from benchmarks.report import fmt_ratio, publish, ratio, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.readiness import wait_ready
@@ -166,19 +166,9 @@ async def measure(
         await asyncio.sleep(args.settle)
         before = await asyncio.to_thread(_reading, process, admin)
         target = Target(name, f"ws://127.0.0.1:{port}/ws", {}, ensure_auth_key(run_dir))
-        share = -(-args.connections // args.clients)
-        for i in range(args.clients):
-            count = min(share, args.connections - i * share)
-            if count > 0:
-                generators.append(
-                    await spawn(target, count, args.rate, i, max_seconds=args.max_seconds)
-                )
-        progress: dict[int, int] = {}
-        opened_by = await asyncio.gather(
-            *(
-                read_event(g, "connected", progress, i, args.max_seconds + 30)
-                for i, g in enumerate(generators)
-            )
+        per_process = args.rate * len(shares(args.connections, args.clients))  # --rate: each
+        generators, opened_by = await open_connections(
+            target, args.connections, per_process, args, Placement(), {}, "p"
         )
         held = sum(r["opened"] for r in opened_by)
         await asyncio.sleep(args.hold)

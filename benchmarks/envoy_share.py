@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.load.envoy_static import start_envoy, static_envoy_config
-from benchmarks.load.generators import close, read_event, spawn
-from benchmarks.load.targets import Target
+from benchmarks.load.generators import close, open_connections, shares
+from benchmarks.load.targets import Placement, Target
 from benchmarks.report import fmt_ratio, per, publish, ratio, table
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.readiness import wait_ready
@@ -182,19 +182,9 @@ async def measure(
         rss_before = process.memory_info().rss
         memory_before = await asyncio.to_thread(_memory, admin)
         target = Target(name, f"ws://127.0.0.1:{port}/ws", {}, ensure_auth_key(run_dir))
-        share = -(-args.connections // args.clients)
-        for i in range(args.clients):
-            count = min(share, args.connections - i * share)
-            if count > 0:
-                generators.append(
-                    await spawn(target, count, args.rate, i, max_seconds=args.max_seconds)
-                )
-        progress: dict[int, int] = {}
-        results = await asyncio.gather(
-            *(
-                read_event(g, "connected", progress, i, args.max_seconds + 30)
-                for i, g in enumerate(generators)
-            )
+        per_process = args.rate * len(shares(args.connections, args.clients))  # --rate: each
+        generators, results = await open_connections(
+            target, args.connections, per_process, args, Placement(), {}, "p"
         )
         await asyncio.sleep(args.hold)
         opened = sum(r["opened"] for r in results)
