@@ -37,8 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +45,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from benchmarks.worker_pipe import commands, say
 from wsfleet.headers import POD_HEADER
 from wsfleet.tokens import mint_token, read_auth_key
 from wsfleet_client import Subscription
@@ -54,30 +53,6 @@ from wsfleet_client.client import Client
 
 POLL_S = 0.02  # how often a wait looks at the counts (arrival times are taken on arrival)
 CLOSE_TIMEOUT_S = 20.0
-
-
-def say(**event: object) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
-
-
-async def commands(idle_s: float, handle: Callable[[dict[str, Any]], Any]) -> None:
-    """Read commands until ``close``, the end of stdin, or ``idle_s`` without one."""
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    while True:
-        try:
-            line = await asyncio.wait_for(stdin.readline(), idle_s)
-        except TimeoutError:
-            sys.stderr.write(f"channel_workers: no command for {idle_s:g} s, exiting\n")
-            return
-        if not line:
-            return
-        command: dict[str, Any] = json.loads(line)
-        if command["cmd"] == "close":
-            return
-        await handle(command)
 
 
 async def wait_until(done: Callable[[], bool], deadline_s: float) -> None:
@@ -196,7 +171,7 @@ async def run_raw(args: argparse.Namespace) -> None:
                 )
 
         try:
-            await commands(args.idle_s, handle)
+            await commands(args.idle_s, handle, "channel_workers")
         finally:
             for task in readers:
                 task.cancel()
@@ -322,7 +297,7 @@ async def run_sdk(args: argparse.Namespace) -> None:
                         seconds=time.perf_counter() - since[1],
                     )
 
-            await commands(args.idle_s, handle)
+            await commands(args.idle_s, handle, "channel_workers")
         finally:
             for task in readers:
                 task.cancel()

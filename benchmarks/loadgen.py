@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,11 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from benchmarks.worker_pipe import commands, say
 from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.tokens import mint_token, read_auth_key
 
 ANSWER_TIMEOUT_S = 5.0  # a pong or an echo later than this is counted lost
-
-
-def say(**event: object) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 V1 = "wsfleet.v1"
@@ -158,20 +153,8 @@ async def run(args: argparse.Namespace) -> None:
         cpu_s=time.process_time() - cpu_started,  # this generator's own CPU in the surge
         handshake_s=handshakes,
     )
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    while True:
-        try:
-            line = await asyncio.wait_for(stdin.readline(), args.idle_s)
-        except TimeoutError:
-            sys.stderr.write(f"loadgen: no command for {args.idle_s:g} s, exiting\n")
-            break
-        if not line:
-            break
-        command = json.loads(line)
-        if command["cmd"] == "close":
-            break
+
+    async def handle(command: dict[str, Any]) -> None:
         if command["cmd"] == "rtt":
             await _rtt(held, command)
         elif command["cmd"] == "throughput":
@@ -184,6 +167,8 @@ async def run(args: argparse.Namespace) -> None:
             await _fanout(held, command)
         elif command["cmd"] == "keepalive":
             await _keepalive(held, command)
+
+    await commands(args.idle_s, handle, "loadgen")
     for task in readers:
         task.cancel()
     with contextlib.suppress(TimeoutError):

@@ -23,8 +23,6 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,16 +32,12 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_
 from picows.common import WSHandshakeError
 
 from benchmarks.report import summary
+from benchmarks.worker_pipe import commands, say
 from wsfleet.arg_types import positive_float, positive_int
 from wsfleet.tokens import mint_token, read_auth_key
 
 V1 = "wsfleet.v1"
 V1_MESSAGE = b'"type":"message"'  # an echo, not a welcome or a heartbeat
-
-
-def say(**event: object) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 class Echo:
@@ -187,25 +181,15 @@ async def run(args: argparse.Namespace) -> None:
     key = read_auth_key(args.key_file)
     tokens = [mint_token(key, f"{args.prefix}-{n}") for n in range(args.count)]
     say(event="ready")
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     held: list[tuple[WSTransport, Client]] = []
-    while True:
-        try:
-            line = await asyncio.wait_for(stdin.readline(), args.idle_s)
-        except TimeoutError:
-            sys.stderr.write(f"outside client: no command for {args.idle_s:g} s, exiting\n")
-            break
-        if not line:
-            break
-        command = json.loads(line)
-        if command["cmd"] == "close":
-            break
+
+    async def handle(command: dict[str, Any]) -> None:
         if command["cmd"] == "surge" and not held:
-            held = await surge(args, tokens)
+            held.extend(await surge(args, tokens))
         elif command["cmd"] == "echo":
             await echo(held, command)
+
+    await commands(args.idle_s, handle, "outside client")
     for transport, _ in held:
         transport.send_close(WSCloseCode.OK)
         transport.disconnect()
