@@ -80,13 +80,29 @@ async def test_a_replica_can_drain_an_envoy_streaming_from_another() -> None:
     assert not isinstance(unknown, list) and unknown.status == 404
 
 
+class _CountedRegistry(MemoryRegistry):
+    """Counts the replicas' publications (so a test can wait for the first one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.publications = 0
+
+    async def put_envoys(self, replica: str, envoys: list[EnvoyPresence], ttl_s: float) -> None:
+        self.publications += 1
+        await super().put_envoys(replica, envoys, ttl_s)
+
+
 async def test_a_connect_is_published_without_waiting_for_the_poll() -> None:
-    registry = MemoryRegistry()
+    registry = _CountedRegistry()
     ledger = Ledger()
     replica = _replica(registry, ledger, "xds-a")
     runner = asyncio.create_task(replica.run(poll_s=60.0))
     try:
-        await asyncio.sleep(0)  # its first publication: nothing connected yet
+
+        async def first_publication_done() -> bool:  # with nothing connected yet
+            return registry.publications >= 1
+
+        await wait_for(first_publication_done, 10)
         ledger.open("envoy-1", "g", "sotw", "1.40.0", 5.0, ("eu", "zone-1"))
 
         async def listed() -> list[str]:
