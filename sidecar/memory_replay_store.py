@@ -148,16 +148,9 @@ class MemoryReplayStore:
         for session_id in by_session.keys() | cseqs.keys():
             mine = by_session.get(session_id, [])
             counters = self._counters(session_id)
-            last_seq = max((entry.seq for entry in mine), default=0)
             if mine and not self._append(session_id, mine, counters):
                 refused.add(session_id)
-            if last_seq:  # as the Redis script does, refused or not
-                counters.last_seq = last_seq
-                message_id = max(entry.message_id for entry in mine)
-                if message_id:
-                    counters.backend_last_id = message_id
-            if cseqs.get(session_id, 0):
-                counters.last_cseq = cseqs[session_id]
+            counters.last_cseq = max(counters.last_cseq, cseqs.get(session_id, 0))
             counters.expires_at = self._expiry()
             grants = self._sessions.live(self._sessions.grants, session_id)
             if grants is not None:
@@ -165,24 +158,29 @@ class MemoryReplayStore:
         return refused
 
     def _append(self, session_id: str, mine: list[Entry], counters: _Counters) -> bool:
-        """Append what goes above the buffer's top, trim it to the bounds and refresh its
-        window; False if any entry was refused."""
+        """Append entries in order while each goes above every seq persisted (the counters'
+        ``last_seq``, the buffer's top), raising the counters to what was appended; trim the
+        buffer to the bounds and refresh its window. False when an entry ended the batch
+        (another pod wrote past it): as the Redis script does."""
         buffer = self._sessions.live(self._sessions.buffers, session_id)
-        if buffer is None:
-            buffer = self._sessions.buffers[session_id] = _Buffer(self._expiry())
-        appended_all, appended = True, False
+        top = max(counters.last_seq, buffer.top if buffer is not None else 0)
+        appended = []
         for entry in mine:
-            if entry.seq <= buffer.top:
-                appended_all = False
-                continue
-            buffer.kept.append(entry)
-            buffer.top, appended = entry.seq, True
-            counters.kept_bytes += len(entry.data)
-        while (
-            appended
-            and buffer.kept
-            and (len(buffer.kept) > self.max_messages or counters.kept_bytes > self.max_bytes)
-        ):
-            counters.kept_bytes -= len(buffer.kept.popleft().data)
-        buffer.expires_at = self._expiry()
-        return appended_all
+            if entry.seq <= top:
+                break
+            appended.append(entry)
+            top = entry.seq
+        if appended:
+            if buffer is None:
+                buffer = self._sessions.buffers[session_id] = _Buffer(self._expiry())
+            buffer.kept.extend(appended)
+            buffer.top = counters.last_seq = top
+            message_id = max(entry.message_id for entry in appended)
+            counters.backend_last_id = max(counters.backend_last_id, message_id)
+            counters.kept_bytes += sum(len(entry.data) for entry in appended)
+            while buffer.kept and (
+                len(buffer.kept) > self.max_messages or counters.kept_bytes > self.max_bytes
+            ):
+                counters.kept_bytes -= len(buffer.kept.popleft().data)
+            buffer.expires_at = self._expiry()
+        return len(appended) == len(mine)

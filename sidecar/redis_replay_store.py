@@ -5,7 +5,8 @@ its replay buffer, shared by every pod of the fleet.
   session's keys share a slot, and every script call touches one session's keys):
   ``user_id``, ``last_seq`` (last persisted outbound seq),
   ``last_cseq`` (last client seq delivered to the backend), ``backend_last_id`` (highest
-  backend message_id persisted);
+  backend message_id persisted): each only grows, whichever pod writes and in whatever
+  order its batches land;
 - ``{ns}:replay:{<session_id>}`` stream: one entry per outbound message, id ``<seq>-1``,
   fields ``d`` (data), ``b`` (binary flag), ``m`` (backend message_id); trimmed, oldest
   first, to ``max_messages`` entries and ``max_bytes`` of data (the hash's ``bytes``);
@@ -149,8 +150,9 @@ class RedisReplayStore:
         """Append entries and record client seqs: one script call per session, all of them
         in one pipeline (a batch costs Redis one command per session, not four per message).
 
-        Returns the sessions whose writes were refused (superseded: the session lives on
-        another pod now). Raises :class:`ReplayStoreUnavailable` if Redis cannot be reached.
+        Returns the sessions whose entries were refused (superseded: the session lives on
+        another pod now, which wrote past them); refused entries move no counter.
+        Raises :class:`ReplayStoreUnavailable` if Redis cannot be reached.
         """
         by_session: dict[str, list[Entry]] = {}
         for entry in entries:
@@ -163,12 +165,10 @@ class RedisReplayStore:
                 self.max_age_ms,
                 self.max_messages,
                 self.max_bytes,
-                max((e.seq for e in mine), default=0),
-                max((e.message_id for e in mine), default=0),
                 cseqs.get(session_id, 0),
             ]
             for entry in mine:
-                args += [f"{entry.seq}-1", entry.data, int(entry.binary), entry.message_id]
+                args += [entry.seq, entry.data, int(entry.binary), entry.message_id]
             keys = (
                 self._stream_key(session_id),
                 self._session_key(session_id),
@@ -199,25 +199,46 @@ return 0
 _CREATE = PipelinedScript(CREATE_LUA)
 CREATE_CHUNK = 500  # sessions per script call: no call holds Redis for long
 
-# KEYS: the session's stream, its hash, its grants. ARGV: max age (ms), max entries, max bytes, the
-# batch's last seq (0: none), last backend message id (0: none), client seq (0: none),
-# then per entry its stream id, data, binary flag and backend message id. The window is
-# trimmed oldest first to both bounds (the hash's `bytes` counts the data kept). Returns 1
-# when an append was refused (its id is not above the stream's top: another pod owns the
-# session now).
+# KEYS: the session's stream, its hash, its grants. ARGV: max age (ms), max entries, max
+# bytes, the client seq (0: none), then per entry (in seq order) its seq, data, binary flag
+# and backend message id (0: none). Each entry goes into the stream as `<seq>-1`.
+#
+# Entries are appended in order while each goes above every seq persisted (the hash's
+# `last_seq`, and for XADD the stream's last id); the first that does not ends the batch,
+# and the script returns 1 (refused): another pod owns the session now and wrote past it.
+# So a pod's batch (its seqs increasing) is appended whole or not at all. The hash's numbers
+# only grow: `last_seq` and `backend_last_id` rise to what was appended, `last_cseq` to a
+# higher client seq. They are compared as decimal text (`above`): a backend message id is a
+# uint64, more than a Lua number (a double) holds exactly. The window is trimmed oldest
+# first to both bounds (the hash's `bytes` counts the data kept).
 PERSIST_LUA = """
-local refused = 0
-local added_bytes = 0
-for i = 7, #ARGV, 4 do
-  local added = redis.pcall('XADD', KEYS[1], ARGV[i],
-                            'd', ARGV[i + 1], 'b', ARGV[i + 2], 'm', ARGV[i + 3])
-  if type(added) == 'table' and added.err then
-    refused = 1
-  else
-    added_bytes = added_bytes + #ARGV[i + 1]
+local function above(a, b)  -- decimal integers as text, no leading zeros: a > b
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+local function raise(field, value)  -- the hash's field to value, if that is higher
+  if above(value, redis.call('HGET', KEYS[2], field) or '0') then
+    redis.call('HSET', KEYS[2], field, value)
   end
 end
-if added_bytes > 0 then
+local refused, added, added_bytes, top_id = 0, 0, 0, '0'
+local top = '0'
+if #ARGV > 4 then top = redis.call('HGET', KEYS[2], 'last_seq') or '0' end
+for i = 5, #ARGV, 4 do
+  if not above(ARGV[i], top) then
+    refused = 1
+    break
+  end
+  local id = redis.pcall('XADD', KEYS[1], ARGV[i] .. '-1',
+                         'd', ARGV[i + 1], 'b', ARGV[i + 2], 'm', ARGV[i + 3])
+  if type(id) == 'table' and id.err then  -- the stream is ahead of the hash
+    refused = 1
+    break
+  end
+  top, added, added_bytes = ARGV[i], added + 1, added_bytes + #ARGV[i + 1]
+  if above(ARGV[i + 3], top_id) then top_id = ARGV[i + 3] end
+end
+if added > 0 then
   local kept = redis.call('HINCRBY', KEYS[2], 'bytes', added_bytes)
   local count = redis.call('XLEN', KEYS[1])
   local max_count, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -227,14 +248,11 @@ if added_bytes > 0 then
     redis.call('XDEL', KEYS[1], oldest[1])
     count = count - 1
   end
-  redis.call('HSET', KEYS[2], 'bytes', kept)
-end
-if ARGV[4] ~= '0' then
-  redis.call('HSET', KEYS[2], 'last_seq', ARGV[4])
-  if ARGV[5] ~= '0' then redis.call('HSET', KEYS[2], 'backend_last_id', ARGV[5]) end
+  redis.call('HSET', KEYS[2], 'bytes', kept, 'last_seq', top)
+  raise('backend_last_id', top_id)
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
-if ARGV[6] ~= '0' then redis.call('HSET', KEYS[2], 'last_cseq', ARGV[6]) end
+raise('last_cseq', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return refused

@@ -7,7 +7,8 @@ server subscribed it to. Every write refreshes the session's window: what is not
 for ``max_age_s`` is forgotten (the replay window's age); the buffer keeps the newest
 ``max_messages`` entries and ``max_bytes`` of data (its size). Seqs only grow, so a pod
 that lost a session to another pod (the client resumed elsewhere) finds its appends
-refused: it is superseded.
+refused: it is superseded. The counters only grow too, so a superseded pod's late batch
+moves nothing back.
 
 :class:`ReplayStore` is that contract; :class:`~sidecar.redis_replay_store.RedisReplayStore`
 keeps it for real fleets and :class:`~sidecar.memory_replay_store.MemoryReplayStore` in
@@ -70,8 +71,17 @@ class ReplayStore(Protocol):
         """Append entries (each session's in seq order) and record client seqs; refresh
         each written session's window and trim its buffer to the bounds.
 
-        Returns the sessions whose appends were refused (a seq not above the buffer's
-        highest: the session lives on another pod now)."""
+        A session's entries are appended in order while each goes above every seq
+        persisted for the session (its ``last_seq``, the buffer's highest ever); the first
+        that does not ends the session's batch, refused. So a pod's batch is appended whole
+        or not at all, and never mixes with another pod's entries. The counters only grow:
+        ``last_seq`` and ``backend_last_id`` rise to what was appended, ``last_cseq`` to a
+        higher client seq; a lower number changes nothing.
+
+        Returns the sessions whose appends were refused (the session lives on another pod
+        now, which wrote past them): :class:`ReplayWriter` tells their watchers
+        ``durable=False`` and the session closes on this pod (1013, "session moved"),
+        never sending or acknowledging the refused entries."""
 
     async def close(self) -> None:
         """Let go of connections; the store is not used afterwards."""

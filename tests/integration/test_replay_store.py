@@ -72,8 +72,8 @@ async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
         await store.close()
 
 
-def _entries(session: str, seqs: range, message_id: int = 0) -> list[Entry]:
-    return [Entry(session, seq, f"m{seq}".encode(), False, message_id) for seq in seqs]
+def _entries(session: str, seqs: range, message_id: int = 0, tag: str = "m") -> list[Entry]:
+    return [Entry(session, seq, f"{tag}{seq}".encode(), False, message_id) for seq in seqs]
 
 
 async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counters(
@@ -186,6 +186,76 @@ async def test_a_pod_that_lost_the_session_to_another_pod_has_its_writes_refused
     assert refused == {"s1"}  # s2, in the same batch, is untouched by s1's refusal
     assert [e.data for e in await new_pod.entries("s1", 3, 7)] == [b"m4", b"m5", b"m6", b"m7"]
     assert [e.seq for e in await new_pod.entries("s2", 0, 1)] == [1]
+
+
+async def test_a_superseded_pods_late_batch_moves_no_counter_back(stores: Stores) -> None:
+    old_pod, new_pod = stores.open(), stores.open()
+    await old_pod.create([("s1", "alice")])
+    await old_pod.persist(_entries("s1", range(1, 4), 5, "old"), {"s1": 2})
+    # the client resumed on the new pod from seq 3, which went on; the old pod's last batch
+    # (older numbers on every count) lands after it
+    assert await new_pod.persist(_entries("s1", range(4, 8), 20, "new"), {"s1": 6}) == set()
+    assert await old_pod.persist(_entries("s1", range(4, 6), 9, "old"), {"s1": 3}) == {"s1"}
+    assert await old_pod.persist([], {"s1": 4}) == set()  # a client seq alone: not refused
+    state = await new_pod.load("s1")
+    assert state is not None
+    assert (state.last_seq, state.last_cseq, state.backend_last_id) == (7, 6, 20)
+    assert [e.data for e in await new_pod.entries("s1", 0, 10)] == [
+        b"old1",
+        b"old2",
+        b"old3",
+        b"new4",
+        b"new5",
+        b"new6",
+        b"new7",
+    ]
+
+
+async def test_a_batch_partly_below_the_last_seq_is_refused_whole(stores: Stores) -> None:
+    old_pod, new_pod = stores.open(), stores.open()
+    await new_pod.create([("s1", "alice")])
+    await new_pod.persist(_entries("s1", range(1, 8), 20, "new"), {})
+    assert await old_pod.persist(_entries("s1", range(6, 10), 30, "old"), {}) == {"s1"}
+    state = await new_pod.load("s1")
+    assert state is not None and (state.last_seq, state.backend_last_id) == (7, 20)
+    # nothing of it was appended: the session's owner goes on from where it was
+    assert await new_pod.persist(_entries("s1", range(8, 10), 21, "new"), {}) == set()
+    assert [e.data for e in await new_pod.entries("s1", 5, 10)] == [
+        b"new6",
+        b"new7",
+        b"new8",
+        b"new9",
+    ]
+    state = await new_pod.load("s1")
+    assert state is not None and (state.last_seq, state.backend_last_id) == (9, 21)
+
+
+async def test_a_batch_stops_at_the_first_entry_not_above_the_last_seq(stores: Stores) -> None:
+    store = stores.open()
+    await store.create([("s1", "alice")])
+    await store.persist(_entries("s1", range(1, 4)), {})
+    # two connections of one session on one pod, numbering from the same seq, in one batch
+    batch = [*_entries("s1", range(4, 6), 8, "a"), *_entries("s1", range(4, 7), 9, "b")]
+    assert await store.persist(batch, {}) == {"s1"}
+    assert [e.data for e in await store.entries("s1", 3, 10)] == [b"a4", b"a5"]
+    state = await store.load("s1")
+    assert state is not None and (state.last_seq, state.backend_last_id) == (5, 8)
+
+
+async def test_backend_ids_only_grow_and_compare_exactly_as_uint64s(stores: Stores) -> None:
+    store = stores.open()
+    await store.create([("s1", "alice")])
+    # 2**53 and 2**53 + 1 are one and the same double: a comparison of Lua numbers misses it
+    for seq, message_id, highest in [
+        (1, 2**53, 2**53),
+        (2, 2**53 + 1, 2**53 + 1),
+        (3, 2**64 - 1, 2**64 - 1),
+        (4, 10, 2**64 - 1),  # a lower id (a backend that started again): no step back
+        (5, 0, 2**64 - 1),  # none
+    ]:
+        assert await store.persist(_entries("s1", range(seq, seq + 1), message_id), {}) == set()
+        state = await store.load("s1")
+        assert state is not None and (state.last_seq, state.backend_last_id) == (seq, highest)
 
 
 async def test_the_memory_stores_windows_run_on_its_clock() -> None:
