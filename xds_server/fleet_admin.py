@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -27,6 +26,7 @@ from wsfleet.registry import (
     RegistryUnavailable,
 )
 from wsfleet.registry.signing import PodSigner
+from xds_server.drain_records import DrainRecord
 from xds_server.edge_drains import EdgeDrains
 from xds_server.edge_routes import EdgeRoutes
 from xds_server.ledger import Ledger
@@ -38,17 +38,6 @@ log = structlog.get_logger()
 MAX_BUDGET_S = 24 * 3600
 GONE = "gone"  # the state /pods reports for a pod that left the registry lately
 POD_TIMEOUT = aiohttp.ClientTimeout(total=5)
-
-
-@dataclass
-class DrainRecord:
-    """One fleet drain: which pods, the budget, and the last progress each pod reported."""
-
-    drain_id: str
-    pods: list[PodRecord]
-    budget_s: float
-    started_at: float = field(default_factory=time.time)
-    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _connection_json(record: ConnectionRecord) -> dict[str, Any]:
@@ -71,12 +60,16 @@ class FleetAdmin:
         registry: Registry,
         token: str | None,
         history: PodHistory,
+        clock: Callable[[], float],
         signer: PodSigner | None = None,
     ) -> None:
+        """``clock``: the wall clock (``time.time``; a fake one in tests), read when a drain
+        starts and for the pods' heartbeat ages."""
         self._registry = registry
         self._token = token
         self._signer = signer  # pods are called with their own tokens, derived from its key
         self._history = history
+        self._clock = clock
         self._drains: dict[str, DrainRecord] = {}
         self._http: aiohttp.ClientSession | None = None
         self._edge_drains: EdgeDrains | None = None
@@ -101,7 +94,7 @@ class FleetAdmin:
 
     @property
     def drains_in_progress(self) -> int:
-        return sum(1 for drain in self._drains.values() if not _finished(drain))
+        return sum(1 for drain in self._drains.values() if not drain.finished)
 
     def drains(self) -> list[DrainRecord]:
         """Every drain started here, oldest first (the fleet page shows their progress)."""
@@ -177,7 +170,7 @@ class FleetAdmin:
             if unknown:
                 return error(404, f"unknown pod(s): {', '.join(map(str, unknown))}")
             pods = [by_id[str(pod_id)] for pod_id in wanted]
-        drain = DrainRecord(secrets.token_hex(8), pods, float(budget))
+        drain = DrainRecord(secrets.token_hex(8), pods, float(budget), started_at=self._clock())
         results = await asyncio.gather(
             *(self._pod_call(pod, "POST", "/drain", {"budget_s": budget}) for pod in pods)
         )
@@ -194,7 +187,7 @@ class FleetAdmin:
         return web.json_response(await self._drain_view(drain, refresh=True))
 
     async def _drain_view(self, drain: DrainRecord, refresh: bool) -> dict[str, Any]:
-        if refresh and not _finished(drain):
+        if refresh and not drain.finished:
             live = {pod.pod_id for pod in await self._registry.list_pods()}
             for pod in drain.pods:
                 last = drain.progress.get(pod.pod_id, {})
@@ -205,19 +198,7 @@ class FleetAdmin:
                     drain.progress[pod.pod_id] = answer
                 elif pod.pod_id not in live:  # the pod finished and went away
                     drain.progress[pod.pod_id] = {**last, "state": "drained", "left": 0, "eta_s": 0}
-        total = sum(int(p.get("total", 0)) for p in drain.progress.values())
-        left = sum(int(p.get("left", 0)) for p in drain.progress.values())
-        return {
-            "drain_id": drain.drain_id,
-            "state": "done" if _finished(drain) else "running",
-            "budget_s": drain.budget_s,
-            "started_at": drain.started_at,
-            "total": total,
-            "closed": max(0, total - left),
-            "left": left,
-            "eta_s": max((float(p.get("eta_s", 0)) for p in drain.progress.values()), default=0.0),
-            "pods": drain.progress,
-        }
+        return drain.to_json()
 
     async def undrain(self, request: web.Request) -> web.Response:
         """Put a draining or drained pod back into service (its drain, if any, stops)."""
@@ -291,7 +272,7 @@ class FleetAdmin:
 
     async def pods(self, _: web.Request) -> web.Response:
         """Live pods (serving, draining, drained), then the ones gone lately."""
-        now = time.time()
+        now = self._clock()
         live = [
             {
                 "pod_id": pod.pod_id,
@@ -324,13 +305,6 @@ class FleetAdmin:
             if item.endpoint.pod_id not in seen
         ]
         return web.json_response({"pods": live + gone})
-
-
-def _finished(drain: DrainRecord) -> bool:
-    return all(
-        drain.progress.get(pod.pod_id, {}).get("state") in ("drained", "error")
-        for pod in drain.pods
-    )
 
 
 @web.middleware

@@ -17,7 +17,7 @@ from typing import Any
 from wsfleet.registry import PodRecord
 from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
-from xds_server.fleet_admin import DrainRecord
+from xds_server.drain_records import FINISHED_DRAIN_STATES, DrainRecord
 from xds_server.ledger import NodeStatus
 
 ACCEPTED = "accepted"  # the handshake outcome that is not a refusal
@@ -25,7 +25,6 @@ MAX_RATE_WINDOW_S = 10.0
 """A rate needs two samples at most this far apart: an older one (nobody watched for a
 while) would give an average over minutes, not what is happening now."""
 RECENT_DRAIN_S = 300.0  # a finished fleet drain stays on the page this long
-FINISHED_DRAIN_STATES = ("drained", "error")
 QUANTILES = (("p50_s", 0.5), ("p90_s", 0.9), ("p99_s", 0.99))
 
 

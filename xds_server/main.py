@@ -1,9 +1,10 @@
 """Run the control plane: ADS over gRPC, admin over HTTP, until SIGTERM/SIGINT.
 
 Start: read the policy and the keys, open the registry, tell the gateways the policy,
-read the pods and publish the first snapshot, open the fleet lease, listen for admin, serve
-xDS, start the loops. Stop: the same in reverse, declared once on one ``AsyncExitStack``
-(a startup error at any step closes what the steps before it opened)."""
+read the pods and publish the first snapshot, listen for admin (the fleet-metrics lease is
+held in the registry), serve xDS, start the loops. Stop: the same in reverse, declared once
+on one ``AsyncExitStack`` (a startup error at any step closes what the steps before it
+opened)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
 from wsfleet.readiness import write_ready
-from wsfleet.redis_client import connect
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
@@ -141,7 +141,7 @@ class Plane:
     def build(cls, bundle: PolicyBundle) -> Plane:
         metrics, cache = XdsMetrics(), SnapshotCache()
         publisher = SnapshotPublisher(cache, metrics, bundle)
-        return cls(metrics, Ledger(), cache, publisher, PodHistory(), EdgeRoutes())
+        return cls(metrics, Ledger(), cache, publisher, PodHistory(time.time), EdgeRoutes())
 
     async def on_membership(self, membership: Membership) -> None:
         self.publisher.set_membership(membership)
@@ -153,8 +153,7 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
 
     Every step pushes what undoes it on one ``AsyncExitStack`` right after it opens, so a
     stop and a startup error at any step close what was opened, in reverse: the loops, the
-    xDS streams (gRPC), the admin port (this replica's Envoys unlisted), the fleet lease,
-    the registry."""
+    xDS streams (gRPC), the admin port (this replica's Envoys unlisted), the registry."""
     _warn_if_plaintext(settings)
     bundle = load_initial_bundle(settings)
     signer = read_registry_key(settings.registry_key_file)
@@ -165,8 +164,8 @@ async def serve(settings: XdsSettings, stop: asyncio.Event) -> None:
         plane = Plane.build(bundle)
         announcer = await announce_to_gateways(registry, plane.publisher)
         watcher = await follow_membership(settings, registry, plane)
-        fleet_lease = open_fleet_lease(stack, settings)
-        fleet = FleetAdmin(registry, token, plane.history, signer)
+        fleet_lease = FleetLease(registry, f"{socket.gethostname()}:{os.getpid()}")
+        fleet = FleetAdmin(registry, token, plane.history, time.time, signer)
         edge_drains = EdgeDrains(registry, plane.ledger, plane.edges, plane.cache, fleet.call_pod)
         fleet.attach(edge_drains)
         admin_app = build_admin_app(
@@ -220,15 +219,6 @@ async def follow_membership(
     if plane.publisher.snapshot is None:
         plane.publisher.publish()
     return watcher
-
-
-def open_fleet_lease(stack: contextlib.AsyncExitStack, settings: XdsSettings) -> FleetLease:
-    """The lease on the fleet series: one connection, used at most once per
-    ``FLEET_GAUGES_MAX_AGE_S`` (on a scrape); closed when ``stack`` closes."""
-    holder = f"{socket.gethostname()}:{os.getpid()}"
-    lease = FleetLease(connect(settings.redis_url, 1), settings.namespace, holder)
-    stack.push_async_callback(lease.close)
-    return lease
 
 
 async def start_grpc(

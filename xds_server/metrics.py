@@ -2,7 +2,7 @@
 ``docs/metrics.md``), and its readiness check.
 
 Fleet-level series (``wsfleet_fleet_*``: the registry's view of the gateways) are exported
-by ONE replica, the holder of a short lease in Redis (:class:`FleetLease`), so that
+by ONE replica, the holder of a short lease in the registry (:class:`FleetLease`), so that
 ``sum()`` over all control-plane replicas counts each gateway once. Everything else is
 about the replica itself (its Envoys, its pushes, its drains) and is exported by each.
 """
@@ -18,8 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from wsfleet.metrics_registry import new_registry
-from wsfleet.redis_client import ERRORS, AnyRedis
-from wsfleet.registry import PodRecord, RegistryUnavailable
+from wsfleet.registry import PodRecord, Registry, RegistryUnavailable
 from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
 from xds_server.ledger import Ledger
@@ -29,6 +28,7 @@ FLEET_GAUGES_MAX_AGE_S = 5.0
 # the fleet-metrics lease outlives the scrape interval (up to a minute) of its holder; a
 # holder that stops has another replica take over within this
 FLEET_LEASE_TTL_S = 90.0
+FLEET_LEASE = "fleet_metrics"  # the lease's name in the registry
 READY_CACHE_S = 1.0  # /readyz pings the registry at most this often
 PUSH_TYPES = ("cds", "eds", "lds", "rds", "sds")  # exported at 0 from the start
 
@@ -274,39 +274,24 @@ class _LedgerCollector(Collector):
         yield from (seen, in_sync, nacked, last_nack, nodes_out_of_sync, expiry)
 
 
-_LEASE_SCRIPT = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-
 class FleetLease:
-    """A short lease in Redis (``{namespace}:fleet_metrics_lease``): its holder exports the
-    fleet series. Taken when free or expired, kept by each refresh; a holder that stops
-    refreshing loses it after ``ttl_s``. Redis unreachable: not held (no fleet series)."""
+    """The fleet-metrics lease (:data:`FLEET_LEASE`), held in the registry
+    (:meth:`~wsfleet.registry.Registry.hold_lease`): its holder exports the fleet series.
+    Taken when free or expired, kept by each refresh; a holder that stops refreshing loses
+    it after ``ttl_s``. Registry unreachable: not held (no fleet series: by the time it
+    answers again another replica may hold the lease)."""
 
-    def __init__(
-        self, redis: AnyRedis, namespace: str, holder: str, ttl_s: float = FLEET_LEASE_TTL_S
-    ) -> None:
-        self._redis = redis
-        self._key = f"{namespace}:fleet_metrics_lease"
+    def __init__(self, registry: Registry, holder: str, ttl_s: float = FLEET_LEASE_TTL_S) -> None:
+        self._registry = registry
         self._holder = holder
-        self._ttl_ms = int(ttl_s * 1000)
+        self._ttl_s = ttl_s
 
     async def hold(self) -> bool:
         """Take or keep the lease; True if this replica holds it."""
         try:
-            held = await self._redis.eval(_LEASE_SCRIPT, 1, self._key, self._holder, self._ttl_ms)
-        except ERRORS:
+            return await self._registry.hold_lease(FLEET_LEASE, self._holder, self._ttl_s)
+        except RegistryUnavailable:
             return False
-        return bool(held)
-
-    async def close(self) -> None:
-        await self._redis.aclose()
 
 
 class Readiness:

@@ -3,12 +3,12 @@
 The registry only holds live pods; a pod that stopped, crashed or expired simply
 disappears from it. The control plane follows membership anyway, so it remembers
 what it last knew of each pod that went away: at most ``keep`` of them, each for at
-most ``keep_s`` seconds.
+most ``keep_s`` seconds, on the wall clock its caller gives (``time.time`` in the control
+plane, a fake one in tests: the record's ``gone_at`` is shown to operators as a time).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,9 +30,9 @@ class PodHistory:
 
     def __init__(
         self,
+        clock: Callable[[], float],
         keep: int = KEEP_PODS,
         keep_s: float = KEEP_S,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keep = keep
         self._keep_s = keep_s

@@ -604,7 +604,7 @@ def test_the_openapi_documents_describe_exactly_the_served_routes() -> None:
         return {(method, path) for path, item in spec["paths"].items() for method in item}
 
     control = web.Application()
-    FleetAdmin(MemoryRegistry(), "t" * 20, PodHistory()).add_routes(control)
+    FleetAdmin(MemoryRegistry(), "t" * 20, PodHistory(time.time), time.time).add_routes(control)
     control_plane_paths = documented("control-plane.yaml")
     assert served(control) <= control_plane_paths
     assert control_plane_paths - served(control) == {

@@ -156,6 +156,8 @@ async def test_an_unreachable_redis_raises_registry_unavailable(redis_server: Re
         await store.ping()
     with pytest.raises(RegistryUnavailable):
         await store.list_pods()
+    with pytest.raises(RegistryUnavailable):
+        await store.hold_lease("fleet_metrics", "xds-a", ttl_s=30)
     await store.close()
 
 
@@ -264,6 +266,7 @@ async def test_connections_are_recorded_after_redis_forgets_its_scripts(
     try:
         assert await store.add_connections([_conn("c1")], 10, max_per_user=1) == set()
         await admin.script_flush()  # what a restarted or failed-over Redis looks like
+        assert await store.hold_lease("fleet_metrics", "xds-a", ttl_s=10)
         assert await store.add_connections([_conn("c2")], 10, max_per_user=1) == {_cid("c2")}
         assert await store.add_connections([_conn("c3", user="bob")], 10, 1) == set()
     finally:
@@ -407,3 +410,30 @@ def test_envoy_presences_that_are_not_what_a_control_plane_writes_are_refused(
     assert EnvoyPresence.from_plain(envoy.to_plain()) == envoy
     assert presences_from_json(f"[{json.dumps(fields)}, 7]", "r") == []
     assert presences_from_json("{", "r") == []
+
+
+async def test_a_lease_is_taken_when_free_kept_by_its_holder_and_refused_to_another(
+    registry: Registry, passes_until: PassesUntil
+) -> None:
+    assert await registry.hold_lease("fleet_metrics", "xds-a", ttl_s=0.2)  # free: taken
+    assert await registry.hold_lease("fleet_metrics", "xds-a", ttl_s=30)  # kept, TTL anew
+    assert not await registry.hold_lease("fleet_metrics", "xds-b", ttl_s=30)
+    assert await registry.hold_lease("other", "xds-b", ttl_s=0.2)  # leases apart by name
+
+    async def other_taken_by_c() -> bool:
+        return await registry.hold_lease("other", "xds-c", ttl_s=30)
+
+    await passes_until(other_taken_by_c, "the lease its holder stopped keeping, taken")
+    # past the first TTL: the refresh is what kept it
+    assert not await registry.hold_lease("fleet_metrics", "xds-b", ttl_s=30)
+    assert not await registry.hold_lease("other", "xds-b", ttl_s=30)  # now c's
+
+
+async def test_a_lease_without_a_name_a_holder_or_a_positive_ttl_is_refused(
+    registry: Registry,
+) -> None:
+    bad_ttls = [("fleet_metrics", "xds-a", t) for t in (0.0, -1.0, float("nan"), float("inf"))]
+    for name, holder, ttl_s in [("", "xds-a", 30.0), ("fleet_metrics", "", 30.0), *bad_ttls]:
+        with pytest.raises(ValueError):
+            await registry.hold_lease(name, holder, ttl_s)
+    assert await registry.hold_lease("fleet_metrics", "xds-b", ttl_s=30)  # nothing taken

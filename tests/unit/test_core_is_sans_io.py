@@ -21,7 +21,8 @@ FORBIDDEN = {"asyncio", "aiohttp", "redis", "grpc", "socket", "time", "trio", "a
 
 # The control plane's pure modules. Their asyncio counterparts, never to be imported from
 # here: snapshot_cache (the cache streams wait on), membership_watcher (follows the
-# registry), ads_service (gRPC), publisher (feeds the cache and metrics), policy_watcher.
+# registry), ads_service (gRPC), publisher (feeds the cache and metrics), policy_watcher,
+# fleet_admin (the fleet API, aiohttp), fleet_events (gathers what the summary is made of).
 PURE_XDS = (
     "xds_server.sotw",  # the SotW protocol machine
     "xds_server.delta",  # the Delta protocol machine
@@ -31,6 +32,9 @@ PURE_XDS = (
     "xds_server.builders",  # policy + membership -> resources
     "xds_server.edge_routes",  # each Envoy's own routes
     "xds_server.ledger",  # what each Envoy holds (times given by the caller)
+    "xds_server.drain_records",  # fleet drains as data (started_at given by the caller)
+    "xds_server.fleet_summary",  # the fleet page's summary (its I/O: fleet_events)
+    "xds_server.pod_history",  # pods that left lately (the clock given by the caller)
     "xds_server.policy",  # the policy model
     "xds_server.policy_loader",  # the policy file, read and checked
     "xds_server.policy_diff",  # the dry run

@@ -13,7 +13,7 @@ from wsfleet.registry import PodRecord, PodState
 from wsfleet_tools.status_command import render_summary
 from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
-from xds_server.fleet_admin import DrainRecord
+from xds_server.drain_records import DrainRecord
 from xds_server.fleet_events import SharedSummary
 from xds_server.fleet_summary import (
     FleetInputs,
@@ -139,6 +139,26 @@ def test_a_fleet_drain_shows_its_progress_against_the_budget() -> None:
     assert (drain["total"], drain["closed"], drain["left"]) == (4, 1, 3)
     assert drain["budget_used"] == pytest.approx(0.25)
     assert summary["pods"][0]["drain"]["state"] == "draining"
+
+
+def test_a_drain_record_is_finished_once_every_pod_drained_or_failed_and_sums_them() -> None:
+    record = DrainRecord("d2", [pod("a"), pod("b"), pod("c")], 30.0, started_at=NOW - 5)
+    record.progress["a"] = {"state": "drained", "total": 3, "left": 0, "eta_s": 0}
+    record.progress["b"] = {"state": "draining", "total": 5, "left": 2, "eta_s": 4.5}
+    assert not record.finished  # b drains, c not heard from
+    assert {k: v for k, v in record.to_json().items() if k != "pods"} == {
+        "drain_id": "d2",
+        "state": "running",
+        "budget_s": 30.0,
+        "started_at": NOW - 5,
+        "total": 8,
+        "closed": 6,
+        "left": 2,
+        "eta_s": 4.5,
+    }
+    record.progress["b"] = {"state": "drained", "total": 5, "left": 0}
+    record.progress["c"] = {"state": "error", "error": "pod did not answer"}
+    assert record.finished and record.to_json()["state"] == "done"
 
 
 def test_finished_drains_leave_the_page_after_a_while_and_a_pods_own_drain_shows() -> None:

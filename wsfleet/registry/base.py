@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import zlib
 from collections.abc import AsyncIterator
@@ -262,6 +263,14 @@ def presences_from_json(text: str, replica: str) -> list[EnvoyPresence]:
     return envoys
 
 
+def check_lease(name: str, holder: str, ttl_s: float) -> None:
+    """What :meth:`Registry.hold_lease` takes: a name, a holder and a positive TTL."""
+    if not name or not holder:
+        raise ValueError("a lease needs a name and a holder")
+    if not (ttl_s > 0 and math.isfinite(ttl_s)):
+        raise ValueError(f"a lease's ttl_s must be a positive number of seconds, not {ttl_s!r}")
+
+
 class QuotaExceeded(Exception):
     """The user already holds the most connections allowed."""
 
@@ -344,6 +353,15 @@ class Registry(Protocol):
     async def envoys(self) -> list[EnvoyPresence]:
         """The Envoys every replica published and has refreshed within its TTL, by replica
         then node id (at most ``MAX_ENVOYS`` in all; a malformed record is skipped)."""
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or keep the lease ``name`` for ``holder``; True if ``holder`` holds it now.
+
+        Taken when free or expired, kept (its ``ttl_s`` started again) when ``holder``
+        holds it already, refused while another holder's has not expired: a holder that
+        stops calling loses it ``ttl_s`` later (so one control-plane replica at a time
+        exports the fleet-wide metrics). ``ValueError`` for an empty name or holder or a
+        ``ttl_s`` that is not positive."""
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         """A live connection, or None."""

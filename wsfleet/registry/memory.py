@@ -14,6 +14,7 @@ from wsfleet.registry.base import (
     EnvoyPresence,
     HashSources,
     PodRecord,
+    check_lease,
 )
 
 
@@ -29,6 +30,7 @@ class MemoryRegistry:
         self._channel_config: str | None = None
         self._edge_drains: dict[str, EdgeDrain] = {}
         self._envoys: dict[str, tuple[list[EnvoyPresence], float]] = {}  # replica -> (, expiry)
+        self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, expiry)
 
     async def put_hash_sources(self, pools: dict[str, HashSources]) -> None:
         self._hash_sources.update(pools)
@@ -124,6 +126,15 @@ class MemoryRegistry:
     async def put_connections(self, records: list[ConnectionRecord], ttl_s: float) -> None:
         for record in records:
             self._connections[record.connection_id] = (record, self._clock() + ttl_s)
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        check_lease(name, holder, ttl_s)
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._leases[name] = (holder, now + ttl_s)
+        return True
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         entry = self._connections.get(connection_id)

@@ -16,6 +16,8 @@ Keys (``{ns}`` is the fleet namespace, ``wsfleet`` by default; ``{c<b>}`` is a h
   of :class:`~wsfleet.registry.base.EnvoyPresence`, written whole), with a TTL the replica
   refreshes, and ``{ns}:envoy_replicas`` set of those replicas (members whose list
   expired are pruned on read);
+- ``{ns}:{name}_lease``: the holder of lease ``name`` (``fleet_metrics``: the control-plane
+  replica that exports the fleet-wide series), with the lease's TTL;
 - ``{ns}:{c<b>}:user:{user_id}`` set of the user's connection ids, and
   ``{ns}:{c<b>}:conn:{connection_id}`` hash of a :class:`ConnectionRecord`: a connection
   id begins with its user's bucket, so a user's set and records share a slot and the
@@ -42,6 +44,7 @@ from wsfleet.registry.base import (
     HashSources,
     PodRecord,
     RegistryUnavailable,
+    check_lease,
     presences_from_json,
     presences_to_json,
     user_bucket,
@@ -119,6 +122,19 @@ return 0
 """
 TOUCH_CONNECTIONS = PipelinedScript(_TOUCH_CONNECTIONS_LUA)
 CHUNK = 500  # connections per script call: no call holds Redis for long
+
+# Take or keep a lease: taken when free (or expired: Redis dropped the key), kept (TTL
+# started again) by its holder, refused to anyone else. KEYS[1]: the lease; ARGV: the
+# holder, the TTL in ms. Returns 1 if the holder holds it now, else 0.
+_HOLD_LEASE_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_HOLD_LEASE = PipelinedScript(_HOLD_LEASE_LUA)
 
 
 def _bucket_of(record: ConnectionRecord) -> str:
@@ -485,6 +501,17 @@ class RedisRegistry:
     @property
     def _envoy_replicas_key(self) -> str:
         return f"{self._ns}:envoy_replicas"
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        check_lease(name, holder, ttl_s)
+        call = ([f"{self._ns}:{name}_lease"], [holder, max(1, int(ttl_s * 1000))])
+        try:
+            [held] = await _HOLD_LEASE.run(self._redis, [call])
+        except ERRORS as exc:
+            raise RegistryUnavailable(str(exc)) from exc
+        if isinstance(held, Exception):
+            raise RegistryUnavailable(str(held))
+        return held == 1
 
     async def get_connection(self, connection_id: str) -> ConnectionRecord | None:
         try:
