@@ -27,7 +27,7 @@ from sidecar.channel_service import SessionChannels, claimed_channels, token_pat
 from sidecar.core import CloseCode, backend_close, envelope
 from sidecar.core.channel_frames import ChannelRequest, PublicationBatch, PublicationFrames
 from sidecar.core.resume import ResumePlan, Sequencer, Start, plan_replay, plan_start
-from sidecar.core.session import Entry, SessionCore
+from sidecar.core.session import UNPARSED, Entry, SessionCore
 from sidecar.core.token_life import TOKEN_EXPIRED, TokenRefused
 from sidecar.gateway import Gateway
 from sidecar.replay_store import ReplayStoreUnavailable
@@ -303,13 +303,17 @@ class ClientSession:
 
     # -- client -> backend ---------------------------------------------------------
 
-    async def from_client(self, data: bytes, binary: bool) -> bool:
-        """Hand a client message on; False once the session is closing."""
+    async def from_client(
+        self, data: bytes, binary: bool, counted: bool = False, value: object = UNPARSED
+    ) -> bool:
+        """Hand a client message on; False once the session is closing. ``counted``: its
+        POST's frames were counted against the limits together (``core.client_batch``);
+        ``value``: its JSON value, parsed as the POST was split."""
         core = self.core
         now = asyncio.get_running_loop().time()
         # an expired token sends nothing more: the session closes (4401) instead
         expired = core.token_expired(time.time())
-        message = None if expired else core.client_frame(data, binary, now)
+        message = None if expired else core.client_frame(data, binary, now, counted, value)
         if isinstance(message, ChannelRequest):
             await self._gateway.channels.request(self, message)
             self._pump()

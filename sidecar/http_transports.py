@@ -42,13 +42,7 @@ from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope
 from sidecar.core.poll_buffer import DEFAULT_MAX_BYTES, PollBuffer, poll_answer
-from sidecar.core.post_frames import (
-    FrameTooBig,
-    PostBudget,
-    PostLimits,
-    PostRefused,
-    split_frames,
-)
+from sidecar.core.post_frames import FrameTooBig, OverRate, PostLimits, PostRefused, read_post
 from sidecar.edge_drain import note_edge
 from sidecar.gateway import GATEWAY_KEY, Gateway
 from wsfleet import tracing
@@ -75,14 +69,13 @@ def _refused(refusal: Refusal) -> web.Response:
 
 
 class SseChannel:
-    __slots__ = ("_pinging", "_request", "_response", "budget", "done")
+    __slots__ = ("_pinging", "_request", "_response", "done")
 
     def __init__(self, response: web.StreamResponse, request: web.Request) -> None:
         self._response = response
         self._request = request
         self._pinging: asyncio.Task[None] | None = None
         self.done = asyncio.Event()
-        self.budget: PostBudget | None = None  # made at the first POST
 
     takes_wire = False  # events, not WebSocket frames
 
@@ -195,7 +188,6 @@ class PollChannel:
         "_arrived",
         "_polls",
         "_room",
-        "budget",
         "buffer",
         "closed",
         "last_request",
@@ -209,7 +201,6 @@ class PollChannel:
         self.closed: tuple[int, str] | None = None
         self.last_request = asyncio.get_running_loop().time()
         self.session: ClientSession | None = None
-        self.budget: PostBudget | None = None  # made at the first POST or poll
         # while the session opens, its welcome and replay are written whatever the bound
         # (the replay window bounds them): nothing takes them before the first answer
         self.opening = True
@@ -299,34 +290,8 @@ def _poll_response(
     )
 
 
-def _budget(gateway: Gateway, channel: SseChannel | PollChannel) -> PostBudget:
-    """The session's budget for POSTs and polls: the connection's rates."""
-    if channel.budget is None:
-        settings = gateway.settings
-        channel.budget = PostBudget(
-            settings.messages_per_s,
-            settings.message_burst,
-            settings.bytes_per_s,
-            settings.byte_burst,
-        )
-    return channel.budget
-
-
-def _rate_limited(gateway: Gateway, what: str) -> web.Response:
-    gateway.metrics.counters.rate_limited_drops += 1
-    return _refused(
-        Refusal(429, "rate_limited", f"{what} exceeds this connection's rate", retry_after_s=1)
-    )
-
-
-async def _post_over_rate(gateway: Gateway, session: ClientSession) -> web.Response:
-    """A POST over the connection's rate: refused whole (429); and with
-    ``--rate-limit-action close`` the session is closed with 1008, as a WebSocket's is."""
-    if gateway.settings.rate_limit_action != "close":
-        return _rate_limited(gateway, "this request")
-    gateway.metrics.counters.rate_limited_closes += 1
-    await session.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-    return _refused(Refusal(429, "rate_limited", "this request exceeds this connection's rate"))
+def _rate_limited(message: str) -> web.Response:
+    return _refused(Refusal(429, "rate_limited", message, retry_after_s=1))
 
 
 def _now() -> float:
@@ -375,8 +340,10 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
                 Refusal(403, "not_your_session", "this session belongs to another user")
             )
         channel = existing.channel
-        if not _budget(gateway, channel).take_frames(1, _now()):
-            return _rate_limited(gateway, "polling")
+        # a poll is a frame of no bytes to the session's limits; never a close (polls are
+        # how the client hears of one)
+        if not existing.core.client_batch(1, 0, _now(), may_close=False):
+            return _rate_limited("polling exceeds this connection's rate")
         channel.acknowledge(last_seq)
         frames, closed = await channel.take(wait_s)
         if closed is not None:  # this poll carries the close: no later one needs it
@@ -465,24 +432,22 @@ async def handle_send(request: web.Request) -> web.Response:
         )
     if session.user_id != identity.user_id:
         return _refused(Refusal(403, "not_your_session", "this session belongs to another user"))
-    budget = _budget(gateway, session.channel)
     limits = _post_limits(gateway)
     try:
-        body = await _read_body(request, limits)
-        now = _now()
-        if not budget.take_bytes(len(body), now):  # before the parse: it costs per byte
-            return await _post_over_rate(gateway, session)
-        frames = split_frames(body, limits)
-        if not budget.take_frames(len(frames), now):
-            return await _post_over_rate(gateway, session)
+        frames = read_post(await _read_body(request, limits), limits, session.core, _now())
+    except OverRate as refused:  # with --rate-limit-action close: 1008, as a WebSocket's
+        if session.core.closing is None:
+            return _rate_limited(refused.message)
+        await session.close(*session.core.closing)
+        return _refused(Refusal(refused.status, refused.error, refused.message))
     except FrameTooBig as refused:  # as a WebSocket's too big a message: 1009
         await session.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
         return _refused(Refusal(refused.status, refused.error, refused.message))
     except PostRefused as refused:
         return _refused(Refusal(refused.status, refused.error, refused.message))
     accepted = 0
-    for data in frames:
-        if not await session.from_client(data, False):
+    for frame in frames:
+        if not await session.from_client(frame.text, False, counted=True, value=frame.value):
             break
         accepted += 1
     return web.json_response({"accepted": accepted}, status=202, headers=CORS)

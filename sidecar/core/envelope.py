@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from sidecar.core.channel_frames import REQUEST_TYPES, ChannelRequest, parse_request
 
@@ -115,6 +116,12 @@ def parse_client(text: str) -> ClientMessage | ChannelRequest:
         raise EnvelopeError('not JSON: a v1 frame is {"type": "message", ...}') from None
     except RecursionError:  # thousands of nested brackets
         raise EnvelopeError("nested too deeply: a v1 frame is one flat object") from None
+    return read_client(body)
+
+
+def read_client(body: Any) -> ClientMessage | ChannelRequest:
+    """A client's v1 frame parsed already (a POST's frames are parsed as its body is
+    split: once); raises as :func:`parse_client` does."""
     if isinstance(body, dict) and body.get("type") == PING:
         return ClientMessage(PING_CSEQ, b"", False)
     kind = body.get("type") if isinstance(body, dict) else None

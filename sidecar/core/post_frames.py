@@ -3,10 +3,10 @@
 A body is one v1 frame or a JSON list of frames. Its limits are checked before the costly
 work, never after a parse of the whole body: the body's size before it is read
 (:class:`PostLimits`), the number of frames while the list is scanned (the scan stops at
-the first frame past the cap), each frame's size as it is found, and the session's rate
-(:class:`PostBudget`, all or nothing per POST) before anything is handed on. A frame is
-the body's own text of it, never re-encoded: the session's v1 parser reads it as it
-reads a WebSocket frame.
+the first frame past the cap), each frame's size as it is found, and the session's rates
+(:func:`read_post`: counted once, in the session's core, all or nothing per POST)
+before anything is handed on. A frame is the body's own text of it, never re-encoded:
+the session's v1 parser reads it as it reads a WebSocket frame.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sidecar.core.rate_limit import TokenBucket
+from sidecar.core.session import SessionCore
 
 _decoder = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace, skipped in C
@@ -54,6 +55,14 @@ def bad_body(why: str) -> PostRefused:
     return PostRefused(400, "bad_frame", f"the body must be a v1 frame or a list of frames: {why}")
 
 
+class PostedFrame(NamedTuple):
+    """A frame of a POST: the body's own text of it (UTF-8), and its JSON value, parsed
+    once as the body is split (the session reads the value, never the text again)."""
+
+    text: bytes
+    value: object
+
+
 class FrameTooBig(PostRefused):
     """A frame larger than the maximum message size (the session closes with 1009, as a
     WebSocket's does)."""
@@ -62,8 +71,8 @@ class FrameTooBig(PostRefused):
         super().__init__(413, "too_big", f"a message exceeds the maximum size ({limit} bytes)")
 
 
-def split_frames(body: bytes, limits: PostLimits) -> list[bytes]:
-    """The frames in ``body``, each as its own JSON text (UTF-8).
+def split_frames(body: bytes, limits: PostLimits) -> list[PostedFrame]:
+    """The frames in ``body``, each as its own JSON text (UTF-8) and its value.
 
     Raises :class:`PostRefused`: 413 when the body, the number of frames or a frame is
     over its limit (:class:`FrameTooBig` for a frame), 400 when the body is not JSON.
@@ -87,9 +96,9 @@ def split_frames(body: bytes, limits: PostLimits) -> list[bytes]:
     return frames
 
 
-def _list_items(text: str, index: int, limits: PostLimits) -> tuple[list[bytes], int]:
+def _list_items(text: str, index: int, limits: PostLimits) -> tuple[list[PostedFrame], int]:
     """The items of the list whose ``[`` is just before ``index``; and where it ends."""
-    frames: list[bytes] = []
+    frames: list[PostedFrame] = []
     index = _skip(text, index)
     if index < len(text) and text[index] == "]":
         return frames, index + 1
@@ -110,10 +119,11 @@ def _list_items(text: str, index: int, limits: PostLimits) -> tuple[list[bytes],
         index += 1
 
 
-def _value(text: str, index: int, limits: PostLimits) -> tuple[bytes, int]:
-    """One JSON value starting at ``index``, as its UTF-8 text; and where it ends."""
+def _value(text: str, index: int, limits: PostLimits) -> tuple[PostedFrame, int]:
+    """One JSON value starting at ``index``, as its UTF-8 text and its value; and where
+    it ends."""
     try:
-        _, end = _decoder.raw_decode(text, index)
+        value, end = _decoder.raw_decode(text, index)
     except ValueError:  # json.JSONDecodeError, or nothing there
         raise bad_body("not JSON") from None
     except RecursionError:  # thousands of nested brackets
@@ -121,7 +131,7 @@ def _value(text: str, index: int, limits: PostLimits) -> tuple[bytes, int]:
     frame = text[index:end].encode()
     if len(frame) > limits.max_frame_bytes:
         raise FrameTooBig(limits.max_frame_bytes)
-    return frame, end
+    return PostedFrame(frame, value), end
 
 
 def _skip(text: str, index: int) -> int:
@@ -129,45 +139,39 @@ def _skip(text: str, index: int) -> int:
     return match.end() if match else index
 
 
-class PostBudget:
-    """The frames and body bytes a second one session's POSTs may carry: the connection's
-    rates (the same numbers as every WebSocket frame is counted against), taken all or
-    nothing per POST. Body bytes are taken before the body is parsed, so a client cannot
-    make the gateway parse faster than the byte rate; frames after (at least one per
-    POST, so an empty list costs a request too). A rate of 0 or None is unlimited; a
-    burst of 0 or None is one second's worth."""
+class OverRate(PostRefused):
+    """A POST past the connection's rates (429): nothing of it counted or handed on."""
 
-    __slots__ = ("_bytes", "_frames")
-
-    def __init__(
-        self,
-        frames_per_s: float | None,
-        frame_burst: float | None,
-        bytes_per_s: float | None,
-        byte_burst: float | None,
-    ) -> None:
-        self._frames = _bucket(frames_per_s, frame_burst)
-        self._bytes = _bucket(bytes_per_s, byte_burst)
-
-    def take_bytes(self, size: int, now: float) -> bool:
-        """Take ``size`` body bytes (True), or none when there are not that many (False)."""
-        return self._bytes is None or self._bytes.take(size, now)
-
-    def take_frames(self, count: int, now: float) -> bool:
-        """Take ``count`` frames (at least one), or none when there are not that many."""
-        return self._frames is None or self._frames.take(max(1, count), now)
+    def __init__(self) -> None:
+        super().__init__(429, "rate_limited", "this request exceeds this connection's rate")
 
 
-def _bucket(rate: float | None, burst: float | None) -> TokenBucket | None:
-    if not rate:
-        return None
-    return TokenBucket(rate, burst or rate)
+def read_post(
+    body: bytes, limits: PostLimits, session: SessionCore, now: float
+) -> list[PostedFrame]:
+    """The frames of a POST, counted once against the session's own limits (the ones a
+    WebSocket's frames meet), all or nothing: its body bytes before it is parsed, so a
+    client cannot make the gateway parse faster than the byte rate; its frames once
+    split (at least one: an empty list costs a request too). The frames then go to the
+    session with ``counted=True`` and their parsed values: not counted, not parsed again.
+
+    Raises :class:`OverRate` past a rate (and the session is closing, 1008, when the
+    action is ``close``), or :class:`PostRefused` as :func:`split_frames` does.
+    """
+    if not session.client_batch(0, len(body), now):
+        raise OverRate()
+    frames = split_frames(body, limits)
+    if not session.client_batch(max(1, len(frames)), 0, now):
+        raise OverRate()
+    return frames
 
 
 __all__ = [
     "FrameTooBig",
-    "PostBudget",
+    "OverRate",
     "PostLimits",
     "PostRefused",
+    "PostedFrame",
+    "read_post",
     "split_frames",
 ]

@@ -90,14 +90,15 @@ class InboundLimits:
         """Whether every message passes (no rate set)."""
         return self._messages is None and self._bytes is None
 
-    def check(self, size: int, now: float) -> InboundVerdict:
-        """May a message of ``size`` bytes received at ``now`` pass?"""
+    def check(self, size: int, now: float, count: int = 1) -> InboundVerdict:
+        """May ``count`` messages of ``size`` bytes in all, received at ``now``, pass (all
+        or nothing: a POST's frames are counted together)?"""
         messages, payload = self._messages, self._bytes
-        if (messages is None or messages.tokens(now) >= 1) and (
+        if (messages is None or messages.tokens(now) >= count) and (
             payload is None or payload.tokens(now) >= size
         ):
             if messages is not None:
-                messages.take(1, now)
+                messages.take(count, now)
             if payload is not None:
                 payload.take(size, now)
             return InboundVerdict.ALLOW

@@ -39,6 +39,7 @@ from sidecar.core.send_queue import Outgoing, PushResult, SendQueue
 BAD_FRAME_BURST = 10.0  # frames that are not v1 a client may send in a row ...
 BAD_FRAMES_PER_S = 1.0  # ... and after that, one a second; beyond: close 1007
 PONG = envelope.pong().encode()
+UNPARSED = object()  # client_frame's ``value`` when the frame is still text
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +130,19 @@ class SessionCore:
     # -- client -> backend -------------------------------------------------------------
 
     def client_frame(
-        self, data: bytes, binary: bool, now: float
+        self,
+        data: bytes,
+        binary: bool,
+        now: float,
+        counted: bool = False,
+        value: object = UNPARSED,
     ) -> envelope.ClientMessage | ChannelRequest | None:
         """What to forward to the backend (``cseq`` > 0: record it), a token refresh to
         verify (``cseq`` is ``envelope.REFRESH_CSEQ``, ``data`` the token), a channel
-        request for the transport to carry out, or None."""
+        request for the transport to carry out, or None. ``counted``: the frame was
+        counted against the limits already, with the others of its POST
+        (:meth:`client_batch`); ``value``: its JSON value, parsed as the POST was split
+        (not parsed again)."""
         counters = self._counters
         counters.messages_in += 1
         counters.bytes_in += len(data)
@@ -141,7 +150,7 @@ class SessionCore:
             return None
         if self._new_limits is not None:
             self._limits, self._new_limits = self._new_limits(), None
-        if self._limits is not None:
+        if self._limits is not None and not counted:
             verdict = self._limits.check(len(data), now)
             if verdict is InboundVerdict.CLOSE:
                 counters.rate_limited_closes += 1
@@ -154,7 +163,11 @@ class SessionCore:
         if self.sequencer is None:
             return envelope.ClientMessage(0, data, binary)
         try:
-            parsed = envelope.parse_client(data.decode("utf-8", errors="replace"))
+            parsed = (
+                envelope.parse_client(data.decode("utf-8", errors="replace"))
+                if value is UNPARSED
+                else envelope.read_client(value)
+            )
         except (envelope.EnvelopeError, Refused) as exc:
             if not self._bad_frame_allowed(now):
                 counters.bad_frame_closes += 1
@@ -175,6 +188,27 @@ class SessionCore:
             counters.duplicates += 1
             return None
         return parsed
+
+    def client_batch(self, count: int, size: int, now: float, may_close: bool = True) -> bool:
+        """``count`` client frames of ``size`` bytes in all that arrive together (a POST's
+        body: its bytes before it is parsed, then its frames; a poll: one frame of no
+        bytes), counted against the connection's limits once, all or nothing: a POST's
+        frames then go to :meth:`client_frame` with ``counted=True``. False: over a
+        limit, nothing counted; with ``rate_limit_action=close`` (and ``may_close``) the
+        session is closing (1008, :attr:`closing`)."""
+        if self._new_limits is not None:
+            self._limits, self._new_limits = self._new_limits(), None
+        if self._limits is None:
+            return True
+        verdict = self._limits.check(size, now, count)
+        if verdict is InboundVerdict.ALLOW:
+            return True
+        if verdict is InboundVerdict.CLOSE and may_close:
+            self._counters.rate_limited_closes += 1
+            self._close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        else:
+            self._counters.rate_limited_drops += 1
+        return False
 
     def token_expired(self, wall_now: float) -> bool:
         """Whether the token has expired at ``wall_now`` (Unix seconds); if so the session
