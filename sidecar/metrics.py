@@ -30,6 +30,7 @@ STATES = ("serving", "draining", "drained")  # a drain's states (sidecar.drain.D
 HANDSHAKE_OUTCOMES = (
     "accepted",
     "bad_algorithm",
+    "bad_key",
     "bad_request",
     "bad_routing_key",
     "bad_signature",
@@ -43,6 +44,7 @@ HANDSHAKE_OUTCOMES = (
     "no_hash_key",
     "no_routing_key",
     "not_yet_valid",
+    "not_websocket",
     "not_your_session",
     "rate_limited",
     "session_not_here",

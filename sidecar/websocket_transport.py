@@ -4,6 +4,12 @@ Raw clients send and receive bare messages. Clients that offer the
 ``wsfleet.v1`` subprotocol (or ask ``?protocol=v1``) speak protocol v1: JSON
 envelopes with sequence numbers, and resume with ``?session=&last_seq=``.
 Every frame from the client is liveness; pongs feed the heartbeat schedule.
+
+aiohttp parses the HTTP request; from the upgrade on, the frame layer is the gateway's
+own (:mod:`sidecar.core.ws_handshake`, :mod:`sidecar.core.ws_reader`,
+:mod:`sidecar.core.ws_frames`, :mod:`sidecar.core.ws_deflate`): it writes the 101 itself,
+installs its frame reader in aiohttp's parser slot for upgraded connections
+(``protocol.set_parser``) and writes its frames straight to the transport.
 """
 
 from __future__ import annotations
@@ -14,14 +20,16 @@ from collections.abc import Awaitable
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from multidict import CIMultiDict
 
 from sidecar.admission import Refusal
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
 from sidecar.core.lingering_close import LingeringClose, LingerVerdict
+from sidecar.core.ws_deflate import Deflate, agree
+from sidecar.core.ws_handshake import VERSION, NotAnUpgrade, accept_key, switching_protocols
+from sidecar.core.ws_reader import FAILED, Event, FrameReader, close_payload
 from sidecar.edge_drain import note_edge
 from sidecar.gateway import GATEWAY_KEY
 from wsfleet import tracing
@@ -31,10 +39,8 @@ log = structlog.get_logger()
 
 PING_SKIP_BUFFER_BYTES = 64 * 1024
 WRITE_HIGH_WATER_BYTES = 64 * 1024  # beyond this in the socket's buffer, wait for it to drain
+READ_QUEUE_BYTES = 64 * 1024  # client messages read, not yet handed on: beyond, stop reading
 TRANSPORT = "websocket"
-# aiohttp's close waits this long for the client's close frame: the lingering close waits
-# for it instead, after the close returns (and the handler, before it returns)
-AIOHTTP_CLOSE_WAIT_S = 0.001
 
 
 class TurnWrites:
@@ -46,10 +52,10 @@ class TurnWrites:
     __slots__ = ("_dirty", "_scheduled")
 
     def __init__(self) -> None:
-        self._dirty: list[WebSocketChannel] = []
+        self._dirty: list[WebSocketConnection] = []
         self._scheduled = False
 
-    def add(self, channel: WebSocketChannel) -> None:
+    def add(self, channel: WebSocketConnection) -> None:
         self._dirty.append(channel)
         if not self._scheduled:
             self._scheduled = True
@@ -65,35 +71,75 @@ class TurnWrites:
 TURN_WRITES = TurnWrites()  # the sidecar's one event loop
 
 
-class WebSocketChannel:
-    """Frames go to the socket whole (see :mod:`sidecar.core.ws_frames`), gathered into one
-    write per turn of the event loop (:class:`TurnWrites`); with permessage-deflate on,
-    through aiohttp. What aiohttp writes itself (a close) waits for what is gathered."""
+class WebSocketConnection:
+    """One upgraded connection: the client's bytes come from aiohttp's parser slot
+    (:meth:`feed_data`) through the :class:`FrameReader`; frames go to the transport whole,
+    gathered into one write per turn of the event loop (:class:`TurnWrites`). It is the
+    session's :class:`~sidecar.client_session.Channel`, and closes lingering
+    (:mod:`sidecar.core.lingering_close`): once the gateway's close frame is on its way,
+    what the client still sends is skipped until its close frame, and only then is TCP
+    closed."""
 
-    __slots__ = ("_compress", "_pending", "_pending_bytes", "_request", "_upgrade", "_ws")
+    __slots__ = (
+        "_closing",
+        "_deflate",
+        "_eof",
+        "_events",
+        "_linger",
+        "_paused",
+        "_pending",
+        "_pending_bytes",
+        "_protocol",
+        "_queued",
+        "_reader",
+        "_transport",
+        "_upgrade",
+        "_waiter",
+        "_writer",
+        "close_code",
+    )
 
     def __init__(
-        self,
-        ws: web.WebSocketResponse,
-        request: web.Request,
-        compress: bool,
-        upgrade: AbstractStreamWriter | None = None,
+        self, request: web.Request, transport: asyncio.Transport, deflate: Deflate | None
     ) -> None:
-        self._ws = ws
-        self._request = request
-        self._compress = compress
-        self._upgrade = upgrade  # the 101 not sent yet: it leaves with the first frame
+        settings = request.app[GATEWAY_KEY].settings
+        self._transport = transport
+        self._protocol = request.protocol
+        self._writer: AbstractStreamWriter = request.writer  # waits for the socket to drain
+        self._deflate = deflate
+        self._reader = FrameReader(settings.max_message_bytes, deflate)
+        self._upgrade: bytes | None = None  # the 101 not sent yet: it leaves with the first frame
         self._pending: list[bytes] | None = None  # frames of this turn, not written yet
         self._pending_bytes = 0
+        self._events: list[Event] = []  # read from the client, not handed on yet
+        self._queued = 0  # their bytes
+        self._waiter: asyncio.Future[None] | None = None  # the read loop, waiting for events
+        self._paused = False
+        self._eof = False
+        self._closing = False  # the gateway's close frame (or its answer to the client's) sent
+        self._linger: _Linger | None = None
+        self.close_code: int | None = None
+
+    def start(self, upgrade: bytes, hold: bool) -> None:
+        """Take the connection's bytes from aiohttp, and send the 101 (now, or with the
+        first frame when ``hold``: the v1 welcome follows at once, in the same write)."""
+        protocol: Any = self._protocol  # typed for aiohttp's own reader; takes any feed_data
+        protocol.set_parser(self)
+        if hold:
+            self._upgrade = upgrade
+        else:
+            self._transport.write(upgrade)
+
+    # -- the channel: frames to the client
 
     @property
     def takes_wire(self) -> bool:
-        return not self._compress
+        return self._deflate is None
 
     def write(
         self, frame: bytes, binary: bool, seq: int, wire: bytes | None = None
     ) -> Awaitable[None] | None:
-        if wire is not None and not self._compress:  # made once for many sockets
+        if wire is not None and self._deflate is None:  # made once for many sockets
             return self._write_whole(wire)
         if binary:
             opcode = ws_frames.OP_BINARY
@@ -101,18 +147,18 @@ class WebSocketChannel:
             opcode = ws_frames.OP_TEXT
             if not frame.isascii():  # a text frame must be UTF-8: invalid bytes become U+FFFD
                 frame = ws_frames.valid_utf8(frame)
-        if self._compress:
-            return self._ws.send_frame(frame, WSMsgType(opcode))
+        if self._deflate is not None:
+            frame = self._deflate.compress(frame)
+            opcode |= ws_frames.RSV1
         return self._write_whole(ws_frames.server_frame(opcode, frame))
 
     def _write_whole(self, whole: bytes) -> Awaitable[None] | None:
         """One whole frame for the socket, written with the others of this turn."""
-        if self._upgrade is not None:
-            upgrade, self._upgrade = self._upgrade, None
-            return upgrade.write(whole)  # the 101 + this frame
-        transport = self._request.transport
-        if transport is None or transport.is_closing() or self._ws.closed:
+        transport = self._transport
+        if self._closing or transport.is_closing():
             raise ConnectionResetError("the client is gone")
+        if self._upgrade is not None:
+            whole, self._upgrade = self._upgrade + whole, None  # the 101 + this frame
         pending = self._pending
         if pending is None:
             self._pending = [whole]
@@ -122,7 +168,7 @@ class WebSocketChannel:
         self._pending_bytes += len(whole)
         if self._pending_bytes + transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
             self.flush()
-            return self._request.writer.drain()
+            return self._writer.drain()
         return None
 
     def flush(self) -> None:
@@ -131,20 +177,42 @@ class WebSocketChannel:
         if pending is None:
             return
         self._pending, self._pending_bytes = None, 0
-        transport = self._request.transport
-        # after a close frame (aiohttp's own, answering the client's) no data may follow
-        if transport is not None and not transport.is_closing() and not self._ws.closed:
+        transport = self._transport
+        if not transport.is_closing():
             transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     async def close(self, code: int, reason: str) -> None:
-        self.flush()  # the close frame comes after every frame written before it
-        await self._ws.close(code=code, message=fit_reason(reason).encode())
+        """The gateway's close frame, after every frame written before it; then TCP closes
+        when the client's close frame arrives (or at the lingering close's bounds)."""
+        if self._closing:
+            return
+        if self.close_code is None:
+            self.close_code = code
+        self._send_close(ws_frames.close_frame(code, fit_reason(reason)))
+        transport = self._transport
+        if transport.is_closing():
+            return
+        if self._reader.close_received:  # the client's close is in: nothing to wait for
+            transport.close()
+            return
+        self._reader.discard()
+        self._linger = _Linger(transport)
+        if self._paused:  # nothing drains the queue now: read (and skip) to the close
+            self._paused = False
+            self._protocol.resume_reading()
+
+    def _send_close(self, frame: bytes) -> None:
+        self.flush()
+        self._closing = True
+        if self._upgrade is not None:  # closed before its first frame: the 101 goes first
+            frame, self._upgrade = self._upgrade + frame, None
+        if not self._transport.is_closing():
+            self._transport.write(frame)
 
     def abort(self) -> None:
         self._pending, self._pending_bytes = None, 0
-        transport = self._request.transport
-        if transport is not None:
-            transport.abort()
+        self._closing = True
+        self._transport.abort()
 
     def idle_for(self, now: float) -> float:
         return 0.0
@@ -155,11 +223,110 @@ class WebSocketChannel:
         A socket whose write buffer is full is not pinged: it is not reading, and will be
         found dead if it never answers.
         """
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
+        transport = self._transport
+        if self._closing or transport.is_closing():
             return
         if transport.get_write_buffer_size() < PING_SKIP_BUFFER_BYTES:
             transport.write(ws_frames.PING)
+
+    # -- aiohttp's parser slot: the client's bytes
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        events = self._reader.feed(data)
+        linger = self._linger
+        if linger is not None:  # the gateway has closed: skipped, until the client's close
+            linger.received(len(data), self._reader.close_received)
+            return False, b""
+        if events:
+            self._events += events
+            for _, payload in events:
+                self._queued += len(payload)
+            if self._queued > READ_QUEUE_BYTES and not self._paused:
+                self._paused = True
+                self._protocol.pause_reading()
+            self._wake()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        if self._linger is not None:
+            self._linger.finish()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the read loop
+
+    async def serve(self, session: ClientSession) -> None:
+        """Hand what the client sends to its session, until it closes, fails or is gone."""
+        gateway = session._gateway
+        table, connection_id = gateway.table, session.connection_id
+        while True:
+            events = self._events
+            if not events:
+                if self._eof or self._closing:
+                    return
+                if self._paused:
+                    self._paused = False
+                    self._protocol.resume_reading()
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+                continue
+            self._events, self._queued = [], 0
+            for opcode, data in events:
+                if opcode == ws_frames.OP_TEXT or opcode == ws_frames.OP_BINARY:
+                    table.activity(connection_id)
+                    if not await session.from_client(data, opcode == ws_frames.OP_BINARY):
+                        return
+                elif opcode == ws_frames.OP_PING or opcode == ws_frames.OP_PONG:
+                    if not await self._control(session, opcode, data):
+                        return
+                elif opcode == ws_frames.OP_CLOSE:
+                    self._answer_close(data)
+                    return
+                else:  # FAILED: the client broke the protocol
+                    assert opcode == FAILED and self._reader.failure is not None
+                    await self.close(*self._reader.failure)
+                    return
+
+    async def _control(self, session: ClientSession, opcode: int, data: bytes) -> bool:
+        """A ping or a pong: counted like data frames (one bucket: a ping costs a pong
+        write); False once the session is closing for it."""
+        if not session.core.control_frame(len(data), session.now()):
+            closing = session.core.closing
+            if closing is None:
+                return True  # over the limit, rate_limit_action=drop: not answered
+            await session.close(*closing)
+            return False
+        table = session._gateway.table
+        if opcode == ws_frames.OP_PONG:
+            table.pong(session.connection_id)
+            return True
+        table.activity(session.connection_id)
+        pending = self._write_whole(ws_frames.server_frame(ws_frames.OP_PONG, data))
+        if pending is not None:
+            await pending
+        return True
+
+    def _answer_close(self, payload: bytes) -> None:
+        """The client's close: answered with its code (RFC 6455 section 5.5.1), then TCP is
+        closed (the server closes first, section 7.1.1)."""
+        code, _ = close_payload(payload)
+        if self.close_code is None:
+            self.close_code = code
+        if not self._closing:
+            self._send_close(ws_frames.close_frame(code, "") if payload else ws_frames.CLOSE_EMPTY)
+        self._transport.close()
+
+    async def lingered(self) -> None:
+        """Until the lingering close (if any) has closed TCP: bounded by its deadline."""
+        if self._linger is not None:
+            await self._linger.done
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
@@ -169,55 +336,49 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         accepted = await _accept(request)
     if isinstance(accepted, web.Response):
         return accepted
-    ws, session = accepted
+    connection, session = accepted
     del accepted  # the tuple would live as long as the connection
-    gateway = session._gateway
-    connection_id = session.connection_id
     try:
-        async for message in ws:
-            if message.type is WSMsgType.PING or message.type is WSMsgType.PONG:
-                # counted like data frames (one bucket): a ping costs a pong write
-                if not session.core.control_frame(len(message.data), session.now()):
-                    closing = session.core.closing
-                    if closing is None:
-                        continue  # over the limit, rate_limit_action=drop: not answered
-                    await session.close(*closing)
-                    break
-                if message.type is WSMsgType.PONG:
-                    gateway.table.pong(connection_id)
-                else:
-                    gateway.table.activity(connection_id)
-                    await ws.pong(message.data)
-                continue
-            gateway.table.activity(connection_id)
-            if message.type is WSMsgType.TEXT:
-                data, binary = message.data.encode(), False
-            elif message.type is WSMsgType.BINARY:
-                data, binary = message.data, True
-            else:
-                break
-            if not await session.from_client(data, binary):
-                break
+        await connection.serve(session)
     finally:
         if session.close_code is None:
-            session.close_code = ws.close_code or CloseCode.ABNORMAL
+            session.close_code = connection.close_code or CloseCode.ABNORMAL
         session.finish()
-        await ws.lingered()  # TCP closes when this handler returns
-    return ws
+        await connection.lingered()  # TCP closes when this handler returns
+    return SwitchedProtocols()
+
+
+class SwitchedProtocols(web.StreamResponse):
+    """What the handler of an upgraded connection returns once it is over: the 101 went
+    out with the frame layer's first write, so aiohttp has nothing left to write."""
+
+    def __init__(self) -> None:
+        super().__init__(status=101)
+        self.force_close()
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
 
 
 async def _accept(
     request: web.Request,
-) -> web.Response | tuple[_WebSocketResponse, ClientSession]:
-    """The handshake: a refusal, or the socket and its session. Its own frame, so that an
-    idle connection keeps none of what the handshake needed (token claims, offers)."""
+) -> web.Response | tuple[WebSocketConnection, ClientSession]:
+    """The handshake: a refusal, or the connection and its session. Its own frame, so that
+    an idle connection keeps none of what the handshake needed (token claims, offers)."""
     gateway = request.app[GATEWAY_KEY]
     started = time.perf_counter()
-    unfit = _not_rfc6455(request)
-    if unfit is not None:
+    try:
+        accept = accept_key(request.headers, (request.version.major, request.version.minor))
+    except NotAnUpgrade as unfit:
         gateway.metrics.handshakes[unfit.reason] += 1
         tracing.annotate(outcome=unfit.reason)
-        return unfit.response()
+        refusal = Refusal(unfit.status, unfit.reason, unfit.message)
+        if unfit.status == 426:
+            refusal.headers = {"Sec-WebSocket-Version": VERSION}
+        return refusal.response()
     try:
         with tracing.span(tracing.ADMISSION_SPAN):
             admission = await gateway.gatekeeper.admit(request, TRANSPORT)
@@ -230,137 +391,29 @@ async def _accept(
     v1 = envelope.PROTOCOL in offered or admission.query.get("protocol") == "v1"
     subprotocol = envelope.PROTOCOL if envelope.PROTOCOL in offered else admission.subprotocol
     start = await start_session(gateway, request, admission, v1)
-    ws = _WebSocketResponse(
-        protocols=(subprotocol,) if subprotocol else (),
-        max_msg_size=settings.max_message_bytes,
-        autoping=False,  # pongs feed the heartbeat schedule
-        compress=settings.compression,
-        timeout=AIOHTTP_CLOSE_WAIT_S,
+    headers = {}
+    if subprotocol:
+        headers["Sec-WebSocket-Protocol"] = subprotocol
+    terms = (
+        agree(request.headers.get("Sec-WebSocket-Extensions", "")) if settings.compression else None
     )
-    ws.headers[POD_HEADER] = settings.pod_id
-    try:
-        answer = await ws.prepare(request)  # the 101, held back (see _WebSocketResponse)
-    except (ConnectionError, web.HTTPException):
+    if terms is not None:
+        headers["Sec-WebSocket-Extensions"] = terms.header()
+    headers[POD_HEADER] = settings.pod_id
+    transport = request.transport
+    if transport is None or transport.is_closing():
         gateway.sessions.remove(admission.connection_id)
-        raise
-    ws.gate = _refuse_unmasked_frames(request, ws)
+        raise ConnectionResetError("the client left during the handshake")
+    connection = WebSocketConnection(request, transport, None if terms is None else Deflate(terms))
+    connection.start(switching_protocols(accept, headers), hold=v1)
     gateway.metrics.handshakes["accepted"] += 1
-    compress = bool(ws.compress)  # as negotiated
-    if not v1 or compress:  # no welcome to send with it, or frames written by aiohttp
-        answer.send_headers()
-    channel = WebSocketChannel(ws, request, compress, None if compress or not v1 else answer)
-    session = await open_session(gateway, admission, channel, TRANSPORT, start)
+    session = await open_session(gateway, admission, connection, TRANSPORT, start)
     note_edge(gateway.table, session.connection_id, request)
     gateway.metrics.observe_handshake(TRANSPORT, time.perf_counter() - started)  # 101 out
     tracing.annotate(
         outcome="accepted", connection_id=session.connection_id, session_id=session.session_id
     )
-    return ws, session
-
-
-class _WebSocketResponse(web.WebSocketResponse):
-    """Holds the 101 back until the first frame, so that the upgrade answer and the v1
-    welcome leave in one write (one segment, one read for Envoy). Every path that does
-    not write the welcome sends the 101 at once (``send_headers``).
-
-    Closes lingering (:mod:`sidecar.core.lingering_close`): once the gateway's close
-    frame is on its way, what the client still sends is read and discarded until its
-    close frame, and only then is TCP closed. Every close aiohttp makes comes here, the
-    ones of its frame reader too (1009 for a message too big, 1002, 1007)."""
-
-    __slots__ = ("gate",)
-    _send_headers_immediately = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.gate: _MaskedFramesOnly | None = None  # the frame gate, once prepared
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
-        writer = await super().prepare(request)
-        # The 101's headers are serialized by now: their dict would live as long as the
-        # connection for nothing (≈ 0.4 KB per idle client, the accept key included).
-        self._headers = CIMultiDict()
-        return writer
-
-    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
-        gate = self.gate
-        if gate is not None and not self.closed:
-            gate.linger()  # before the close frame leaves: whatever follows it is discarded
-        return await super().close(code=code, message=message, drain=drain)
-
-    def _close_transport(self) -> None:
-        """aiohttp closes TCP as soon as its close frame is written (or its reader failed):
-        a lingering close closes it later, itself."""
-        gate = self.gate
-        if gate is None or not gate.lingering:
-            super()._close_transport()
-
-    async def lingered(self) -> None:
-        """Until the lingering close (if any) has closed TCP: bounded by its deadline."""
-        gate = self.gate
-        if gate is not None:
-            await gate.lingered()
-
-
-class _MaskedFramesOnly(ws_frames.MaskCheck):
-    """aiohttp's frame reader, behind a check of every client frame's mask bit (aiohttp
-    does not check it): the first unmasked frame closes the connection with 1002. (One
-    object with the check it runs: it lives as long as the connection.)
-
-    Once the gateway closes (:meth:`linger`), nothing more reaches aiohttp's reader: what
-    the client sends is read and discarded until its close frame (see
-    :mod:`sidecar.core.lingering_close`)."""
-
-    __slots__ = ("_closing", "_linger", "_reader", "_request", "_ws")
-
-    def __init__(self, reader: Any, ws: web.WebSocketResponse, request: web.Request) -> None:
-        super().__init__()
-        self._reader = reader
-        self._ws = ws
-        self._request = request
-        self._closing: asyncio.Future[bool] | None = None
-        self._linger: _Linger | None = None
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        linger = self._linger
-        if linger is not None:  # the gateway has closed: read, discard, wait for the close
-            self.feed(data)
-            linger.received(len(data), self.close_received)
-            return False, b""
-        if self.feed(data):
-            result: tuple[bool, bytes] = self._reader.feed_data(data)
-            return result
-        if self._closing is None and not self._ws.closed:
-            self._closing = asyncio.ensure_future(
-                self._ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"unmasked frame")
-            )
-        return False, b""  # nothing of it reaches the session
-
-    def feed_eof(self) -> None:
-        if self._linger is not None:
-            self._linger.finish()
-        self._reader.feed_eof()
-
-    def linger(self) -> None:
-        """The gateway's close frame is about to be written: from now on, read and discard
-        until the client's close frame, EOF, the byte budget or the deadline. Not when the
-        client's close frame is already in (the gateway answers it) or TCP is gone."""
-        transport = self._request.transport
-        if transport is None or transport.is_closing():
-            return
-        if self._linger is None and not self.close_received:
-            self._linger = _Linger(transport)
-            # aiohttp pauses reading while its message queue is full: nothing drains it now
-            self._request.protocol.resume_reading()
-
-    @property
-    def lingering(self) -> bool:
-        """A lingering close is under way (TCP not closed by it yet)."""
-        return self._linger is not None and not self._linger.done.done()
-
-    async def lingered(self) -> None:
-        if self._linger is not None:
-            await self._linger.done
+    return connection, session
 
 
 class _Linger:
@@ -389,26 +442,3 @@ class _Linger:
         self._timer.cancel()
         self.done.set_result(None)
         self._transport.close()
-
-
-def _refuse_unmasked_frames(request: web.Request, ws: web.WebSocketResponse) -> _MaskedFramesOnly:
-    """Put the mask check in front of the frame reader that ``prepare`` installed."""
-    protocol: Any = request.protocol
-    gate = _MaskedFramesOnly(protocol._payload_parser, ws, request)
-    protocol._payload_parser = gate
-    return gate
-
-
-def _not_rfc6455(request: web.Request) -> Refusal | None:
-    """RFC 6455 section 4: an upgrade is an HTTP/1.1 (or later) GET for version 13; another
-    version is answered 426 with the version this server speaks. (A request that asks for
-    no upgrade is judged by the handshake's other checks.)"""
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        return None
-    if request.version < (1, 1):
-        return Refusal(400, "http_version", "a WebSocket upgrade needs HTTP/1.1")
-    if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
-        refusal = Refusal(426, "websocket_version", "this server speaks WebSocket version 13")
-        refusal.headers = {"Sec-WebSocket-Version": "13"}
-        return refusal
-    return None

@@ -25,11 +25,16 @@ class CloseCode(IntEnum):
     """Never sent: recorded when a connection ended without a close frame (the client
     vanished, or a poll session expired)."""
 
+    NO_STATUS = 1005
+    """Never sent: recorded when the client's close frame carried no code."""
+
     PROTOCOL_ERROR = 1002
-    """The client broke RFC 6455 (an unmasked frame): the connection is closed."""
+    """The client broke RFC 6455 (an unmasked frame, a reserved bit or opcode, a bad
+    fragment or close frame): the connection is closed."""
 
     INVALID_PAYLOAD = 1007
-    """The client kept sending frames that are not protocol v1 (past its bad-frame budget)."""
+    """A text message that is not UTF-8; or the client kept sending frames that are not
+    protocol v1 (past its bad-frame budget)."""
 
     POLICY_VIOLATION = 1008
     """Auth failed, a quota is used up or the client sent too fast: reconnecting at once

@@ -9,7 +9,8 @@ RFC 6455 section 7.1.1 has the server close TCP only once the closing handshake 
 done; lingering-close servers read and discard for a while for the same reason.
 
 Nothing read while lingering is parsed into messages: frame headers are followed only to
-find the close frame (:class:`sidecar.core.ws_frames.MaskCheck`), payloads are skipped.
+find the close frame (:meth:`sidecar.core.ws_reader.FrameReader.discard`), payloads are
+skipped.
 """
 
 from __future__ import annotations

@@ -23,10 +23,11 @@ pytestmark = pytest.mark.integration
 
 RUN_TIMEOUT_S = 240.0
 # what each case sends: small frames (1.*), protocol errors (2.*, 5.*), closes (7.1.*),
-# messages over the default 64 KiB limit (1.1.8, 9.1.1), one of 8 MiB in one frame (9.1.5:
-# the gateway's 1009 used to be lost to a reset while the client was still sending)
+# messages of 65,535 and 65,536 bytes, at the default 64 KiB limit (1.1.8, 9.1.1, 10.1.1:
+# they pass; aiohttp's reader refused a message AT its limit), one of 8 MiB in one frame
+# (9.1.5: the gateway's 1009 used to be lost to a reset while the client was still sending)
 DEFAULT_CASES = ["1.1.1", "1.1.8", "2.*", "5.1", "5.19", "7.1.*", "9.1.1", "9.1.5", "10.1.1"]
-TOO_BIG_AT_DEFAULTS = {"1.1.8", "9.1.1", "9.1.5", "10.1.1"}
+TOO_BIG_AT_DEFAULTS = {"9.1.5"}
 # under the conformance profile every case passes (messages up to 4 MiB -- gRPC's default
 # limit, which once ended the bridge to the backend for every session of the gateway --
 # and 1,000 messages back to back: the benchmark runs the whole suite)

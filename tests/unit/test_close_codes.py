@@ -21,7 +21,8 @@ def test_close_codes_have_their_rfc_6455_numbers() -> None:
         "NORMAL": 1000,
         "GOING_AWAY": 1001,
         "PROTOCOL_ERROR": 1002,
-        "ABNORMAL": 1006,  # recorded, never sent (RFC 6455 section 7.4.1)
+        "NO_STATUS": 1005,  # recorded, never sent (RFC 6455 section 7.4.1)
+        "ABNORMAL": 1006,  # recorded, never sent
         "INVALID_PAYLOAD": 1007,
         "POLICY_VIOLATION": 1008,
         "MESSAGE_TOO_BIG": 1009,

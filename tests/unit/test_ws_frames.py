@@ -38,31 +38,11 @@ def test_the_ping_is_an_empty_final_unmasked_ping() -> None:
     assert ws_frames.PING == b"\x89\x00"
 
 
-def _client_frame(payload: bytes, masked: bool = True, opcode: int = ws_frames.OP_TEXT) -> bytes:
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x80 | opcode, size | (0x80 if masked else 0)))
-    elif size < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 126 | (0x80 if masked else 0), size)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 127 | (0x80 if masked else 0), size)
-    key = b"\x01\x02\x03\x04" if masked else b""
-    return header + key + payload  # (the payload's masking does not matter to the check)
-
-
-@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 100_000])
-def test_masked_frames_pass_whatever_the_chunking(chunk: int) -> None:
-    stream = b"".join(_client_frame(b"x" * n) for n in (0, 5, 125, 126, 300, 65_535, 70_000))
-    check = ws_frames.MaskCheck()
-    assert all(check.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk))
-
-
-@pytest.mark.parametrize("chunk", [1, 5, 1000])
-def test_an_unmasked_frame_is_seen_wherever_it_falls_and_the_check_stays_failed(
-    chunk: int,
-) -> None:
-    stream = _client_frame(b"ok" * 100) + _client_frame(b"bad", masked=False) + b"more"
-    check = ws_frames.MaskCheck()
-    results = [check.feed(stream[i : i + chunk]) for i in range(0, len(stream), chunk)]
-    assert False in results and results[-1] is False
-    assert check.feed(_client_frame(b"later")) is False
+def test_a_close_frame_carries_its_code_then_its_reason() -> None:
+    assert _parse(ws_frames.close_frame(1012, "drain")) == (
+        True,
+        ws_frames.OP_CLOSE,
+        False,
+        b"\x03\xf4drain",
+    )
+    assert _parse(ws_frames.CLOSE_EMPTY) == (True, ws_frames.OP_CLOSE, False, b"")
