@@ -25,6 +25,7 @@ from benchmarks import (
     load,
     processes,
     redis_round_trips,
+    scale,
     xds_push,
 )
 from benchmarks.report import RESULTS
@@ -67,6 +68,7 @@ BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
         redis_round_trips,
         "Redis CPU per round trip beside the script calls it carries (capacity input)",
     ),
+    "scale": (scale, "50k connections through Envoys and gateways in steps: cost curve"),
     "xds-push": (xds_push, "membership change -> every simulated Envoy has the new EDS"),
 }
 

@@ -47,11 +47,10 @@ class Source:
 
 
 _LOAD_RUN = "docs/load-and-chaos.md, `python -m benchmarks load`"
+_SCALE_RUN = "docs/load-and-chaos.md, `python -m benchmarks scale --v1 --steps 10000,25000,50000`"
 RECORDED: dict[str, Source] = {
     "sidecar_kb_per_connection": Source(
-        "docs/load-and-chaos.md, `load --pin`",
-        "2026-12-05",
-        "sidecar RSS growth / 3,000 held v1 connections through Envoy",
+        _SCALE_RUN, "2026-12-07", "gateway RSS per held v1 connection at 50,000 (4 gateways)"
     ),
     "sidecar_base_mb": Source(
         "docs/gateway.md, `idle-connections`", "2026-11-29", "a sidecar holding nothing"
@@ -70,13 +69,13 @@ RECORDED: dict[str, Source] = {
         "echoed v1 messages / the sidecar's CPU seconds",
     ),
     "envoy_kb_per_connection": Source(
-        _LOAD_RUN, "2026-11-29", "Envoy RSS growth per proxied WebSocket (8,000 held)"
+        _SCALE_RUN, "2026-12-07", "Envoy RSS per proxied v1 WebSocket at 50,000 (7 Envoys)"
     ),
     "envoy_handshakes_per_s_per_worker": Source(
         _LOAD_RUN, "2026-11-29", "handshakes / Envoy's CPU seconds during the surge"
     ),
     "redis_bytes_per_connection": Source(
-        _LOAD_RUN, "2026-11-29", "Redis RSS growth / held connections"
+        _SCALE_RUN, "2026-12-07", "Redis RSS per held v1 connection at 50,000 (registry + session)"
     ),
     "redis_bytes_per_replayed_message": Source(
         _LOAD_RUN, "2026-11-29", "Redis RSS growth / echoed messages kept for replay"
@@ -101,13 +100,13 @@ class Measured:
     # `python -m benchmarks load` (protocol v1 through Envoy; the sidecar's figures from the
     # --pin run of docs/load-and-chaos.md, the rest from the 8,000-connection run) and
     # `idle-connections`, on the 2-core development machine; see docs/capacity.md
-    sidecar_kb_per_connection: float = 17.8  # load: sidecar RSS per held connection
+    sidecar_kb_per_connection: float = 16.0  # scale --v1: gateway RSS per held connection
     sidecar_base_mb: float = 72.8  # idle-connections: a sidecar holding nothing
     sidecar_handshakes_per_s: float = 1500.0  # load --rate 1500: at a full core, client-side
     sidecar_messages_per_s: float = 17007.0  # load: echoed messages per sidecar CPU-second
-    envoy_kb_per_connection: float = 54.5  # load: Envoy RSS per proxied WebSocket
+    envoy_kb_per_connection: float = 55.4  # scale --v1: Envoy RSS per proxied WebSocket
     envoy_handshakes_per_s_per_worker: float = 1990.0  # load: per Envoy CPU-second
-    redis_bytes_per_connection: float = 1396.0  # load: registry + session, Redis RSS
+    redis_bytes_per_connection: float = 1232.0  # scale --v1: registry + session, Redis RSS
     redis_bytes_per_replayed_message: float = 856.0  # load: Redis RSS per kept message
     redis_ops_per_s_per_core: float = 261_000.0  # load: pipelined commands per Redis CPU-s
     redis_round_trip_us: float = 17.2  # redis-round-trips: Redis CPU per pipeline received
@@ -172,6 +171,21 @@ def load_measured(paths: list[Path]) -> Measured:
                 "sidecar_base_mb": "RSS holding nothing",
                 "sidecar_handshakes_per_s": "the slowest step's handshakes/s (client side)",
             }
+        elif name == "scale":
+            # memory per held connection at the largest step (flat from 10k to 50k); the
+            # gateway's and Redis's only from a v1 run (a raw one keeps no session state)
+            largest = max(document["steps"], key=lambda step: step["held"])
+            idle, options = largest["kb_per_connection_idle"], document["options"]
+            held = f"{largest['held']:,} held, {options['envoys']} Envoys"
+            figures = {"envoy_kb_per_connection": float(idle["envoy"])}
+            where = {"envoy_kb_per_connection": f"kb_per_connection_idle.envoy ({held})"}
+            if options.get("v1"):
+                figures["sidecar_kb_per_connection"] = float(idle["sidecar"])
+                figures["redis_bytes_per_connection"] = float(idle["redis"]) * 1024
+                where["sidecar_kb_per_connection"] = f"kb_per_connection_idle.sidecar ({held}, v1)"
+                where["redis_bytes_per_connection"] = (
+                    f"kb_per_connection_idle.redis x 1024 ({held}, v1)"
+                )
         elif name in ("load", "redis_round_trips") and "measured" in document:
             # `load` measures handshakes per sidecar CPU-second: not what a client gets
             # from a full core (the kernel's and Redis's share is left out), so not used
@@ -180,8 +194,8 @@ def load_measured(paths: list[Path]) -> Measured:
             where = {k: f"measured.{k}" for k in figures}
         else:
             raise ValueError(
-                f"{path}: not a result of `python -m benchmarks idle-connections`, `load`"
-                " or `redis-round-trips`"
+                f"{path}: not a result of `python -m benchmarks idle-connections`, `load`,"
+                " `redis-round-trips` or `scale`"
             )
         sources = {**measured.sources, **{k: Source(str(path), date, where[k]) for k in figures}}
         measured = replace(measured, **figures, sources=sources)  # type: ignore[arg-type]

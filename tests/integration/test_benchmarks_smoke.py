@@ -2,7 +2,12 @@
 --smoke``), so that none can rot: it must exit 0 within its bound and report every figure
 it is meant to, as a number. A ratio (or a rate per CPU-second) may be n/a (null) only
 where the rule of benchmarks/report.py says so: nothing measurable to divide by. Results go
-to a temporary directory, never over benchmarks/results/."""
+to a temporary directory, never over benchmarks/results/.
+
+The smokes are spread over three files so that the test workers (whole files to a worker)
+share them: this one (load, idle connections, xDS push, Redis, the command line), _faults
+(benchmarks that kill or degrade the fleet) and _envoy (Envoy's memory, its chaos, Autobahn);
+the helpers below serve all three."""
 
 from __future__ import annotations
 
@@ -213,160 +218,6 @@ def check_outside_client(figures: dict[str, Any], rows: dict[str, Any]) -> None:
         )
 
 
-def test_channels_reports_fanout_latency_failover_and_presence(tmp_path: Path) -> None:
-    extra = ("--pin",) if CAN_PIN else ()
-    figures = run_benchmark("channels", tmp_path, *extra)
-    options = figures["options"]
-    assert set(figures["fanout"]) == {"busy", "isolated"}
-    for pattern, fanout in figures["fanout"].items():
-        for name in ("wsfleet", "bare"):
-            row = fanout[name]
-            assert row["connections"]["opened"] == options["fanout_connections"], row
-            assert row["delivered"] == row["expected"] > 0, (pattern, name)
-            assert_numbers(row, "deliveries_per_s", "server_cpu_s", "publish_to_last_arrival_s.p99")
-            assert_per_cpu(row["deliveries_per_cpu_s"], row["server_cpu_s"], f"{name} per CPU-s")
-        assert is_number(fanout["wsfleet"]["deliveries_per_cpu_s"])  # the fleet's CPU is measurable
-        assert_ratio(
-            fanout["ratio_per_cpu_s"],
-            fanout["wsfleet"]["deliveries_per_cpu_s"],
-            fanout["bare"]["deliveries_per_cpu_s"],
-            1e-9,
-            f"wsfleet / bare deliveries per CPU-s, {pattern}",
-        )
-
-    for name in ("wsfleet", "bare"):
-        latency = figures["latency"][name]
-        subscribers = latency["connections"]["opened"]
-        assert subscribers == options["latency_subscribers"], latency["connections"]
-        assert latency["subscribers_with_every_publication"] == subscribers
-        assert latency["to_last_subscriber_s"]["n"] == options["latency_publications"]
-        assert_numbers(
-            latency,
-            "to_last_subscriber_s.p50",
-            "to_last_subscriber_s.p99",
-            "to_last_subscriber_s.max",
-        )
-
-    failover = figures["failover"]
-    assert failover["subscribers"] == options["failover_subscribers"]
-    assert failover["publications"] > 0 and failover["publish_errors"] == 0
-    assert failover["on_killed_gateway"] > 0
-    assert failover["exact"] == failover["subscribers"], failover
-    for fault in ("duplicates", "gaps", "out_of_order", "extras"):
-        assert failover[fault] == 0, (fault, failover)
-    assert_numbers(failover, "kill_to_every_moved_resubscribed_s", "kill_to_resubscribed_s.p50")
-
-    presence = figures["presence"]
-    assert presence["matched"] is True, presence
-    assert_numbers(presence, "matched_after_kill_s", "ttl_s", "max_clients_seen")
-    ghosts = presence["ghosts"]
-    # every subscriber was present before the kill: the match measures the expiry
-    assert presence["clients_before_kill"] == failover["subscribers"] + ghosts["opened"]
-    lost = ghosts["on_killed_gateway"]
-    assert presence["live_subscribers"] == presence["clients_before_kill"] - lost
-    assert figures["pinned"] is CAN_PIN
-    if CAN_PIN:
-        assert figures["cores"] == {"clients": [0], "servers": [1]}
-        assert set(map(tuple, figures["server_affinity"].values())) == {(1,)}
-
-
-def test_envoy_share_measures_every_variant(tmp_path: Path) -> None:
-    figures = run_benchmark("envoy-share", tmp_path)
-    variants = figures["variants"]
-    assert [v["variant"] for v in variants][:2] == ["envoy defaults", "wsfleet (xDS resources)"]
-    assert len(variants) == 10
-    defaults = variants[0]["rss_kb_per_connection"]
-    for variant in variants:
-        assert variant["connections"] == figures["connections"], variant
-        assert_numbers(
-            variant,
-            "rss_kb_per_connection",
-            "allocated_kb_per_connection",
-            "heap_kb_per_connection",
-        )
-        assert_ratio(
-            variant["vs_envoy_defaults"],
-            variant["rss_kb_per_connection"],
-            defaults,
-            0.01,
-            variant["variant"],
-        )
-    tcp = variants[-1]
-    assert tcp["variant"].startswith("tcp_proxy")
-    assert tcp["allocated_kb_per_connection"] < variants[0]["allocated_kb_per_connection"]
-
-
-def test_envoy_memory_measures_idle_and_after_traffic_against_the_baseline(
-    tmp_path: Path,
-) -> None:
-    figures = run_benchmark("envoy-memory", tmp_path)
-    variants = figures["variants"]
-    assert [v["variant"] for v in variants] == ["wsfleet (baseline)", "buffers 4 KiB"]
-    baseline = variants[0]
-    for variant in variants:
-        held = figures["options"]["connections"]
-        assert (variant["connections"], variant["errors"]) == (held, 0), variant
-        sent = held * figures["options"]["messages"]
-        assert variant["messages_sent"] == variant["messages_echoed"] == sent
-        for phase in ("idle", "after_traffic"):
-            assert_numbers(variant[phase], "rss_kb", "allocated_kb", "heap_size_kb")
-            # every held WebSocket costs Envoy live objects (a few KB at least)
-            assert variant[phase]["allocated_kb"] > 1, variant
-            assert_ratio(
-                variant[f"{phase}_rss_vs_baseline"],
-                variant[phase]["rss_kb"],
-                baseline[phase]["rss_kb"],
-                0.01,
-                variant["variant"],
-            )
-
-
-def test_chaos_kills_pods_under_sdk_clients(tmp_path: Path) -> None:
-    figures = run_benchmark("chaos", tmp_path)
-    assert figures["clients"] == 40
-    assert_numbers(
-        figures,
-        "exact_streams",
-        "reconnected_clients",
-        "first_kill.attempts",
-        "first_kill.peak_to_mean",
-        "second_kill.attempts",
-        "second_kill.peak_to_mean",
-        "handshake_success",
-        "handshake_attempts",
-    )
-    assert figures["reconnected_clients"] > 0
-    assert isinstance(figures["only_killed_pods_clients_reconnected"], bool)
-    assert figures["envoy_counters"], "no Envoy counters"
-    assert (tmp_path / "chaos-reconnects.png").exists()
-
-
-def test_envoy_chaos_rolls_and_kills_envoys_behind_the_l4(tmp_path: Path) -> None:
-    figures = run_benchmark("envoy-chaos", tmp_path)
-    assert figures["clients"] == 30
-    assert figures["exact_streams"] == 30 and figures["messages_missing"] == 0
-    drains = figures["rollout"]["drains"]
-    assert [d["envoy"] for d in drains] == ["envoy", "envoy-2", "envoy-3"]
-    for drain in drains:
-        assert_numbers(drain, "attempts", "budget_average_per_bin", "peak_per_bin", "window_s")
-        assert sum(drain["per_bin"]) == drain["attempts"]
-    assert sum(d["attempts"] for d in drains) >= 30  # each client moved at least once
-    assert_numbers(figures, "handshake_success", "rollout.seconds", "kill.back_within_s_max")
-    kill = figures["kill"]
-    assert kill["killed_envoy_held"] > 0 and kill["reconnected_clients"] > 0
-    assert isinstance(kill["others_untouched"], bool)
-    assert (tmp_path / "envoy-rollout.svg").exists()
-
-
-def test_heartbeat_sweep_reports_every_cell(tmp_path: Path) -> None:
-    figures = run_benchmark("heartbeat-sweep", tmp_path)
-    cells = figures["cells"]
-    assert [(c["loss"], c["latency_s"]) for c in cells] == [(0.0, 0.0), (0.05, 0.0)]
-    for cell in cells:
-        assert_numbers(cell, "false_positives", "detection_s", "bound_s", "hold_s")
-        assert cell["clients"] == 10
-
-
 def test_idle_connections_steps_and_ratios(tmp_path: Path) -> None:
     figures = run_benchmark("idle-connections", tmp_path)
     results = figures["results"]
@@ -481,15 +332,3 @@ def test_a_signalled_benchmark_stops_every_process_it_started(
     for child in children:  # gone, and reaped by the benchmark (a zombie would be "running")
         assert not child.is_running(), child
     assert not list(tmp_path.glob("*.json"))
-
-
-def test_autobahn_reports_every_case_of_every_target_with_its_close(tmp_path: Path) -> None:
-    figures = run_benchmark("autobahn", tmp_path)
-    targets = dig(figures, "targets")
-    assert sorted(targets) == ["bare", "conformance", "defaults"]
-    for name, target in targets.items():
-        groups = target["groups"]
-        assert target["cases"] == sum(group["cases"] for group in groups.values()) >= 6, name
-        assert is_number(target["passed"]) and 0 < target["passed"] <= target["cases"], name
-        assert target["no_close_frame"] == 0, (name, groups)
-    assert targets["conformance"]["passed"] == targets["conformance"]["cases"]

@@ -168,6 +168,29 @@ def test_the_load_benchmarks_measured_block_overrides_every_input_it_names(tmp_p
     assert measured.sources["sidecar_kb_per_connection"].where.startswith("docs/")
 
 
+def _scale_result(path: Path, v1: bool) -> Path:
+    def step(held: int, envoy: float) -> dict[str, object]:
+        idle = {"envoy": envoy, "sidecar": 15.9, "redis": 1.25, "fleet": 73.0}
+        return {"held": held, "kb_per_connection_idle": idle}
+
+    steps = [step(10_000, 55.0), step(50_000, 55.4), step(25_000, 55.2)]
+    document = {"benchmark": "scale", "at": "T", "options": {"envoys": 7, "v1": v1}}
+    path.write_text(json.dumps({**document, "steps": steps}))
+    return path
+
+
+def test_the_scale_run_gives_memory_per_connection_from_its_largest_step(tmp_path: Path) -> None:
+    v1 = load_measured([_scale_result(tmp_path / "v1.json", v1=True)])
+    assert v1.envoy_kb_per_connection == 55.4
+    assert (v1.sidecar_kb_per_connection, v1.redis_bytes_per_connection) == (15.9, 1280.0)
+    assert "50,000 held, 7 Envoys" in v1.sources["sidecar_kb_per_connection"].figure
+    # a raw run keeps no session state: only Envoy's figure is taken from it
+    raw = load_measured([_scale_result(tmp_path / "raw.json", v1=False)])
+    assert raw.envoy_kb_per_connection == 55.4
+    assert raw.sidecar_kb_per_connection == Measured().sidecar_kb_per_connection
+    assert raw.sources["sidecar_kb_per_connection"].where.startswith("docs/")
+
+
 def test_a_file_that_is_no_benchmark_result_is_refused_by_name(tmp_path: Path) -> None:
     stray = tmp_path / "stray.json"
     stray.write_text(json.dumps({"benchmark": "chaos"}))

@@ -19,6 +19,7 @@ It is a facade; each concern is a module of its own, sharing one
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -225,8 +226,9 @@ class LocalFleet:
         await self._workloads.start_backends()
         await self._control_planes.start(grpc_port=0)
         await self._envoys.start()
-        for _ in range(options.sidecars):
-            await self.start_sidecar()
+        # together: each waits for Envoy's health check to route to it (seconds, mostly idle)
+        started = await asyncio.gather(*(self.start_sidecar() for _ in range(options.sidecars)))
+        self.info.sidecars = {info.pod_id: info for info in started}  # in the order of their ids
         for _ in range(options.api_instances if self.routes_api else 0):
             await self.start_api()
         await self.wait_round_trip(STARTUP_TIMEOUT_S)
