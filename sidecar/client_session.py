@@ -452,10 +452,7 @@ async def start_session(
     plan = plan_start(bool(requested), stored, reachable, user_id, _int(last_seq))
     if stored is None or plan.start is Start.NEW:  # (no record: always NEW)
         start = SessionStart(admission.connection_id, Sequencer(), plan=plan)
-        try:
-            await gateway.replay.create(start.session_id, user_id)
-        except ReplayStoreUnavailable:
-            gateway.metrics.registry_errors.inc()
+        gateway.replay.create(start.session_id, user_id)  # with the writer's next batch
         return start
     start = SessionStart(
         stored.session_id,

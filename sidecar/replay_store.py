@@ -103,7 +103,9 @@ class ReplayWriter:
 
     Nothing is created per message: entries join the pending batch, and each session's
     watcher hears once per batch how far its writes got (a watermark). A batch's new
-    sessions are written before its entries.
+    sessions are written before its entries. A handshake does not wait for its session's
+    record (its one round trip is the registry's): the record lands with the next batch,
+    before any entry of the session; a failure is counted (``on_error``), never refused.
     """
 
     def __init__(
@@ -117,7 +119,7 @@ class ReplayWriter:
         self._entries: list[Entry] = []
         self._cseqs: dict[str, int] = {}
         self._watchers: dict[str, tuple[PersistWatcher, int, int]] = {}  # id -> (w, seq, mid)
-        self._creating: list[tuple[str, str, asyncio.Future[None]]] = []
+        self._creating: list[tuple[str, str]] = []
         self._grants: list[tuple[str, str, bool]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -133,12 +135,10 @@ class ReplayWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def create(self, session_id: str, user_id: str) -> None:
-        """Start a session with the next batch; raises :class:`ReplayStoreUnavailable`."""
-        created: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._creating.append((session_id, user_id, created))
+    def create(self, session_id: str, user_id: str) -> None:
+        """Start a session with the next batch (before any entry of it)."""
+        self._creating.append((session_id, user_id))
         self._wake.set()
-        await created
 
     def persist(self, watcher: PersistWatcher, entry: Entry) -> None:
         self._entries.append(entry)
@@ -189,18 +189,10 @@ class ReplayWriter:
             for session_id, (watcher, seq, message_id) in watchers.items():
                 watcher.persisted(seq, message_id, session_id not in refused)
 
-    async def _create(self, creating: list[tuple[str, str, asyncio.Future[None]]]) -> None:
-        failure: ReplayStoreUnavailable | None = None
+    async def _create(self, creating: list[tuple[str, str]]) -> None:
         try:
             with self.redis_timer.time("replay_create"):
-                sessions = [(session_id, user_id) for session_id, user_id, _ in creating]
-                await self._store.create(sessions)
+                await self._store.create(creating)
         except ReplayStoreUnavailable as exc:
-            failure = exc
-        for _, _, created in creating:
-            if created.done():  # the handshake was given up meanwhile
-                continue
-            if failure is None:
-                created.set_result(None)
-            else:
-                created.set_exception(failure)
+            self._on_error()
+            log.warning("replay_store_unavailable", error=str(exc)[:200])

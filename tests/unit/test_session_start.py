@@ -38,7 +38,7 @@ class Store:
             raise ReplayStoreUnavailable
         return [Entry(session_id, seq, b"m%d" % seq, False) for seq in self.seqs]
 
-    async def create(self, session_id: str, user_id: str) -> None:
+    def create(self, session_id: str, user_id: str) -> None:
         self.created.append((session_id, user_id))
 
     def inc(self) -> None:
