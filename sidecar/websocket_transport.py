@@ -39,6 +39,10 @@ log = structlog.get_logger()
 
 PING_SKIP_BUFFER_BYTES = 64 * 1024
 WRITE_HIGH_WATER_BYTES = 64 * 1024  # beyond this in the socket's buffer, wait for it to drain
+# the read loop's own events, beside the reader's: a ping counted and due a pong once the
+# socket's buffer drains; a control frame over the limit that closes the session
+_PONG_DUE = 0x100
+_CLOSE_DUE = 0x101
 READ_QUEUE_BYTES = 64 * 1024  # client messages read, not yet handed on: beyond, stop reading
 TRANSPORT = "websocket"
 
@@ -92,6 +96,7 @@ class WebSocketConnection:
         "_protocol",
         "_queued",
         "_reader",
+        "_session",
         "_transport",
         "_upgrade",
         "_waiter",
@@ -118,6 +123,7 @@ class WebSocketConnection:
         self._eof = False
         self._closing = False  # the gateway's close frame (or its answer to the client's) sent
         self._linger: _Linger | None = None
+        self._session: ClientSession | None = None  # once open: pings answered as they come
         self.close_code: int | None = None
 
     def start(self, upgrade: bytes, hold: bool) -> None:
@@ -129,6 +135,10 @@ class WebSocketConnection:
             self._upgrade = upgrade
         else:
             self._transport.write(upgrade)
+
+    def open(self, session: ClientSession) -> None:
+        """The session is open: pings and pongs are handled as they are read."""
+        self._session = session
 
     # -- the channel: frames to the client
 
@@ -238,14 +248,48 @@ class WebSocketConnection:
             linger.received(len(data), self._reader.close_received)
             return False, b""
         if events:
-            self._events += events
-            for _, payload in events:
-                self._queued += len(payload)
+            session = self._session
+            queue = self._events
+            for event in events:
+                opcode = event[0]
+                if session is not None and (
+                    opcode == ws_frames.OP_PING or opcode == ws_frames.OP_PONG
+                ):
+                    left = self._control_now(session, opcode, event[1])
+                    if left is None:
+                        continue
+                    event = left
+                queue.append(event)
+                self._queued += len(event[1])
+            if not queue:
+                return False, b""
             if self._queued > READ_QUEUE_BYTES and not self._paused:
                 self._paused = True
                 self._protocol.pause_reading()
             self._wake()
         return False, b""
+
+    def _control_now(self, session: ClientSession, opcode: int, data: bytes) -> Event | None:
+        """A ping or a pong, handled as it is read (no wake-up of the read loop; the pong
+        written at once), counted like data frames (one bucket: a ping costs a pong
+        write). What is left for the read loop, if anything: a close for the limit, or a
+        pong to write once the socket's buffer has drained."""
+        if not session.core.control_frame(len(data), session.now()):
+            if session.core.closing is None:
+                return None  # over the limit, rate_limit_action=drop: not answered
+            return (_CLOSE_DUE, b"")
+        table = session._gateway.table
+        if opcode == ws_frames.OP_PONG:
+            table.pong(session.connection_id)
+            return None
+        table.activity(session.connection_id)
+        if self._closing or self._transport.is_closing():
+            return None
+        if self._transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
+            return (_PONG_DUE, data)  # the loop writes it after the drain: reading waits
+        self._write_whole(ws_frames.server_frame(ws_frames.OP_PONG, data))
+        self.flush()
+        return None
 
     def feed_eof(self) -> None:
         self._eof = True
@@ -283,21 +327,27 @@ class WebSocketConnection:
                     table.activity(connection_id)
                     if not await session.from_client(data, opcode == ws_frames.OP_BINARY):
                         return
-                elif opcode == ws_frames.OP_PING or opcode == ws_frames.OP_PONG:
-                    if not await self._control(session, opcode, data):
-                        return
                 elif opcode == ws_frames.OP_CLOSE:
                     self._answer_close(data)
                     return
+                elif opcode != FAILED:  # a ping or a pong, or what _control_now left
+                    if not await self._control(session, opcode, data):
+                        return
                 else:  # FAILED: the client broke the protocol
-                    assert opcode == FAILED and self._reader.failure is not None
+                    assert self._reader.failure is not None
                     await self.close(*self._reader.failure)
                     return
 
     async def _control(self, session: ClientSession, opcode: int, data: bytes) -> bool:
-        """A ping or a pong: counted like data frames (one bucket: a ping costs a pong
-        write); False once the session is closing for it."""
-        if not session.core.control_frame(len(data), session.now()):
+        """A control event for the read loop: a ping or a pong read before the session
+        opened (counted here), or what :meth:`_control_now` left; False once the session
+        is closing for it."""
+        if opcode == _PONG_DUE:
+            pending = self._write_whole(ws_frames.server_frame(ws_frames.OP_PONG, data))
+            if pending is not None:
+                await pending
+            return True
+        if opcode == _CLOSE_DUE or not session.core.control_frame(len(data), session.now()):
             closing = session.core.closing
             if closing is None:
                 return True  # over the limit, rate_limit_action=drop: not answered
@@ -408,6 +458,7 @@ async def _accept(
     connection.start(switching_protocols(accept, headers), hold=v1)
     gateway.metrics.handshakes["accepted"] += 1
     session = await open_session(gateway, admission, connection, TRANSPORT, start)
+    connection.open(session)
     note_edge(gateway.table, session.connection_id, request)
     gateway.metrics.observe_handshake(TRANSPORT, time.perf_counter() - started)  # 101 out
     tracing.annotate(
