@@ -39,7 +39,16 @@ async def _handshake(
     try:
         ws = await session.ws_connect(url, headers=headers, protocols=protocols)
     except aiohttp.WSServerHandshakeError as refused:
-        async with session.get(url, headers=headers) as plain:  # same request, to read the body
+        upgrade = {  # the same upgrade, sent by hand to read the refusal's body
+            **headers,
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        if protocols:
+            upgrade["Sec-WebSocket-Protocol"] = ", ".join(protocols)
+        async with session.get(url, headers=upgrade) as plain:
             body = await plain.json(content_type=None)
         return refused.status, body
     await ws.send_str("ping")

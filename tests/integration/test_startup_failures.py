@@ -41,7 +41,7 @@ SIDECAR_STEPS = (
     "listen_both",
     "start_tasks",
 )
-XDS_STEPS = ("open_registry", "open_fleet_lease", "listen", "start_grpc", "start_tasks")
+XDS_STEPS = ("open_registry", "listen", "start_grpc", "start_tasks")
 
 
 def _recorded(name: str, real: Callable[..., Any], fail: str | None, events: list[str]) -> Any:
