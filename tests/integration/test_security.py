@@ -354,6 +354,31 @@ async def test_by_default_a_client_flooding_frames_is_cut_and_others_are_served(
         await other.close()
 
 
+async def test_an_unmasked_frame_pipelined_with_the_handshake_is_refused_too(one_gateway) -> None:
+    """Frames a client sends before the 101 (in the same write as its upgrade) reach the
+    gateway's frame reader like any other: the 101, then the close with 1002. (Sent to
+    the gateway's own port: Envoy holds such bytes back until the 101.)"""
+    fleet: LocalFleet = one_gateway
+    gateway = next(iter(fleet.info.sidecars.values()))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    writer.write(
+        (
+            "GET /ws?user=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token('alice')}\r\n\r\n"
+        ).encode()
+        + bytes((0x81, 8))
+        + b"unmasked"  # no mask bit, no key: in the handshake's own write
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    first = await asyncio.wait_for(reader.readexactly(2), DEADLINE_S)
+    assert first[0] == 0x88  # a close frame, not an echo
+    body = await asyncio.wait_for(reader.readexactly(first[1] & 0x7F), DEADLINE_S)
+    assert int.from_bytes(body[:2], "big") == 1002 and body[2:] == b"unmasked frame"
+    writer.close()
+
+
 async def test_an_unmasked_client_frame_closes_the_connection_with_1002(one_gateway) -> None:
     """RFC 6455 5.1: every client frame is masked; aiohttp alone would echo this one."""
     fleet: LocalFleet = one_gateway
