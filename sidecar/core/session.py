@@ -148,16 +148,11 @@ class SessionCore:
         counters.bytes_in += len(data)
         if self.closing is not None:
             return None
-        if self._new_limits is not None:
-            self._limits, self._new_limits = self._new_limits(), None
-        if self._limits is not None and not counted:
-            verdict = self._limits.check(len(data), now)
+        if not counted:
+            verdict = self._count(len(data), now)
             if verdict is InboundVerdict.CLOSE:
-                counters.rate_limited_closes += 1
-                self._close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
                 return None
             if verdict is InboundVerdict.DROP:
-                counters.rate_limited_drops += 1
                 self.notice("rate_limited", now)
                 return None
         if self.sequencer is None:
@@ -196,19 +191,7 @@ class SessionCore:
         frames then go to :meth:`client_frame` with ``counted=True``. False: over a
         limit, nothing counted; with ``rate_limit_action=close`` (and ``may_close``) the
         session is closing (1008, :attr:`closing`)."""
-        if self._new_limits is not None:
-            self._limits, self._new_limits = self._new_limits(), None
-        if self._limits is None:
-            return True
-        verdict = self._limits.check(size, now, count)
-        if verdict is InboundVerdict.ALLOW:
-            return True
-        if verdict is InboundVerdict.CLOSE and may_close:
-            self._counters.rate_limited_closes += 1
-            self._close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-        else:
-            self._counters.rate_limited_drops += 1
-        return False
+        return self._count(size, now, count, may_close) is InboundVerdict.ALLOW
 
     def token_expired(self, wall_now: float) -> bool:
         """Whether the token has expired at ``wall_now`` (Unix seconds); if so the session
@@ -240,17 +223,28 @@ class SessionCore:
         closing (1008, :attr:`closing`), with ``drop`` it is ignored."""
         if self.closing is not None:
             return False
+        return self._count(size, now) is InboundVerdict.ALLOW
+
+    def _count(
+        self, size: int, now: float, count: int = 1, may_close: bool = True
+    ) -> InboundVerdict:
+        """Every client frame's one count against the connection's limits (data frames,
+        a POST's frames together, pings and pongs): the verdict, counted; past a limit
+        with ``rate_limit_action=close`` (and ``may_close``) the session is closing (1008),
+        else the frames are dropped (DROP)."""
         if self._new_limits is not None:
             self._limits, self._new_limits = self._new_limits(), None
         if self._limits is None:
-            return True
-        verdict = self._limits.check(size, now)
-        if verdict is InboundVerdict.CLOSE:
+            return InboundVerdict.ALLOW
+        verdict = self._limits.check(size, now, count)
+        if verdict is InboundVerdict.CLOSE and may_close:
             self._counters.rate_limited_closes += 1
             self._close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-        elif verdict is InboundVerdict.DROP:
+            return verdict
+        if verdict is not InboundVerdict.ALLOW:
             self._counters.rate_limited_drops += 1
-        return verdict is InboundVerdict.ALLOW
+            return InboundVerdict.DROP
+        return verdict
 
     def _bad_frame_allowed(self, now: float) -> bool:
         if self._bad_frames is None:
