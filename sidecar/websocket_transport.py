@@ -340,28 +340,23 @@ class WebSocketConnection:
 
     async def _control(self, session: ClientSession, opcode: int, data: bytes) -> bool:
         """A control event for the read loop: a ping or a pong read before the session
-        opened (counted here), or what :meth:`_control_now` left; False once the session
-        is closing for it."""
+        opened (handled now as :meth:`_control_now` handles the others), or what
+        :meth:`_control_now` left; False once the session is closing for it."""
+        if opcode == ws_frames.OP_PING or opcode == ws_frames.OP_PONG:
+            left = self._control_now(session, opcode, data)
+            if left is None:
+                return True
+            opcode, data = left
         if opcode == _PONG_DUE:
-            pending = self._write_whole(ws_frames.server_frame(ws_frames.OP_PONG, data))
-            if pending is not None:
-                await pending
+            if not self._closing and not self._transport.is_closing():
+                pending = self._write_whole(ws_frames.server_frame(ws_frames.OP_PONG, data))
+                if pending is not None:
+                    await pending
             return True
-        if opcode == _CLOSE_DUE or not session.core.control_frame(len(data), session.now()):
-            closing = session.core.closing
-            if closing is None:
-                return True  # over the limit, rate_limit_action=drop: not answered
-            await session.close(*closing)
-            return False
-        table = session._gateway.table
-        if opcode == ws_frames.OP_PONG:
-            table.pong(session.connection_id)
-            return True
-        table.activity(session.connection_id)
-        pending = self._write_whole(ws_frames.server_frame(ws_frames.OP_PONG, data))
-        if pending is not None:
-            await pending
-        return True
+        closing = session.core.closing  # _CLOSE_DUE: the limit closes the session
+        assert closing is not None
+        await session.close(*closing)
+        return False
 
     def _answer_close(self, payload: bytes) -> None:
         """The client's close: answered with its code (RFC 6455 section 5.5.1), then TCP is
