@@ -25,12 +25,12 @@ from wsfleet.channels.batched import BatchedCalls
 from wsfleet.channels.config_follower import NamespacesFollower
 from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError, StartupError
-from wsfleet.pod_registration import PodRegistration
+from wsfleet.pod_registration import PodRegistration, pod_record
 from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
 from wsfleet.readiness import write_ready
-from wsfleet.registry import PodRecord, PodState
+from wsfleet.registry import PodState
 from wsfleet.registry.signing import PodSigner, read_pod_key
-from wsfleet.settings import ApiSettings, advertised_address
+from wsfleet.settings import ApiSettings
 
 log = structlog.get_logger()
 
@@ -58,16 +58,7 @@ async def serve(settings: ApiSettings, stop: asyncio.Event) -> None:
         api = ServerApi(keys, store, publisher, lambda: namespaces.current, metrics)
         registration = PodRegistration(
             registry,
-            PodRecord(
-                pod_id=settings.pod_id,
-                pool=settings.pool,
-                host=advertised_address(settings.host, settings.advertise_host),
-                port=0,
-                admin_port=0,
-                region=settings.region,
-                zone=settings.zone,
-                started_at=time.time(),
-            ),
+            pod_record(settings, time.time()),
             settings.registry_ttl_s,
             settings.registry_refresh_s,
             connection_counts=dict,

@@ -44,13 +44,13 @@ from wsfleet.arg_types import routing_key_source
 from wsfleet.channels.config_follower import NamespacesFollower
 from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError
-from wsfleet.pod_registration import PodRegistration
+from wsfleet.pod_registration import PodRegistration, pod_record
 from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
 from wsfleet.readiness import write_ready
-from wsfleet.registry import HashSources, PodRecord
+from wsfleet.registry import HashSources
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import PodSigner, read_pod_key
-from wsfleet.settings import SidecarSettings, advertised_address
+from wsfleet.settings import SidecarSettings
 from wsfleet.tokens import read_auth_key
 
 log = structlog.get_logger()
@@ -285,16 +285,7 @@ def pod_registration(
     metrics: GatewayMetrics,
 ) -> PodRegistration:
     """This pod's record in the registry (written once its ports are known)."""
-    record = PodRecord(
-        pod_id=settings.pod_id,
-        pool=settings.pool,
-        host=advertised_address(settings.host, settings.advertise_host),
-        port=0,
-        admin_port=0,
-        region=settings.region,
-        zone=settings.zone,
-        started_at=time.time(),
-    )
+    record = pod_record(settings, time.time())
     return PodRegistration(
         registry,
         record,

@@ -6,12 +6,45 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 
 from wsfleet.registry import PodRecord, PodState, Registry, RegistryUnavailable
+from wsfleet.settings import advertised_address
 
 log = structlog.get_logger()
+
+
+class PodSettings(Protocol):
+    """What a registered process (a gateway, a server API instance) says of itself."""
+
+    @property
+    def pod_id(self) -> str: ...
+    @property
+    def pool(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def advertise_host(self) -> str | None: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def zone(self) -> str: ...
+
+
+def pod_record(settings: PodSettings, started_at: float) -> PodRecord:
+    """A process's registry record before it listens (ports 0 until it does)."""
+    return PodRecord(
+        pod_id=settings.pod_id,
+        pool=settings.pool,
+        host=advertised_address(settings.host, settings.advertise_host),
+        port=0,
+        admin_port=0,
+        region=settings.region,
+        zone=settings.zone,
+        started_at=started_at,
+    )
 
 
 class PodRegistration:
