@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookies
+import json
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from aiohttp import web
 from sidecar.auth import AuthError, Identity, TokenVerifier, find_token
 from sidecar.backend_bridge import BackendLink
 from sidecar.backends import BackendBridge
+from sidecar.core.http_head import RequestHead
 from sidecar.session_registry import SessionRegistry, UnwritableRecord
 from wsfleet import tracing
 from wsfleet.headers import REFUSAL_HEADER
@@ -34,15 +36,20 @@ class Refusal(Exception):
         self.retry_after_s = retry_after_s
         self.headers: dict[str, str] = {}  # more headers for the answer
 
-    def response(self) -> web.Response:
+    def answer(self) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and JSON body of the refusal."""
         # The reason also travels in a header: WebSocket clients rarely get to read the body
         # of a refused upgrade, and an operator's tools should show it verbatim.
         headers = {**self.headers, REFUSAL_HEADER: f"{self.reason}: {self.message}"}
         if self.retry_after_s:
             headers["Retry-After"] = str(self.retry_after_s)
-        return web.json_response(
-            {"error": self.reason, "message": self.message}, status=self.status, headers=headers
-        )
+        headers["Content-Type"] = "application/json; charset=utf-8"
+        body = json.dumps({"error": self.reason, "message": self.message}).encode()
+        return self.status, headers, body
+
+    def response(self) -> web.Response:
+        status, headers, body = self.answer()
+        return web.Response(status=status, headers=headers, body=body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +71,28 @@ class Admission:
         return self.record.backend_routing_key
 
 
-def handshake_query(request: web.Request) -> dict[str, str]:
-    """The request's query, parsed for the handshake only (the first value of each name).
+def head_of(request: web.BaseRequest) -> RequestHead:
+    """What a handshake reads of a request aiohttp parsed (the SSE and long-poll transports,
+    and an upgrade on a connection aiohttp serves)."""
+    return RequestHead(
+        request.method,
+        request.path,
+        request.rel_url.raw_query_string,
+        (request.version.major, request.version.minor),
+        request.headers,
+    )
 
-    ``request.query`` would keep its parsed form (a MultiDict and its strings) on the
-    request, which lives as long as the connection: a few hundred bytes per idle client.
-    """
+
+def handshake_query(head: RequestHead) -> dict[str, str]:
+    """The request's query, parsed for the handshake only (the first value of each name)."""
     query: dict[str, str] = {}
-    raw = request.rel_url.raw_query_string
+    raw = head.raw_query
     for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
         query.setdefault(name, value)
     return query
 
 
-def hashed_user(sources: HashSources, request: web.Request) -> str:
+def hashed_user(sources: HashSources, head: RequestHead) -> str:
     """The user id Envoy hashed this request on: the first of the pool's hash sources
     present, in Envoy's order (header, query parameter, cookie); "" when none is.
 
@@ -90,16 +105,16 @@ def hashed_user(sources: HashSources, request: web.Request) -> str:
     printable UTF-8."""
     found = []
     if sources.header:
-        values = request.headers.getall(sources.header, [])
+        values = head.headers.getall(sources.header, [])
         if len(values) > 1:  # Envoy hashes them all, a reader takes one
             raise Refusal(400, "user_ambiguous", f"the {sources.header} header is sent twice")
         if values:
             found.append(_canonical(values[0], sources.header))
     if sources.query_parameter:
-        value = _raw_query_value(request.rel_url.raw_query_string, sources.query_parameter)
+        value = _raw_query_value(head.raw_query, sources.query_parameter)
         if value is not None:
             found.append(_canonical(value, f"?{sources.query_parameter}="))
-    if sources.cookie and (value := _cookie(request, sources.cookie)) is not None:
+    if sources.cookie and (value := _cookie(head, sources.cookie)) is not None:
         found.append(_canonical(value, f"cookie {sources.cookie}"))
     if len(set(found)) > 1:
         raise Refusal(400, "user_ambiguous", f"{describe(sources)} name different users")
@@ -144,12 +159,12 @@ def describe(sources: HashSources) -> str:
     return ", ".join(name for name in names if name)
 
 
-def _cookie(request: web.Request, name: str) -> str | None:
+def _cookie(head: RequestHead, name: str) -> str | None:
     """One cookie, parsed for this handshake only (``request.cookies`` would keep them all),
     as Envoy reads it: from every ``Cookie`` header, its surrounding quotes taken off.
     Refused when it is sent twice or its quoted form holds escapes (Envoy would hash them
     as they are, the parser decodes them)."""
-    headers = request.headers.getall("Cookie", [])
+    headers = head.headers.getall("Cookie", [])
     names = (part.partition("=")[0].strip() for line in headers for part in line.split(";"))
     if sum(found == name for found in names) > 1:
         raise Refusal(400, "user_ambiguous", f"cookie {name} is sent twice")
@@ -167,7 +182,7 @@ def _cookie(request: web.Request, name: str) -> str | None:
 
 
 def routing_key(
-    source: str, identity: Identity, request: web.Request, query: Mapping[str, str]
+    source: str, identity: Identity, head: RequestHead, query: Mapping[str, str]
 ) -> str | None:
     """The session's backend_routing_key, from where the settings say it is; None when it
     is not there. Raises :class:`Refusal` (``bad_routing_key``) when it is not printable
@@ -181,7 +196,7 @@ def routing_key(
     elif kind == "query":
         value = query.get(name)
     elif kind == "header":
-        value = request.headers.get(name)
+        value = head.headers.get(name)
     if value in (None, ""):
         return None
     key = str(value)
@@ -220,12 +235,12 @@ class Gatekeeper:
         self.hash_sources: HashSources | None = None  # the pool's, from the policy
 
     def authenticate(
-        self, request: web.Request, query: Mapping[str, str]
+        self, head: RequestHead, query: Mapping[str, str]
     ) -> tuple[Identity, str | None]:
         """The verified identity (and the subprotocol entry the token came in, if any);
         raises :class:`Refusal`. The user Envoy hashed on must be the token's subject."""
         try:
-            token, token_entry = find_token(request.headers, query)
+            token, token_entry = find_token(head.headers, query)
             identity = self.verifier.verify(token)
         except AuthError as exc:
             raise Refusal(exc.status, exc.reason, exc.message) from None
@@ -238,7 +253,7 @@ class Gatekeeper:
                 "users are hashed",
                 retry_after_s=1,
             )
-        if hashed_user(sources, request) != identity.user_id:
+        if hashed_user(sources, head) != identity.user_id:
             raise Refusal(
                 403,
                 "user_mismatch",
@@ -246,15 +261,15 @@ class Gatekeeper:
             )
         return identity, token_entry
 
-    async def admit(self, request: web.Request, transport: str) -> Admission:
+    async def admit(self, head: RequestHead, transport: str) -> Admission:
         """Check a handshake; raise :class:`Refusal` with the reason if refused."""
         settings = self.settings
-        query = handshake_query(request)
+        query = handshake_query(head)
         with tracing.span(tracing.AUTH_SPAN):
-            identity, token_entry = self.authenticate(request, query)
+            identity, token_entry = self.authenticate(head, query)
         if self.draining:
             raise Refusal(503, "draining", "this gateway is draining", retry_after_s=1)
-        key = routing_key(settings.routing_key_source, identity, request, query)
+        key = routing_key(settings.routing_key_source, identity, head, query)
         if key is None:
             raise Refusal(
                 400, "no_routing_key", f"no backend routing key ({settings.routing_key_source})"
@@ -282,7 +297,7 @@ class Gatekeeper:
             ) from None
         except UnwritableRecord as exc:
             raise Refusal(400, "bad_routing_key", str(exc)) from None
-        offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        offered = [p.strip() for p in head.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         subprotocol = choose_subprotocol(
             [p for p in offered if p], settings.subprotocols, token_entry
         )

@@ -13,12 +13,11 @@ import asyncio
 import itertools
 import re
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
-from aiohttp import web
 
 from sidecar.admission import Admission
 from sidecar.auth import AuthError, Identity
@@ -431,7 +430,7 @@ class SessionStart:
 
 
 async def start_session(
-    gateway: Gateway, request: web.Request, admission: Admission, v1: bool
+    gateway: Gateway, headers: Mapping[str, str], admission: Admission, v1: bool
 ) -> SessionStart:
     """A new session, or (v1, ``?session=&last_seq=``) the one the client resumes with the
     messages it missed. This reads and writes the replay store and carries out the plan
@@ -440,7 +439,7 @@ async def start_session(
     if not v1:
         return SessionStart(admission.connection_id, None)
     requested = admission.query.get("session")
-    last_seq = admission.query.get("last_seq") or request.headers.get("Last-Event-ID")
+    last_seq = admission.query.get("last_seq") or headers.get("Last-Event-ID")
     stored, reachable = None, True
     if requested:
         try:

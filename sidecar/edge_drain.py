@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any
 
 import structlog
-from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from sidecar.connection_table import ConnectionTable
@@ -39,9 +38,9 @@ def edge_of(headers: CIMultiDictProxy[str]) -> str:
     return edge if len(edge) <= MAX_EDGE_CHARS and edge.isprintable() else ""
 
 
-def note_edge(table: ConnectionTable, connection_id: str, request: web.Request) -> None:
+def note_edge(table: ConnectionTable, connection_id: str, headers: CIMultiDictProxy[str]) -> None:
     """Record the Envoy a just-opened connection came through."""
-    table.set_edge(connection_id, edge_of(request.headers))
+    table.set_edge(connection_id, edge_of(headers))
 
 
 class _EdgeDrain:

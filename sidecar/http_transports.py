@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from sidecar.admission import Refusal
+from sidecar.admission import Refusal, head_of
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope
 from sidecar.core.poll_buffer import DEFAULT_MAX_BYTES, PollBuffer, poll_answer
@@ -142,12 +142,12 @@ async def _open_sse(
     started = time.perf_counter()
     try:
         with tracing.span(tracing.ADMISSION_SPAN):
-            admission = await gateway.gatekeeper.admit(request, "sse")
+            admission = await gateway.gatekeeper.admit(head_of(request), "sse")
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         tracing.annotate(outcome=refusal.reason)
         return _refused(refusal)
-    start = await start_session(gateway, request, admission, v1=True)
+    start = await start_session(gateway, request.headers, admission, v1=True)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -167,7 +167,7 @@ async def _open_sse(
     gateway.metrics.handshakes["accepted"] += 1
     channel = SseChannel(response, request)
     session = await open_session(gateway, admission, channel, "sse", start)
-    note_edge(gateway.table, session.connection_id, request)
+    note_edge(gateway.table, session.connection_id, request.headers)
     gateway.metrics.observe_handshake("sse", time.perf_counter() - started)
     tracing.annotate(
         outcome="accepted", connection_id=session.connection_id, session_id=session.session_id
@@ -307,7 +307,7 @@ def _remember_close(
 def _closed_between_polls(gateway: Gateway, request: web.Request, session_id: str) -> web.Response:
     """A poll of a session that the gateway closed while no poll was waiting: its close."""
     try:
-        identity, _ = gateway.gatekeeper.authenticate(request, request.query)
+        identity, _ = gateway.gatekeeper.authenticate(head_of(request), request.query)
     except Refusal as refusal:
         return _refused(refusal)
     closed = gateway.poll_closes.take(session_id, identity.user_id, _now())
@@ -332,7 +332,7 @@ async def handle_poll(request: web.Request) -> web.StreamResponse:
         return _closed_between_polls(gateway, request, requested)
     if isinstance(existing, ClientSession) and isinstance(existing.channel, PollChannel):
         try:
-            identity, _ = gateway.gatekeeper.authenticate(request, request.query)
+            identity, _ = gateway.gatekeeper.authenticate(head_of(request), request.query)
         except Refusal as refusal:
             return _refused(refusal)
         if identity.user_id != existing.user_id:
@@ -367,16 +367,16 @@ async def _open_poll(
     started = time.perf_counter()
     try:
         with tracing.span(tracing.ADMISSION_SPAN):
-            admission = await gateway.gatekeeper.admit(request, "poll")
+            admission = await gateway.gatekeeper.admit(head_of(request), "poll")
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         tracing.annotate(outcome=refusal.reason)
         return _refused(refusal)
     gateway.metrics.handshakes["accepted"] += 1
-    start = await start_session(gateway, request, admission, v1=True)
+    start = await start_session(gateway, request.headers, admission, v1=True)
     channel = PollChannel(POLL_BUFFER, gateway.settings.poll_buffer_bytes)
     session = await open_session(gateway, admission, channel, "poll", start)
-    note_edge(gateway.table, session.connection_id, request)
+    note_edge(gateway.table, session.connection_id, request.headers)
     channel.session = session
     channel.on_closed = functools.partial(
         _remember_close, gateway, session.session_id, session.user_id
@@ -420,7 +420,7 @@ async def handle_send(request: web.Request) -> web.Response:
     handed on frame by frame like a WebSocket's (202 with how many were accepted)."""
     gateway = request.app[GATEWAY_KEY]
     try:
-        identity, _ = gateway.gatekeeper.authenticate(request, request.query)
+        identity, _ = gateway.gatekeeper.authenticate(head_of(request), request.query)
     except Refusal as refusal:
         return _refused(refusal)
     session = gateway.table.by_session.get(request.query.get("session", ""))

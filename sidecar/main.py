@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import time
 from collections.abc import Coroutine
@@ -35,6 +36,7 @@ from sidecar.gateway import Gateway
 from sidecar.hash_sources import HashSourcesFollower
 from sidecar.jwks import JwksRefresher, load_keys
 from sidecar.metrics import GatewayMetrics
+from sidecar.public_port import PublicPort
 from sidecar.redis_replay_store import RedisReplayStore
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
@@ -338,6 +340,7 @@ async def listen_both(
         settings.port,
         settings.listen_backlog,
         settings.http_idle_timeout_s,
+        front=functools.partial(PublicPort, gateway, settings.http_idle_timeout_s),
     )
     admin_port = await listen(
         stack,

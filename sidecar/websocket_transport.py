@@ -5,11 +5,14 @@ Raw clients send and receive bare messages. Clients that offer the
 envelopes with sequence numbers, and resume with ``?session=&last_seq=``.
 Every frame from the client is liveness; pongs feed the heartbeat schedule.
 
-aiohttp parses the HTTP request; from the upgrade on, the frame layer is the gateway's
-own (:mod:`sidecar.core.ws_handshake`, :mod:`sidecar.core.ws_reader`,
+The public port reads an upgrade's request head itself (:mod:`sidecar.public_port`) and
+hands it to :func:`serve_upgrade`; an upgrade on a connection aiohttp already serves (a
+keep-alive connection that carried other requests first) comes through
+:func:`handle_websocket`. Both run the same handshake and frame layer, the gateway's own
+(:mod:`sidecar.core.ws_handshake`, :mod:`sidecar.core.ws_reader`,
 :mod:`sidecar.core.ws_frames`, :mod:`sidecar.core.ws_deflate`): it writes the 101 itself,
-installs its frame reader in aiohttp's parser slot for upgraded connections
-(``protocol.set_parser``) and writes its frames straight to the transport.
+takes the connection's bytes through its :class:`Wire` and writes its frames straight to
+the transport.
 """
 
 from __future__ import annotations
@@ -17,21 +20,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from sidecar.admission import Refusal
+from sidecar.admission import Refusal, head_of
 from sidecar.client_session import ClientSession, open_session, start_session
 from sidecar.core import CloseCode, envelope, fit_reason, ws_frames
+from sidecar.core.http_head import RequestHead, http_answer
 from sidecar.core.lingering_close import LingeringClose, LingerVerdict
 from sidecar.core.ws_deflate import Deflate, agree
 from sidecar.core.ws_handshake import VERSION, NotAnUpgrade, accept_key, switching_protocols
 from sidecar.core.ws_reader import FAILED, Event, FrameReader, close_payload
 from sidecar.edge_drain import note_edge
-from sidecar.gateway import GATEWAY_KEY
+from sidecar.gateway import GATEWAY_KEY, Gateway
 from wsfleet import tracing
 from wsfleet.headers import POD_HEADER
 
@@ -45,6 +49,45 @@ _PONG_DUE = 0x100
 _CLOSE_DUE = 0x101
 READ_QUEUE_BYTES = 64 * 1024  # client messages read, not yet handed on: beyond, stop reading
 TRANSPORT = "websocket"
+
+
+class Wire(Protocol):
+    """Where an upgraded connection's bytes come from, beside the transport it writes to:
+    the public port's own protocol, or aiohttp's for an upgrade aiohttp parsed."""
+
+    def attach(self, connection: WebSocketConnection) -> None:
+        """From now on the connection's bytes go to ``connection.feed_data`` (and its end
+        to ``feed_eof``), the bytes already read after the request head first."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def drain(self) -> Awaitable[None]:
+        """Resolves once the transport's write buffer is below its high-water mark."""
+        ...
+
+
+class AiohttpWire:
+    """The wire of an upgrade aiohttp parsed: its protocol's parser slot and its writer."""
+
+    __slots__ = ("_protocol", "_writer")
+
+    def __init__(self, request: web.Request) -> None:
+        self._protocol: Any = request.protocol  # typed for aiohttp's reader; takes any feed_data
+        self._writer: AbstractStreamWriter = request.writer
+
+    def attach(self, connection: WebSocketConnection) -> None:
+        self._protocol.set_parser(connection)
+
+    def pause_reading(self) -> None:
+        self._protocol.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._protocol.resume_reading()
+
+    def drain(self) -> Awaitable[None]:
+        return self._writer.drain()
 
 
 class TurnWrites:
@@ -76,7 +119,7 @@ TURN_WRITES = TurnWrites()  # the sidecar's one event loop
 
 
 class WebSocketConnection:
-    """One upgraded connection: the client's bytes come from aiohttp's parser slot
+    """One upgraded connection: the client's bytes come from its :class:`Wire`
     (:meth:`feed_data`) through the :class:`FrameReader`; frames go to the transport whole,
     gathered into one write per turn of the event loop (:class:`TurnWrites`). It is the
     session's :class:`~sidecar.client_session.Channel`, and closes lingering
@@ -93,26 +136,27 @@ class WebSocketConnection:
         "_paused",
         "_pending",
         "_pending_bytes",
-        "_protocol",
         "_queued",
         "_reader",
         "_session",
         "_transport",
         "_upgrade",
         "_waiter",
-        "_writer",
+        "_wire",
         "close_code",
     )
 
     def __init__(
-        self, request: web.Request, transport: asyncio.Transport, deflate: Deflate | None
+        self,
+        max_message_bytes: int,
+        transport: asyncio.Transport,
+        wire: Wire,
+        deflate: Deflate | None,
     ) -> None:
-        settings = request.app[GATEWAY_KEY].settings
         self._transport = transport
-        self._protocol = request.protocol
-        self._writer: AbstractStreamWriter = request.writer  # waits for the socket to drain
+        self._wire = wire
         self._deflate = deflate
-        self._reader = FrameReader(settings.max_message_bytes, deflate)
+        self._reader = FrameReader(max_message_bytes, deflate)
         self._upgrade: bytes | None = None  # the 101 not sent yet: it leaves with the first frame
         self._pending: list[bytes] | None = None  # frames of this turn, not written yet
         self._pending_bytes = 0
@@ -127,10 +171,9 @@ class WebSocketConnection:
         self.close_code: int | None = None
 
     def start(self, upgrade: bytes, hold: bool) -> None:
-        """Take the connection's bytes from aiohttp, and send the 101 (now, or with the
+        """Take the connection's bytes from the wire, and send the 101 (now, or with the
         first frame when ``hold``: the v1 welcome follows at once, in the same write)."""
-        protocol: Any = self._protocol  # typed for aiohttp's own reader; takes any feed_data
-        protocol.set_parser(self)
+        self._wire.attach(self)
         if hold:
             self._upgrade = upgrade
         else:
@@ -178,7 +221,7 @@ class WebSocketConnection:
         self._pending_bytes += len(whole)
         if self._pending_bytes + transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
             self.flush()
-            return self._writer.drain()
+            return self._wire.drain()
         return None
 
     def flush(self) -> None:
@@ -209,7 +252,7 @@ class WebSocketConnection:
         self._linger = _Linger(transport)
         if self._paused:  # nothing drains the queue now: read (and skip) to the close
             self._paused = False
-            self._protocol.resume_reading()
+            self._wire.resume_reading()
 
     def _send_close(self, frame: bytes) -> None:
         self.flush()
@@ -239,7 +282,7 @@ class WebSocketConnection:
         if transport.get_write_buffer_size() < PING_SKIP_BUFFER_BYTES:
             transport.write(ws_frames.PING)
 
-    # -- aiohttp's parser slot: the client's bytes
+    # -- the wire: the client's bytes
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         events = self._reader.feed(data)
@@ -265,7 +308,7 @@ class WebSocketConnection:
                 return False, b""
             if self._queued > READ_QUEUE_BYTES and not self._paused:
                 self._paused = True
-                self._protocol.pause_reading()
+                self._wire.pause_reading()
             self._wake()
         return False, b""
 
@@ -317,7 +360,7 @@ class WebSocketConnection:
                     return
                 if self._paused:
                     self._paused = False
-                    self._protocol.resume_reading()
+                    self._wire.resume_reading()
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
                 continue
@@ -374,23 +417,48 @@ class WebSocketConnection:
             await self._linger.done
 
 
+async def serve_upgrade(
+    gateway: Gateway, head: RequestHead, transport: asyncio.Transport, wire: Wire
+) -> None:
+    """An upgrade whose head the public port read: the handshake (or the refusal, written
+    whole), then the connection's read loop; TCP is closed at the end."""
+    try:
+        with tracing.handshake(head.headers, TRANSPORT):  # nothing when tracing is off
+            accepted = await _accept(gateway, head, transport, wire)
+        if isinstance(accepted, Refusal):
+            transport.write(http_answer(*accepted.answer()))
+            return
+        await _serve(*accepted)
+    except ConnectionResetError:
+        pass  # the client left during the handshake
+    finally:
+        transport.close()
+
+
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
-    """The handshake, then the connection's read loop (in this one frame: a held
-    connection keeps one coroutine frame, not two)."""
-    with tracing.handshake(request.headers, TRANSPORT):  # nothing when tracing is off
-        accepted = await _accept(request)
-    if isinstance(accepted, web.Response):
-        return accepted
-    connection, session = accepted
-    del accepted  # the tuple would live as long as the connection
+    """An upgrade on a connection aiohttp serves (it carried other requests first)."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client left before its upgrade was read")
+    gateway = request.app[GATEWAY_KEY]
+    with tracing.handshake(request.headers, TRANSPORT):
+        accepted = await _accept(gateway, head_of(request), transport, AiohttpWire(request))
+    if isinstance(accepted, Refusal):
+        return accepted.response()
+    await _serve(*accepted)
+    return SwitchedProtocols()
+
+
+async def _serve(connection: WebSocketConnection, session: ClientSession) -> None:
+    """The connection's read loop, then its end: the session finished, the lingering close
+    over (TCP closes when the caller returns)."""
     try:
         await connection.serve(session)
     finally:
         if session.close_code is None:
             session.close_code = connection.close_code or CloseCode.ABNORMAL
         session.finish()
-        await connection.lingered()  # TCP closes when this handler returns
-    return SwitchedProtocols()
+        await connection.lingered()
 
 
 class SwitchedProtocols(web.StreamResponse):
@@ -409,52 +477,50 @@ class SwitchedProtocols(web.StreamResponse):
 
 
 async def _accept(
-    request: web.Request,
-) -> web.Response | tuple[WebSocketConnection, ClientSession]:
+    gateway: Gateway, head: RequestHead, transport: asyncio.Transport, wire: Wire
+) -> Refusal | tuple[WebSocketConnection, ClientSession]:
     """The handshake: a refusal, or the connection and its session. Its own frame, so that
     an idle connection keeps none of what the handshake needed (token claims, offers)."""
-    gateway = request.app[GATEWAY_KEY]
     started = time.perf_counter()
+    headers = head.headers
     try:
-        accept = accept_key(request.headers, (request.version.major, request.version.minor))
+        accept = accept_key(headers, head.version)
     except NotAnUpgrade as unfit:
         gateway.metrics.handshakes[unfit.reason] += 1
         tracing.annotate(outcome=unfit.reason)
         refusal = Refusal(unfit.status, unfit.reason, unfit.message)
         if unfit.status == 426:
             refusal.headers = {"Sec-WebSocket-Version": VERSION}
-        return refusal.response()
+        return refusal
     try:
         with tracing.span(tracing.ADMISSION_SPAN):
-            admission = await gateway.gatekeeper.admit(request, TRANSPORT)
+            admission = await gateway.gatekeeper.admit(head, TRANSPORT)
     except Refusal as refusal:
         gateway.metrics.handshakes[refusal.reason] += 1
         tracing.annotate(outcome=refusal.reason)
-        return refusal.response()
+        return refusal
     settings = gateway.settings
-    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",")]
     v1 = envelope.PROTOCOL in offered or admission.query.get("protocol") == "v1"
     subprotocol = envelope.PROTOCOL if envelope.PROTOCOL in offered else admission.subprotocol
-    start = await start_session(gateway, request, admission, v1)
-    headers = {}
+    start = await start_session(gateway, headers, admission, v1)
+    terms = agree(headers.get("Sec-WebSocket-Extensions", "")) if settings.compression else None
+    answer: dict[str, str] = {}
     if subprotocol:
-        headers["Sec-WebSocket-Protocol"] = subprotocol
-    terms = (
-        agree(request.headers.get("Sec-WebSocket-Extensions", "")) if settings.compression else None
-    )
+        answer["Sec-WebSocket-Protocol"] = subprotocol
     if terms is not None:
-        headers["Sec-WebSocket-Extensions"] = terms.header()
-    headers[POD_HEADER] = settings.pod_id
-    transport = request.transport
-    if transport is None or transport.is_closing():
+        answer["Sec-WebSocket-Extensions"] = terms.header()
+    answer[POD_HEADER] = settings.pod_id
+    if transport.is_closing():
         gateway.sessions.remove(admission.connection_id)
         raise ConnectionResetError("the client left during the handshake")
-    connection = WebSocketConnection(request, transport, None if terms is None else Deflate(terms))
-    connection.start(switching_protocols(accept, headers), hold=v1)
+    deflate = None if terms is None else Deflate(terms)
+    connection = WebSocketConnection(settings.max_message_bytes, transport, wire, deflate)
+    connection.start(switching_protocols(accept, answer), hold=v1)
     gateway.metrics.handshakes["accepted"] += 1
     session = await open_session(gateway, admission, connection, TRANSPORT, start)
     connection.open(session)
-    note_edge(gateway.table, session.connection_id, request)
+    note_edge(gateway.table, session.connection_id, headers)
     gateway.metrics.observe_handshake(TRANSPORT, time.perf_counter() - started)  # 101 out
     tracing.annotate(
         outcome="accepted", connection_id=session.connection_id, session_id=session.session_id

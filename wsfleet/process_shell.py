@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +19,9 @@ from wsfleet.registry import RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import PodSigner
 from wsfleet.settings import redacted_url
+
+Front = Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol]
+"""A listener's own protocol factory: given aiohttp's, a protocol for a new connection."""
 
 
 def signal_events() -> tuple[asyncio.Event, asyncio.Event]:
@@ -78,19 +81,29 @@ async def listen(
     backlog: int = 128,
     idle_timeout_s: float = 75.0,
     role: str = "",
+    front: Front | None = None,
 ) -> int:
     """Serve ``app`` on ``host:port`` (0: any free port) until ``stack`` closes; the bound
     port. :class:`StartupError` (naming the port's ``role``, if given) when the port cannot
-    be had."""
+    be had. With a ``front``, each connection starts with the front's protocol, which may
+    hand it to ``app`` (with aiohttp's protocol for it)."""
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, keepalive_timeout=idle_timeout_s
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
     try:
-        await site.start()
+        if front is None:
+            site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
+            await site.start()
+            return int(runner.addresses[0][1])
+        aiohttp = runner.server
+        assert aiohttp is not None
+        server = await asyncio.get_running_loop().create_server(
+            lambda: front(aiohttp), host, port, backlog=backlog, reuse_address=True
+        )
     except OSError as exc:
         what = f"listen for {role}" if role else "listen"
         raise StartupError(f"cannot {what} on {host}:{port}: {exc.strerror}") from None
-    return int(runner.addresses[0][1])
+    stack.callback(server.close)  # before the runner's cleanup closes aiohttp's connections
+    return int(server.sockets[0].getsockname()[1])

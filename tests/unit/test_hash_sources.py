@@ -8,7 +8,7 @@ import urllib.parse
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from sidecar.admission import Refusal, hashed_user
+from sidecar.admission import Refusal, hashed_user, head_of
 from sidecar.hash_sources import HashSourcesFollower
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.memory import MemoryRegistry
@@ -18,7 +18,7 @@ ALL = HashSources(header="x-account", query_parameter="account", cookie="acct")
 
 def user_of(sources: HashSources, headers: dict[str, str], query: dict[str, str]) -> str:
     request = make_mocked_request("GET", f"/ws?{urllib.parse.urlencode(query)}", headers=headers)
-    return hashed_user(sources, request)
+    return hashed_user(sources, head_of(request))
 
 
 def test_the_first_source_present_is_the_hashed_user_in_envoys_order() -> None:

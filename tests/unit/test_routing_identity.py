@@ -6,16 +6,13 @@ are not UTF-8) would let a client pick its gateway while passing as its user."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import cast
 
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from sidecar.admission import Refusal, hashed_user, routing_key
 from sidecar.auth import Identity
+from sidecar.core.http_head import RequestHead
 from sidecar.session_registry import SessionRegistry, UnwritableRecord
 from wsfleet.registry import ConnectionRecord, HashSources
 from wsfleet.registry.memory import MemoryRegistry
@@ -28,19 +25,10 @@ ALICE = Identity("alice", {"sub": "alice", "exp": 2_000_000_000})
 Headers = list[tuple[str, str]]
 
 
-@dataclass(frozen=True)
-class ParsedRequest:
-    """What aiohttp's parser makes of a request line and headers, as the gateway reads it:
-    the query kept as sent (``encoded=True``), header bytes that are not UTF-8 as lone
-    surrogates (``make_mocked_request`` can do neither)."""
-
-    headers: CIMultiDictProxy[str]
-    rel_url: URL
-
-
-def request_for(query: str = "", headers: Headers | None = None) -> web.Request:
-    url = URL.build(path="/ws", query_string=query, encoded=True)
-    return cast(web.Request, ParsedRequest(CIMultiDictProxy(CIMultiDict(headers or [])), url))
+def request_for(query: str = "", headers: Headers | None = None) -> RequestHead:
+    """A head as the gateway reads it: the query kept as sent, header bytes that are not
+    UTF-8 as lone surrogates."""
+    return RequestHead("GET", "/ws", query, (1, 1), CIMultiDictProxy(CIMultiDict(headers or [])))
 
 
 def refusal_of(

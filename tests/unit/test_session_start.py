@@ -6,8 +6,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
-from aiohttp import web
-
 from sidecar.admission import Admission
 from sidecar.auth import Identity
 from sidecar.client_session import start_session
@@ -56,7 +54,7 @@ def _admission(user: str, **query: str) -> Admission:
     return cast(Admission, fake)
 
 
-REQUEST = cast(web.Request, SimpleNamespace(headers={}))
+REQUEST: dict[str, str] = {}  # the handshake's headers
 
 
 async def test_a_resume_replays_what_the_client_missed_with_the_counters_restored() -> None:

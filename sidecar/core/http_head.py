@@ -1,0 +1,117 @@
+"""The head of an HTTP/1.x request, read by the gateway's public port itself for WebSocket
+upgrades (everything else goes to aiohttp), and the plain answers it writes when it
+refuses one. Sans-I/O: bytes in, a :class:`RequestHead` or :class:`BadHead` out.
+
+Which requests the port reads itself is decided on the request line's first bytes
+(:func:`route`): ``GET /ws`` and ``GET /ws?…``. The rest of the head must then be well
+formed and bounded (:data:`MAX_HEAD_BYTES`, :data:`MAX_HEADERS`), carry no body (an
+upgrade's next bytes are WebSocket frames), and is kept only until the handshake is done.
+"""
+
+from __future__ import annotations
+
+import http
+from dataclasses import dataclass
+from enum import Enum
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+MAX_HEAD_BYTES = 32 * 1024  # request line and headers (aiohttp allows 8 KiB per line)
+MAX_HEADERS = 128
+WEBSOCKET_PATH = "/ws"
+_NATIVE_PREFIXES = (b"GET /ws ", b"GET /ws?")
+_PREFIX_BYTES = 8
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class Route(Enum):
+    NATIVE = "native"  # a GET of the WebSocket path: the port reads it
+    AIOHTTP = "aiohttp"  # anything else
+
+
+def route(start: bytes) -> Route | None:
+    """Who serves a connection whose first bytes are ``start``; None until that is known
+    (fewer than 8 bytes that could still be ``GET /ws``)."""
+    if len(start) >= _PREFIX_BYTES:
+        return Route.NATIVE if start[:_PREFIX_BYTES] in _NATIVE_PREFIXES else Route.AIOHTTP
+    if any(prefix.startswith(start) for prefix in _NATIVE_PREFIXES):
+        return None
+    return Route.AIOHTTP
+
+
+class BadHead(Exception):
+    """A head the port answers with an HTTP error and closes."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What a handshake reads of its request: the path, the query as sent (still
+    percent-encoded), the HTTP version and the headers (values decoded as UTF-8, bytes
+    that are not read as lone surrogates, as aiohttp does)."""
+
+    method: str
+    path: str
+    raw_query: str
+    version: tuple[int, int]
+    headers: CIMultiDictProxy[str]
+
+
+def head_end(buffer: bytes, start: int = 0) -> int:
+    """Where the head's blank line ends in ``buffer`` (the first byte after it), searched
+    from ``start`` (what an earlier call searched, less 3 bytes); -1 when it has not come
+    yet. Raises :class:`BadHead` (431) when it is past the bound."""
+    end = buffer.find(b"\r\n\r\n", start, MAX_HEAD_BYTES)
+    if end >= 0:
+        return end + 4
+    if len(buffer) >= MAX_HEAD_BYTES:
+        raise BadHead(431, "head_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes")
+    return -1
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def parse_head(head: bytes) -> RequestHead:
+    """The request whose head is ``head`` (up to and including its blank line)."""
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0] or not parts[1].startswith(b"/"):
+        raise BadHead(400, "bad_request", "the request line is not METHOD /path HTTP/1.x")
+    method, target, protocol = parts
+    if protocol not in (b"HTTP/1.1", b"HTTP/1.0"):
+        raise BadHead(400, "bad_request", "the request line's protocol is not HTTP/1.0 or 1.1")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise BadHead(431, "head_too_large", f"more than {MAX_HEADERS} headers")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _TOKEN.issuperset(name):
+            raise BadHead(400, "bad_request", "a header line is not name: value")
+        headers.add(name.decode("ascii"), _text(value.strip(b" \t")))
+    if headers.get("Transfer-Encoding") or headers.get("Content-Length", "0") != "0":
+        raise BadHead(400, "bad_request", "a WebSocket upgrade carries no body")
+    path, _, query = _text(target).partition("#")[0].partition("?")
+    return RequestHead(
+        method.decode("ascii", "replace"),
+        path,
+        query,
+        (1, 1) if protocol == b"HTTP/1.1" else (1, 0),
+        CIMultiDictProxy(headers),
+    )
+
+
+def http_answer(status: int, headers: dict[str, str], body: bytes) -> bytes:
+    """A whole HTTP/1.1 answer that ends the connection (``Connection: close``); the
+    headers' names and values are ASCII the gateway chose (a refusal's reason included)."""
+    phrase = http.HTTPStatus(status).phrase
+    lines = [f"HTTP/1.1 {status} {phrase}"]
+    lines += (f"{name}: {value}" for name, value in headers.items())
+    lines += [f"Content-Length: {len(body)}", "Connection: close"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace") + body
