@@ -21,6 +21,7 @@ from sidecar.gateway import Gateway
 from sidecar.websocket_transport import WebSocketConnection, serve_upgrade
 
 _PEEK = 8  # bytes of the request line that decide who serves the connection
+REFUSED_LINGER_S = 2.0  # after a refusal, what the client still sends is read and dropped
 
 
 class PublicPort(asyncio.Protocol):
@@ -35,6 +36,7 @@ class PublicPort(asyncio.Protocol):
         "_gateway",
         "_handshake",
         "_idle_timeout_s",
+        "_refused",
         "_scanned",
         "_timer",
         "_transport",
@@ -58,6 +60,7 @@ class PublicPort(asyncio.Protocol):
         self._connection: WebSocketConnection | None = None
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # a TCP socket's (uvloop's too)
@@ -69,6 +72,8 @@ class PublicPort(asyncio.Protocol):
         if connection is not None:
             connection.feed_data(data)
             return
+        if self._refused:
+            return  # read to the client's end (or the bound), so that the answer is not reset
         buffer = self._buffer + data if self._buffer else data
         if self._handshake is not None:  # read with the head, before reading paused
             self._buffer = buffer
@@ -109,13 +114,16 @@ class PublicPort(asyncio.Protocol):
         self._transport, self._buffer = None, b""
 
     def _refuse(self, bad: BadHead) -> None:
+        """Answer, then close lingering: the client's end (or :data:`REFUSED_LINGER_S`)
+        closes the socket, so that bytes it sent meanwhile do not reset the answer."""
         self._stop_timer()
         self._gateway.metrics.handshakes[bad.reason] += 1
         transport = self._transport
         assert transport is not None
         transport.write(http_answer(*Refusal(bad.status, bad.reason, bad.message).answer()))
-        transport.close()
-        self._buffer = b""
+        transport.write_eof()
+        self._refused, self._buffer = True, b""
+        self._timer = asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

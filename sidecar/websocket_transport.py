@@ -425,10 +425,13 @@ async def serve_upgrade(
     try:
         with tracing.handshake(head.headers, TRANSPORT):  # nothing when tracing is off
             accepted = await _accept(gateway, head, transport, wire)
+        del head  # (this frame lives as long as the connection)
         if isinstance(accepted, Refusal):
             transport.write(http_answer(*accepted.answer()))
             return
-        await _serve(*accepted)
+        connection, session = accepted
+        del accepted
+        await _serve(connection, session)
     except ConnectionResetError:
         pass  # the client left during the handshake
     finally:

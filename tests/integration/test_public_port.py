@@ -1,0 +1,126 @@
+"""The gateway's public port reads a WebSocket upgrade's head itself and hands every other
+request to aiohttp: both kinds are served on one port, an upgrade on a connection that
+carried other requests first is served too, and a head out of bounds gets its 4xx and the
+close. Raw sockets to the gateway's own port (Envoy would fix or refuse some of these)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from wsfleet_tools.launcher.fleet import LocalFleet
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 30.0  # a bound, never a measure
+
+
+def upgrade(fleet: LocalFleet, user: str, path: str = "/ws") -> bytes:
+    return (
+        f"GET {path}?user={user} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token(user)}\r\n\r\n"
+    ).encode()
+
+
+def masked_text(payload: bytes) -> bytes:
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + key + body
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP answer: its head and its body (by Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    body = await asyncio.wait_for(reader.readexactly(length), DEADLINE_S)
+    return head, body
+
+
+async def read_text_frame(reader: asyncio.StreamReader) -> bytes:
+    first = await asyncio.wait_for(reader.readexactly(2), DEADLINE_S)
+    assert first[0] == 0x81, first  # an unfragmented text frame
+    return await asyncio.wait_for(reader.readexactly(first[1] & 0x7F), DEADLINE_S)
+
+
+def gateway_port(fleet: LocalFleet) -> int:
+    return next(iter(fleet.info.sidecars.values())).port
+
+
+async def test_an_upgrade_on_a_connection_that_served_other_requests_is_served(
+    one_gateway,
+) -> None:
+    """A keep-alive connection (Envoy pools them) that carried a health check first, then an
+    upgrade: aiohttp serves the first, the same handshake and frame layer the second."""
+    fleet: LocalFleet = one_gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert json.loads(body)["status"] == "ok"
+        writer.write(upgrade(fleet, "alice") + masked_text(b"after a health check"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert await read_text_frame(reader) == b"after a health check"  # the demo echoes
+    finally:
+        writer.close()
+
+
+async def test_frames_sent_with_the_upgrade_are_read_after_the_handshake(one_gateway) -> None:
+    fleet: LocalFleet = one_gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
+    try:
+        writer.write(upgrade(fleet, "bob") + masked_text(b"one") + masked_text(b"two"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert [await read_text_frame(reader), await read_text_frame(reader)] == [b"one", b"two"]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (b"GET /ws HTTP/1.1\r\nX-Pad: " + b"a" * 40_000, 431, "head_too_large"),
+        (b"GET /ws HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 400, "bad_request"),
+        (b"GET /ws HTTP/1.1\r\nBad Header\r\n\r\n", 400, "bad_request"),
+        (b"GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", 400, "not_websocket"),
+    ],
+)
+async def test_a_head_out_of_bounds_gets_its_4xx_with_a_reason_and_the_close(
+    one_gateway, request_bytes: bytes, status: int, reason: str
+) -> None:
+    fleet: LocalFleet = one_gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
+    try:
+        writer.write(request_bytes)
+        head, body = await read_answer(reader)
+        assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert b"Connection: close" in head
+        assert json.loads(body)["error"] == reason
+        assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""  # then closed
+    finally:
+        writer.close()
+
+
+async def test_other_paths_and_methods_on_the_public_port_stay_aiohttps(one_gateway) -> None:
+    """A request the port does not read itself gets aiohttp's answer, whole."""
+    fleet: LocalFleet = one_gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
+    try:
+        writer.write(b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        head, _ = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 405"), head  # /ws takes GET only
+        writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, _ = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 404"), head  # and the connection lived on
+    finally:
+        writer.close()
