@@ -36,6 +36,7 @@ HANDSHAKE_OUTCOMES = (
     "bad_signature",
     "draining",
     "expired",
+    "head_too_large",
     "http_version",
     "invalid",
     "malformed",
