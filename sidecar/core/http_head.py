@@ -11,6 +11,7 @@ upgrade's next bytes are WebSocket frames), and is kept only until the handshake
 from __future__ import annotations
 
 import http
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -21,7 +22,7 @@ MAX_HEADERS = 128
 WEBSOCKET_PATH = "/ws"
 _NATIVE_PREFIXES = (b"GET /ws ", b"GET /ws?")
 _PREFIX_BYTES = 8
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 token)
 
 
 class Route(Enum):
@@ -74,37 +75,29 @@ def head_end(buffer: bytes, start: int = 0) -> int:
     return -1
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def parse_head(head: bytes) -> RequestHead:
     """The request whose head is ``head`` (up to and including its blank line)."""
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[0] or not parts[1].startswith(b"/"):
+    lines = head[:-4].decode("utf-8", "surrogateescape").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1].startswith("/"):
         raise BadHead(400, "bad_request", "the request line is not METHOD /path HTTP/1.x")
     method, target, protocol = parts
-    if protocol not in (b"HTTP/1.1", b"HTTP/1.0"):
+    if protocol not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadHead(400, "bad_request", "the request line's protocol is not HTTP/1.0 or 1.1")
     if len(lines) - 1 > MAX_HEADERS:
         raise BadHead(431, "head_too_large", f"more than {MAX_HEADERS} headers")
-    headers: CIMultiDict[str] = CIMultiDict()
+    pairs = []
     for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not _TOKEN.issuperset(name):
+        name, colon, value = line.partition(":")
+        if not colon or _TOKEN.fullmatch(name) is None:
             raise BadHead(400, "bad_request", "a header line is not name: value")
-        headers.add(name.decode("ascii"), _text(value.strip(b" \t")))
+        pairs.append((name, value.strip(" \t")))
+    headers = CIMultiDict(pairs)
     if headers.get("Transfer-Encoding") or headers.get("Content-Length", "0") != "0":
         raise BadHead(400, "bad_request", "a WebSocket upgrade carries no body")
-    path, _, query = _text(target).partition("#")[0].partition("?")
-    return RequestHead(
-        method.decode("ascii", "replace"),
-        path,
-        query,
-        (1, 1) if protocol == b"HTTP/1.1" else (1, 0),
-        CIMultiDictProxy(headers),
-    )
+    path, _, query = target.partition("#")[0].partition("?")
+    version = (1, 1) if protocol == "HTTP/1.1" else (1, 0)
+    return RequestHead(method, path, query, version, CIMultiDictProxy(headers))
 
 
 def http_answer(status: int, headers: dict[str, str], body: bytes) -> bytes:
