@@ -350,36 +350,45 @@ class WebSocketConnection:
     # -- the read loop
 
     async def serve(self, session: ClientSession) -> None:
-        """Hand what the client sends to its session, until it closes, fails or is gone."""
-        gateway = session._gateway
-        table, connection_id = gateway.table, session.connection_id
-        while True:
-            events = self._events
-            if not events:
-                if self._eof or self._closing:
-                    return
-                if self._paused:
-                    self._paused = False
-                    self._wire.resume_reading()
-                self._waiter = asyncio.get_running_loop().create_future()
-                await self._waiter
-                continue
-            self._events, self._queued = [], 0
-            for opcode, data in events:
-                if opcode == ws_frames.OP_TEXT or opcode == ws_frames.OP_BINARY:
-                    table.activity(connection_id)
-                    if not await session.from_client(data, opcode == ws_frames.OP_BINARY):
+        """Hand what the client sends to its session, until it closes, fails or is gone;
+        then finish the session and wait out the lingering close (TCP closes when the
+        caller returns). One coroutine frame for a held connection's whole life."""
+        try:
+            gateway = session._gateway
+            table, connection_id = gateway.table, session.connection_id
+            while True:
+                events = self._events
+                if not events:
+                    if self._eof or self._closing:
                         return
-                elif opcode == ws_frames.OP_CLOSE:
-                    self._answer_close(data)
-                    return
-                elif opcode != FAILED:  # a ping or a pong, or what _control_now left
-                    if not await self._control(session, opcode, data):
+                    if self._paused:
+                        self._paused = False
+                        self._wire.resume_reading()
+                    self._waiter = asyncio.get_running_loop().create_future()
+                    await self._waiter
+                    continue
+                self._events, self._queued = [], 0
+                for opcode, data in events:
+                    if opcode == ws_frames.OP_TEXT or opcode == ws_frames.OP_BINARY:
+                        table.activity(connection_id)
+                        if not await session.from_client(data, opcode == ws_frames.OP_BINARY):
+                            return
+                    elif opcode == ws_frames.OP_CLOSE:
+                        self._answer_close(data)
                         return
-                else:  # FAILED: the client broke the protocol
-                    assert self._reader.failure is not None
-                    await self.close(*self._reader.failure)
-                    return
+                    elif opcode != FAILED:  # a ping or a pong, or what _control_now left
+                        if not await self._control(session, opcode, data):
+                            return
+                    else:  # FAILED: the client broke the protocol
+                        assert self._reader.failure is not None
+                        await self.close(*self._reader.failure)
+                        return
+        finally:
+            if session.close_code is None:
+                session.close_code = self.close_code or CloseCode.ABNORMAL
+            session.finish()
+            if self._linger is not None:
+                await self._linger.done
 
     async def _control(self, session: ClientSession, opcode: int, data: bytes) -> bool:
         """A control event for the read loop: a ping or a pong read before the session
@@ -411,11 +420,6 @@ class WebSocketConnection:
             self._send_close(ws_frames.close_frame(code, "") if payload else ws_frames.CLOSE_EMPTY)
         self._transport.close()
 
-    async def lingered(self) -> None:
-        """Until the lingering close (if any) has closed TCP: bounded by its deadline."""
-        if self._linger is not None:
-            await self._linger.done
-
 
 async def serve_upgrade(
     gateway: Gateway, head: RequestHead, transport: asyncio.Transport, wire: Wire
@@ -431,9 +435,11 @@ async def serve_upgrade(
             return
         connection, session = accepted
         del accepted
-        await _serve(connection, session)
+        await connection.serve(session)
     except ConnectionResetError:
         pass  # the client left during the handshake
+    except Exception:  # a bug: logged, the connection closed (aiohttp does the same)
+        log.exception("websocket_failed")
     finally:
         transport.close()
 
@@ -448,20 +454,10 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         accepted = await _accept(gateway, head_of(request), transport, AiohttpWire(request))
     if isinstance(accepted, Refusal):
         return accepted.response()
-    await _serve(*accepted)
+    connection, session = accepted
+    del accepted
+    await connection.serve(session)
     return SwitchedProtocols()
-
-
-async def _serve(connection: WebSocketConnection, session: ClientSession) -> None:
-    """The connection's read loop, then its end: the session finished, the lingering close
-    over (TCP closes when the caller returns)."""
-    try:
-        await connection.serve(session)
-    finally:
-        if session.close_code is None:
-            session.close_code = connection.close_code or CloseCode.ABNORMAL
-        session.finish()
-        await connection.lingered()
 
 
 class SwitchedProtocols(web.StreamResponse):

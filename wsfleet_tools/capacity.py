@@ -100,13 +100,13 @@ class Measured:
     # `python -m benchmarks load` (protocol v1 through Envoy; the sidecar's figures from the
     # --pin run of docs/load-and-chaos.md, the rest from the 8,000-connection run) and
     # `idle-connections`, on the 2-core development machine; see docs/capacity.md
-    sidecar_kb_per_connection: float = 16.0  # scale --v1: gateway RSS per held connection
+    sidecar_kb_per_connection: float = 5.2  # scale --v1: gateway RSS per held connection
     sidecar_base_mb: float = 72.8  # idle-connections: a sidecar holding nothing
     sidecar_handshakes_per_s: float = 1500.0  # load --rate 1500: at a full core, client-side
     sidecar_messages_per_s: float = 17007.0  # load: echoed messages per sidecar CPU-second
-    envoy_kb_per_connection: float = 55.4  # scale --v1: Envoy RSS per proxied WebSocket
+    envoy_kb_per_connection: float = 55.5  # scale --v1: Envoy RSS per proxied WebSocket
     envoy_handshakes_per_s_per_worker: float = 1990.0  # load: per Envoy CPU-second
-    redis_bytes_per_connection: float = 1232.0  # scale --v1: registry + session, Redis RSS
+    redis_bytes_per_connection: float = 1260.0  # scale --v1: registry + session, Redis RSS
     redis_bytes_per_replayed_message: float = 856.0  # load: Redis RSS per kept message
     redis_ops_per_s_per_core: float = 261_000.0  # load: pipelined commands per Redis CPU-s
     redis_round_trip_us: float = 17.2  # redis-round-trips: Redis CPU per pipeline received
