@@ -100,7 +100,9 @@ class PublicPort(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         transport.pause_reading()  # until the connection takes its bytes
-        self._handshake = asyncio.ensure_future(serve_upgrade(self._gateway, head, transport, self))
+        self._handshake = asyncio.ensure_future(
+            serve_upgrade(self._gateway, head, transport, self, self.refuse)
+        )
 
     def _hand_over(self, buffer: bytes) -> None:
         """aiohttp serves this connection from now on, starting with ``buffer``."""
@@ -114,15 +116,22 @@ class PublicPort(asyncio.Protocol):
         self._transport, self._buffer = None, b""
 
     def _refuse(self, bad: BadHead) -> None:
-        """Answer, then close lingering: the client's end (or :data:`REFUSED_LINGER_S`)
-        closes the socket, so that bytes it sent meanwhile do not reset the answer."""
-        self._stop_timer()
         self._gateway.metrics.handshakes[bad.reason] += 1
+        self.refuse(http_answer(*Refusal(bad.status, bad.reason, bad.message).answer()))
+
+    def refuse(self, answer: bytes) -> None:
+        """Write a refusal's whole ``answer``, then close lingering: the client's end (or
+        :data:`REFUSED_LINGER_S`) closes the socket, and what it sends meanwhile is read
+        and dropped, so that it does not reset the answer."""
+        self._stop_timer()
         transport = self._transport
         assert transport is not None
-        transport.write(http_answer(*Refusal(bad.status, bad.reason, bad.message).answer()))
+        if transport.is_closing():
+            return
+        transport.write(answer)
         transport.write_eof()
         self._refused, self._buffer = True, b""
+        transport.resume_reading()  # (paused while the handshake ran)
         self._timer = asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
 
     def _stop_timer(self) -> None:

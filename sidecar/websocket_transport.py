@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -422,16 +422,21 @@ class WebSocketConnection:
 
 
 async def serve_upgrade(
-    gateway: Gateway, head: RequestHead, transport: asyncio.Transport, wire: Wire
+    gateway: Gateway,
+    head: RequestHead,
+    transport: asyncio.Transport,
+    wire: Wire,
+    refuse: Callable[[bytes], None],
 ) -> None:
-    """An upgrade whose head the public port read: the handshake (or the refusal, written
-    whole), then the connection's read loop; TCP is closed at the end."""
+    """An upgrade whose head the public port read: the handshake, then the connection's
+    read loop, and TCP closed at the end; or a refusal, whose whole answer ``refuse``
+    writes (the port then closes lingering)."""
     try:
         with tracing.handshake(head.headers, TRANSPORT):  # nothing when tracing is off
             accepted = await _accept(gateway, head, transport, wire)
         del head  # (this frame lives as long as the connection)
         if isinstance(accepted, Refusal):
-            transport.write(http_answer(*accepted.answer()))
+            refuse(http_answer(*accepted.answer()))
             return
         connection, session = accepted
         del accepted
@@ -440,8 +445,7 @@ async def serve_upgrade(
         pass  # the client left during the handshake
     except Exception:  # a bug: logged, the connection closed (aiohttp does the same)
         log.exception("websocket_failed")
-    finally:
-        transport.close()
+    transport.close()
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:

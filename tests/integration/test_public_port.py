@@ -124,3 +124,22 @@ async def test_other_paths_and_methods_on_the_public_port_stay_aiohttps(one_gate
         assert head.startswith(b"HTTP/1.1 404"), head  # and the connection lived on
     finally:
         writer.close()
+
+
+async def test_a_refused_upgrade_s_answer_survives_what_the_client_sent_after_it(
+    one_gateway,
+) -> None:
+    """The gateway stops reading while it checks the token: bytes the client sent behind
+    its upgrade are still unread when the refusal is written. Closing then would reset
+    the connection and lose the answer; the port closes lingering instead."""
+    fleet: LocalFleet = one_gateway
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
+    try:
+        refused = upgrade(fleet, "alice").replace(b"Bearer ", b"Bearer not-a-token")
+        writer.write(refused + masked_text(b"x" * 100) * 2_000)  # ~200 KB behind it
+        head, body = await read_answer(reader)
+        assert head.startswith(b"HTTP/1.1 401 "), head
+        assert json.loads(body)["error"] == "malformed"
+        assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""
+    finally:
+        writer.close()
