@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run pytest from the project's venv, on WSFLEET_TEST_WORKERS workers (default 3 on 2 cores: the
+# Run pytest from the project's venv, on WSFLEET_TEST_WORKERS workers (default 4 on 2 cores: the
 # integration tests mostly wait on processes they start, and each worker keeps its own
 # ports, tests/conftest.py), whole files to a worker, the 20 slowest tests listed at the end.
 # Files are handed out slowest first (the list below, from --durations; then the other files in
@@ -50,7 +50,7 @@ done
 for candidate in "${found[@]}"; do
     case " ${SLOWEST_FIRST[*]} " in *" $candidate "*) ;; *) ordered+=("$candidate") ;; esac
 done
-.venv/bin/python -m pytest -q -n "${WSFLEET_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder \
+.venv/bin/python -m pytest -q -n "${WSFLEET_TEST_WORKERS:-4}" --dist loadfile --no-loadscope-reorder \
     --durations=20 "${args[@]}" "${ordered[@]}"
 status=$?
 if [ "$status" -eq 5 ]; then
