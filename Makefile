@@ -37,8 +37,8 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install-dev test-deps lint
-	scripts/run-pytest.sh tests
+test: install-dev test-deps
+	scripts/lint-and-test.sh
 
 unit: install-dev
 	scripts/run-pytest.sh tests/unit
