@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import cast
 
 from sidecar.admission import Refusal
-from sidecar.core.http_head import BadHead, Route, head_end, http_answer, parse_head, route
+from sidecar.core.http_head import Route, head_end, http_answer, parse_head, route
+from sidecar.core.ws_handshake import NotAnUpgrade
 from sidecar.gateway import Gateway
 from sidecar.websocket_transport import WebSocketConnection, serve_upgrade
 
-_PEEK = 8  # bytes of the request line that decide who serves the connection
 REFUSED_LINGER_S = 2.0  # after a refusal, what the client still sends is read and dropped
 
 
@@ -78,13 +78,13 @@ class PublicPort(asyncio.Protocol):
         if self._handshake is not None:  # read with the head, before reading paused
             self._buffer = buffer
             return
-        served_by = route(buffer[:_PEEK])
+        served_by = route(buffer)
         if served_by is Route.AIOHTTP:
             self._hand_over(buffer)
             return
         try:
             end = -1 if served_by is None else head_end(buffer, self._scanned)
-        except BadHead as bad:
+        except NotAnUpgrade as bad:
             self._refuse(bad)
             return
         if end < 0:
@@ -92,7 +92,7 @@ class PublicPort(asyncio.Protocol):
             return
         try:
             head = parse_head(buffer[:end])
-        except BadHead as bad:
+        except NotAnUpgrade as bad:
             self._refuse(bad)
             return
         self._stop_timer()
@@ -115,7 +115,7 @@ class PublicPort(asyncio.Protocol):
         protocol.data_received(buffer)
         self._transport, self._buffer = None, b""
 
-    def _refuse(self, bad: BadHead) -> None:
+    def _refuse(self, bad: NotAnUpgrade) -> None:
         self._gateway.metrics.handshakes[bad.reason] += 1
         self.refuse(http_answer(*Refusal(bad.status, bad.reason, bad.message).answer()))
 

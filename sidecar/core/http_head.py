@@ -1,6 +1,7 @@
 """The head of an HTTP/1.x request, read by the gateway's public port itself for WebSocket
 upgrades (everything else goes to aiohttp), and the plain answers it writes when it
-refuses one. Sans-I/O: bytes in, a :class:`RequestHead` or :class:`BadHead` out.
+refuses one. Sans-I/O: bytes in, a :class:`RequestHead` out, or
+:class:`~sidecar.core.ws_handshake.NotAnUpgrade` with the status to answer.
 
 Which requests the port reads itself is decided on the request line's first bytes
 (:func:`route`): ``GET /ws`` and ``GET /ws?…``. The rest of the head must then be well
@@ -17,9 +18,10 @@ from enum import Enum
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from sidecar.core.ws_handshake import NotAnUpgrade
+
 MAX_HEAD_BYTES = 32 * 1024  # request line and headers (aiohttp allows 8 KiB per line)
 MAX_HEADERS = 128
-WEBSOCKET_PATH = "/ws"
 _NATIVE_PREFIXES = (b"GET /ws ", b"GET /ws?")
 _PREFIX_BYTES = 8
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 token)
@@ -31,23 +33,13 @@ class Route(Enum):
 
 
 def route(start: bytes) -> Route | None:
-    """Who serves a connection whose first bytes are ``start``; None until that is known
+    """Who serves a connection whose bytes so far are ``start``; None until that is known
     (fewer than 8 bytes that could still be ``GET /ws``)."""
     if len(start) >= _PREFIX_BYTES:
         return Route.NATIVE if start[:_PREFIX_BYTES] in _NATIVE_PREFIXES else Route.AIOHTTP
     if any(prefix.startswith(start) for prefix in _NATIVE_PREFIXES):
         return None
     return Route.AIOHTTP
-
-
-class BadHead(Exception):
-    """A head the port answers with an HTTP error and closes."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +58,14 @@ class RequestHead:
 def head_end(buffer: bytes, start: int = 0) -> int:
     """Where the head's blank line ends in ``buffer`` (the first byte after it), searched
     from ``start`` (what an earlier call searched, less 3 bytes); -1 when it has not come
-    yet. Raises :class:`BadHead` (431) when it is past the bound."""
+    yet. Raises :class:`NotAnUpgrade` (431) when it is past the bound."""
     end = buffer.find(b"\r\n\r\n", start, MAX_HEAD_BYTES)
     if end >= 0:
         return end + 4
     if len(buffer) >= MAX_HEAD_BYTES:
-        raise BadHead(431, "head_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes")
+        raise NotAnUpgrade(
+            431, "head_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes"
+        )
     return -1
 
 
@@ -80,21 +74,21 @@ def parse_head(head: bytes) -> RequestHead:
     lines = head[:-4].decode("utf-8", "surrogateescape").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[0] or not parts[1].startswith("/"):
-        raise BadHead(400, "bad_request", "the request line is not METHOD /path HTTP/1.x")
+        raise NotAnUpgrade(400, "bad_request", "the request line is not METHOD /path HTTP/1.x")
     method, target, protocol = parts
     if protocol not in ("HTTP/1.1", "HTTP/1.0"):
-        raise BadHead(400, "bad_request", "the request line's protocol is not HTTP/1.0 or 1.1")
+        raise NotAnUpgrade(400, "bad_request", "the request line's protocol is not HTTP/1.0 or 1.1")
     if len(lines) - 1 > MAX_HEADERS:
-        raise BadHead(431, "head_too_large", f"more than {MAX_HEADERS} headers")
+        raise NotAnUpgrade(431, "head_too_large", f"more than {MAX_HEADERS} headers")
     pairs = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon or _TOKEN.fullmatch(name) is None:
-            raise BadHead(400, "bad_request", "a header line is not name: value")
+            raise NotAnUpgrade(400, "bad_request", "a header line is not name: value")
         pairs.append((name, value.strip(" \t")))
     headers = CIMultiDict(pairs)
     if headers.get("Transfer-Encoding") or headers.get("Content-Length", "0") != "0":
-        raise BadHead(400, "bad_request", "a WebSocket upgrade carries no body")
+        raise NotAnUpgrade(400, "bad_request", "a WebSocket upgrade carries no body")
     path, _, query = target.partition("#")[0].partition("?")
     version = (1, 1) if protocol == "HTTP/1.1" else (1, 0)
     return RequestHead(method, path, query, version, CIMultiDictProxy(headers))

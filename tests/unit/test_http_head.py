@@ -9,13 +9,13 @@ import pytest
 from sidecar.core.http_head import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
-    BadHead,
     Route,
     head_end,
     http_answer,
     parse_head,
     route,
 )
+from sidecar.core.ws_handshake import NotAnUpgrade
 
 UPGRADE = (
     b"GET /ws?user=al%20ice&x=1 HTTP/1.1\r\n"
@@ -30,7 +30,7 @@ UPGRADE = (
 
 
 def bad(head: bytes) -> tuple[int, str]:
-    with pytest.raises(BadHead) as refused:
+    with pytest.raises(NotAnUpgrade) as refused:
         parse_head(head)
     return refused.value.status, refused.value.reason
 
@@ -76,7 +76,7 @@ def test_the_end_of_the_head_is_found_across_reads_from_where_the_last_search_st
 
 def test_a_head_past_its_bound_is_refused_with_431() -> None:
     huge = b"GET /ws HTTP/1.1\r\nX-Pad: " + b"a" * MAX_HEAD_BYTES
-    with pytest.raises(BadHead) as refused:
+    with pytest.raises(NotAnUpgrade) as refused:
         head_end(huge)
     assert (refused.value.status, refused.value.reason) == (431, "head_too_large")
     many = b"GET /ws HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_HEADERS + 1) + b"\r\n"
