@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -13,6 +15,34 @@ import pytest
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 POD_HEADER = "x-wsfleet-pod"
+
+
+def raw_upgrade(fleet: LocalFleet, user: str) -> bytes:
+    """A WebSocket upgrade request for ``user`` with their token, as bytes for a raw socket."""
+    return (
+        f"GET /ws?user={user} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token(user)}\r\n\r\n"
+    ).encode()
+
+
+def masked_text(payload: bytes) -> bytes:
+    """A client's text frame (masked, final) of fewer than 126 bytes."""
+    key = os.urandom(4)
+    body = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + key + body
+
+
+@contextlib.asynccontextmanager
+async def raw_connection(
+    host: str, port: int
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A plain TCP connection, closed on the way out."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
 
 
 def unlimited_session() -> aiohttp.ClientSession:

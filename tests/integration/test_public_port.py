@@ -6,30 +6,17 @@ close. Raw sockets to the gateway's own port (Envoy would fix or refuse some of 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
 
 import pytest
 
+from tests.helpers import masked_text, raw_connection, raw_upgrade
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0  # a bound, never a measure
-
-
-def upgrade(fleet: LocalFleet, user: str, path: str = "/ws") -> bytes:
-    return (
-        f"GET {path}?user={user} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token(user)}\r\n\r\n"
-    ).encode()
-
-
-def masked_text(payload: bytes) -> bytes:
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes((0x81, 0x80 | len(payload))) + key + body
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -50,8 +37,11 @@ async def read_text_frame(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readexactly(first[1] & 0x7F), DEADLINE_S)
 
 
-def gateway_port(fleet: LocalFleet) -> int:
-    return next(iter(fleet.info.sidecars.values())).port
+def to_gateway(
+    fleet: LocalFleet,
+) -> contextlib.AbstractAsyncContextManager[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw connection to the (first) gateway's own port."""
+    return raw_connection("127.0.0.1", next(iter(fleet.info.sidecars.values())).port)
 
 
 async def test_an_upgrade_on_a_connection_that_served_other_requests_is_served(
@@ -60,30 +50,24 @@ async def test_an_upgrade_on_a_connection_that_served_other_requests_is_served(
     """A keep-alive connection (Envoy pools them) that carried a health check first, then an
     upgrade: aiohttp serves the first, the same handshake and frame layer the second."""
     fleet: LocalFleet = one_gateway
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
-    try:
+    async with to_gateway(fleet) as (reader, writer):
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         head, body = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 200"), head
         assert json.loads(body)["status"] == "ok"
-        writer.write(upgrade(fleet, "alice") + masked_text(b"after a health check"))
+        writer.write(raw_upgrade(fleet, "alice") + masked_text(b"after a health check"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
         assert head.startswith(b"HTTP/1.1 101"), head
         assert await read_text_frame(reader) == b"after a health check"  # the demo echoes
-    finally:
-        writer.close()
 
 
 async def test_frames_sent_with_the_upgrade_are_read_after_the_handshake(one_gateway) -> None:
     fleet: LocalFleet = one_gateway
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
-    try:
-        writer.write(upgrade(fleet, "bob") + masked_text(b"one") + masked_text(b"two"))
+    async with to_gateway(fleet) as (reader, writer):
+        writer.write(raw_upgrade(fleet, "bob") + masked_text(b"one") + masked_text(b"two"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
         assert head.startswith(b"HTTP/1.1 101"), head
         assert [await read_text_frame(reader), await read_text_frame(reader)] == [b"one", b"two"]
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize(
@@ -99,31 +83,25 @@ async def test_a_head_out_of_bounds_gets_its_4xx_with_a_reason_and_the_close(
     one_gateway, request_bytes: bytes, status: int, reason: str
 ) -> None:
     fleet: LocalFleet = one_gateway
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
-    try:
+    async with to_gateway(fleet) as (reader, writer):
         writer.write(request_bytes)
         head, body = await read_answer(reader)
         assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
         assert b"Connection: close" in head
         assert json.loads(body)["error"] == reason
         assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""  # then closed
-    finally:
-        writer.close()
 
 
 async def test_other_paths_and_methods_on_the_public_port_stay_aiohttps(one_gateway) -> None:
     """A request the port does not read itself gets aiohttp's answer, whole."""
     fleet: LocalFleet = one_gateway
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
-    try:
+    async with to_gateway(fleet) as (reader, writer):
         writer.write(b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
         head, _ = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 405"), head  # /ws takes GET only
         writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
         head, _ = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 404"), head  # and the connection lived on
-    finally:
-        writer.close()
 
 
 async def test_a_refused_upgrade_s_answer_survives_what_the_client_sent_after_it(
@@ -133,13 +111,10 @@ async def test_a_refused_upgrade_s_answer_survives_what_the_client_sent_after_it
     its upgrade are still unread when the refusal is written. Closing then would reset
     the connection and lose the answer; the port closes lingering instead."""
     fleet: LocalFleet = one_gateway
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway_port(fleet))
-    try:
-        refused = upgrade(fleet, "alice").replace(b"Bearer ", b"Bearer not-a-token")
+    async with to_gateway(fleet) as (reader, writer):
+        refused = raw_upgrade(fleet, "alice").replace(b"Bearer ", b"Bearer not-a-token")
         writer.write(refused + masked_text(b"x" * 100) * 2_000)  # ~200 KB behind it
         head, body = await read_answer(reader)
         assert head.startswith(b"HTTP/1.1 401 "), head
         assert json.loads(body)["error"] == "malformed"
         assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""
-    finally:
-        writer.close()

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from aiohttp import web
 
-from tests.helpers import open_ws, unlimited_session
+from tests.helpers import masked_text, open_ws, raw_upgrade, unlimited_session
 from tests.policies import websocket_policy
 from wsfleet.registry import PodRecord
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -362,11 +362,7 @@ async def test_an_unmasked_frame_pipelined_with_the_handshake_is_refused_too(one
     gateway = next(iter(fleet.info.sidecars.values()))
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
     writer.write(
-        (
-            "GET /ws?user=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token('alice')}\r\n\r\n"
-        ).encode()
+        raw_upgrade(fleet, "alice")
         + bytes((0x81, 8))
         + b"unmasked"  # no mask bit, no key: in the handshake's own write
     )
@@ -387,24 +383,13 @@ async def test_an_unmasked_client_frame_closes_the_connection_with_1002(one_gate
 
     async def upgraded() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         reader, writer = await asyncio.open_connection(public.hostname, public.port)
-        writer.write(
-            (
-                "GET /ws?user=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {fleet.token('alice')}\r\n\r\n"
-            ).encode()
-        )
+        writer.write(raw_upgrade(fleet, "alice"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)
         assert head.startswith(b"HTTP/1.1 101"), head
         return reader, writer
 
-    def masked(payload: bytes) -> bytes:
-        key = b"\x0a\x0b\x0c\x0d"
-        body = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
-        return bytes((0x81, 0x80 | len(payload))) + key + body
-
     reader, writer = await upgraded()
-    writer.write(masked(b"masked"))
+    writer.write(masked_text(b"masked"))
     echo = await asyncio.wait_for(reader.readexactly(2 + 6), DEADLINE_S)
     assert echo == b"\x81\x06masked"
     writer.write(bytes((0x81, 8)) + b"unmasked")  # no mask bit, no key
