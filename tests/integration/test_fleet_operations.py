@@ -225,7 +225,9 @@ async def test_a_gateway_refusing_with_503_before_envoy_knows_is_retried_on_anot
             except AssertionError as failed:  # what Envoy saw, to tell why
                 stats = await envoy_get(
                     fleet,
-                    "/stats?filter=cluster.gateways.(health_check|upstream_rq_retry|retry_or_shadow|membership|upstream_rq_5)",
+                    "/stats?filter=cluster.gateways.(health_check|upstream_rq_retry"
+                    "|retry_or_shadow|membership|upstream_rq_5|upstream_rq_(rx|tx)_reset"
+                    "|upstream_cx_connect_fail|upstream_cx_destroy|upstream_rq_pending_failure)",
                 )
                 raise AssertionError(f"{failed}\n{stats}") from None
         retried = await _envoy_stat(fleet, "cluster.gateways.upstream_rq_retry") - retries_before
