@@ -28,7 +28,7 @@ from sidecar.core.close_codes import CloseCode
 from sidecar.metrics import RoundTripSampler
 from wsfleet import tracing
 from wsfleet.api import bridge_pb2 as pb
-from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.batch_spacing import BRIDGE_BATCH_SPACING_S
 from wsfleet.bridge_limits import GRPC_OPTIONS
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import Outbox
@@ -122,13 +122,14 @@ class GrpcBackendLink:
         pod_id: str,
         queue_size: int = 10_000,
         on_publish: OnPublish | None = None,
+        spacing_s: float = BRIDGE_BATCH_SPACING_S,
     ) -> None:
         self.address = address
         self.on_publish: OnPublish = on_publish or (lambda channel, data, binary: None)
         self._pod_id = pod_id
         self._sessions: dict[str, SessionSink] = {}  # by session id
         self._outbox: Outbox[pb.GatewayEvent] = Outbox(
-            queue_size, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, BATCH_SPACING_S
+            queue_size, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, spacing_s
         )
         self._up = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

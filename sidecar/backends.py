@@ -21,6 +21,7 @@ from sidecar.backend_bridge import (
 from sidecar.backend_ws import WebSocketBackendLink
 from sidecar.core.close_codes import CloseCode
 from sidecar.hashing import pick_backend
+from wsfleet.batch_spacing import BRIDGE_BATCH_SPACING_S
 
 log = structlog.get_logger()
 
@@ -34,6 +35,7 @@ class BackendBridge:
         pod_id: str,
         on_loss: str = "move",
         on_publish: OnPublish | None = None,
+        spacing_s: float = BRIDGE_BATCH_SPACING_S,
     ) -> None:
         if on_loss not in ("move", "close"):
             raise ValueError(f"backend_loss must be 'move' or 'close', not {on_loss!r}")
@@ -43,7 +45,9 @@ class BackendBridge:
             if address.startswith(("ws://", "wss://")):
                 self._links[address] = WebSocketBackendLink(address)
             else:
-                self._links[address] = GrpcBackendLink(address, pod_id, on_publish=on_publish)
+                self._links[address] = GrpcBackendLink(
+                    address, pod_id, on_publish=on_publish, spacing_s=spacing_s
+                )
         self.moved_sessions = 0
 
     @property

@@ -236,6 +236,7 @@ async def start_backends(
         settings.pod_id,
         settings.backend_loss,
         on_publish=channels.service.publish_for_backend,
+        spacing_s=settings.bridge_batch_spacing_s,
     )
     bridge.start()
     stack.push_async_callback(bridge.stop)

@@ -24,7 +24,7 @@ from wsfleet.arg_types import (
     routing_key_source,
 )
 from wsfleet.arg_types import port as port_number
-from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.batch_spacing import BATCH_SPACING_S, BRIDGE_BATCH_SPACING_S
 from wsfleet.bridge_limits import client_message_size
 from wsfleet.redis_client import checked_url
 from wsfleet.settings_flags import setting
@@ -237,6 +237,13 @@ class SidecarSettings:
         help="when a backend goes: move its sessions to another, or close them (1013)",
         group="sessions",
         choices=("move", "close"),
+    )
+    bridge_batch_spacing_s: float = setting(
+        BRIDGE_BATCH_SPACING_S,
+        help="seconds the backend bridge's writer leaves between batches while busy (a gRPC "
+        "write costs far more than the messages in it; lower it for latency)",
+        group="sessions",
+        check=non_negative_float,
     )
     subprotocols: tuple[str, ...] = setting(
         (),

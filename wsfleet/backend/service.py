@@ -39,7 +39,7 @@ from wsfleet import tracing
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.api import bridge_pb2_grpc as pb_grpc
 from wsfleet.backend.session import Session, SessionInfo
-from wsfleet.batch_spacing import BATCH_SPACING_S
+from wsfleet.batch_spacing import BRIDGE_BATCH_SPACING_S
 from wsfleet.bridge_limits import GRPC_OPTIONS
 from wsfleet.errors import StartupError
 from wsfleet.headers import POD_HEADER
@@ -78,6 +78,10 @@ class NoGateway(Exception):
 class Backend:
     """Subclass and override the ``on_*`` handlers you need. Every handler may be a plain
     method or a coroutine."""
+
+    batch_spacing_s: float = BRIDGE_BATCH_SPACING_S
+    """How far apart this backend's batches to one gateway leave while busy (a subclass may
+    lower it for latency, at the cost of more gRPC writes)."""
 
     def __init__(self) -> None:
         self.sessions: dict[str, Session] = {}
@@ -131,7 +135,7 @@ class Backend:
         pod = dict(context.invocation_metadata() or ()).get(POD_HEADER, "?")
         log.info("gateway_connected", pod_id=pod)
         out: Outbox[pb.BackendEvent] = Outbox(
-            OUTBOX_LIMIT, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, BATCH_SPACING_S
+            OUTBOX_LIMIT, MAX_BATCH_EVENTS, MAX_BATCH_BYTES, self.batch_spacing_s
         )
         self._streams[pod] = out
         reader = asyncio.create_task(self._read(batches, out, pod))
