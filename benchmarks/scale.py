@@ -4,9 +4,10 @@
 The fleet is ``LocalFleet`` with ``--envoys`` L7 Envoys and ``--sidecars`` gateways (and
 its Redis, control plane and backend). A process here may open at most 20,000 files: an
 Envoy holds 2 per WebSocket (downstream + upstream), a gateway 1, so the connections are
-spread over several of each, and over several load-generator processes
-(benchmarks/loadgen.py, at most ``--per-client`` connections each, each from a source
-address of its own, 127.0.0.2 upwards: ~28k ephemeral ports per source and destination).
+spread over several of each, and over several client processes
+(benchmarks/scale_client.py, picows: no task per connection; at most ``--per-client``
+connections each, each from a source address of its own, 127.0.0.2 upwards: ~28k
+ephemeral ports per source and destination).
 With two Envoys or more the fleet also starts its L4 tier in front of them; it would need 2
 files per connection for all of them, so the clients connect to the L7 Envoys' own
 listeners directly, spread evenly (the L4 tier is measured by ``envoy-chaos``; it runs
@@ -227,6 +228,7 @@ class Run:
                     client.index,
                     prefix=f"s{step}-",
                     max_seconds=args.max_seconds,
+                    module="benchmarks.scale_client",
                 )
             )
         self.generators += spawned

@@ -29,12 +29,14 @@ async def spawn(
     cores: frozenset[int] | None = None,
     prefix: str = "p",
     max_seconds: float = 300.0,
+    module: str = "benchmarks.loadgen",
 ) -> asyncio.subprocess.Process:
-    """A load generator holding ``count`` connections to ``target`` (see loadgen.py)."""
+    """A load generator holding ``count`` connections to ``target`` (see loadgen.py; the
+    scale benchmark's ``module`` is benchmarks/scale_client.py, which speaks the same)."""
     argv = [
         sys.executable,
         "-m",
-        "benchmarks.loadgen",
+        module,
         "--url",
         target.url,
         "--count",
