@@ -5,7 +5,7 @@ clients connect through the user-space fault proxy (no ``netem`` here), which is
 over loss x latency; every cell holds ``--clients`` connections for ``--hold`` seconds and
 counts the connections the gateway declared dead although the client answered every ping
 it got (false positives). Then one connection is blackholed on a clean path and the
-time until the gateway cuts it is measured. The defaults (10 s / 20 s) were chosen from
+time until the gateway cuts it is measured. The defaults (15 s / 15 s) were chosen from
 this table: dead sockets found within 30 s, no false positive at 5 % loss.
 """
 
@@ -217,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["2/2", "5/10", "10/20"],
+        default=["2/2", "5/10", "10/20", "15/15"],
         help="interval/timeout, seconds (e.g. 10/20)",
     )
     parser.add_argument("--loss", type=fraction, nargs="+", default=[0.0, 0.05, 0.1, 0.2])

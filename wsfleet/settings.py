@@ -322,10 +322,10 @@ class SidecarSettings:
     )
     # -- heartbeat
     heartbeat_interval_s: float = setting(
-        10.0, help="seconds between pings", group="heartbeat", check=positive_float
+        15.0, help="seconds between pings", group="heartbeat", check=positive_float
     )
     heartbeat_timeout_s: float = setting(
-        20.0,
+        15.0,
         help="seconds without an answer before a socket is dead (interval + timeout "
         "<= 30 s: dead sockets found in time)",
         group="heartbeat",

@@ -32,8 +32,8 @@ class HeartbeatPolicy:
     uniform in [0, 1)), so that connections opened together are not pinged together.
     """
 
-    interval_s: float = 10.0
-    timeout_s: float = 20.0
+    interval_s: float = 15.0
+    timeout_s: float = 15.0
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
