@@ -149,6 +149,11 @@ class ConnectionTable:
                 connection = self.connections.get(connection_id)
                 if connection is not None:
                     connection.send_ping()
+            heard = self.heartbeats.take_heard()
+            if heard:  # alive by their own frames, not pinged: marked as a pong marks them
+                wall_now = time.time()
+                for connection_id in heard:
+                    self._sessions.touch(connection_id, wall_now)
             for connection_id in self.heartbeats.dead(now):
                 connection = self.connections.get(connection_id)
                 if connection is not None:

@@ -6,13 +6,21 @@ up rather than searched for. There is no timer per connection and no scan of all
 connections: a tick costs O(log n) per timer that is due.
 
 The caller (the event-loop glue) sleeps until :meth:`HeartbeatSchedule.next_wakeup`,
-pings the connections :meth:`~HeartbeatSchedule.due` returns and closes the ones
-:meth:`~HeartbeatSchedule.dead` returns.
+pings the connections :meth:`~HeartbeatSchedule.due` returns, closes the ones
+:meth:`~HeartbeatSchedule.dead` returns, and records as alive the ones
+:meth:`~HeartbeatSchedule.take_heard` returns.
+
+A connection that sent the gateway a frame of its own (a message, a ping: anything but a
+pong) since its last ping is not pinged when its ping comes due: the frame proved it
+alive, and its next ping is due one interval after that frame (``take_heard`` names it,
+so that the caller can note it alive as a pong would). Only connections that stay quiet
+for an interval are pinged; a busy one costs no ping traffic at all.
 
 Detection bound: a connection is dead ``timeout_s`` after the first ping sent since
-the last frame it sent (any frame counts, not only pongs). Pings go out at most
-``interval_s`` apart, so a socket that goes silent is found dead within
-``interval_s + timeout_s`` of its last frame: 30 s with the defaults.
+the last frame it sent (any frame counts, not only pongs). A ping goes out at most
+``interval_s`` after the previous one or the last frame heard, so a socket that goes
+silent is found dead within ``interval_s + timeout_s`` of its last frame: 30 s with the
+defaults.
 """
 
 from __future__ import annotations
@@ -56,6 +64,8 @@ class _Liveness:
 
     conn_id: str
     ping_at: float  # when the next ping is due
+    since: float  # the start of its current interval: added, last pinged, or last vouched
+    heard_at: float = float("-inf")  # the last frame of its own (not a pong) received
     silent_since: float | None = None  # first ping sent since the last frame received
     unanswered_ping: float | None = None  # oldest ping sent and not yet ponged, for RTTs
     gone: bool = False  # removed or declared dead: its timers are stale
@@ -77,6 +87,7 @@ class HeartbeatSchedule:
     _pings: list[_Timer] = field(default_factory=list, init=False, repr=False)
     _deadlines: list[_Timer] = field(default_factory=list, init=False, repr=False)
     _sequence: int = field(default=0, init=False, repr=False)
+    _heard: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -90,7 +101,7 @@ class HeartbeatSchedule:
         Adding an id that is already watched starts it afresh.
         """
         self.remove(conn_id)
-        liveness = _Liveness(conn_id, ping_at=self._next_ping(now))
+        liveness = _Liveness(conn_id, ping_at=self._next_ping(now), since=now)
         self._connections[conn_id] = liveness
         self._push(self._pings, liveness.ping_at, liveness)
 
@@ -103,15 +114,22 @@ class HeartbeatSchedule:
         self._compact_if_sparse()
 
     def activity(self, conn_id: str, now: float) -> None:
-        """A frame arrived from the client at ``now``: it is alive, clear its deadline.
+        """A frame of the client's own (a message, a ping) arrived at ``now``: it is alive,
+        clear its deadline, and its next ping waits for an interval of silence.
 
         A frame stamped before the ping it would answer (``now`` earlier than that
         ping was sent) proves nothing about that ping and is ignored.
         """
         liveness = self._connections.get(conn_id)
-        if liveness is None or liveness.silent_since is None:
+        if liveness is None:
             return
-        if now >= liveness.silent_since:
+        if now > liveness.heard_at:
+            liveness.heard_at = now
+        self._answered(liveness, now)
+
+    @staticmethod
+    def _answered(liveness: _Liveness, now: float) -> None:
+        if liveness.silent_since is not None and now >= liveness.silent_since:
             liveness.silent_since = None  # its deadline timer is now stale
 
     def pong(self, conn_id: str, now: float) -> float | None:
@@ -121,9 +139,11 @@ class HeartbeatSchedule:
         a stalled path shows up as a long RTT rather than being hidden by later pings.
         A pong also counts as :meth:`activity`.
         """
-        self.activity(conn_id, now)
         liveness = self._connections.get(conn_id)
-        if liveness is None or liveness.unanswered_ping is None:
+        if liveness is None:
+            return None
+        self._answered(liveness, now)
+        if liveness.unanswered_ping is None:
             return None
         if now < liveness.unanswered_ping:
             return None
@@ -134,8 +154,10 @@ class HeartbeatSchedule:
     def due(self, now: float) -> list[str]:
         """The connections to ping now; the caller sends the pings.
 
-        Each is returned once per (jittered) interval; the ping counts as sent at
-        ``now``, and the next one is due one jittered interval after ``now``.
+        Each quiet one is returned once per (jittered) interval; the ping counts as sent at
+        ``now``, and the next one is due one jittered interval after ``now``. One heard from
+        since its interval began is not pinged: its next ping is due one jittered interval
+        after the frame heard, and :meth:`take_heard` names it.
         """
         pinged: list[str] = []
         timers = self._pings
@@ -145,6 +167,15 @@ class HeartbeatSchedule:
             if not _ping_is_live(timer):
                 continue  # closed, or re-added since
             liveness = timer[2]
+            if liveness.heard_at > liveness.since and liveness.silent_since is None:
+                later = self._next_ping(liveness.heard_at)
+                if later > now:  # its own frame vouched for it: no ping this interval
+                    liveness.since = liveness.heard_at
+                    liveness.ping_at = later
+                    self._push(timers, later, liveness)
+                    self._heard.append(liveness.conn_id)
+                    continue
+            liveness.since = now
             pinged.append(liveness.conn_id)
             if liveness.silent_since is None:
                 liveness.silent_since = now
@@ -155,6 +186,12 @@ class HeartbeatSchedule:
             liveness.ping_at = self._next_ping(now)
             self._push(timers, liveness.ping_at, liveness)
         return pinged
+
+    def take_heard(self) -> list[str]:
+        """The connections :meth:`due` found alive by frames of their own (instead of
+        pinging them) since the last call; each at most once per interval."""
+        heard, self._heard = self._heard, []
+        return heard
 
     def dead(self, now: float) -> list[str]:
         """The connections silent for ``timeout_s`` after a ping; each is reported once

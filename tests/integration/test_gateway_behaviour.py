@@ -91,6 +91,57 @@ async def test_a_client_that_stops_answering_pings_is_cut_and_unregistered(fleet
         await silent.close()
 
 
+async def _last_ping(fleet: LocalFleet, user: str) -> float:
+    registry = RedisRegistry(fleet.info.redis_url)
+    try:
+        return max(c.last_ping for c in await registry.connections_of_user(user))
+    finally:
+        await registry.close()
+
+
+async def test_a_client_that_keeps_sending_is_not_pinged_yet_stays_registered(
+    fleet_factory,
+) -> None:
+    """Its own frames prove it alive: no ping while it sends (a quiet client gets one every
+    1.6-2 s), its registry record is refreshed as a pong would, and once it falls silent
+    it is pinged and, not answering, cut within interval + timeout."""
+    fleet: LocalFleet = await fleet_factory(
+        sidecars=1,
+        sidecar_args=(
+            "--heartbeat-interval",
+            "2",
+            "--heartbeat-timeout",
+            "2",
+            "--connection-flush",
+            "0.5",
+        ),
+    )
+    sidecar = fleet.info.sidecars["sidecar-1"]
+    async with unlimited_session() as session:
+        ws = await _direct(fleet, sidecar, session, "chatty", autoping=False)  # never pongs
+        loop = asyncio.get_running_loop()
+        started_wall = await _last_ping(fleet, "chatty")
+        pings = 0
+        started = loop.time()
+        while loop.time() - started < 7.0:  # ~4 intervals: a quiet client would get 3 pings
+            await ws.send_str("still here")
+            while (frame := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.PING:
+                pings += 1
+            assert frame.data == "still here"
+            await asyncio.sleep(0.2)
+        assert pings <= 1  # (one, if the machine stalled the sender past an interval)
+        refreshed = await _last_ping(fleet, "chatty")
+        assert refreshed >= started_wall + 4.0  # noted alive by its messages, not by pongs
+        silent_from = loop.time()
+        assert (await ws.receive(timeout=5)).type is aiohttp.WSMsgType.PING  # quiet: pinged
+        while (closing := await ws.receive(timeout=6)).type is aiohttp.WSMsgType.PING:
+            pass  # a second ping may come before the verdict
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert loop.time() - silent_from <= 2 + 2 + 1.0  # interval + timeout (+ slack)
+        assert (await _metrics(session, sidecar))["wsfleet_gateway_dead_connections_total"] == 1
+        await ws.close()
+
+
 async def test_a_message_over_the_size_limit_closes_with_1009(fleet_factory) -> None:
     fleet: LocalFleet = await fleet_factory(
         sidecars=1, sidecar_args=("--max-message-bytes", "1024")

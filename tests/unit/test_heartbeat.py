@@ -212,6 +212,80 @@ def test_any_frame_from_the_client_counts_as_liveness_without_a_pong() -> None:
     assert "chatty" in schedule
 
 
+def test_a_connection_that_keeps_sending_is_not_pinged_and_is_named_heard_instead() -> None:
+    schedule = _schedule(jitter=0.0)
+    schedule.add("chatty", 0.0)
+    schedule.add("quiet", 0.0)
+    pinged: list[tuple[float, str]] = []
+    heard: list[tuple[float, str]] = []
+    now = 0.0
+    while now <= 100.0:
+        if now % 4 == 0:
+            schedule.activity("chatty", now)  # a message every 4 s
+        due = schedule.due(now)
+        pinged += [(now, conn) for conn in due]
+        heard += [(now, conn) for conn in schedule.take_heard()]
+        if "quiet" in due:
+            schedule.pong("quiet", now + 0.5)  # answers its pings
+        assert schedule.dead(now) == []
+        now += 1.0
+    assert all(conn == "quiet" for _, conn in pinged)
+    assert [at for at, _ in pinged] == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    assert [conn for _, conn in heard] == ["chatty"] * len(heard) and len(heard) >= 9
+    assert schedule.take_heard() == []  # each named once
+
+
+def test_a_pong_does_not_stand_in_for_the_next_ping() -> None:
+    schedule = _schedule(jitter=0.0)
+    schedule.add("c", 0.0)
+    assert schedule.due(10.0) == ["c"]
+    schedule.pong("c", 10.1)
+    assert schedule.due(20.0) == ["c"]  # the pong answered a ping: the next one is still due
+    assert schedule.take_heard() == []
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    interval=st.floats(min_value=0.5, max_value=30),
+    timeout=st.floats(min_value=0.5, max_value=60),
+    jitter=st.floats(min_value=0, max_value=0.9),
+    gaps=st.lists(st.floats(min_value=0.01, max_value=0.99), min_size=1, max_size=30),
+    step_ratio=st.floats(min_value=0.01, max_value=0.5),
+    seed=st.integers(min_value=0),
+)
+def test_a_sender_that_falls_silent_is_dead_within_interval_plus_timeout_of_its_last_frame(
+    interval: float,
+    timeout: float,
+    jitter: float,
+    gaps: list[float],
+    step_ratio: float,
+    seed: int,
+) -> None:
+    """Messages at random gaps (each shorter than the shortest interval plus the timeout:
+    never silent long enough to be cut; pongs never), then silence: it
+    is never cut while it sends, and is cut between timeout and interval + timeout after
+    its last frame, pinged or not in between."""
+    schedule = _schedule(interval, timeout, jitter, seed)
+    schedule.add("c", 0.0)
+    longest_gap = (1 - jitter) * interval + timeout
+    sends = list(itertools.accumulate(gap * longest_gap for gap in gaps))
+    step = step_ratio * interval
+    now, last_frame, died, end = 0.0, 0.0, None, sends[-1] + 2 * (interval + timeout)
+    while died is None and now <= end:
+        while sends and sends[0] <= now:
+            last_frame = sends.pop(0)
+            schedule.activity("c", last_frame)
+        schedule.due(now)
+        schedule.take_heard()
+        if schedule.dead(now):
+            died = now
+        now += step
+    assert died is not None
+    assert not sends, "cut while it was still sending"
+    # the caller's tick may delay the ping and then the verdict: one tick each
+    assert last_frame + timeout <= died <= last_frame + interval + timeout + 2 * step + 1e-9
+
+
 def test_a_frame_stamped_before_the_ping_does_not_answer_it() -> None:
     schedule = _schedule(jitter=0.0)
     schedule.add("c", 0.0)
