@@ -55,6 +55,10 @@ class Channel(Protocol):
 
     def ping(self) -> None: ...
 
+    def written_to(self) -> bool:
+        """Whether frames were written to the client since this was last asked (the
+        WebSocket's heartbeats; False for the HTTP transports)."""
+
     def idle_for(self, now: float) -> float:
         """Seconds since the client last showed up (long polling); 0 for streams."""
 
@@ -382,6 +386,9 @@ class ClientSession:
 
     def send_ping(self) -> None:
         self.channel.ping()
+
+    def written_to(self) -> bool:
+        return self.channel.written_to()
 
     def idle_for(self, now: float) -> float:
         return self.channel.idle_for(now)

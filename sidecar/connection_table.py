@@ -33,6 +33,9 @@ class Connection(Protocol):
 
     def send_ping(self) -> None: ...
 
+    def written_to(self) -> bool:
+        """Whether frames were written to the client since this was last asked."""
+
     def queued(self) -> tuple[int, int]: ...
 
     def idle_for(self, now: float) -> float: ...
@@ -145,7 +148,7 @@ class ConnectionTable:
                 async with asyncio.timeout(delay):
                     await self._wake_heartbeats.wait()
             now = loop.time()
-            for connection_id in self.heartbeats.due(now):
+            for connection_id in self.heartbeats.due(now, self._written_to):
                 connection = self.connections.get(connection_id)
                 if connection is not None:
                     connection.send_ping()
@@ -162,6 +165,10 @@ class ConnectionTable:
                         "connection_dead", connection_id=connection_id, user_id=connection.user_id
                     )
                     connection.abort()
+
+    def _written_to(self, connection_id: str) -> bool:
+        connection = self.connections.get(connection_id)
+        return connection is not None and connection.written_to()
 
     async def run_keepalives(self) -> None:
         """Every heartbeat interval: sessions whose token expired are closed (4401); SSE

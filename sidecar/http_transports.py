@@ -102,6 +102,9 @@ class SseChannel:
         if self._pinging is None or self._pinging.done():
             self._pinging = asyncio.ensure_future(self._ping())
 
+    def written_to(self) -> bool:
+        return False
+
     async def _ping(self) -> None:
         try:
             await self._response.write(b": ping\n\n")
@@ -250,6 +253,9 @@ class PollChannel:
 
     def ping(self) -> None:
         return None
+
+    def written_to(self) -> bool:
+        return False
 
     def idle_for(self, now: float) -> float:
         return now - self.last_request

@@ -143,6 +143,7 @@ class WebSocketConnection:
         "_upgrade",
         "_waiter",
         "_wire",
+        "_written",
         "close_code",
     )
 
@@ -168,6 +169,7 @@ class WebSocketConnection:
         self._closing = False  # the gateway's close frame (or its answer to the client's) sent
         self._linger: _Linger | None = None
         self._session: ClientSession | None = None  # once open: pings answered as they come
+        self._written = False  # frames written since the heartbeats last asked
         self.close_code: int | None = None
 
     def start(self, upgrade: bytes, hold: bool) -> None:
@@ -233,6 +235,11 @@ class WebSocketConnection:
         transport = self._transport
         if not transport.is_closing():
             transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+            self._written = True
+
+    def written_to(self) -> bool:
+        written, self._written = self._written, False
+        return written
 
     async def close(self, code: int, reason: str) -> None:
         """The gateway's close frame, after every frame written before it; then TCP closes

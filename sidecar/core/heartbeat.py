@@ -10,11 +10,13 @@ pings the connections :meth:`~HeartbeatSchedule.due` returns, closes the ones
 :meth:`~HeartbeatSchedule.dead` returns, and records as alive the ones
 :meth:`~HeartbeatSchedule.take_heard` returns.
 
-A connection that sent the gateway a frame of its own (a message, a ping: anything but a
-pong) since its last ping is not pinged when its ping comes due: the frame proved it
-alive, and its next ping is due one interval after that frame (``take_heard`` names it,
-so that the caller can note it alive as a pong would). Only connections that stay quiet
-for an interval are pinged; a busy one costs no ping traffic at all.
+A connection busy both ways since its last ping — it sent the gateway a frame of its own
+(a message, a ping: anything but a pong) and the gateway wrote it frames (the caller says
+which, :meth:`~HeartbeatSchedule.due`'s ``written_to``) — is not pinged when its ping comes
+due: its frame proved it alive, and the gateway's kept the client's own watchdog fed
+(the SDKs reconnect after a silence from the server). Its next ping is due one interval
+after the frame heard; ``take_heard`` names it, so that the caller can note it alive as a
+pong would. Connections quiet either way for an interval are pinged.
 
 Detection bound: a connection is dead ``timeout_s`` after the first ping sent since
 the last frame it sent (any frame counts, not only pongs). A ping goes out at most
@@ -27,9 +29,14 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _COMPACT_FLOOR = 1024  # never rebuild a heap smaller than this
+
+
+def _never(conn_id: str) -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +158,15 @@ class HeartbeatSchedule:
         liveness.unanswered_ping = None
         return rtt
 
-    def due(self, now: float) -> list[str]:
+    def due(self, now: float, written_to: Callable[[str], bool] = _never) -> list[str]:
         """The connections to ping now; the caller sends the pings.
 
-        Each quiet one is returned once per (jittered) interval; the ping counts as sent at
-        ``now``, and the next one is due one jittered interval after ``now``. One heard from
-        since its interval began is not pinged: its next ping is due one jittered interval
-        after the frame heard, and :meth:`take_heard` names it.
+        Each is returned once per (jittered) interval; the ping counts as sent at ``now``,
+        and the next one is due one jittered interval after ``now``. ``written_to(conn)``
+        says whether the gateway wrote that connection frames since it was last asked
+        (asked once per connection due); one that also sent a frame of its own since its
+        interval began is not pinged: its next ping is due one jittered interval after the
+        frame heard, and :meth:`take_heard` names it.
         """
         pinged: list[str] = []
         timers = self._pings
@@ -167,7 +176,8 @@ class HeartbeatSchedule:
             if not _ping_is_live(timer):
                 continue  # closed, or re-added since
             liveness = timer[2]
-            if liveness.heard_at > liveness.since and liveness.silent_since is None:
+            busy = written_to(liveness.conn_id)  # asked of every one due: a new interval
+            if busy and liveness.heard_at > liveness.since and liveness.silent_since is None:
                 later = self._next_ping(liveness.heard_at)
                 if later > now:  # its own frame vouched for it: no ping this interval
                     liveness.since = liveness.heard_at

@@ -102,9 +102,9 @@ async def _last_ping(fleet: LocalFleet, user: str) -> float:
 async def test_a_client_that_keeps_sending_is_not_pinged_yet_stays_registered(
     fleet_factory,
 ) -> None:
-    """Its own frames prove it alive: no ping while it sends (a quiet client gets one every
-    1.6-2 s), its registry record is refreshed as a pong would, and once it falls silent
-    it is pinged and, not answering, cut within interval + timeout."""
+    """Busy both ways (it sends, the backend echoes): no ping while it sends (a quiet
+    client gets one every 1.6-2 s), its registry record is refreshed as a pong would, and
+    once it falls silent it is pinged and, not answering, cut within interval + timeout."""
     fleet: LocalFleet = await fleet_factory(
         sidecars=1,
         sidecar_args=(

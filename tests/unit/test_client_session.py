@@ -75,6 +75,9 @@ class Client:
     def ping(self) -> None:
         pass
 
+    def written_to(self) -> bool:
+        return False
+
     def idle_for(self, now: float) -> float:
         return 0.0
 

@@ -72,6 +72,9 @@ class FakeConnection:
     def send_ping(self) -> None:
         return None
 
+    def written_to(self) -> bool:
+        return False
+
     def queued(self) -> tuple[int, int]:
         return 0, 0
 

@@ -221,8 +221,8 @@ def test_a_connection_that_keeps_sending_is_not_pinged_and_is_named_heard_instea
     now = 0.0
     while now <= 100.0:
         if now % 4 == 0:
-            schedule.activity("chatty", now)  # a message every 4 s
-        due = schedule.due(now)
+            schedule.activity("chatty", now)  # a message every 4 s, answered
+        due = schedule.due(now, written_to=lambda conn: conn == "chatty")
         pinged += [(now, conn) for conn in due]
         heard += [(now, conn) for conn in schedule.take_heard()]
         if "quiet" in due:
@@ -238,10 +238,31 @@ def test_a_connection_that_keeps_sending_is_not_pinged_and_is_named_heard_instea
 def test_a_pong_does_not_stand_in_for_the_next_ping() -> None:
     schedule = _schedule(jitter=0.0)
     schedule.add("c", 0.0)
-    assert schedule.due(10.0) == ["c"]
+    assert schedule.due(10.0, written_to=lambda conn: True) == ["c"]
     schedule.pong("c", 10.1)
-    assert schedule.due(20.0) == ["c"]  # the pong answered a ping: the next one is still due
+    # the pong answered a ping: the next one is still due
+    assert schedule.due(20.0, written_to=lambda conn: True) == ["c"]
     assert schedule.take_heard() == []
+
+
+def test_a_sender_the_gateway_does_not_write_to_is_still_pinged() -> None:
+    """Busy one way only (a client uploading, nothing back): the ping is what tells its
+    client the server is there."""
+    schedule = _schedule(jitter=0.0)
+    schedule.add("c", 0.0)
+    asked: list[str] = []
+
+    def written_to(conn: str) -> bool:
+        asked.append(conn)
+        return len(asked) == 2  # written to only in the second interval
+
+    schedule.activity("c", 5.0)
+    assert schedule.due(10.0, written_to) == ["c"]  # heard, not written to: pinged
+    schedule.activity("c", 15.0)
+    assert schedule.due(20.0, written_to) == []  # heard and written to: spared
+    assert schedule.take_heard() == ["c"]
+    assert schedule.due(24.999, written_to) == [] and asked == ["c", "c"]
+    assert schedule.due(25.0, written_to) == ["c"]  # one interval after the frame heard
 
 
 @settings(max_examples=80, deadline=None)
@@ -275,7 +296,7 @@ def test_a_sender_that_falls_silent_is_dead_within_interval_plus_timeout_of_its_
         while sends and sends[0] <= now:
             last_frame = sends.pop(0)
             schedule.activity("c", last_frame)
-        schedule.due(now)
+        schedule.due(now, written_to=lambda conn: True)
         schedule.take_heard()
         if schedule.dead(now):
             died = now

@@ -30,6 +30,9 @@ class FakeConnection:
     def send_ping(self) -> None:
         self.pings += 1
 
+    def written_to(self) -> bool:
+        return False
+
     def queued(self) -> tuple[int, int]:
         return 0, 0
 
