@@ -84,13 +84,13 @@ class Held(WSListener):  # type: ignore[misc]  # picows ships no stubs for subcl
             self.cseq += 1
             payload = b'{"type":"message","cseq":%d,"data":"%s"}' % (self.cseq, payload)
         self.echoes.append(time.perf_counter())
-        self.side.outstanding += 1
+        self.side.sent()
         self.transport.send(WSMsgType.TEXT, payload)
 
     def ping(self) -> None:
         assert self.transport is not None
         self.pings.append(time.perf_counter())
-        self.side.outstanding += 1
+        self.side.sent()
         self.transport.send_ping()
 
 
@@ -107,6 +107,11 @@ class Fleetside:
 
     def listener(self, v1: bool) -> Held:
         return Held(v1, self)
+
+    def sent(self) -> None:
+        if self.outstanding <= 0:
+            self.settled.clear()  # (set when the answers caught up with the sends before)
+        self.outstanding += 1
 
     def answered(self, rtts: list[float], sent: float) -> None:
         rtts.append(time.perf_counter() - sent)

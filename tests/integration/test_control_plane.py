@@ -245,7 +245,13 @@ async def test_a_killed_and_restarted_xds_server_keeps_connections_and_resyncs(
 ) -> None:
     policy = tmp_path / "policy.yaml"
     write_policy(policy)
-    fleet: LocalFleet = await fleet_factory(policy_path=policy, api_type=api_type)
+    fleet: LocalFleet = await fleet_factory(
+        policy_path=policy,
+        api_type=api_type,
+        # the held sockets are read only at the end, so their pings go unanswered until
+        # then: heartbeats slower than the test, however long a busy machine makes it
+        sidecar_args=("--heartbeat-interval", "120", "--heartbeat-timeout", "120"),
+    )
     before = await dynamic_config(fleet)
     old_versions = {
         short: typed["sent"]["version"]
