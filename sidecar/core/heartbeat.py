@@ -144,7 +144,8 @@ class HeartbeatSchedule:
 
         The RTT is measured from the oldest unanswered ping (pongs arrive in order), so
         a stalled path shows up as a long RTT rather than being hidden by later pings.
-        A pong also counts as :meth:`activity`.
+        A pong also clears the deadline, as :meth:`activity` does, but never spares the
+        next ping: it answered one.
         """
         liveness = self._connections.get(conn_id)
         if liveness is None:
