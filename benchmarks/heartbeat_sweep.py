@@ -205,7 +205,7 @@ def _setting(text: str) -> tuple[float, float]:
 
 
 SMOKE: dict[str, Any] = {
-    "settings": ["1/2"],
+    "settings": ["0.5/1"],
     "loss": [0.0, 0.05],
     "latency": [0.0],
     "clients": 10,

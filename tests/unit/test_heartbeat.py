@@ -265,7 +265,7 @@ def test_a_sender_the_gateway_does_not_write_to_is_still_pinged() -> None:
     assert schedule.due(25.0, written_to) == ["c"]  # one interval after the frame heard
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     interval=st.floats(min_value=0.5, max_value=30),
     timeout=st.floats(min_value=0.5, max_value=60),
