@@ -256,7 +256,7 @@ class WebSocketConnection:
             transport.close()
             return
         self._reader.discard()
-        self._linger = _Linger(transport)
+        self._linger = _Linger(transport, self._wake)
         if self._paused:  # nothing drains the queue now: read (and skip) to the close
             self._paused = False
             self._wire.resume_reading()
@@ -540,21 +540,31 @@ async def _accept(
 
 class _Linger:
     """The shell of a :class:`LingeringClose`: its deadline is a timer, its decision to
-    close TCP a ``transport.close()``; ``done`` resolves when TCP is closed."""
+    close TCP a ``transport.close()``; ``done`` resolves when TCP is closed, and ``wake``
+    (the read loop's) is called then."""
 
-    __slots__ = ("_core", "_timer", "_transport", "done")
+    __slots__ = ("_core", "_timer", "_transport", "_wake", "done")
 
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, transport: asyncio.Transport, wake: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
         self._transport = transport
+        self._wake = wake
         self._core = LingeringClose(loop.time())
-        self._timer = loop.call_at(self._core.deadline, self.finish)
+        self._timer = loop.call_at(self._core.deadline, self._deadline)
         self.done: asyncio.Future[None] = loop.create_future()
 
     def received(self, size: int, close_received: bool) -> None:
         now = asyncio.get_running_loop().time()
         if self._core.received(size, close_received, now) is LingerVerdict.CLOSE:
             self.finish()
+
+    def _deadline(self) -> None:
+        """The bound passed. A client that has not even read what was written to it (the
+        close frame among it) by now never will: a graceful close would wait for it to
+        read, holding the session until the heartbeats found it dead; it is reset."""
+        if self._transport.get_write_buffer_size() > 0:
+            self._transport.abort()
+        self.finish()
 
     def finish(self) -> None:
         """Close TCP (at once if the client's close came, or at a bound: the latter may
@@ -564,3 +574,4 @@ class _Linger:
         self._timer.cancel()
         self.done.set_result(None)
         self._transport.close()
+        self._wake()
