@@ -31,14 +31,13 @@ import asyncio
 import contextlib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import uvloop
 
+from benchmarks.paced_opening import add_arguments, open_paced
 from benchmarks.worker_pipe import commands, say
-from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.tokens import mint_token, read_auth_key
 
 ANSWER_TIMEOUT_S = 5.0  # a pong or an echo later than this is counted lost
@@ -76,8 +75,12 @@ class Held:
                 self.echoes.put_nowait(time.perf_counter())
 
 
-def _count(errors: dict[str, int], kind: str) -> None:
-    errors[kind] = errors.get(kind, 0) + 1
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"HTTP {exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "handshake timeout"
+    return type(exc).__name__
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -88,71 +91,24 @@ async def run(args: argparse.Namespace) -> None:
     session = aiohttp.ClientSession(connector=connector)
     held: list[Held] = []
     readers: list[asyncio.Task[None]] = []
-    handshakes: list[float] = []
-    errors: dict[str, int] = {}
-    deadline = time.monotonic() + args.deadline_s
-    gate = asyncio.Semaphore(args.concurrency)
 
-    async def open_one(n: int) -> None:
-        user = f"{args.prefix}-{n}"
+    async def connect(user: str) -> None:
         headers = {"Authorization": f"Bearer {mint_token(key, user)}"} if key else {}
-        async with gate:
-            if time.monotonic() > deadline:
-                _count(errors, "deadline")
-                return
-            started = time.perf_counter()
-            try:
-                ws = await asyncio.wait_for(
-                    session.ws_connect(
-                        f"{args.url}?user={user}",
-                        headers=headers,
-                        autoping=False,
-                        protocols=(V1,) if args.v1 else (),
-                        timeout=aiohttp.ClientWSTimeout(ws_close=1),
-                    ),
-                    args.handshake_timeout,
-                )
-            except aiohttp.WSServerHandshakeError as refused:
-                _count(errors, f"HTTP {refused.status}")
-                return
-            except TimeoutError:
-                _count(errors, "handshake timeout")
-                return
-            except Exception as exc:  # counted by kind, never raised
-                _count(errors, type(exc).__name__)
-                return
-            handshakes.append(time.perf_counter() - started)
+        ws = await asyncio.wait_for(
+            session.ws_connect(
+                f"{args.url}?user={user}",
+                headers=headers,
+                autoping=False,
+                protocols=(V1,) if args.v1 else (),
+                timeout=aiohttp.ClientWSTimeout(ws_close=1),
+            ),
+            args.handshake_timeout,
+        )
         item = Held(ws, ws.protocol == V1)
         held.append(item)
         readers.append(asyncio.create_task(item.read()))
 
-    async def progress() -> None:
-        while True:
-            say(event="progress", open=len(held))
-            await asyncio.sleep(0.5)
-
-    reporter = asyncio.create_task(progress())
-    tasks = []
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    for n in range(args.count):  # rate control: start the n-th handshake at n / rate
-        if interval:
-            due = started + n * interval
-            if time.monotonic() + (due - time.perf_counter()) > deadline:
-                errors["deadline"] = errors.get("deadline", 0) + args.count - n
-                break  # the rest would start after the deadline
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        tasks.append(asyncio.create_task(open_one(n)))
-    await asyncio.gather(*tasks)
-    reporter.cancel()
-    say(
-        event="connected",
-        opened=len(held),
-        errors=errors,
-        seconds=time.perf_counter() - started,
-        cpu_s=time.process_time() - cpu_started,  # this generator's own CPU in the surge
-        handshake_s=handshakes,
-    )
+    await open_paced(args, connect, _error_kind, held)
 
     async def handle(command: dict[str, Any]) -> None:
         if command["cmd"] == "rtt":
@@ -331,25 +287,7 @@ async def _keepalive(held: list[Held], command: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--count", type=positive_int, required=True)
-    parser.add_argument(
-        "--rate", type=non_negative_float, default=0.0, help="handshakes/s (0: as fast as possible)"
-    )
-    parser.add_argument("--source-ip", help="e.g. 127.0.0.2: spreads client ports over addresses")
-    parser.add_argument("--prefix", default="load")
-    parser.add_argument("--key-file", type=Path)
-    parser.add_argument(
-        "--v1", action="store_true", help="speak protocol wsfleet.v1 (sequence numbers, replay)"
-    )
-    parser.add_argument("--concurrency", type=positive_int, default=200)
-    parser.add_argument(
-        "--deadline-s", type=positive_float, default=300.0, help="no handshake starts after"
-    )
-    parser.add_argument("--handshake-timeout", type=positive_float, default=30.0)
-    parser.add_argument(
-        "--idle-s", type=positive_float, default=900.0, help="exit if no command comes for this"
-    )
+    add_arguments(parser, prefix="load")
     uvloop.run(run(parser.parse_args()))
 
 

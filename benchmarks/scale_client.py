@@ -29,15 +29,14 @@ import asyncio
 import collections
 import contextlib
 import time
-from pathlib import Path
 from typing import Any
 
 import uvloop
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from picows.common import WSHandshakeError
 
+from benchmarks.paced_opening import add_arguments, open_paced
 from benchmarks.worker_pipe import commands, say
-from wsfleet.arg_types import non_negative_float, positive_float, positive_int
 from wsfleet.tokens import mint_token, read_auth_key
 
 ANSWER_TIMEOUT_S = 5.0  # a pong or an echo later than this is counted lost
@@ -131,68 +130,28 @@ class Fleetside:
 
 
 async def connect_all(args: argparse.Namespace, side: Fleetside) -> None:
-    key = read_auth_key(args.key_file)
-    handshakes: list[float] = []
-    errors: dict[str, int] = {}
-    gate = asyncio.Semaphore(args.concurrency)
-    deadline = time.monotonic() + args.deadline_s
+    key = read_auth_key(args.key_file) if args.key_file else None
     extra = {"Sec-WebSocket-Protocol": V1} if args.v1 else {}
 
-    def count(kind: str, n: int = 1) -> None:
-        errors[kind] = errors.get(kind, 0) + n
+    async def connect(user: str) -> None:
+        token = {"Authorization": f"Bearer {mint_token(key, user)}"} if key else {}
+        _, held = await ws_connect(
+            lambda: side.listener(args.v1),
+            f"{args.url}?user={user}",
+            extra_headers={**token, **extra},
+            websocket_handshake_timeout=args.handshake_timeout,
+            local_addr=(args.source_ip, 0) if args.source_ip else None,
+        )
+        side.held.append(held)
 
-    async def open_one(n: int) -> None:
-        user = f"{args.prefix}-{n}"
-        async with gate:
-            if time.monotonic() > deadline:
-                count("deadline")
-                return
-            started = time.perf_counter()
-            try:
-                _, held = await ws_connect(
-                    lambda: side.listener(args.v1),
-                    f"{args.url}?user={user}",
-                    extra_headers={"Authorization": f"Bearer {mint_token(key, user)}", **extra},
-                    websocket_handshake_timeout=args.handshake_timeout,
-                    local_addr=(args.source_ip, 0),
-                )
-            except WSHandshakeError as refused:
-                status = refused.response.status if refused.response else None
-                count(f"HTTP {int(status)}" if status else type(refused).__name__)
-                return
-            except Exception as exc:  # counted by kind, never raised
-                count(type(exc).__name__)
-                return
-            handshakes.append(time.perf_counter() - started)
-            side.held.append(held)
+    await open_paced(args, connect, _error_kind, side.held)
 
-    async def progress() -> None:
-        while True:
-            say(event="progress", open=len(side.held))
-            await asyncio.sleep(0.5)
 
-    reporter = asyncio.create_task(progress())
-    opening = []
-    interval = 1.0 / args.rate if args.rate > 0 else 0.0
-    started, cpu_started = time.perf_counter(), time.process_time()
-    for n in range(args.count):  # rate control: start the n-th handshake at n / rate
-        if interval:
-            due = started + n * interval
-            if time.monotonic() + (due - time.perf_counter()) > deadline:
-                count("deadline", args.count - n)
-                break  # the rest would start after the deadline
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        opening.append(asyncio.create_task(open_one(n)))
-    await asyncio.gather(*opening)
-    reporter.cancel()
-    say(
-        event="connected",
-        opened=len(side.held),
-        errors=errors,
-        seconds=time.perf_counter() - started,
-        cpu_s=time.process_time() - cpu_started,
-        handshake_s=handshakes,
-    )
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, WSHandshakeError):
+        status = exc.response.status if exc.response else None
+        return f"HTTP {int(status)}" if status else type(exc).__name__
+    return type(exc).__name__
 
 
 async def keepalive(side: Fleetside, command: dict[str, Any]) -> None:
@@ -262,23 +221,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--count", type=positive_int, required=True)
-    parser.add_argument(
-        "--rate", type=non_negative_float, default=0.0, help="handshakes/s (0: as fast as possible)"
-    )
-    parser.add_argument("--source-ip", default="127.0.0.1")
-    parser.add_argument("--prefix", default="scale")
-    parser.add_argument("--key-file", type=Path, required=True)
-    parser.add_argument("--v1", action="store_true", help="offer the wsfleet.v1 subprotocol")
-    parser.add_argument("--concurrency", type=positive_int, default=200)
-    parser.add_argument(
-        "--deadline-s", type=positive_float, default=300.0, help="no handshake starts after"
-    )
-    parser.add_argument("--handshake-timeout", type=positive_float, default=30.0)
-    parser.add_argument(
-        "--idle-s", type=positive_float, default=900.0, help="exit if no command comes for this"
-    )
+    add_arguments(parser, prefix="scale")
     uvloop.run(run(parser.parse_args()))
 
 
