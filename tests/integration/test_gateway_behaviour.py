@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.helpers import open_ws, unlimited_session, wait_for
+from wsfleet.registry.base import ConnectionRecord
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet_tools.launcher.fleet import LocalFleet, SidecarInfo
 
@@ -45,26 +46,29 @@ async def _metrics(session: aiohttp.ClientSession, sidecar: SidecarInfo) -> dict
     return values
 
 
-async def _registered(fleet: LocalFleet, user: str) -> list[str]:
+async def _records(fleet: LocalFleet, user: str) -> list[ConnectionRecord]:
     registry = RedisRegistry(fleet.info.redis_url)
     try:
-        return [c.connection_id for c in await registry.connections_of_user(user)]
+        return await registry.connections_of_user(user)
     finally:
         await registry.close()
 
 
-async def test_a_client_that_stops_answering_pings_is_cut_and_unregistered(fleet_factory) -> None:
-    fleet: LocalFleet = await fleet_factory(
-        sidecars=1,
-        sidecar_args=(
-            "--heartbeat-interval",
-            "1",
-            "--heartbeat-timeout",
-            "2",
-            "--connection-flush",
-            "0.5",
-        ),
+async def _registered(fleet: LocalFleet, user: str) -> list[str]:
+    return [c.connection_id for c in await _records(fleet, user)]
+
+
+def _quick_heartbeats(timeout_s: int) -> tuple[str, ...]:
+    """A gateway's flags for a ping every second and this timeout, pongs flushed to the
+    registry twice a second."""
+    return (
+        *("--heartbeat-interval", "1", "--heartbeat-timeout", str(timeout_s)),
+        *("--connection-flush", "0.5"),
     )
+
+
+async def test_a_client_that_stops_answering_pings_is_cut_and_unregistered(fleet_factory) -> None:
+    fleet: LocalFleet = await fleet_factory(sidecars=1, sidecar_args=_quick_heartbeats(2))
     sidecar = fleet.info.sidecars["sidecar-1"]
     async with unlimited_session() as session:
         healthy = await _direct(fleet, sidecar, session, "healthy")  # autoping: answers pings
@@ -92,11 +96,7 @@ async def test_a_client_that_stops_answering_pings_is_cut_and_unregistered(fleet
 
 
 async def _last_ping(fleet: LocalFleet, user: str) -> float:
-    registry = RedisRegistry(fleet.info.redis_url)
-    try:
-        return max(c.last_ping for c in await registry.connections_of_user(user))
-    finally:
-        await registry.close()
+    return max(c.last_ping for c in await _records(fleet, user))
 
 
 async def test_a_client_that_keeps_sending_is_not_pinged_yet_stays_registered(
@@ -105,17 +105,7 @@ async def test_a_client_that_keeps_sending_is_not_pinged_yet_stays_registered(
     """Busy both ways (it sends, the backend echoes): no ping while it sends (a quiet
     client gets one every 0.8-1 s), its registry record is refreshed as a pong would, and
     once it falls silent it is pinged and, not answering, cut within interval + timeout."""
-    fleet: LocalFleet = await fleet_factory(
-        sidecars=1,
-        sidecar_args=(
-            "--heartbeat-interval",
-            "1",
-            "--heartbeat-timeout",
-            "1",
-            "--connection-flush",
-            "0.5",
-        ),
-    )
+    fleet: LocalFleet = await fleet_factory(sidecars=1, sidecar_args=_quick_heartbeats(1))
     sidecar = fleet.info.sidecars["sidecar-1"]
     async with unlimited_session() as session:
         ws = await _direct(fleet, sidecar, session, "chatty", autoping=False)  # never pongs
