@@ -223,11 +223,19 @@ class LocalFleet:
         self._ctx.keys.ensure()
 
         await self._redis.start()
-        await self._workloads.start_backends()
-        await self._control_planes.start(grpc_port=0)
-        await self._envoys.start()
+        # two chains side by side (each Python child spends about a second importing):
+        # control plane -> Envoys, and backends -> gateways; a failure in one cancels the other
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._start_edge())
+                gateways = group.create_task(self._start_gateways())
+        except BaseExceptionGroup as failed:  # the first failure, as a serial start raised it
+            raise failed.exceptions[0]  # noqa: B904
+        started = gateways.result()
         # together: each waits for Envoy's health check to route to it (seconds, mostly idle)
-        started = await asyncio.gather(*(self.start_sidecar() for _ in range(options.sidecars)))
+        await asyncio.gather(
+            *(self.wait_host_routable(info.pod_id, STARTUP_TIMEOUT_S) for info in started)
+        )
         self.info.sidecars = {info.pod_id: info for info in started}  # in the order of their ids
         for _ in range(options.api_instances if self.routes_api else 0):
             await self.start_api()
@@ -242,6 +250,15 @@ class LocalFleet:
             envoy_admin_url=f"http://127.0.0.1:{self.info.envoy_admin_port}",
             launcher_pid=os.getpid(),
         )
+
+    async def _start_edge(self) -> None:
+        await self._control_planes.start(grpc_port=0)
+        await self._envoys.start()
+
+    async def _start_gateways(self) -> list[SidecarInfo]:
+        await self._workloads.start_backends()
+        spawns = (self._workloads.spawn_sidecar() for _ in range(self.options.sidecars))
+        return list(await asyncio.gather(*spawns))
 
     async def _child_back(self, child: Child) -> None:
         """A restarted child is up (restart_children): note an Envoy's new admin port (its

@@ -54,7 +54,16 @@ class Workloads:
             ctx.info.backend_ports[name] = int(ready["port"])
 
     async def start_sidecar(self, extra_args: tuple[str, ...] = ()) -> SidecarInfo:
-        """Start one more sidecar; returns once it listens and is registered."""
+        """Start one more sidecar; returns once it listens, is registered and every Envoy
+        routes to it (Envoy sends it sessions once its health check passed)."""
+        info = await self.spawn_sidecar(extra_args)
+        if self._ctx.info.envoy_admin_port:
+            await self._checks.wait_host_routable(info.pod_id, STARTUP_TIMEOUT_S)
+        return info
+
+    async def spawn_sidecar(self, extra_args: tuple[str, ...] = ()) -> SidecarInfo:
+        """Start one more sidecar; returns once it listens and is registered (Envoy may not
+        route to it yet: the fleet's start waits for that once its Envoys are up)."""
         ctx, options = self._ctx, self._ctx.options
         index = self._next_sidecar
         self._next_sidecar += 1
@@ -81,8 +90,6 @@ class Workloads:
             *extra_args,
         ]
         facts = await start_python(ctx, pod_id, argv, env=ctx.child_env())
-        if ctx.info.envoy_admin_port:  # Envoy sends it sessions once its health check passed
-            await self._checks.wait_host_routable(pod_id, STARTUP_TIMEOUT_S)
         child = ctx.supervisor.find(pod_id)
         assert child is not None
         info = SidecarInfo(pod_id, child, int(facts["port"]), int(facts["admin_port"]))
