@@ -13,11 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
-from envoy_data_plane.envoy.config.core.v3 import Node
-from envoy_data_plane.envoy.service.discovery.v3 import (
-    DeltaDiscoveryRequest,
-    DiscoveryRequest,
-)
+from envoy.config.core.v3.base_pb2 import Node
+from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
 
 from xds_server import type_urls
 
@@ -123,28 +120,25 @@ class SimulatedEnvoy:
             else:
                 message = DiscoveryRequest(type_url=type_url, resource_names=names)
             if index == 0:
-                message.node = node
-            requests.append(bytes(message))
+                message.node.CopyFrom(node)
+            requests.append(message.SerializeToString())
         return requests
 
     def _ack(self, envelope: Envelope) -> bytes:
         if self.delta:
-            return bytes(
-                DeltaDiscoveryRequest(type_url=envelope.type_url, response_nonce=envelope.nonce)
-            )
+            ack = DeltaDiscoveryRequest(type_url=envelope.type_url, response_nonce=envelope.nonce)
+            return ack.SerializeToString()
         names = (
             [self.pool]
             if envelope.type_url == type_urls.ENDPOINT
             else ([self.route] if envelope.type_url == type_urls.ROUTE else [])
         )
-        return bytes(
-            DiscoveryRequest(
-                type_url=envelope.type_url,
-                version_info=envelope.version,
-                resource_names=names,
-                response_nonce=envelope.nonce,
-            )
-        )
+        return DiscoveryRequest(
+            type_url=envelope.type_url,
+            version_info=envelope.version,
+            resource_names=names,
+            response_nonce=envelope.nonce,
+        ).SerializeToString()
 
     async def run(self, stop: asyncio.Event) -> None:
         outbox: asyncio.Queue[bytes | None] = asyncio.Queue()

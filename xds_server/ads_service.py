@@ -2,7 +2,7 @@
 
 Served with ``grpc.aio`` through a generic handler for
 ``envoy.service.discovery.v3.AggregatedDiscoveryService``; requests are
-parsed with envoy-data-plane's betterproto2 types, responses are written as
+parsed with Envoy's protobuf types (:mod:`xds_server.envoy_types`), responses are written as
 bytes by :mod:`xds_server.wire` around each resource's once-serialized body.
 Each stream is one task: requests and snapshot changes are queued to it, and
 it alone touches its state machine.
@@ -56,7 +56,7 @@ class Machine(Protocol):
 class _Protocol:
     name: str
     machine: Callable[[Subscriber], Machine]  # made with the outcomes' subscriber
-    parse: Callable[[Any], Any]  # betterproto request -> state-machine request
+    parse: Callable[[Any], Any]  # protobuf request -> state-machine request
     encode: Callable[[Any], bytes]  # state-machine response -> wire bytes
 
 
@@ -69,38 +69,34 @@ def node_group(node: Any) -> str:
     """Envoys are grouped by the region of their locality (none: the default group) and
     the listener port their metadata asks for; raises ValueError for a port that is not
     one."""
-    locality = getattr(node, "locality", None) if node is not None else None
-    region = getattr(locality, "region", "") if locality is not None else ""
-    fields = getattr(getattr(node, "metadata", None), "fields", None) or {}
+    region, _ = _locality(node)
+    fields = node.metadata.fields
     port = None
     if LISTENER_PORT_KEY in fields:
-        value = getattr(fields[LISTENER_PORT_KEY], "number_value", None)
-        if not isinstance(value, float | int) or value != int(value) or not 1 <= value <= 65535:
+        value = fields[LISTENER_PORT_KEY]
+        number = value.number_value if value.WhichOneof("kind") == "number_value" else None
+        if number is None or not 1 <= number <= 65535 or number != int(number):
             raise ValueError(f"node metadata {LISTENER_PORT_KEY} must be a port (1-65535)")
-        port = int(value)
-    return NodeGroup(str(region) or None, port).key
+        port = int(number)
+    return NodeGroup(region or None, port).key
 
 
 def _locality(node: Any) -> tuple[str, str]:
-    locality = getattr(node, "locality", None)
-    return (
-        str(getattr(locality, "region", "") or ""),
-        str(getattr(locality, "zone", "") or ""),
-    )
+    return str(node.locality.region), str(node.locality.zone)
 
 
 def _envoy_version(node: Any) -> str:
-    build = getattr(node, "user_agent_build_version", None)
-    version = getattr(build, "version", None)
-    if version is not None:
-        parts = ("major_number", "minor_number", "patch")
-        return ".".join(str(getattr(version, part, 0)) for part in parts)
-    return str(getattr(node, "user_agent_version", "") or "")
+    if node.WhichOneof("user_agent_version_type") == "user_agent_build_version":
+        version = node.user_agent_build_version.version
+        return f"{version.major_number}.{version.minor_number}.{version.patch}"
+    return str(node.user_agent_version)
 
 
 def _error(message: Any) -> str | None:
+    if not message.HasField("error_detail"):
+        return None
     error = message.error_detail
-    return (error.message or f"code {error.code}") if error is not None else None
+    return error.message or f"code {error.code}"
 
 
 def parse_sotw(message: Any) -> Request:
@@ -178,12 +174,12 @@ class AdsService:
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_sotw,
-                    request_deserializer=DiscoveryRequest.parse,
+                    request_deserializer=DiscoveryRequest.FromString,
                     response_serializer=bytes,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_delta,
-                    request_deserializer=DeltaDiscoveryRequest.parse,
+                    request_deserializer=DeltaDiscoveryRequest.FromString,
                     response_serializer=bytes,
                 ),
             },
@@ -206,10 +202,7 @@ class AdsService:
         or whose region is not the certificate's."""
         certs = (context.auth_context() or {}).get("x509_pem_cert") or [b""]
         identity = node_identity(certs[0])
-        claimed = NodeIdentity(
-            str(getattr(node, "id", "") or ""),
-            str(getattr(getattr(node, "locality", None), "region", "") or ""),
-        )
+        claimed = NodeIdentity(str(node.id), str(node.locality.region))
         if (
             identity is None
             or identity.region != claimed.region
@@ -255,7 +248,8 @@ class AdsService:
                     responses = machine.on_snapshot(snapshot) if snapshot else []
                 else:
                     if machine is None:
-                        node = getattr(event, "node", None)
+                        request: Any = event  # a DiscoveryRequest or DeltaDiscoveryRequest
+                        node = request.node  # empty if the request has none
                         if self._require_identity:
                             await self._refuse_unproven(node, context)
                         try:
@@ -271,7 +265,7 @@ class AdsService:
                                 f"at most {self._max_groups} regions have Envoys at once",
                             )
                         self._streams_by_group[group] += 1
-                        node_id = str(getattr(node, "id", "") or f"anonymous-{stream_id}")
+                        node_id = str(node.id) or f"anonymous-{stream_id}"
                         self._streams_by_node[node_id] += 1
                         status = self._ledger.open(
                             node_id,

