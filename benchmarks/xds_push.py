@@ -30,7 +30,7 @@ import psutil
 
 from benchmarks.ads_client import SimulatedEnvoy
 from benchmarks.report import ms, publish, summary, table
-from wsfleet.admin_auth import ensure_admin_token, read_admin_token
+from wsfleet.admin_token import ensure_admin_token, read_admin_token
 from wsfleet.arg_types import positive_float, positive_int
 from wsfleet.readiness import read_ready
 from wsfleet.registry import PodRecord

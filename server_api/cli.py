@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wsfleet import logs
 from wsfleet.settings import ApiSettings
 from wsfleet.settings_flags import add_flags, from_args
 
@@ -21,6 +20,7 @@ def run(args: argparse.Namespace) -> None:
     import uvloop
 
     from server_api.main import run as serve
+    from wsfleet import logs  # here, not for every command line: structlog, tracing
 
     settings = from_args(ApiSettings, args)  # checked before anything starts
     logs.configure("api", args.log_level)

@@ -20,17 +20,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from server_api.app import ServerApi
 from server_api.keys import ApiKeys
 from server_api.metrics import ApiMetrics
-from wsfleet.admin_auth import read_admin_token, require_token
+from wsfleet.admin_auth import require_token
+from wsfleet.admin_token import read_admin_token
 from wsfleet.channels.batched import BatchedCalls
 from wsfleet.channels.config_follower import NamespacesFollower
 from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError, StartupError
 from wsfleet.pod_registration import PodRegistration, pod_record
-from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
+from wsfleet.process_shell import listen, open_registry, start_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import PodState
 from wsfleet.registry.signing import PodSigner, read_pod_key
 from wsfleet.settings import ApiSettings
+from wsfleet.stop_signals import signal_events
 
 log = structlog.get_logger()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wsfleet import logs
 from wsfleet.settings import SidecarSettings
 from wsfleet.settings_flags import add_flags, from_args
 
@@ -21,6 +20,7 @@ def run(args: argparse.Namespace) -> None:
     import uvloop
 
     from sidecar.main import run as serve
+    from wsfleet import logs  # here, not for every command line: structlog, tracing
 
     settings = from_args(SidecarSettings, args)  # checked before anything starts
     logs.configure("sidecar", args.log_level)

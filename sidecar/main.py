@@ -41,18 +41,19 @@ from sidecar.redis_replay_store import RedisReplayStore
 from sidecar.replay_store import ReplayStore, ReplayWriter
 from sidecar.session_registry import SessionRegistry
 from wsfleet import tracing
-from wsfleet.admin_auth import read_admin_token
+from wsfleet.admin_token import read_admin_token
 from wsfleet.arg_types import routing_key_source
 from wsfleet.channels.config_follower import NamespacesFollower
 from wsfleet.channels.redis_store import RedisChannelStore
 from wsfleet.errors import ConfigError
 from wsfleet.pod_registration import PodRegistration, pod_record
-from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
+from wsfleet.process_shell import listen, open_registry, start_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import HashSources
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import PodSigner, read_pod_key
 from wsfleet.settings import SidecarSettings
+from wsfleet.stop_signals import signal_events
 from wsfleet.tokens import read_auth_key
 
 log = structlog.get_logger()

@@ -24,8 +24,9 @@ from typing import cast
 
 from sidecar.core.session import Entry
 from sidecar.replay_store import ReplayStoreUnavailable, SessionState
-from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
+from wsfleet.redis_client import ERRORS, batches, connect
 from wsfleet.redis_scripts import PipelinedScript
+from wsfleet.redis_urls import is_cluster_url
 
 
 def _session_of(session: tuple[str, str]) -> str:

@@ -1,6 +1,6 @@
 """Bearer-token protection for admin HTTP APIs (control plane and sidecars).
 
-The token lives in a file (``<state dir>/admin.token`` for the local fleet).
+The token lives in a file (:mod:`wsfleet.admin_token`).
 A request without the right ``Authorization: Bearer`` gets 401 and changes
 nothing; with no token configured, protected endpoints answer 403.
 """
@@ -8,24 +8,11 @@ nothing; with no token configured, protected endpoints answer 403.
 from __future__ import annotations
 
 import hmac
-import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from aiohttp import web
 
-from wsfleet.secret_files import ensure_secret, read_secret
-
-TOKEN_FILE = "admin.token"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def ensure_admin_token(state_dir: Path) -> Path:
-    return ensure_secret(state_dir / TOKEN_FILE, lambda: secrets.token_urlsafe(32))
-
-
-def read_admin_token(path: Path | None) -> str | None:
-    return None if path is None else read_secret(path, "admin token", 16)
 
 
 def error(status: int, message: str) -> web.Response:

@@ -1,14 +1,12 @@
-"""What every server process does around its work: turn SIGTERM/SIGINT into events, stop
-its background tasks, open the registry and listen, each closed by the process's
-``AsyncExitStack`` on every path (startup errors included). Every long-running wsfleet
-process (control plane, sidecars, server API, the demo backend, the local fleet, the fault
-proxy) takes its signals from it."""
+"""What every server process does around its work: stop its background tasks, open the
+registry and listen, each closed by the process's ``AsyncExitStack`` on every path
+(startup errors included). Its signals (SIGTERM/SIGINT as events) come from
+:mod:`wsfleet.stop_signals`, which every long-running wsfleet process takes them from."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
@@ -22,22 +20,6 @@ from wsfleet.settings import redacted_url
 
 Front = Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol]
 """A listener's own protocol factory: given aiohttp's, a protocol for a new connection."""
-
-
-def signal_events() -> tuple[asyncio.Event, asyncio.Event]:
-    """``(stop, hurry)``: the first SIGTERM or SIGINT sets ``stop`` (a graceful stop: a
-    sidecar drains), a second one sets ``hurry`` (finish now)."""
-    stop, hurry = asyncio.Event(), asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            hurry.set()
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    return stop, hurry
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[object]]) -> None:

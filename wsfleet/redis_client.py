@@ -18,46 +18,30 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
-from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
+
+from wsfleet.redis_urls import CLUSTER_SCHEMES, cluster_address
 
 AnyRedis = aioredis.Redis | RedisCluster
 T = TypeVar("T")
 # what a store catches: the cluster client's own errors are not RedisErrors
 ERRORS = (RedisError, RedisClusterException, OSError)
 
-_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-SCHEMES = ("redis", "rediss", "unix", *_CLUSTER_SCHEMES)
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 5.0
 CLUSTER_CONNECTIONS_PER_NODE = 512  # the cluster client refuses, not waits, past this
 
 
-def checked_url(url: str) -> str:
-    """``url`` if it names a Redis or a Redis Cluster this module can reach, else
-    ValueError saying what is wrong (settings check it once, at start)."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme not in SCHEMES:
-        raise ValueError(f"a Redis URL starts with one of {', '.join(SCHEMES)}://")
-    if scheme in _CLUSTER_SCHEMES:
-        _cluster_address(rest)
-    return url
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.partition("://")[0] in _CLUSTER_SCHEMES
-
-
 def connect(url: str, max_connections: int, decode_responses: bool = False) -> AnyRedis:
     """A client for ``url`` (see the module's docstring). Connects lazily."""
     scheme, _, rest = url.partition("://")
-    if scheme in _CLUSTER_SCHEMES:
-        username, password, nodes = _cluster_address(rest)
+    if scheme in CLUSTER_SCHEMES:
+        username, password, nodes = cluster_address(rest)
         return RedisCluster(
-            startup_nodes=nodes,
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             username=username,
             password=password,
             ssl=scheme == "rediss+cluster",
@@ -77,22 +61,6 @@ def connect(url: str, max_connections: int, decode_responses: bool = False) -> A
     # from_pool: the client owns its pool, so aclose() closes the pool's connections too
     # (a client given connection_pool= leaves them open until garbage collection)
     return aioredis.Redis.from_pool(pool)
-
-
-def _cluster_address(rest: str) -> tuple[str | None, str | None, list[ClusterNode]]:
-    """What follows ``redis+cluster://``: (user, password, the seed nodes); ValueError
-    for a node that is not host:port."""
-    userinfo, _, hosts = rest.rpartition("@")
-    username, _, password = userinfo.partition(":")
-    nodes = [_node(address) for address in hosts.split("/")[0].split(",")]
-    return unquote(username) or None, unquote(password) or None, nodes
-
-
-def _node(address: str) -> ClusterNode:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"a cluster node is host:port, got {address!r}")
-    return ClusterNode(host.strip("[]"), int(port))
 
 
 def batches(

@@ -26,7 +26,7 @@ from wsfleet.arg_types import (
 from wsfleet.arg_types import port as port_number
 from wsfleet.batch_spacing import BATCH_SPACING_S, BRIDGE_BATCH_SPACING_S
 from wsfleet.bridge_limits import client_message_size
-from wsfleet.redis_client import checked_url
+from wsfleet.redis_urls import checked_url
 from wsfleet.settings_flags import setting
 
 DEFAULT_REDIS_NAMESPACE = "wsfleet"

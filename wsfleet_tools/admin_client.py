@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from wsfleet.admin_auth import TOKEN_FILE
+from wsfleet.admin_token import TOKEN_FILE
 from wsfleet.errors import ConfigError, UnreachableError, WsfleetError
 from wsfleet.readiness import read_ready
 from wsfleet_tools.cli_options import add_state_dir_argument

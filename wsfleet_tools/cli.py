@@ -20,7 +20,7 @@ from wsfleet_tools import (
     commands,
     component_commands,
     connect,
-    edge_shutdown,
+    edge_shutdown_command,
     envoy_commands,
     key_commands,
     policy_commands,
@@ -43,7 +43,7 @@ COMMANDS: tuple[Register, ...] = (
     api_commands.register,  # publish, presence, history, apikey
     status_command.register,
     envoy_commands.register,  # envoys
-    edge_shutdown.register,  # edge-shutdown-manager
+    edge_shutdown_command.register,  # edge-shutdown-manager
     component_commands.register_backend,
     component_commands.register_envoy,
     key_commands.register_keygen,

@@ -37,9 +37,9 @@ import structlog
 
 from wsfleet import tracing
 from wsfleet.backend import Backend, NoGateway, Session, start
-from wsfleet.process_shell import signal_events
 from wsfleet.readiness import write_ready
 from wsfleet.settings import BackendSettings
+from wsfleet.stop_signals import signal_events
 
 log = structlog.get_logger()
 

@@ -87,7 +87,7 @@ def keygen_command(args: argparse.Namespace) -> None:
         return
     from server_api.keys import ensure_local_key
     from wsfleet import fleet_ca
-    from wsfleet.admin_auth import ensure_admin_token
+    from wsfleet.admin_token import ensure_admin_token
     from wsfleet.registry.signing import ensure_registry_key
     from wsfleet.tokens import ensure_auth_key
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wsfleet.arg_types import non_negative_int, port, positive_int
-from wsfleet.process_shell import signal_events
+from wsfleet.stop_signals import signal_events
 from wsfleet_tools.cli_options import add_state_dir_argument
 
 

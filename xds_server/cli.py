@@ -7,7 +7,6 @@ import argparse
 import asyncio
 from typing import Any
 
-from wsfleet import logs
 from wsfleet.settings import XdsSettings
 from wsfleet.settings_flags import add_flags, from_args
 
@@ -19,6 +18,7 @@ def register(commands: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from wsfleet import logs  # here, not for every command line: structlog, tracing
     from xds_server.main import run as serve
 
     settings = from_args(XdsSettings, args)  # checked before anything starts

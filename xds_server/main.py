@@ -22,15 +22,16 @@ import grpc
 import structlog
 
 from wsfleet import fleet_ca
-from wsfleet.admin_auth import read_admin_token
+from wsfleet.admin_token import read_admin_token
 from wsfleet.bounded_files import UnreadableFile, read_bounded
 from wsfleet.errors import ConfigError, StartupError
-from wsfleet.process_shell import listen, open_registry, signal_events, start_tasks
+from wsfleet.process_shell import listen, open_registry, start_tasks
 from wsfleet.readiness import write_ready
 from wsfleet.registry import HashSources, RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
 from wsfleet.registry.signing import read_registry_key
 from wsfleet.settings import XdsSettings
+from wsfleet.stop_signals import signal_events
 from xds_server.admin import build_admin_app
 from xds_server.ads_service import AdsService
 from xds_server.edge_drains import EdgeDrains

@@ -15,8 +15,9 @@ from examples.chat.page import page_app
 from wsfleet import logs
 from wsfleet.arg_types import port
 from wsfleet.backend import start
-from wsfleet.process_shell import listen, signal_events
+from wsfleet.process_shell import listen
 from wsfleet.readiness import write_ready
+from wsfleet.stop_signals import signal_events
 from wsfleet.tokens import read_auth_key
 
 log = structlog.get_logger()

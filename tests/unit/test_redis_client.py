@@ -6,7 +6,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from wsfleet.redis_client import batches, checked_url, connect, is_cluster_url
+from wsfleet.redis_client import batches, connect
+from wsfleet.redis_urls import checked_url, is_cluster_url
 
 
 def test_server_and_cluster_urls_are_told_apart_and_bad_ones_refused() -> None:

@@ -44,7 +44,7 @@ from wsfleet.bridge_limits import GRPC_OPTIONS
 from wsfleet.errors import StartupError
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import Outbox, OutboxClosed
-from wsfleet.process_shell import signal_events
+from wsfleet.stop_signals import signal_events
 
 log = structlog.get_logger()
 

@@ -34,8 +34,9 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, cast
 
-from wsfleet.redis_client import ERRORS, batches, connect, is_cluster_url
+from wsfleet.redis_client import ERRORS, batches, connect
 from wsfleet.redis_scripts import Extra, PipelinedScript
+from wsfleet.redis_urls import is_cluster_url
 from wsfleet.registry.base import (
     MAX_ENVOYS,
     ConnectionRecord,

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from wsfleet.process_shell import signal_events
+from wsfleet.stop_signals import signal_events
 from wsfleet_tools.chaos.faults import FaultPlan, Faults
 
 log = structlog.get_logger()

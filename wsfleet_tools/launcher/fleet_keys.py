@@ -8,7 +8,7 @@ from pathlib import Path
 
 from server_api.keys import ensure_local_key
 from wsfleet import fleet_ca
-from wsfleet.admin_auth import TOKEN_FILE, ensure_admin_token
+from wsfleet.admin_token import TOKEN_FILE, ensure_admin_token
 from wsfleet.registry.signing import (
     KEY_FILE,
     PodSigner,
