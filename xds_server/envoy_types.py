@@ -1,60 +1,67 @@
-"""Envoy's protobuf types, imported once: Envoy's API compiled for Google's protobuf
-runtime (the ``xds-protos`` package; its C core, upb, parses and serializes).
+"""Envoy's protobuf types, built once at import from ``envoy_api.binpb`` (the descriptors of
+the Envoy API messages this server uses, written by scripts/envoy_api_descriptors.py from
+xds-protos) in a descriptor pool of their own; protobuf's C core (upb) parses and
+serializes them.
 
 :func:`encode` turns a resource written as a plain dict (the shape of Envoy's YAML/JSON
 config, field names as in the .proto files, ``@type`` for ``Any`` fields) into the
 protobuf bytes Envoy receives. Until 2026-12 these were envoy-data-plane's betterproto2
 classes: about a second to import and 0.6 s more for the first snapshot (each class built
-its pydantic validator on first use), in every control plane started; here 0.08 s and a
-few milliseconds (docs/envoy-behaviours.md, 4).
+its pydantic validator on first use), in every control plane started; here 0.01 s and a
+few milliseconds (docs/envoy-behaviours.md, 4). The pool is private so that its files
+(Envoy's copies of google/rpc, xds, udpa, ...) never clash with other packages' in
+protobuf's default pool.
 """
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from typing import Any
 
-# Each import registers message types in protobuf's default pool, which is what lets a
-# dict's "@type" name them inside google.protobuf.Any fields.
-import envoy.extensions.access_loggers.stream.v3.stream_pb2
-import envoy.extensions.filters.http.local_ratelimit.v3.local_rate_limit_pb2
-import envoy.extensions.filters.http.router.v3.router_pb2
-import envoy.extensions.formatter.req_without_query.v3.req_without_query_pb2
-import envoy.extensions.resource_monitors.downstream_connections.v3.downstream_connections_pb2
-import envoy.extensions.retry.host.previous_hosts.v3.previous_hosts_pb2
-import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: F401
-from envoy.config.cluster.v3.cluster_pb2 import Cluster
-from envoy.config.endpoint.v3.endpoint_components_pb2 import LbEndpoint, LocalityLbEndpoints
-from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
-from envoy.config.listener.v3.listener_pb2 import Listener
-from envoy.config.route.v3.route_pb2 import RouteConfiguration
-from envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2 import (  # noqa: E501
-    HttpConnectionManager,
-)
-from envoy.extensions.transport_sockets.tls.v3.secret_pb2 import Secret
-from envoy.extensions.transport_sockets.tls.v3.tls_pb2 import DownstreamTlsContext
-from envoy.service.discovery.v3.discovery_pb2 import DeltaDiscoveryRequest, DiscoveryRequest
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 from xds_server import type_urls
 
-MESSAGE_TYPES: dict[str, Any] = {
-    type_urls.LISTENER: Listener,
-    type_urls.ROUTE: RouteConfiguration,
-    type_urls.CLUSTER: Cluster,
-    type_urls.ENDPOINT: ClusterLoadAssignment,
-    type_urls.SECRET: Secret,
+DESCRIPTORS_FILE = "envoy_api.binpb"
+
+
+def _pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    files = descriptor_pb2.FileDescriptorSet.FromString(
+        resources.files("xds_server").joinpath(DESCRIPTORS_FILE).read_bytes()
+    )
+    for file in files.file:  # in dependency order
+        pool.Add(file)
+    return pool
+
+
+POOL = _pool()
+
+
+def message_class(full_name: str) -> type[Message]:
+    """The class of the Envoy API message ``full_name`` (``envoy.config.core.v3.Node``)."""
+    return message_factory.GetMessageClass(POOL.FindMessageTypeByName(full_name))
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    url: message_class(url.removeprefix("type.googleapis.com/")) for url in type_urls.ALL
 }
+DiscoveryRequest = message_class("envoy.service.discovery.v3.DiscoveryRequest")
+DeltaDiscoveryRequest = message_class("envoy.service.discovery.v3.DeltaDiscoveryRequest")
+_LB_ENDPOINT = message_class("envoy.config.endpoint.v3.LbEndpoint")
+_LOCALITY_LB_ENDPOINTS = message_class("envoy.config.endpoint.v3.LocalityLbEndpoints")
+_CLUSTER_LOAD_ASSIGNMENT = MESSAGE_TYPES[type_urls.ENDPOINT]
 
 __all__ = [
     "MESSAGE_TYPES",
+    "POOL",
     "DeltaDiscoveryRequest",
     "DiscoveryRequest",
-    "DownstreamTlsContext",
-    "HttpConnectionManager",
     "decode",
     "encode",
+    "message_class",
 ]
 
 
@@ -66,14 +73,16 @@ def encode(type_url: str, resource: dict[str, Any]) -> bytes:
 
 
 def _serialize(message_type: type[Message], fields: dict[str, Any]) -> bytes:
-    message = json_format.ParseDict(fields, message_type())
+    message = json_format.ParseDict(fields, message_type(), descriptor_pool=POOL)
     # deterministic: map entries (a Struct's keys) in order, so equal specs give equal bytes
     return message.SerializeToString(deterministic=True)
 
 
 def decode(type_url: str, body: bytes) -> dict[str, Any]:
     """Parse protobuf bytes back to a dict (debug endpoints, tests)."""
-    result: dict[str, Any] = json_format.MessageToDict(MESSAGE_TYPES[type_url].FromString(body))
+    result: dict[str, Any] = json_format.MessageToDict(
+        MESSAGE_TYPES[type_url].FromString(body), descriptor_pool=POOL
+    )
     return result
 
 
@@ -96,7 +105,7 @@ class LoadAssignmentEncoder:
         out = bytearray(wire.string_field(1, resource.get("cluster_name", "")))
         for locality in resource.get("endpoints", []):
             header = {key: value for key, value in locality.items() if key != "lb_endpoints"}
-            body = bytearray(_serialize(LocalityLbEndpoints, header))
+            body = bytearray(_serialize(_LOCALITY_LB_ENDPOINTS, header))
             for lb_endpoint in locality.get("lb_endpoints", []):
                 body += wire.message_field(2, self._lb_endpoint(lb_endpoint))
             out += wire.message_field(2, bytes(body))
@@ -106,7 +115,7 @@ class LoadAssignmentEncoder:
             if key not in ("cluster_name", "endpoints")
         }
         if rest:
-            out += _serialize(ClusterLoadAssignment, rest)
+            out += _serialize(_CLUSTER_LOAD_ASSIGNMENT, rest)
         return bytes(out)
 
     def _lb_endpoint(self, spec: dict[str, Any]) -> bytes:
@@ -115,7 +124,7 @@ class LoadAssignmentEncoder:
         if cached is None:
             if len(self._cache) >= self._max_cached:
                 self._cache.clear()
-            cached = self._cache[key] = _serialize(LbEndpoint, spec)
+            cached = self._cache[key] = _serialize(_LB_ENDPOINT, spec)
         return cached
 
 

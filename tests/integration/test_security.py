@@ -269,12 +269,11 @@ async def _ads_answer(
 ) -> str:
     """``"answered"`` if the control plane sent clusters to this client, else the gRPC
     status it got."""
-    from envoy.config.core.v3.base_pb2 import Locality, Node
-
     from xds_server import type_urls
-    from xds_server.envoy_types import DiscoveryRequest
+    from xds_server.envoy_types import DiscoveryRequest, message_class
 
-    node = Node(id=node_id, cluster="probe", locality=Locality(region=region))
+    node = message_class("envoy.config.core.v3.Node")(id=node_id, cluster="probe")
+    node.locality.region = region
     request = DiscoveryRequest(type_url=type_urls.CLUSTER, node=node).SerializeToString()
     address = f"127.0.0.1:{port}"
     channel = (

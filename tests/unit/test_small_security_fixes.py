@@ -258,7 +258,6 @@ KNOWN_THIRD_PARTY = {
     "types-protobuf",
     "types-pyyaml",
     "uvloop",
-    "xds-protos",
 }
 
 

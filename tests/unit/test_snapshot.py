@@ -63,18 +63,18 @@ def test_a_type_version_is_a_function_of_its_content(names: list[str]) -> None:
 
 
 def test_the_wire_envelope_parses_as_a_discovery_response() -> None:
-    from envoy.config.cluster.v3.cluster_pb2 import Cluster
-    from envoy.service.discovery.v3.discovery_pb2 import DiscoveryResponse
+    cluster = envoy_types.message_class("envoy.config.cluster.v3.Cluster")
+    response = envoy_types.message_class("envoy.service.discovery.v3.DiscoveryResponse")
 
     snapshot = build_snapshot(_clusters("a", "b"), None)
     typed = snapshot.of(T.CLUSTER)
     raw = wire.discovery_response(
         typed.version, T.CLUSTER, "7", [r.body for r in typed.resources.values()]
     )
-    parsed = DiscoveryResponse.FromString(raw)
+    parsed = response.FromString(raw)
     assert (parsed.version_info, parsed.nonce, parsed.type_url) == (typed.version, "7", T.CLUSTER)
     assert [any_.type_url for any_ in parsed.resources] == [T.CLUSTER, T.CLUSTER]
-    assert [Cluster.FromString(any_.value).name for any_ in parsed.resources] == ["a", "b"]
+    assert [cluster.FromString(any_.value).name for any_ in parsed.resources] == ["a", "b"]
 
 
 async def test_the_cache_wakes_waiters_and_falls_back_to_the_default_group() -> None:
@@ -90,7 +90,6 @@ async def test_the_cache_wakes_waiters_and_falls_back_to_the_default_group() -> 
 def test_load_assignments_assembled_endpoint_by_endpoint_equal_the_whole_messages_encoding() -> (
     None
 ):
-    from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
     from google.protobuf import json_format
 
     from xds_server.builders import ANY_REGION, load_assignment
@@ -104,7 +103,8 @@ def test_load_assignments_assembled_endpoint_by_endpoint_equal_the_whole_message
     )
     spec = load_assignment(pool, endpoints, ANY_REGION)
     assembled = envoy_types.encode(T.ENDPOINT, spec)
-    reference = json_format.ParseDict(spec, ClusterLoadAssignment())
-    assert ClusterLoadAssignment.FromString(assembled) == reference
+    assignment = envoy_types.MESSAGE_TYPES[T.ENDPOINT]
+    reference = json_format.ParseDict(spec, assignment(), descriptor_pool=envoy_types.POOL)
+    assert assignment.FromString(assembled) == reference
     assert len(reference.endpoints) == 2 and reference.endpoints[0].lb_endpoints
     assert envoy_types.encode(T.ENDPOINT, spec) == assembled  # cached endpoints, same bytes

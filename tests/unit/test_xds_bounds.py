@@ -10,17 +10,19 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.config.core.v3.base_pb2 import Locality, Node
 
 from xds_server import ledger as ledger_module
 from xds_server import type_urls
 from xds_server.ads_service import AdsService
-from xds_server.envoy_types import DiscoveryRequest
+from xds_server.envoy_types import DiscoveryRequest, message_class
 from xds_server.ledger import Ledger
 from xds_server.metrics import XdsMetrics
 from xds_server.policy_loader import default_bundle
 from xds_server.publisher import SnapshotPublisher
 from xds_server.snapshot_cache import SnapshotCache
+
+Node = message_class("envoy.config.core.v3.Node")
+Locality = message_class("envoy.config.core.v3.Locality")
 
 
 class Aborted(Exception):
@@ -114,11 +116,11 @@ def test_the_ledger_forgets_the_longest_gone_nodes_past_its_bound(
     assert len(ledger.nodes()) == 4  # over the bound only while all are connected
 
 
-def _node_with(metadata: dict[str, Any]) -> Node:
-    from google.protobuf.struct_pb2 import Struct, Value
-
-    fields = {key: Value(**value) for key, value in metadata.items()}
-    node = Node(id="e", locality=Locality(region="eu"), metadata=Struct(fields=fields))
+def _node_with(metadata: dict[str, Any]) -> Any:
+    value = message_class("google.protobuf.Value")
+    node = Node(id="e", locality=Locality(region="eu"))
+    for key, kind in metadata.items():
+        node.metadata.fields[key].CopyFrom(value(**kind))
     return Node.FromString(node.SerializeToString())
 
 

