@@ -30,6 +30,7 @@ from wsfleet import tracing
 from wsfleet.api import bridge_pb2 as pb
 from wsfleet.batch_spacing import BRIDGE_BATCH_SPACING_S
 from wsfleet.bridge_limits import GRPC_OPTIONS
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet.headers import POD_HEADER
 from wsfleet.outbox import Outbox
 
@@ -145,10 +146,7 @@ class GrpcBackendLink:
         self._task = asyncio.create_task(self._run(), name=f"backend-link-{self.address}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def open(self, sink: SessionSink, resumed: bool = False, last_message_id: int = 0) -> None:
         info = sink.session_info()

@@ -45,6 +45,7 @@ from sidecar.core.channel_frames import (
     subscribed,
     unsubscribed,
 )
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet.channels.batched import BatchedCalls
 from wsfleet.channels.messages import (
     BadMessage,
@@ -188,11 +189,7 @@ class ChannelHub:
 
     async def stop(self) -> None:
         await self.presence.flush(PRESENCE_FLUSH_S)  # the closed sessions leave presence now
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         if self._subscriber is not None:
             self._subscriber.cancel()
         await self._close_pubsub()

@@ -26,6 +26,7 @@ import structlog
 from sidecar.connection_table import Connection, ConnectionTable
 from sidecar.core import CloseCode, DrainPlan, retry_hint_reason
 from sidecar.gateway import Gateway
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet.pod_registration import PodRegistration
 from wsfleet.registry import PodState
 
@@ -69,9 +70,7 @@ class Drainer:
         """Stop a drain (a rollback): serve again; already closed clients simply reconnect."""
         if self._task is None:
             return False
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
         self._plan = None
         self.done = asyncio.Event()

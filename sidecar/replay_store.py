@@ -19,7 +19,6 @@ writes to either.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +28,7 @@ import structlog
 from sidecar.core.session import Entry
 from sidecar.metrics import RedisTimer
 from wsfleet.batch_spacing import BATCH_SPACING_S, Spacing
+from wsfleet.cancelling import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -130,10 +130,7 @@ class ReplayWriter:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def create(self, session_id: str, user_id: str) -> None:
         """Start a session with the next batch (before any entry of it)."""

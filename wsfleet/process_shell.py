@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet.errors import StartupError
 from wsfleet.registry import RegistryUnavailable
 from wsfleet.registry.redis_registry import RedisRegistry
@@ -23,13 +24,8 @@ Front = Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol]
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[object]]) -> None:
-    """Cancel the tasks and wait until each has ended."""
-    tasks = list(tasks)
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    """Cancel the tasks and wait until each has ended (:func:`cancel_and_wait`)."""
+    await cancel_and_wait(*tasks)
 
 
 def start_tasks(

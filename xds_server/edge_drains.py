@@ -39,6 +39,7 @@ import structlog
 from aiohttp import web
 
 from wsfleet.admin_auth import error, json_body, require_token
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet.registry import EdgeDrain, EnvoyPresence, PodRecord, Registry, RegistryUnavailable
 from wsfleet.registry.base import MAX_PRESENCE_CHARS
 from xds_server.edge_routes import EdgeRoutes
@@ -186,11 +187,7 @@ class EdgeDrains:
         app.on_cleanup.append(self._stop)
 
     async def _stop(self, _: web.Application) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         with contextlib.suppress(RegistryUnavailable):  # a clean stop: not listed any more
             await self._registry.put_envoys(self._replica, [], self._presence_ttl_s)
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet.registry import PodRecord, Registry, RegistryUnavailable
 from xds_server.membership import Membership, group_by_pool
 
@@ -110,9 +111,7 @@ class MembershipWatcher:
                     await self._guarded(self._check_presence())
                     next_presence = now + self._poll_interval_s
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await cancel_and_wait(listener)
 
     async def _listen(self) -> None:
         while True:

@@ -241,7 +241,12 @@ async def test_a_plaintext_control_plane_serves_no_private_keys_and_says_so(
         assert config.get("sds", {}).get("resources", {}) == {}  # but not its private key
     finally:
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), DEADLINE_S)
+        try:
+            await asyncio.wait_for(process.wait(), DEADLINE_S)
+        except TimeoutError:  # it did not stop: fail, leaving no process behind
+            process.kill()
+            await process.wait()
+            raise
     logged = log_file.read_text()
     assert "xds_plaintext" in logged and "xds_secrets_withheld" in logged
 

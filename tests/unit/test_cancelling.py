@@ -1,0 +1,63 @@
+"""Stopping a task ends it even when it swallows a cancellation (as Python 3.11's
+asyncio.wait_for does when the awaited result arrives with the cancel)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wsfleet.cancelling import cancel_and_wait
+
+
+async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again() -> None:
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # what a lost cancellation looks like to its task
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task), 5)
+    assert task.cancelled() and swallowed == 1
+
+
+async def test_cancelled_once_the_same_task_would_still_be_running() -> None:
+    """The control: one cancel, as before, leaves such a task running."""
+    swallowed = 0
+
+    async def swallows_once() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1
+
+    task = asyncio.create_task(swallows_once())
+    await asyncio.sleep(0)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=0.2)
+    assert not done and swallowed == 1
+    await asyncio.wait_for(cancel_and_wait(task), 5)
+    assert task.cancelled()
+
+
+async def test_a_failed_task_raises_its_error_and_none_is_nothing_to_stop() -> None:
+    async def fails() -> None:
+        raise ValueError("broken")
+
+    task = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="broken"):
+        await cancel_and_wait(None, task)
+    await cancel_and_wait(None)
