@@ -10,44 +10,40 @@ import pytest
 from wsfleet.cancelling import cancel_and_wait
 
 
-async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again() -> None:
-    swallowed = 0
+class SwallowsOnce:
+    """A task's work that drops the first cancellation it gets, as a lost one looks."""
 
-    async def stubborn() -> None:
-        nonlocal swallowed
+    def __init__(self) -> None:
+        self.swallowed = 0
+
+    async def run(self) -> None:
         while True:
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
-                if swallowed:
+                if self.swallowed:
                     raise
-                swallowed += 1  # what a lost cancellation looks like to its task
+                self.swallowed += 1
 
-    task = asyncio.create_task(stubborn())
+
+async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again() -> None:
+    work = SwallowsOnce()
+    task = asyncio.create_task(work.run())
     await asyncio.sleep(0)
     await asyncio.wait_for(cancel_and_wait(task), 5)
-    assert task.cancelled() and swallowed == 1
+    assert task.cancelled() and work.swallowed == 1
 
 
 async def test_cancelled_once_the_same_task_would_still_be_running() -> None:
-    """The control: one cancel, as before, leaves such a task running."""
-    swallowed = 0
-
-    async def swallows_once() -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                if swallowed:
-                    raise
-                swallowed += 1
-
-    task = asyncio.create_task(swallows_once())
+    """The control: one cancel, as before, leaves such a task running (it sleeps an hour
+    after swallowing it, so it cannot end by itself)."""
+    work = SwallowsOnce()
+    task = asyncio.create_task(work.run())
     await asyncio.sleep(0)
     task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=0.2)
-    assert not done and swallowed == 1
+    while not work.swallowed:  # the cancel is delivered on the task's next step
+        await asyncio.sleep(0)
+    assert not task.done()
     await asyncio.wait_for(cancel_and_wait(task), 5)
     assert task.cancelled()
 
