@@ -15,6 +15,7 @@ class SwallowsOnce:
 
     def __init__(self) -> None:
         self.swallowed = 0
+        self.swallowed_one = asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -24,6 +25,7 @@ class SwallowsOnce:
                 if self.swallowed:
                     raise
                 self.swallowed += 1
+                self.swallowed_one.set()
 
 
 async def test_a_task_that_swallows_its_first_cancellation_is_cancelled_again() -> None:
@@ -41,8 +43,7 @@ async def test_cancelled_once_the_same_task_would_still_be_running() -> None:
     task = asyncio.create_task(work.run())
     await asyncio.sleep(0)
     task.cancel()
-    while not work.swallowed:  # the cancel is delivered on the task's next step
-        await asyncio.sleep(0)
+    await asyncio.wait_for(work.swallowed_one.wait(), 5)  # delivered on the task's next step
     assert not task.done()
     await asyncio.wait_for(cancel_and_wait(task), 5)
     assert task.cancelled()
