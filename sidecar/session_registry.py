@@ -46,6 +46,9 @@ def check_writable(record: ConnectionRecord) -> None:
             raise UnwritableRecord(f"the connection's {name} is not UTF-8 text") from None
 
 
+FLUSH_SLICE = 250  # pongs per registry write of a flush (the loop serves clients between)
+
+
 class SessionRegistry:
     """Keeps the registry's view of this pod's connections true."""
 
@@ -153,11 +156,19 @@ class SessionRegistry:
             self._pings[connection_id] = now
 
     async def flush(self) -> None:
+        """Write the pongs marked since the last flush, :data:`FLUSH_SLICE` connections at
+        a time: between two slices the event loop serves the clients (at 12,500 connections
+        a pod marks ~1,700 pongs per 2 s flush; written as one batch, building and packing
+        it held the loop for tens of milliseconds, every client's ping waiting behind it)."""
         pings, self._pings = self._pings, {}
-        for connection_id, at in pings.items():
+        touched: list[ConnectionRecord] = []
+        for index, (connection_id, at) in enumerate(pings.items(), 1):
             record = self._records.get(connection_id)
             if record is not None:
-                self._records[connection_id] = dataclasses.replace(record, last_ping=at)
+                record = self._records[connection_id] = dataclasses.replace(record, last_ping=at)
+                touched.append(record)
+            if index % FLUSH_SLICE == 0:
+                await asyncio.sleep(0)
         try:
             with self.redis_timer.time("connections_flush"):
                 if self.needs_resync:
@@ -165,8 +176,11 @@ class SessionRegistry:
                     self.needs_resync = False
                     log.info("registry_resynced", connections=len(self._records))
                 else:
-                    touched = [self._records[c] for c in pings if c in self._records]
-                    await self._registry.touch_connections(touched, self._ttl_s)
+                    for start in range(0, len(touched), FLUSH_SLICE):
+                        part = touched[start : start + FLUSH_SLICE]
+                        live = [r for r in part if r.connection_id in self._records]
+                        await self._registry.touch_connections(live, self._ttl_s)
+                        await asyncio.sleep(0)  # a turn of the loop, whatever the store did
         except RegistryUnavailable as exc:
             self._failed("flush", exc)
 
