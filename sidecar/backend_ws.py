@@ -21,6 +21,7 @@ import structlog
 from sidecar.backend_bridge import BackendLink, LostSessions, SessionInfo, SessionSink
 from sidecar.core.channel_frames import ChannelRequest
 from sidecar.core.close_codes import CloseCode
+from wsfleet.cancelling import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -61,10 +62,7 @@ class WebSocketBackendLink:
         self._probe = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        await cancel_and_wait(self._probe)
         for upstream in list(self._sessions.values()):
             if upstream.task is not None:
                 upstream.task.cancel()

@@ -13,7 +13,6 @@ control plane does, when asked for progress) changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from typing import Any
 
@@ -23,6 +22,7 @@ from multidict import CIMultiDictProxy
 from sidecar.connection_table import ConnectionTable
 from sidecar.core import DrainPlan
 from sidecar.drain import close_paced
+from wsfleet.cancelling import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -103,10 +103,4 @@ class EdgeDrainer:
         }
 
     async def stop(self) -> None:
-        for drain in self._drains.values():
-            if drain.task is not None:
-                drain.task.cancel()
-        for drain in self._drains.values():
-            if drain.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await drain.task
+        await cancel_and_wait(*(drain.task for drain in self._drains.values()))

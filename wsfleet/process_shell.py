@@ -23,17 +23,12 @@ Front = Callable[[Callable[[], asyncio.Protocol]], asyncio.Protocol]
 """A listener's own protocol factory: given aiohttp's, a protocol for a new connection."""
 
 
-async def stop_tasks(tasks: Iterable[asyncio.Task[object]]) -> None:
-    """Cancel the tasks and wait until each has ended (:func:`cancel_and_wait`)."""
-    await cancel_and_wait(*tasks)
-
-
 def start_tasks(
     stack: contextlib.AsyncExitStack, loops: Iterable[Coroutine[Any, Any, None]]
 ) -> list[asyncio.Task[None]]:
     """Run each loop as a task, all cancelled and awaited when ``stack`` closes."""
     tasks = [asyncio.create_task(loop) for loop in loops]
-    stack.push_async_callback(stop_tasks, tasks)
+    stack.push_async_callback(cancel_and_wait, *tasks)
     return tasks
 
 

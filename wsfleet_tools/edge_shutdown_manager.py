@@ -14,6 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from wsfleet.cancelling import cancel_and_wait
 from wsfleet_tools.edge_shutdown import (
     LISTEN_HOST,
     SHUTDOWN_PATH,
@@ -63,9 +64,7 @@ class ShutdownManager:
 
     async def _cancel(self, _app: web.Application) -> None:
         if self._drain is not None and not self._drain.done():
-            self._drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._drain
+            await cancel_and_wait(self._drain)
 
     async def _run_drain(self) -> str:
         node = self._settings.envoy_node
