@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from xds_server import envoy_types, wire
 from xds_server import type_urls as T
-from xds_server.envoy_types import DiscoveryRequest  # noqa: F401  (types registered)
 from xds_server.snapshot import build_snapshot
 from xds_server.snapshot_cache import SnapshotCache
 
@@ -87,9 +86,7 @@ async def test_the_cache_wakes_waiters_and_falls_back_to_the_default_group() -> 
     assert cache.get("some-envoy-cluster") is snapshot
 
 
-def test_load_assignments_assembled_endpoint_by_endpoint_equal_the_whole_messages_encoding() -> (
-    None
-):
+def test_load_assignments_assembled_endpoint_by_endpoint_equal_the_whole_message() -> None:
     from google.protobuf import json_format
 
     from xds_server.builders import ANY_REGION, load_assignment
