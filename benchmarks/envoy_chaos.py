@@ -4,8 +4,9 @@ rolling restart of all 3 Envoys (each drained through the control plane over
 
 Reports, for the rolling restart: messages lost or duplicated (target 0: every client
 receives its whole stream exactly once), handshake success (target >= 99.95 %), and the
-reconnect attempts per 0.5 s during each Envoy's drain against the budget's average (the
-Envoy's clients spread evenly over its budget; target: no bin above 2x). For the SIGKILL:
+reconnect attempts per 0.5 s during each Envoy's turn (its drain, stop and restart) against
+the budget's average (the Envoy's clients spread evenly over its budget; target: no bin
+above 2x). For the SIGKILL:
 every client of the killed Envoy back within 10 s (its last reconnect attempt), none lost
 data, and no connection through the other Envoys closed (the clients that reconnected are
 exactly those the killed Envoy held). Plot: reconnect attempts per 0.5 s over the rollout.
@@ -48,12 +49,19 @@ def bins(times: list[float], start: float, end: float, width: float = BIN_S) -> 
 
 
 def drain_windows(timeline: list[tuple[float, str, str]]) -> list[tuple[str, float, float]]:
-    """(Envoy, drain start, drain end) from a rollout's timeline: each drain lasts from
-    ``draining`` until the same Envoy's next step (``restarting``)."""
+    """(Envoy, start, end) of each Envoy's turn in a rollout's timeline: from its
+    ``draining`` until the timeline moves on to another Envoy (the next drain, or
+    ``done``). Not only until its own ``restarting``: a client closed at the end of the
+    drain reconnects after the SDK's first-reconnect window, by when the control plane
+    may already have said drained and the restart begun."""
     windows = []
     for index, (at, envoy, phase) in enumerate(timeline):
-        if phase == "draining" and index + 1 < len(timeline):
-            windows.append((envoy, at, timeline[index + 1][0]))
+        if phase != "draining":
+            continue
+        later = (t for t, other, _ in timeline[index + 1 :] if other != envoy)
+        end = next(later, None)
+        if end is not None:
+            windows.append((envoy, at, end))
     return windows
 
 
