@@ -229,6 +229,19 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*WSFLEET, *args], capture_output=True, text=True, timeout=30)
 
 
+async def _once_the_key_is_known(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI call's outcome once the API instance that answers knows a new key: each of
+    the fleet's API instances reads the keys file again within 2 s of a change, so a call
+    may meet one that has not yet (401) for a while."""
+    *call, state = args
+    for _ in range(100):
+        outcome = _cli(*call, "--state-dir", state)
+        if "HTTP 401" not in outcome.stderr:
+            return outcome
+        await asyncio.sleep(0.1)
+    return outcome
+
+
 async def _channels_through_the_cli(port: int, state: str) -> None:
     """What `wsfleet up` prints is all a user needs: a token with channels, the server API
     through Envoy with the fleet's key, and publish / history / presence / apikey."""
@@ -256,13 +269,9 @@ async def _channels_through_the_cli(port: int, state: str) -> None:
         key = _cli("apikey", "create", "publisher", "--scope", "publish", "--state-dir", state)
         assert key.returncode == 0 and len(key.stdout.strip()) > 30
         narrow = key.stdout.strip()
-        for _ in range(100):  # the API reads the keys file again when it changes
-            ok = _cli("publish", "feed:cli", "x", "--api-key", narrow, "--state-dir", state)
-            if ok.returncode == 0:
-                break
-            await asyncio.sleep(0.1)
+        ok = await _once_the_key_is_known("publish", "feed:cli", "x", "--api-key", narrow, state)
         assert ok.returncode == 0, ok.stderr
-        refused = _cli("presence", "chat:x", "--api-key", narrow, "--state-dir", state)
+        refused = await _once_the_key_is_known("presence", "chat:x", "--api-key", narrow, state)
         assert refused.returncode != 0
         assert refused.stderr.strip() == (
             "wsfleet: error: presence: HTTP 403: forbidden: the key 'publisher' lacks the "
