@@ -98,12 +98,14 @@ def _loopback_target(text: str) -> tuple[str, int]:
 
 
 def run_backend(args: argparse.Namespace) -> None:
+    import uvloop
+
     from wsfleet import logs
     from wsfleet_tools.demo_backend import run as serve
 
     settings = from_args(BackendSettings, args)
     logs.configure("backend", args.log_level)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
 
 
 def run_faultproxy(args: argparse.Namespace) -> None:
