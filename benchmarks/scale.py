@@ -30,9 +30,11 @@ traffic, RSS per connection by process kind (Envoy, gateway, Redis, the whole fl
 every process the fleet started) — RSS growth over the fleet before any connection, divided
 by the connections held — files open per process, the cores busy (the fleet's by kind
 while only holding and with the traffic, the load generators', the whole machine's share:
-other work included), and the load average. The peer of every step is the first step:
-memory per connection at each step / at the first (target: within 5 % at the largest
-step). Plot: ``scale.svg`` (memory per connection, p99 RTT and cores busy against
+other work included), the gateways' collector passes during the traffic (how many, and
+how many stood a gateway's event loop still for more than 10 and 50 ms: from each one's
+``wsfleet_gateway_gc_pause_seconds``), and the load average. The peer of every step is
+the first step: memory per connection at each step / at the first (target: within 5 % at
+the largest step). Plot: ``scale.svg`` (memory per connection, p99 RTT and cores busy against
 connections).
 """
 
@@ -48,6 +50,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 
 from benchmarks.load.generators import (
@@ -76,6 +79,8 @@ HEARTBEAT_S = next(  # the gateways' default: each pings every connection this o
     if f.name == "heartbeat_interval_s"
 )
 KB = 1024
+GC_PAUSE = "wsfleet_gateway_gc_pause_seconds"  # each gateway's collector passes (histogram)
+LONG_PAUSES_S = (0.01, 0.05)  # passes longer than these are counted
 
 
 def steps_list(text: str) -> list[int]:
@@ -186,6 +191,49 @@ def client_cpu_s(generators: list[asyncio.subprocess.Process]) -> float:
             continue
         total += cpu.user + cpu.system
     return total
+
+
+def pause_buckets(metrics_page: str) -> dict[float, float]:
+    """A gateway's collector passes so far, from its ``/metrics`` page: the cumulative
+    count at or under each bucket bound (seconds; ``inf``: all), every generation together."""
+    counts: dict[float, float] = {}
+    for line in metrics_page.splitlines():
+        if line.startswith(GC_PAUSE + "_bucket{"):
+            labels, _, value = line.rpartition(" ")
+            bound = float(labels.partition('le="')[2].partition('"')[0])
+            counts[bound] = counts.get(bound, 0.0) + float(value)
+    return counts
+
+
+def collector_figures(
+    after: list[dict[float, float]], before: list[dict[float, float]]
+) -> dict[str, int]:
+    """The gateways' collector passes between two readings (one per gateway, same order):
+    how many, and how many took longer than each of :data:`LONG_PAUSES_S`."""
+    inf = float("inf")
+
+    def passes(over: float) -> int:
+        return int(
+            sum(
+                (a.get(inf, 0) - a.get(over, 0)) - (b.get(inf, 0) - b.get(over, 0))
+                for a, b in zip(after, before, strict=True)
+            )
+        )
+
+    figures = {"passes": passes(0.0)}
+    for bound in LONG_PAUSES_S:
+        figures[f"over_{bound * 1000:g}_ms"] = passes(bound)
+    return figures
+
+
+async def read_pauses(fleet: LocalFleet) -> list[dict[float, float]]:
+    """Each gateway's :func:`pause_buckets` now."""
+    pages = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for pod in fleet.info.sidecars.values():
+            async with session.get(f"http://127.0.0.1:{pod.admin_port}/metrics") as response:
+                pages.append(pause_buckets(await response.text()))
+    return pages
 
 
 def _merge_errors(results: list[dict[str, Any]]) -> dict[str, int]:
@@ -317,10 +365,13 @@ async def measure_step(
     idle = await asyncio.to_thread(read_fleet, run.fleet)
     # holding only: the gateways' heartbeats and the registry's upkeep
     holding_cores = cores_by_kind(idle, opened, time.perf_counter() - settle_started)
+    pauses_before = await read_pauses(run.fleet)
     machine_before, clients_before = core_times(None), client_cpu_s(run.generators)
     started = time.perf_counter()
     traffic = await run.traffic()
     machine_after, seconds = core_times(None), time.perf_counter() - started
+    # the gateways' collector passes meanwhile: each stood their event loop still
+    traffic["collector"] = collector_figures(await read_pauses(run.fleet), pauses_before)
     busy = await asyncio.to_thread(read_fleet, run.fleet)
     # how busy the fleet, the load generators and the whole machine (other work on it
     # included) were meanwhile
@@ -381,6 +432,7 @@ def readable(rows: list[dict[str, Any]]) -> str:
         "fleet cores",
         "client cores",
         "machine busy",
+        "gc passes (>10/>50 ms)",
         "max fds envoy",
         "max fds sidecar",
         "load avg 1m",
@@ -404,6 +456,7 @@ def readable(rows: list[dict[str, Any]]) -> str:
                 traffic["fleet_cores"].get("fleet"),
                 traffic["client_cores"],
                 traffic["machine_busy"],
+                "{passes} ({over_10_ms}/{over_50_ms})".format(**traffic["collector"]),
                 _max_fds(row, "envoy"),
                 _max_fds(row, "sidecar"),
                 row["load_average"][0],

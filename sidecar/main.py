@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import gc
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -29,6 +28,7 @@ from sidecar.backends import BackendBridge
 from sidecar.channel_hub import ChannelHub
 from sidecar.channel_io import PresenceWriter, history_reader, publisher
 from sidecar.channel_service import ChannelService
+from sidecar.collector import tune_collector
 from sidecar.core.channel_rules import ChannelLimits
 from sidecar.core.close_codes import CloseCode
 from sidecar.drain import Drainer
@@ -64,7 +64,6 @@ DRAIN_OVERRUN_S = 5.0
 BACKEND_WAIT_S = 5.0  # at start, how long to wait for a backend link before serving anyway
 LEAVE_REGISTRY_S = 2.0  # at stop, how long removing this pod's record may take
 ADMIN_BACKLOG = 128  # the admin port's accept backlog (operators, probes, the control plane)
-COLLECTOR_THRESHOLDS = (10_000, 10, 100)
 """Python's cycle collector, tuned for many long-lived connections. A full collection
 walks every live object (about 50 per held connection: 0.3-0.5 s at 8,000 connections
 on one core, a stall for every client of the pod); with the defaults (700, 10, 10) one
@@ -125,7 +124,6 @@ async def serve(
     normal stop, a SIGTERM drain and a startup error at any step all close what was opened,
     in reverse: tasks, the registry record, the clients (1001), the ports, the backends,
     the channels, the replay writer, the stores."""
-    gc.set_threshold(*COLLECTOR_THRESHOLDS)
     verifier = await build_verifier(settings)
     # this pod's own key only (never the fleet's root key): it signs this pod's record and
     # yields the one admin token the control plane calls this pod with
@@ -133,6 +131,7 @@ async def serve(
     admin_tokens = _admin_tokens(settings, signer)
     async with contextlib.AsyncExitStack() as stack:
         metrics = GatewayMetrics()
+        tune_collector(stack, metrics.observe_gc_pause)
         stores = await open_stores(stack, settings, signer)
         replay = start_replay_writer(stack, settings, stores, metrics)
         channels = await start_channels(stack, settings, stores, metrics)

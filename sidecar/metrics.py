@@ -91,6 +91,8 @@ HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.
 REDIS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # a backend's answer to a batch, and a publication's way through this gateway
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+# a pass of the cycle collector: the event loop stands still meanwhile (sidecar.collector)
+GC_PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0)
 # a drain, around the usual budgets (10 s to 5 min)
 DRAIN_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 450.0, 600.0)
 
@@ -137,6 +139,15 @@ class GatewayMetrics:
             buckets=RTT_BUCKETS,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "wsfleet_gateway_gc_pause_seconds",
+            "Passes of Python's cycle collector, by generation (0 young, 2 full): the event "
+            "loop stands still meanwhile (wall time, a wait for a core included)",
+            ["generation"],
+            buckets=GC_PAUSE_BUCKETS,
+            registry=r,
+        )
+        self._gc_pause = [self.gc_pause.labels(str(generation)) for generation in range(3)]
         # per-message counts are plain integers, read at scrape time: no lock per message
         self.counters = SessionCounters()
         r.register(_SessionCollector(self.counters))
@@ -211,6 +222,9 @@ class GatewayMetrics:
     def observe_handshake(self, transport: str, seconds: float) -> None:
         """One accepted session open (``wsfleet_gateway_handshake_seconds``)."""
         self._handshake_seconds[transport].observe(seconds)
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self._gc_pause[generation].observe(seconds)
 
     def set_drain(self, state: str, started_at: float, budget_s: float) -> None:
         """The drain gauges, from :meth:`sidecar.drain.Drainer.progress` at scrape time."""

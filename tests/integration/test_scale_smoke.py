@@ -58,6 +58,10 @@ def test_scale_smoke_holds_every_connection_through_both_envoys(tmp_path: Path) 
         assert traffic["fleet_cores"]["sidecar"] > 0 and traffic["fleet_cores"]["envoy"] > 0
         assert traffic["fleet_cores"]["fleet"] >= traffic["fleet_cores"]["sidecar"]
         assert traffic["client_cores"] > 0 and 0 < traffic["machine_busy"] <= 1
+        # the gateways' collector passes meanwhile, read from their /metrics
+        collector = traffic["collector"]
+        assert set(collector) == {"passes", "over_10_ms", "over_50_ms"}
+        assert collector["passes"] >= collector["over_10_ms"] >= collector["over_50_ms"] >= 0
         assert _number(step["holding_cores"]["fleet"])
         for phase in ("idle", "after_traffic"):
             per_kind = step[f"kb_per_connection_{phase}"]

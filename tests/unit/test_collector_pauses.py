@@ -1,0 +1,84 @@
+"""The gateway's cycle-collector thresholds and its timed passes."""
+
+import contextlib
+import gc
+
+from benchmarks.scale import collector_figures, pause_buckets
+from sidecar.collector import COLLECTOR_THRESHOLDS, PauseTimer, tune_collector
+from sidecar.metrics import GatewayMetrics
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_pass_is_observed_with_its_generation_and_length() -> None:
+    clock, seen = FakeClock(), []
+    timer = PauseTimer(lambda generation, seconds: seen.append((generation, seconds)), clock)
+    timer("start", {"generation": 1})
+    clock.now += 0.025
+    timer("stop", {"generation": 1, "collected": 0, "uncollectable": 0})
+    timer("start", {"generation": 0})
+    clock.now += 0.004
+    timer("stop", {"generation": 0, "collected": 3, "uncollectable": 0})
+    assert [(generation, round(seconds, 9)) for generation, seconds in seen] == [
+        (1, 0.025),
+        (0, 0.004),
+    ]
+
+
+def test_tuned_while_the_stack_is_open_then_as_before() -> None:
+    before, callbacks = gc.get_threshold(), list(gc.callbacks)
+    metrics = GatewayMetrics()
+    with contextlib.ExitStack() as stack:
+        tune_collector(stack, metrics.observe_gc_pause)
+        assert gc.get_threshold() == COLLECTOR_THRESHOLDS
+        gc.collect(1)
+        gc.collect(2)
+        counts = {
+            sample.labels["generation"]: sample.value
+            for family in metrics.gc_pause.collect()
+            for sample in family.samples
+            if sample.name.endswith("_count")
+        }
+        assert counts["1"] >= 1 and counts["2"] >= 1
+    assert gc.get_threshold() == before
+    assert gc.callbacks == callbacks
+
+
+def test_generations_are_exported_before_any_pass() -> None:
+    families = list(GatewayMetrics().gc_pause.collect())
+    labels = {s.labels["generation"] for f in families for s in f.samples if "_count" in s.name}
+    assert labels == {"0", "1", "2"}
+
+
+PAGE = """# HELP wsfleet_gateway_gc_pause_seconds ...
+# TYPE wsfleet_gateway_gc_pause_seconds histogram
+wsfleet_gateway_gc_pause_seconds_bucket{generation="0",le="0.005"} 7.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="0",le="0.01"} 9.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="0",le="0.05"} 10.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="0",le="+Inf"} 10.0
+wsfleet_gateway_gc_pause_seconds_count{generation="0"} 10.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="1",le="0.005"} 0.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="1",le="0.01"} 1.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="1",le="0.05"} 2.0
+wsfleet_gateway_gc_pause_seconds_bucket{generation="1",le="+Inf"} 3.0
+wsfleet_gateway_ping_rtt_seconds_bucket{le="0.01"} 99.0
+"""
+
+
+def test_the_scale_benchmark_counts_the_long_passes_between_two_readings() -> None:
+    after = pause_buckets(PAGE)
+    assert after == {0.005: 7.0, 0.01: 10.0, 0.05: 12.0, float("inf"): 13.0}
+    before = {0.005: 5.0, 0.01: 6.0, 0.05: 6.0, float("inf"): 6.0}
+    # 7 passes since: 3 over 10 ms (13 - 10 against 6 - 6), 1 over 50 ms
+    assert collector_figures([after], [before]) == {
+        "passes": 7,
+        "over_10_ms": 3,
+        "over_50_ms": 1,
+    }
+    assert collector_figures([after, after], [before, after])["passes"] == 7
