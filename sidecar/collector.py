@@ -7,16 +7,19 @@ memory (≈ 0.5-1 µs each, measured at 6,250 connections per gateway).
 
 - **Full passes** walk every live object (about 50 per held connection): 0.3-0.5 s at
   8,000 connections. Python's default thresholds ran one every few seconds under steady
-  traffic; here one runs at most once per thousand young passes (and, as Python does,
+  traffic; here one runs at most once per 1,500 young passes (and, as Python does,
   only once the objects that survived since the last one are a quarter of the rest).
 - **Young passes** (generation 0) walk what was allocated since the last one and still
   lives: 10,000 objects, a few milliseconds. Fewer would mean more passes over the same
   objects in flight (a surge of handshakes holds tens of thousands) for the same pause.
 - **Middle passes** (generation 1) walk what survived the young passes since the last
-  one. Python runs one every 10 young passes: up to 100,000 objects, 60-85 ms of CPU at
-  25,000 connections over 4 gateways (300 ms of wall time on a busy machine). Every 2
-  young passes it is 20,000 at most: 20-30 ms, and no more work in all (each survivor is
-  walked once there either way).
+  one, once more than ``threshold1`` young passes have run since. At 10 (this project's
+  setting before, Python's default): up to 110,000 objects, 60-85 ms of CPU at 25,000
+  connections over 4 gateways (300 ms of wall time on a busy machine). At 2 (a middle
+  pass in place of every third young one): 30,000 at most, 20-30 ms. The price: objects
+  of the handshakes in flight are walked more often (45 ms more CPU per gateway over a run
+  that opened 20,000 connections at 1,500/s and carried 2 x 15 s of traffic: 0.1 % of a
+  core).
 
 :class:`PauseTimer` observes each pass's wall time (a wait for a core included: what the
 clients see) in ``wsfleet_gateway_gc_pause_seconds``.
