@@ -8,22 +8,15 @@ from sidecar.collector import COLLECTOR_THRESHOLDS, PauseTimer, tune_collector
 from sidecar.metrics import GatewayMetrics
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_each_pass_is_observed_with_its_generation_and_length() -> None:
-    clock, seen = FakeClock(), []
-    timer = PauseTimer(lambda generation, seconds: seen.append((generation, seconds)), clock)
+    readings = iter([100.0, 100.025, 200.0, 200.004])  # a fake clock: start, stop, ...
+    seen: list[tuple[int, float]] = []
+    timer = PauseTimer(
+        lambda generation, seconds: seen.append((generation, seconds)), readings.__next__
+    )
     timer("start", {"generation": 1})
-    clock.now += 0.025
     timer("stop", {"generation": 1, "collected": 0, "uncollectable": 0})
     timer("start", {"generation": 0})
-    clock.now += 0.004
     timer("stop", {"generation": 0, "collected": 3, "uncollectable": 0})
     assert [(generation, round(seconds, 9)) for generation, seconds in seen] == [
         (1, 0.025),
