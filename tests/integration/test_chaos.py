@@ -45,7 +45,7 @@ async def _streaming_clients(
         client.start()
         clients.append(client)
     await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), 120)
-    gc.freeze()  # 1200 clients in one process: keep collector pauses out of the timings
+    gc.freeze()  # hundreds of clients in one process: keep collector pauses out of the timings
     reconnects.clear()
     for client in clients:
         await client.send(stream)
@@ -85,7 +85,7 @@ async def test_killing_one_then_two_of_four_pods_moves_only_their_clients_withou
     reconnects: list[tuple[float, str]] = []
     async with unlimited_session() as session:
         clients, readers = await _streaming_clients(
-            fleet, session, 1200, "/stream 20 1000", reconnects
+            fleet, session, 600, "/stream 20 1000", reconnects
         )
         home = {client: client.pod for client in clients}
         await asyncio.sleep(3)
@@ -128,7 +128,7 @@ async def test_killing_one_then_two_of_four_pods_moves_only_their_clients_withou
         f"peak/mean {peak_to_mean(second):.2f}; handshake success {success:.5f} "
         f"({failures} failures in {attempts} attempts)"
     )
-    assert len(first) >= 250  # about a quarter of the clients lost their pod at once
+    assert len(first) >= 100  # about a quarter (150) of the clients lost their pod at once
     assert peak_to_mean(first) <= 3.0
     assert peak_to_mean(second) <= 3.0
     assert success >= 0.9995
