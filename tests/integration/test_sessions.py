@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.helpers import ON_EVERY_REDIS, unlimited_session, wait_for
+from tests.helpers import ON_EVERY_REDIS, unlimited_session, until, wait_for
 from wsfleet_client import Backoff
 from wsfleet_client.client import Client
 from wsfleet_tools.chaos.reconnects import peak_to_mean
@@ -205,6 +205,14 @@ async def _stream_through(
         disrupted_at = time.monotonic()
         victim = await disrupt()
         received = await asyncio.gather(*readers)
+        # a client closed as its stream ended reconnects after the close's hint, maybe after
+        # its last message: every client of the victim has resumed elsewhere first
+        moved = [client for client, pod in first_pods.items() if pod == victim]
+        await until(
+            lambda: all(c.pod != victim and c.stats.resumes >= 1 for c in moved),
+            30,
+            f"the {len(moved)} clients of {victim} resumed on another pod",
+        )
         result = {
             "received": received,
             "clients": tracked,
