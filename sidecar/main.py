@@ -64,11 +64,6 @@ DRAIN_OVERRUN_S = 5.0
 BACKEND_WAIT_S = 5.0  # at start, how long to wait for a backend link before serving anyway
 LEAVE_REGISTRY_S = 2.0  # at stop, how long removing this pod's record may take
 ADMIN_BACKLOG = 128  # the admin port's accept backlog (operators, probes, the control plane)
-"""Python's cycle collector, tuned for many long-lived connections. A full collection
-walks every live object (about 50 per held connection: 0.3-0.5 s at 8,000 connections
-on one core, a stall for every client of the pod); with the defaults (700, 10, 10) one
-ran every few seconds under steady traffic. These make young collections rarer (a few
-milliseconds each) and full ones run at most every thousand of them."""
 
 
 async def build_verifier(settings: SidecarSettings) -> TokenVerifier:

@@ -233,9 +233,8 @@ async def _once_the_key_is_known(*args: str) -> subprocess.CompletedProcess[str]
     """The CLI call's outcome once the API instance that answers knows a new key: each of
     the fleet's API instances reads the keys file again within 2 s of a change, so a call
     may meet one that has not yet (401) for a while."""
-    *call, state = args
     for _ in range(100):
-        outcome = _cli(*call, "--state-dir", state)
+        outcome = _cli(*args)
         if "HTTP 401" not in outcome.stderr:
             return outcome
         await asyncio.sleep(0.1)
@@ -269,9 +268,13 @@ async def _channels_through_the_cli(port: int, state: str) -> None:
         key = _cli("apikey", "create", "publisher", "--scope", "publish", "--state-dir", state)
         assert key.returncode == 0 and len(key.stdout.strip()) > 30
         narrow = key.stdout.strip()
-        ok = await _once_the_key_is_known("publish", "feed:cli", "x", "--api-key", narrow, state)
+        ok = await _once_the_key_is_known(
+            "publish", "feed:cli", "x", "--api-key", narrow, "--state-dir", state
+        )
         assert ok.returncode == 0, ok.stderr
-        refused = await _once_the_key_is_known("presence", "chat:x", "--api-key", narrow, state)
+        refused = await _once_the_key_is_known(
+            "presence", "chat:x", "--api-key", narrow, "--state-dir", state
+        )
         assert refused.returncode != 0
         assert refused.stderr.strip() == (
             "wsfleet: error: presence: HTTP 403: forbidden: the key 'publisher' lacks the "
