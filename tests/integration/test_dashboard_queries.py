@@ -307,7 +307,11 @@ async def traffic(fleet: LocalFleet, session: aiohttp.ClientSession) -> AsyncIte
         headers={"Authorization": f"Bearer {fleet.token('held')}"},
     )
     sockets.append(held)
-    readers = [asyncio.ensure_future(_read_all(ws)) for ws in sockets]  # pongs go out
+    received: list[str] = []  # watcher-0's messages
+    readers = [  # pongs go out
+        asyncio.ensure_future(_read_all(ws, received if n == 0 else []))
+        for n, ws in enumerate(sockets)
+    ]
     for ws in sockets[:3]:
         await ws.send_str("hello")
     refused = await session.get(
@@ -315,13 +319,7 @@ async def traffic(fleet: LocalFleet, session: aiohttp.ClientSession) -> AsyncIte
         headers={"Authorization": "Bearer not-a-token", "Upgrade": "websocket"},
     )
     refused.release()
-    api = {"Authorization": f"Bearer {fleet.api_key}"}
-    for method, body in (
-        ("subscribe", {"user": "watcher-0", "channel": "news"}),
-        ("publish", {"channel": "news", "data": "extra"}),
-    ):
-        async with session.post(f"{fleet.api_url}/{method}", json=body, headers=api) as answer:
-            assert answer.status == 200, await answer.text()
+    await _publish_until_delivered(fleet, session, received)
     admin = {"Authorization": f"Bearer {fleet.admin_token}"}
     drain = {"pod": "sidecar-2", "budget_s": 600}
     async with session.post(f"{fleet.admin_url}/drain", json=drain, headers=admin) as answer:
@@ -335,9 +333,31 @@ async def traffic(fleet: LocalFleet, session: aiohttp.ClientSession) -> AsyncIte
             await ws.close()
 
 
-async def _read_all(ws: aiohttp.ClientWebSocketResponse) -> None:
-    async for _ in ws:
-        pass
+async def _publish_until_delivered(
+    fleet: LocalFleet, session: aiohttp.ClientSession, received: list[str]
+) -> None:
+    """Subscribe watcher-0 to ``news`` through the server API and publish until a
+    publication reaches it: the subscription travels to the gateway as a command through
+    Redis, so a publication sent at once may come before it and reach nobody (bounded)."""
+    api = {"Authorization": f"Bearer {fleet.api_key}"}
+    body = {"user": "watcher-0", "channel": "news"}
+    async with session.post(f"{fleet.api_url}/subscribe", json=body, headers=api) as answer:
+        assert answer.status == 200, await answer.text()
+    for _ in range(150):
+        body = {"channel": "news", "data": "extra"}
+        async with session.post(f"{fleet.api_url}/publish", json=body, headers=api) as answer:
+            assert answer.status == 200, await answer.text()
+        for _ in range(10):
+            if "extra" in received:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"no publication reached watcher-0 in 30 s: {received}")
+
+
+async def _read_all(ws: aiohttp.ClientWebSocketResponse, received: list[str]) -> None:
+    async for message in ws:
+        if message.type == aiohttp.WSMsgType.TEXT:
+            received.append(message.data)
 
 
 def policy_with_a_tls_listener(directory: Path) -> Path:
