@@ -6,7 +6,8 @@ xDS builds for the default policy (inlined as in ``envoy-share``: same resources
 and every other variant changes one thing on top of it: the per-connection buffer limit
 (listener and cluster), the access log, stats (a stats matcher rejecting all), the HTTP/1
 codec (legacy parser, smaller header limit), upstream ``max_requests_per_connection``,
-idle timers, the overload manager's ``shrink_heap`` action, tcmalloc's periodic release
+idle timers (all, or one at a time: the stream's, the downstream and upstream
+connections'), the overload manager's ``shrink_heap`` action, tcmalloc's periodic release
 (bootstrap ``memory_allocator_manager``) and a second worker (``--concurrency 2``).
 
 For each, with N held: RSS, and from Envoy's ``/memory`` tcmalloc's ``allocated`` (live
@@ -39,6 +40,7 @@ from benchmarks.envoy_share import (
     _legacy_parser,
     _memory,
     _no_idle_timers,
+    _route,
     variant_config,
 )
 from benchmarks.load.envoy_static import start_envoy
@@ -71,6 +73,21 @@ def _one_request_per_upstream(config: Config) -> None:
     [pool] = config["static_resources"]["clusters"]
     [options] = pool["typed_extension_protocol_options"].values()
     options["common_http_protocol_options"]["max_requests_per_connection"] = 1
+
+
+def _stream_idle_timer(config: Config) -> None:
+    """A stream idle timer on the WebSocket route (Envoy's 5 min; wsfleet sets none)."""
+    _route(config)["route"]["idle_timeout"] = "300s"
+
+
+def _no_connection_idle_timer(config: Config) -> None:
+    _hcm(config)["common_http_protocol_options"] = {"idle_timeout": "0s"}
+
+
+def _no_upstream_idle_timer(config: Config) -> None:
+    [pool] = config["static_resources"]["clusters"]
+    [options] = pool["typed_extension_protocol_options"].values()
+    options["common_http_protocol_options"]["idle_timeout"] = "0s"
 
 
 def _shrink_heap(config: Config) -> None:
@@ -110,6 +127,9 @@ VARIANTS: list[tuple[str, list[Callable[[Config], None]], int]] = [
     ("max_request_headers_kb 8", [*WSFLEET, _small_headers], 1),
     ("upstream 1 request/conn", [*WSFLEET, _one_request_per_upstream], 1),
     ("no idle timers", [*WSFLEET, _no_idle_timers], 1),
+    ("stream idle timer 300 s", [*WSFLEET, _stream_idle_timer], 1),
+    ("no connection idle timer", [*WSFLEET, _no_connection_idle_timer], 1),
+    ("no upstream idle timer", [*WSFLEET, _no_upstream_idle_timer], 1),
     ("overload shrink_heap", [*WSFLEET, _shrink_heap], 1),
     ("tcmalloc release 1 s", [*WSFLEET, _release_memory], 1),
     ("2 workers", WSFLEET, 2),

@@ -520,7 +520,8 @@ async def _accept(
         answer["Sec-WebSocket-Protocol"] = subprotocol
     if terms is not None:
         answer["Sec-WebSocket-Extensions"] = terms.header()
-    answer[POD_HEADER] = settings.pod_id
+    if not v1:  # a v1 session learns its pod from the welcome: Envoy would hold the header
+        answer[POD_HEADER] = settings.pod_id  # for the connection's life (≈ 0.3 KB)
     if transport.is_closing():
         gateway.sessions.remove(admission.connection_id)
         raise ConnectionResetError("the client left during the handshake")

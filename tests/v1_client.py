@@ -44,9 +44,10 @@ class V1Client:
             protocols=() if raw else ("wsfleet.v1",),
             timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
         )
-        client = cls(ws, ws._response.headers.get(POD_HEADER, ""))
+        client = cls(ws, ws._response.headers.get(POD_HEADER, ""))  # raw: the 101 names it
         if not raw:
-            await client.wait("welcome")
+            [welcome] = await client.wait("welcome")
+            client.pod = welcome["pod"]
         return client
 
     async def _read(self) -> None:

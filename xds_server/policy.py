@@ -126,7 +126,9 @@ class Route(Frozen):
     path_prefix: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")]
     pool: NAME
     kind: RouteKind = RouteKind.WEBSOCKET
-    stream_idle_timeout_s: SECONDS | None = None  # default: Envoy's (5 min); 0 is not allowed
+    # default: none for WebSocket routes (heartbeats and upstream TCP keepalive find dead
+    # ones), Envoy's 5 min for the others; 0 is not allowed
+    stream_idle_timeout_s: SECONDS | None = None
     max_duration_s: SECONDS | None = None  # cap on a connection's life, e.g. to rebalance
     upgrade_rate_limit: UpgradeRateLimit | None = None
 

@@ -222,3 +222,49 @@ def test_node_group_keys_round_trip() -> None:
     for group in (NodeGroup(), NodeGroup("eu"), NodeGroup("eu", 9001), NodeGroup(None, 9001)):
         assert NodeGroup.from_key(group.key) == group
     assert NodeGroup().key == "*" and NodeGroup("eu", 9001).key == "eu@9001"
+
+
+def test_websocket_routes_have_no_stream_idle_timer_and_gateways_get_tcp_keepalive() -> None:
+    """Envoy frees an upgraded stream's idle timer when its route says 0s; the gateways'
+    heartbeats and the upstream connections' TCP keepalive take its place."""
+    from xds_server.builders import UPSTREAM_KEEPALIVE
+    from xds_server.policy import RouteKind
+
+    text = default_policy_text().replace(
+        "    kind: sse\n", "    kind: sse\n    stream_idle_timeout_s: 120\n", 1
+    )
+    policy = parse_policy(text)
+    resources = build_resources(policy, {})
+    routes = {
+        route["name"]: route["route"]
+        for config in resources[T.ROUTE].values()
+        for host in config["virtual_hosts"]
+        for route in host["routes"]
+    }
+    kinds = {route.name: route.kind for route in policy.routes}
+    for name, action in routes.items():
+        if kinds[name] is RouteKind.WEBSOCKET:
+            assert action["idle_timeout"] == "0s", name
+        elif name == "events":
+            assert action["idle_timeout"] == "120s"  # a route's own setting wins
+        else:
+            assert "idle_timeout" not in action, name  # Envoy's 5 min
+    keepalive = UPSTREAM_KEEPALIVE
+    # probes start only after two heartbeat intervals of silence; a dead upstream goes in 60 s
+    assert (
+        keepalive["keepalive_time"]
+        + keepalive["keepalive_probes"] * keepalive["keepalive_interval"]
+        <= 60
+    )
+    for name, cluster in resources[T.CLUSTER].items():
+        decoded = envoy_types.decode(T.CLUSTER, envoy_types.encode(T.CLUSTER, cluster))
+        assert decoded["upstreamConnectionOptions"]["tcpKeepalive"] == {
+            "keepaliveTime": 30,
+            "keepaliveInterval": 10,
+            "keepaliveProbes": 3,
+        }, name
+    for config in resources[T.ROUTE].values():  # as Envoy reads it: 0s, not absent
+        decoded = envoy_types.decode(T.ROUTE, envoy_types.encode(T.ROUTE, config))
+        for route in decoded["virtualHosts"][0]["routes"]:
+            if kinds[route["name"]] is RouteKind.WEBSOCKET:
+                assert route["route"]["idleTimeout"] == "0s"

@@ -390,6 +390,7 @@ class Client:
             self._sent.clear()  # a new session has none of our old messages: nothing to resend
         self.session_id = str(frame.get("session", ""))
         self.transport = transport
+        link.pod = str(frame.get("pod") or link.pod)  # a WebSocket's 101 does not name it
         delivered = int(frame.get("cseq", 0))
         again = [f for f in self._sent if int(f["cseq"]) > delivered] if resumed else []
         pending = [*again, *self._unsent]
