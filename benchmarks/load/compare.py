@@ -95,6 +95,10 @@ def side_by_side(
             )
         compared[name] = {
             **by_client,
+            "picows_cpu_by_process": {
+                "ms_per_handshake": outside["surge"].get("server_cpu_ms_per_handshake_by_process"),
+                "us_per_echo_message": outside["echo"].get("server_cpu_us_per_message_by_process"),
+            },
             "loadgen_seconds": row["surge"]["seconds"],
             "echo": {
                 "loadgen_messages_per_s": row["throughput"]["messages_per_s"],
@@ -196,4 +200,23 @@ def readable(compared: dict[str, dict[str, Any]]) -> str:
             "echo per CPU-s",
         ],
     )
-    return "two clients, same run (surge, echo):\n" + text + "\n" + "\n".join(explain(compared))
+    return (
+        "two clients, same run (surge, echo):\n"
+        + text
+        + "\n"
+        + "\n".join(explain(compared))
+        + "\n\n"
+        + _by_process(compared)
+    )
+
+
+def _by_process(compared: dict[str, dict[str, Any]]) -> str:
+    """Where the server CPU of the picows surge and echo went, process by process."""
+    lines = ["server CPU by process (picows): ms per handshake | µs per echo message"]
+    for name, both in compared.items():
+        split = both.get("picows_cpu_by_process") or {}
+        for key, unit in (("ms_per_handshake", "ms/hs"), ("us_per_echo_message", "µs/msg")):
+            figures = split.get(key) or {}
+            shown = ", ".join(f"{role} {value}" for role, value in figures.items()) or "n/a"
+            lines.append(f"  {name:<12} {unit:<7} {shown}")
+    return "\n".join(lines)

@@ -138,6 +138,17 @@ def cpu_spent(after: Usage, before: Usage) -> float:
     return round(sum(after[role][1] - before[role][1] for role in after), 3)
 
 
+def cpu_by_role(after: Usage, before: Usage, per: int, scale: float) -> dict[str, float]:
+    """Each role's CPU between two readings, times ``scale`` per ``per`` units of work (ms
+    per handshake: 1000; µs per message: 1e6); roles that spent nothing are left out."""
+    spent = {role: after[role][1] - before[role][1] for role in after if role in before}
+    return {
+        role: round(cpu * scale / per, 1 if scale > 1000 else 3)
+        for role, cpu in sorted(spent.items(), key=lambda item: -item[1])
+        if cpu > 0 and per > 0
+    }
+
+
 def shares(total: int, parts: int) -> list[int]:
     """``total`` split over at most ``parts`` processes (none empty)."""
     parts = max(1, min(parts, total))

@@ -126,3 +126,22 @@ def test_a_core_saturated_by_other_processes_is_called_contended_and_named() -> 
 def test_core_busy_is_the_busy_share_of_the_elapsed_core_time() -> None:
     assert core_busy((10.0, 40.0), (13.0, 44.0)) == pytest.approx(0.75)
     assert core_busy((10.0, 40.0), (10.0, 40.0)) is None  # no time passed
+
+
+def test_the_server_cpu_is_split_by_process_per_handshake_and_per_echo_message() -> None:
+    from benchmarks.load.generators import cpu_by_role
+
+    before = {"envoy": (50.0, 10.0), "sidecar": (40.0, 20.0), "redis": (5.0, 1.0)}
+    after = {"envoy": (60.0, 10.9), "sidecar": (45.0, 21.2), "redis": (5.0, 1.0)}
+    per_handshake = cpu_by_role(after, before, 3000, 1000)
+    assert per_handshake == {"sidecar": 0.4, "envoy": 0.3}  # most first; idle Redis left out
+    assert cpu_by_role(after, before, 30_000, 1e6) == {"sidecar": 40.0, "envoy": 30.0}
+    assert cpu_by_role(after, before, 0, 1000) == {}  # nothing done: nothing to divide
+    results = [
+        row("wsfleet raw", surge(900, 0.95, 0.6, 0.55), surge(1200, 0.3, 0.97, 0.80)),
+        row("envoy+bare", surge(1000, 0.93, 0.4, 0.35), surge(2000, 0.45, 0.95, 0.48)),
+    ]
+    results[0]["outside"]["surge"]["server_cpu_ms_per_handshake_by_process"] = per_handshake
+    text = compare.readable(compare.side_by_side(results, 800, {}))
+    assert "wsfleet raw  ms/hs   sidecar 0.4, envoy 0.3" in text
+    assert "envoy+bare   ms/hs   n/a" in text  # not measured: said, not invented

@@ -105,6 +105,9 @@ async def run(target: Target, args: argparse.Namespace, placement: Placement) ->
             "server_cpu_s": surge_cpu,
             "server_cores_busy": surge_cpu / (seconds * placement.server_cores),
             "server_cpu_ms_per_handshake": per(surge_cpu * 1000, opened, 1),
+            "server_cpu_ms_per_handshake_by_process": generators.cpu_by_role(
+                after_surge, before, opened, 1000
+            ),
         },
         "echo": {
             "connections": min(args.outside_echo_connections, opened),
@@ -117,6 +120,9 @@ async def run(target: Target, args: argparse.Namespace, placement: Placement) ->
             "client_cores_busy": echo["cpu_s"] / (echo["seconds"] * placement.client_cores),
             "server_cpu_s": echo_cpu,
             "messages_per_cpu_s": per(echo["received"], echo_cpu, MIN_CPU_S),
+            "server_cpu_us_per_message_by_process": generators.cpu_by_role(
+                after_echo, after_surge, echo["received"], 1e6
+            ),
         },
     }
 
