@@ -35,11 +35,15 @@ Output: JSON, a table, and PNG plots in the output directory (benchmarks/results
 ``--client picows`` measures the surge and the echo again with an outside client (picows,
 one process on the clients' core, 256 handshakes in flight, 64 connections x 16 echo
 messages in flight, the same requests for every target) and prints both clients' figures
-side by side with why they differ (benchmarks/load/compare.py).
+side by side with why they differ (benchmarks/load/compare.py), with the server CPU split
+by process. ``--outside-rounds N`` then starts wsfleet raw, wsfleet v1 and envoy+bare
+together and runs the outside client against them N rounds, taken in turn: each ratio
+divides two figures measured seconds apart, and the median over the rounds is printed
+with its spread (benchmarks/load/rounds.py).
 
 Modules: targets (and envoy_static), generators (the load-generator processes),
-scenarios/* (one per scenario), phases (one target's run), compare, report, run (main),
-options (flags, smoke sizes). The outside client's process is benchmarks/outside_client.py.
+scenarios/* (one per scenario), phases (one target's run), compare, rounds, report, run
+(main), options (flags, smoke sizes). The outside client's process is benchmarks/outside_client.py.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ SMOKE: dict[str, Any] = {
     "max_seconds": 60.0,
     "outside_echo_connections": 16,
     "outside_echo_messages": 50,
+    "outside_rounds": 2,
 }
 
 
@@ -127,6 +128,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=500,
         help="echo messages per connection, in all (default 500)",
     )
+    outside.add_argument(
+        "--outside-rounds",
+        type=non_negative_int,
+        default=0,
+        help="then start wsfleet raw, wsfleet v1 and envoy+bare together and run the outside"
+        " client against them this many rounds, taken in turn: each ratio per round, and"
+        " their median (default 0: none)",
+    )
 
 
 def check_arguments(args: argparse.Namespace) -> str | None:
@@ -139,6 +148,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--clients {args.clients}: at most 250 (one source address 127.0.0.N each)"
     if args.clients > args.connections:
         return f"--clients {args.clients} is more than --connections {args.connections}"
+    if args.outside_rounds and args.client != "picows":
+        return "--outside-rounds needs --client picows (the rounds are the outside client's)"
     if args.client == "picows" and importlib.util.find_spec("picows") is None:
         return "--client picows needs the picows package (pip install picows; in the dev extras)"
     return None

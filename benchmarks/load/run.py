@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from benchmarks import processes
-from benchmarks.load import compare, generators, report
+from benchmarks.load import compare, generators, report, rounds
 from benchmarks.load.phases import measure
 from benchmarks.load.scenarios import outside
 from benchmarks.load.targets import (
@@ -41,6 +41,7 @@ OPTIONS = (
     "outside_echo_connections",
     "outside_echo_depth",
     "outside_echo_messages",
+    "outside_rounds",
 )
 T = TypeVar("T")
 Plan = list[tuple[str, Path | None, int, bool]]  # name, policy, Envoy workers, v1
@@ -88,10 +89,14 @@ async def main(args: argparse.Namespace) -> None:
                 )
             else:
                 await target.stop()
+        interleaved = await rounds.run(args, placement, Path(tmp)) if args.outside_rounds else None
     figures = _figures(args, placement, results, request_bytes)
     text = report.readable(results, figures["ratios"], args.pin)
     if "clients_compared" in figures:
         text += "\n\n" + compare.readable(figures["clients_compared"])
+    if interleaved is not None:
+        figures["outside_rounds"] = interleaved
+        text += "\n\n" + rounds.readable(interleaved)
     paths = report.plots(results, args.output_dir)
     text += "\nplots: " + ", ".join(str(p) for p in paths)
     publish("load", figures, text, args.output_dir)

@@ -216,6 +216,34 @@ def check_outside_client(figures: dict[str, Any], rows: dict[str, Any]) -> None:
             1e-9,
             f"{name} picows / envoy+bare",
         )
+    check_rounds(figures)
+
+
+def check_rounds(figures: dict[str, Any]) -> None:
+    """--outside-rounds (2 at smoke size): the three targets measured again, together, in
+    turn; each ratio divides figures of the same round, and its median is printed."""
+    interleaved = figures["outside_rounds"]
+    rounds = figures["options"]["outside_rounds"]
+    assert interleaved["rounds"] == rounds == 2
+    runs = interleaved["results"]
+    assert set(runs) == {"wsfleet raw", "wsfleet v1", "envoy+bare"}
+    requested = figures["options"]["connections"]
+    for name, results in runs.items():
+        assert len(results) == rounds, name
+        for result in results:
+            assert result["surge"]["requested"] == requested, name
+            assert result["surge"]["success"] == 1.0, (name, result["surge"]["errors"])
+            assert result["echo"]["received"] == result["echo"]["sent"] > 0, name
+    for name in ("wsfleet raw", "wsfleet v1"):
+        per_round = interleaved["ratios"][name]["handshakes_per_s"]["rounds"]
+        for index in range(rounds):
+            assert_ratio(
+                per_round[index],
+                runs[name][index]["surge"]["handshakes_per_s"],
+                runs["envoy+bare"][index]["surge"]["handshakes_per_s"],
+                1e-9,
+                f"{name} round {index}",
+            )
 
 
 def test_idle_connections_steps_and_ratios(tmp_path: Path) -> None:
