@@ -148,6 +148,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--clients {args.clients}: at most 250 (one source address 127.0.0.N each)"
     if args.clients > args.connections:
         return f"--clients {args.clients} is more than --connections {args.connections}"
+    if args.outside_rounds > 80:
+        return f"--outside-rounds {args.outside_rounds}: at most 80 (a source address each)"
     if args.outside_rounds and args.client != "picows":
         return "--outside-rounds needs --client picows (the rounds are the outside client's)"
     if args.client == "picows" and importlib.util.find_spec("picows") is None:

@@ -21,7 +21,11 @@ from benchmarks.load.scenarios import (
 from benchmarks.load.targets import Placement, Target
 
 
-async def measure(target: Target, args: argparse.Namespace, placement: Placement) -> dict[str, Any]:
+async def measure(
+    target: Target, args: argparse.Namespace, placement: Placement, index: int = 0
+) -> dict[str, Any]:
+    """Every scenario against ``target``, the ``index``-th of the run (its outside surge
+    comes from an address of its own: :func:`outside.source_ip`)."""
     await asyncio.sleep(args.settle)  # let start-up work (registration, xDS) finish
     opened = await surge.open_surge(target, args, placement)
     try:
@@ -46,5 +50,5 @@ async def measure(target: Target, args: argparse.Namespace, placement: Placement
     }
     row["keepalive"] = await keepalive.run(target, args, placement)
     if args.client == "picows":
-        row["outside"] = await outside.run(target, args, placement)
+        row["outside"] = await outside.run(target, args, placement, outside.source_ip(index))
     return row

@@ -41,6 +41,16 @@ def order(names: tuple[str, ...], round_index: int) -> list[str]:
     return [*names[shift:], *names[:shift]]
 
 
+def source_ip(round_index: int, target_index: int) -> str:
+    """A source address of its own for each surge, in 127.0.1.0/24 (the load generators
+    use 127.0.0.2-.251, each target's first outside surge 127.0.2.0/24): see
+    :func:`benchmarks.load.scenarios.outside.source_ip` for why."""
+    index = round_index * len(TARGETS) + target_index
+    if index > 253:
+        raise ValueError(f"round {round_index}: no source address left in 127.0.1.0/24")
+    return f"127.0.1.{index + 1}"
+
+
 def _figure(result: dict[str, Any], path: tuple[str, str]) -> float | None:
     value = result.get(path[0], {}).get(path[1])
     return float(value) if isinstance(value, int | float) else None
@@ -154,7 +164,8 @@ async def run(args: argparse.Namespace, placement: Placement, tmp: Path) -> dict
                 targets[name] = await start_bare(run_dir, True, placement.servers)
         for round_index in range(args.outside_rounds):
             for name in order(TARGETS, round_index):
-                runs[name].append(await outside.run(targets[name], args, placement))
+                source = source_ip(round_index, TARGETS.index(name))
+                runs[name].append(await outside.run(targets[name], args, placement, source))
     finally:
         for target in targets.values():
             if target.stop is not None:

@@ -67,7 +67,7 @@ async def main(args: argparse.Namespace) -> None:
         processes.own_affinity(placement.clients),
         tempfile.TemporaryDirectory(prefix="wsfleet-load-") as tmp,
     ):
-        for name, policy, concurrency, v1 in plan(args, Path(tmp)):
+        for index, (name, policy, concurrency, v1) in enumerate(plan(args, Path(tmp))):
             run_dir = Path(tmp) / name.replace("/", "-").replace(" ", "-").replace("+", "-")
             target: Target
             if name.startswith("wsfleet"):
@@ -78,7 +78,7 @@ async def main(args: argparse.Namespace) -> None:
                 target = await start_bare(run_dir, name == "envoy+bare", placement.servers)
             assert target.stop is not None
             try:
-                results.append(await measure(target, args, placement))
+                results.append(await measure(target, args, placement, index))
             except BaseException:
                 await target.stop()
                 raise

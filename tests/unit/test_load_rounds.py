@@ -68,3 +68,21 @@ def test_a_missing_figure_is_left_out_of_the_median_and_said() -> None:
     without_baseline = rounds.summarize({"wsfleet v1": [broken]})
     assert without_baseline["ratios"] == {}
     assert "n/a" in rounds.readable(without_baseline)
+
+
+def test_every_surge_of_the_rounds_comes_from_an_address_of_its_own() -> None:
+    addresses = {rounds.source_ip(r, t) for r in range(80) for t in range(len(rounds.TARGETS))}
+    assert len(addresses) == 80 * len(rounds.TARGETS)
+    assert all(a.startswith("127.0.1.") and 1 <= int(a.rsplit(".", 1)[1]) <= 254 for a in addresses)
+    with pytest.raises(ValueError, match="no source address left"):
+        rounds.source_ip(85, 0)
+
+
+def test_each_targets_first_outside_surge_has_an_address_of_its_own_too() -> None:
+    from benchmarks.load.scenarios import outside
+
+    first = [outside.source_ip(i) for i in range(6)]
+    assert first == [f"127.0.2.{n}" for n in range(1, 7)]
+    assert not set(first) & {rounds.source_ip(r, t) for r in range(80) for t in range(3)}
+    with pytest.raises(ValueError, match="no source address left"):
+        outside.source_ip(254)
