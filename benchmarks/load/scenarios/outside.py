@@ -29,10 +29,11 @@ CAPTURE_TIMEOUT_S = 10.0
 
 def source_ip(target_index: int) -> str:
     """The outside surge's source address for the run's ``target_index``-th target, in
-    127.0.2.0/24: each surge from an address of its own. From one address, the ports an
-    earlier surge left in TIME_WAIT make the kernel search for a free port at every
-    connect: the client's core then saturates with that search, and the target measured
-    later looks slower than it is (rounds so measured ran at a third of the rate)."""
+    127.0.2.0/24: each surge from an address of its own, so that none meets what an
+    earlier one left behind. (Surges to the same target from one address do: the ports
+    the earlier one left in TIME_WAIT make the kernel search for a free port at every
+    connect, the client's core saturates with that search, and the surge runs at a third
+    of its rate with the server idle; ``--outside-rounds`` measured so at first.)"""
     if not 0 <= target_index < 254:
         raise ValueError(f"target {target_index}: no source address left in 127.0.2.0/24")
     return f"127.0.2.{target_index + 1}"
