@@ -47,10 +47,13 @@ class Source:
 
 
 _LOAD_RUN = "docs/load-and-chaos.md, `python -m benchmarks load`"
-_SCALE_RUN = "docs/load-and-chaos.md, `python -m benchmarks scale --v1 --steps 10000,25000,50000`"
+_SCALE_RUN = (
+    "docs/load-and-chaos.md,"
+    " `python -m benchmarks scale --v1 --steps 10000,25000,50000 --message-rate 0 --measure 5`"
+)
 RECORDED: dict[str, Source] = {
     "sidecar_kb_per_connection": Source(
-        _SCALE_RUN, "2026-12-07", "gateway RSS per held v1 connection at 50,000 (4 gateways)"
+        _SCALE_RUN, "2026-12-08", "gateway RSS per held v1 connection at 50,000 (4 gateways)"
     ),
     "sidecar_base_mb": Source(
         "docs/gateway.md, `idle-connections`", "2026-11-29", "a sidecar holding nothing"
@@ -69,13 +72,13 @@ RECORDED: dict[str, Source] = {
         "echoed v1 messages / the sidecar's CPU seconds",
     ),
     "envoy_kb_per_connection": Source(
-        _SCALE_RUN, "2026-12-07", "Envoy RSS per proxied v1 WebSocket at 50,000 (7 Envoys)"
+        _SCALE_RUN, "2026-12-08", "Envoy RSS per proxied v1 WebSocket at 50,000 (7 Envoys)"
     ),
     "envoy_handshakes_per_s_per_worker": Source(
         _LOAD_RUN, "2026-11-29", "handshakes / Envoy's CPU seconds during the surge"
     ),
     "redis_bytes_per_connection": Source(
-        _SCALE_RUN, "2026-12-07", "Redis RSS per held v1 connection at 50,000 (registry + session)"
+        _SCALE_RUN, "2026-12-08", "Redis RSS per held v1 connection at 50,000 (registry + session)"
     ),
     "redis_bytes_per_replayed_message": Source(
         _LOAD_RUN, "2026-11-29", "Redis RSS growth / echoed messages kept for replay"
@@ -100,13 +103,13 @@ class Measured:
     # `python -m benchmarks load` (protocol v1 through Envoy; the sidecar's figures from the
     # --pin run of docs/load-and-chaos.md, the rest from the 8,000-connection run) and
     # `idle-connections`, on the 2-core development machine; see docs/capacity.md
-    sidecar_kb_per_connection: float = 5.2  # scale --v1: gateway RSS per held connection
+    sidecar_kb_per_connection: float = 4.8  # scale --v1: gateway RSS per held connection
     sidecar_base_mb: float = 72.8  # idle-connections: a sidecar holding nothing
     sidecar_handshakes_per_s: float = 1500.0  # load --rate 1500: at a full core, client-side
     sidecar_messages_per_s: float = 17007.0  # load: echoed messages per sidecar CPU-second
-    envoy_kb_per_connection: float = 55.5  # scale --v1: Envoy RSS per proxied WebSocket
+    envoy_kb_per_connection: float = 52.2  # scale --v1: Envoy RSS per proxied WebSocket
     envoy_handshakes_per_s_per_worker: float = 1990.0  # load: per Envoy CPU-second
-    redis_bytes_per_connection: float = 1260.0  # scale --v1: registry + session, Redis RSS
+    redis_bytes_per_connection: float = 1244.0  # scale --v1: registry + session, Redis RSS
     redis_bytes_per_replayed_message: float = 856.0  # load: Redis RSS per kept message
     redis_ops_per_s_per_core: float = 261_000.0  # load: pipelined commands per Redis CPU-s
     redis_round_trip_us: float = 17.2  # redis-round-trips: Redis CPU per pipeline received
