@@ -118,3 +118,29 @@ async def test_a_refused_upgrade_s_answer_survives_what_the_client_sent_after_it
         assert head.startswith(b"HTTP/1.1 401 "), head
         assert json.loads(body)["error"] == "malformed"
         assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""
+
+
+async def test_a_plain_101_names_the_pod_and_a_v1_session_learns_it_from_its_welcome(
+    one_gateway,
+) -> None:
+    """Through Envoy: the plain WebSocket's 101 carries x-wsfleet-pod; the v1 101 leaves it
+    out (Envoy would hold it for the connection's life) and the welcome frame names it."""
+    from tests.helpers import unlimited_session
+    from tests.v1_client import V1Client
+    from wsfleet.headers import POD_HEADER
+
+    fleet: LocalFleet = one_gateway
+    [pod] = fleet.info.sidecars
+    async with unlimited_session() as http:
+        plain = await http.ws_connect(
+            f"{fleet.client_url}?user=alice",
+            headers={"Authorization": f"Bearer {fleet.token('alice')}"},
+        )
+        assert plain._response is not None
+        assert plain._response.headers.get(POD_HEADER) == pod
+        await plain.close()
+        v1 = await V1Client.connect(fleet, http, "bob")
+        assert v1.ws.protocol == "wsfleet.v1"
+        assert v1.ws._response is not None and POD_HEADER not in v1.ws._response.headers
+        assert v1.pod == pod  # from the welcome
+        await v1.ws.close()
