@@ -48,7 +48,12 @@ def pod_record(settings: PodSettings, started_at: float) -> PodRecord:
 
 
 class PodRegistration:
-    """Keeps ``pod`` alive in the registry (refresh before its TTL runs out)."""
+    """Keeps ``pod`` alive in the registry (refresh before its TTL runs out).
+
+    Its writes never overlap: the refresh loop's and a state change's would go out on two
+    of the store's connections, and the older could land last (a drained pod seen serving
+    again until the next refresh); a write waits for the one in flight, and none follows
+    the removal."""
 
     def __init__(
         self,
@@ -69,6 +74,7 @@ class PodRegistration:
         self._on_record_lost = on_record_lost
         self._failed = False
         self._left = False  # removed on purpose (shutting down): do not come back by refreshing
+        self._writing = asyncio.Lock()  # one write of the record at a time, in order
         self.registered = False
 
     @property
@@ -80,7 +86,14 @@ class PodRegistration:
         self._pod = dataclasses.replace(self._pod, port=port, admin_port=admin_port)
 
     async def refresh(self) -> bool:
-        """Write the pod record now; False (and counted) if the registry is down."""
+        """Write the pod record now; False (and counted) if the registry is down, False
+        (not counted) once the pod has left."""
+        async with self._writing:
+            if self._left:
+                return False
+            return await self._write()
+
+    async def _write(self) -> bool:
         counts = self._connection_counts()
         self._pod = dataclasses.replace(
             self._pod,
@@ -117,8 +130,9 @@ class PodRegistration:
 
     async def remove(self) -> None:
         self._left = True
-        try:
-            await self._registry.remove_pod(self._pod.pod_id)
-        except RegistryUnavailable as exc:
-            log.warning("registry_remove_failed", error=str(exc))
-        self.registered = False
+        async with self._writing:  # after the write in flight, if any
+            try:
+                await self._registry.remove_pod(self._pod.pod_id)
+            except RegistryUnavailable as exc:
+                log.warning("registry_remove_failed", error=str(exc))
+            self.registered = False
