@@ -69,10 +69,15 @@ def _small_headers(config: Config) -> None:
     _hcm(config)["max_request_headers_kb"] = 8
 
 
-def _one_request_per_upstream(config: Config) -> None:
+def _upstream_http_options(config: Config) -> Config:
+    """The common HTTP options of the one cluster's connections (to the bare server)."""
     [pool] = config["static_resources"]["clusters"]
     [options] = pool["typed_extension_protocol_options"].values()
-    options["common_http_protocol_options"]["max_requests_per_connection"] = 1
+    return options["common_http_protocol_options"]  # type: ignore[no-any-return]
+
+
+def _one_request_per_upstream(config: Config) -> None:
+    _upstream_http_options(config)["max_requests_per_connection"] = 1
 
 
 def _stream_idle_timer(config: Config) -> None:
@@ -85,9 +90,7 @@ def _no_connection_idle_timer(config: Config) -> None:
 
 
 def _no_upstream_idle_timer(config: Config) -> None:
-    [pool] = config["static_resources"]["clusters"]
-    [options] = pool["typed_extension_protocol_options"].values()
-    options["common_http_protocol_options"]["idle_timeout"] = "0s"
+    _upstream_http_options(config)["idle_timeout"] = "0s"
 
 
 def _shrink_heap(config: Config) -> None:

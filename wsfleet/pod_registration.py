@@ -124,8 +124,7 @@ class PodRegistration:
 
     async def run(self) -> None:
         while True:
-            if not self._left:
-                await self.refresh()
+            await self.refresh()  # nothing once the pod has left
             await asyncio.sleep(self._refresh_s)
 
     async def remove(self) -> None:

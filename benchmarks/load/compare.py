@@ -115,7 +115,8 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
-def _x(value: float | None) -> str:
+def short_ratio(value: float | None) -> str:
+    """``0.90x``, or ``n/a``: the ratios of the explanations and the rounds."""
     return "n/a" if value is None else f"{value:.2f}x"
 
 
@@ -134,20 +135,20 @@ def explain(compared: dict[str, dict[str, Any]]) -> list[str]:
         )
         if name.startswith("wsfleet") and "ratio_to_baseline" in ours:
             line += (
-                f"; / {BASELINE}: {_x(ours['ratio_to_baseline'])} vs"
-                f" {_x(native['ratio_to_baseline'])}"
+                f"; / {BASELINE}: {short_ratio(ours['ratio_to_baseline'])} vs"
+                f" {short_ratio(native['ratio_to_baseline'])}"
             )
             if ours["client_start_s"] >= START_UP_SHARE * both["loadgen_seconds"]:
                 line += (
                     f" — the load generators' clock includes their start-up"
                     f" ({ours['client_start_s']:.2f} s of {both['loadgen_seconds']:.2f} s;"
-                    f" without it {_x(ours.get('ratio_to_baseline_after_start'))})"
+                    f" without it {short_ratio(ours.get('ratio_to_baseline_after_start'))})"
                 )
             if ours["bound"] == "client" and native["bound"] == "server":
                 line += (
                     " — the load generators' ceiling hides the server cost; server CPU per"
                     f" handshake {native['server_cpu_ms_per_handshake']:.3f} ms, baseline's"
-                    f" / ours = {_x(native.get('cpu_ratio_to_baseline'))}"
+                    f" / ours = {short_ratio(native.get('cpu_ratio_to_baseline'))}"
                 )
         if "contended" in (ours["bound"], native["bound"]):
             whole = native["cores_busy_all_processes"]

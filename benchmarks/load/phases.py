@@ -22,7 +22,7 @@ from benchmarks.load.targets import Placement, Target
 
 
 async def measure(
-    target: Target, args: argparse.Namespace, placement: Placement, index: int = 0
+    target: Target, args: argparse.Namespace, placement: Placement, index: int
 ) -> dict[str, Any]:
     """Every scenario against ``target``, the ``index``-th of the run (its outside surge
     comes from an address of its own: :func:`outside.source_ip`)."""

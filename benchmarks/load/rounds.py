@@ -20,8 +20,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.load.compare import short_ratio
 from benchmarks.load.scenarios import outside
-from benchmarks.load.targets import Placement, Target, start_bare, start_wsfleet
+from benchmarks.load.targets import Placement, Target, start_target
 from benchmarks.report import ratio, table
 
 BASELINE = "envoy+bare"
@@ -99,14 +100,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
-
-
 def _spread(ratios: dict[str, Any]) -> str:
     if ratios["median"] is None:
         return "n/a"
-    return f"{_x(ratios['median'])} ({_x(ratios['lowest'])}-{_x(ratios['highest'])})"
+    median, lowest, highest = (short_ratio(ratios[k]) for k in ("median", "lowest", "highest"))
+    return f"{median} ({lowest}-{highest})"
 
 
 def readable(summary: dict[str, Any]) -> str:
@@ -155,13 +153,8 @@ async def run(args: argparse.Namespace, placement: Placement, tmp: Path) -> dict
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in TARGETS}
     try:
         for name in TARGETS:
-            run_dir = tmp / ("rounds-" + name.replace(" ", "-").replace("+", "-"))
-            if name.startswith("wsfleet"):
-                targets[name] = await start_wsfleet(
-                    run_dir, name, None, 1, name.endswith("v1"), placement.servers
-                )
-            else:
-                targets[name] = await start_bare(run_dir, True, placement.servers)
+            v1 = name.endswith("v1")
+            targets[name] = await start_target(tmp, name, None, 1, v1, placement.servers, "rounds-")
         for round_index in range(args.outside_rounds):
             for name in order(TARGETS, round_index):
                 source = source_ip(round_index, TARGETS.index(name))

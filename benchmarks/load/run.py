@@ -15,13 +15,7 @@ from benchmarks import processes
 from benchmarks.load import compare, generators, report, rounds
 from benchmarks.load.phases import measure
 from benchmarks.load.scenarios import outside
-from benchmarks.load.targets import (
-    ENVOY_DEFAULT_BUFFERS,
-    Placement,
-    Target,
-    start_bare,
-    start_wsfleet,
-)
+from benchmarks.load.targets import ENVOY_DEFAULT_BUFFERS, Placement, start_target
 from benchmarks.report import publish
 
 OPTIONS = (
@@ -68,14 +62,7 @@ async def main(args: argparse.Namespace) -> None:
         tempfile.TemporaryDirectory(prefix="wsfleet-load-") as tmp,
     ):
         for index, (name, policy, concurrency, v1) in enumerate(plan(args, Path(tmp))):
-            run_dir = Path(tmp) / name.replace("/", "-").replace(" ", "-").replace("+", "-")
-            target: Target
-            if name.startswith("wsfleet"):
-                target = await start_wsfleet(
-                    run_dir, name, policy, concurrency, v1, placement.servers
-                )
-            else:
-                target = await start_bare(run_dir, name == "envoy+bare", placement.servers)
+            target = await start_target(Path(tmp), name, policy, concurrency, v1, placement.servers)
             assert target.stop is not None
             try:
                 results.append(await measure(target, args, placement, index))

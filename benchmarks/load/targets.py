@@ -148,3 +148,20 @@ async def start_wsfleet(
     )
     target.pin(cores)
     return target
+
+
+async def start_target(
+    tmp: Path,
+    name: str,
+    policy: Path | None,
+    concurrency: int,
+    v1: bool,
+    cores: frozenset[int] | None,
+    prefix: str = "",
+) -> Target:
+    """The target called ``name`` (``wsfleet ...``, ``envoy+bare`` or ``bare``), started
+    in a directory of its own under ``tmp`` (``prefix`` sets apart another start of it)."""
+    run_dir = tmp / (prefix + name.replace("/", "-").replace(" ", "-").replace("+", "-"))
+    if name.startswith("wsfleet"):
+        return await start_wsfleet(run_dir, name, policy, concurrency, v1, cores)
+    return await start_bare(run_dir, name == "envoy+bare", cores)
