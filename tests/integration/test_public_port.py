@@ -11,7 +11,9 @@ import json
 
 import pytest
 
-from tests.helpers import masked_text, raw_connection, raw_upgrade
+from tests.helpers import masked_text, raw_connection, raw_upgrade, unlimited_session
+from tests.v1_client import V1Client
+from wsfleet.headers import POD_HEADER
 from wsfleet_tools.launcher.fleet import LocalFleet
 
 pytestmark = pytest.mark.integration
@@ -125,10 +127,6 @@ async def test_a_plain_101_names_the_pod_and_a_v1_session_learns_it_from_its_wel
 ) -> None:
     """Through Envoy: the plain WebSocket's 101 carries x-wsfleet-pod; the v1 101 leaves it
     out (Envoy would hold it for the connection's life) and the welcome frame names it."""
-    from tests.helpers import unlimited_session
-    from tests.v1_client import V1Client
-    from wsfleet.headers import POD_HEADER
-
     fleet: LocalFleet = one_gateway
     [pod] = fleet.info.sidecars
     async with unlimited_session() as http:
