@@ -100,11 +100,23 @@ async def test_a_handshake_is_traced_from_the_client_through_the_gateway_to_the_
             async with http.get(f"{base}/poll?{query}&wait=0") as poll:
                 assert poll.status == 200
 
-        def services_in_client_trace() -> set[str]:
-            return {span["service"] for span in receiver.spans if span["trace_id"] == client_trace}
+        def client_trace_has_every_span() -> bool:
+            """Each span below in the client's trace: the gateway exports them in batches,
+            the children (ended first) possibly before the handshake's own span."""
+            spans = [span for span in receiver.spans if span["trace_id"] == client_trace]
+            services = {span["service"] for span in spans}
+            names = {span["name"] for span in spans}
+            wanted = {
+                tracing.HANDSHAKE_SPAN,
+                tracing.ADMISSION_SPAN,
+                tracing.AUTH_SPAN,
+                tracing.REGISTRY_SPAN,
+                tracing.BACKEND_OPEN_SPAN,
+            }
+            return services == {"wsfleet-sidecar", "wsfleet-backend"} and wanted <= names
 
         await until(
-            lambda: services_in_client_trace() == {"wsfleet-sidecar", "wsfleet-backend"},
+            client_trace_has_every_span,
             30,
             "the gateway's and the backend's spans in the client's trace",
         )
