@@ -168,8 +168,11 @@ class RedisReplayStore:
                 self.max_bytes,
                 cseqs.get(session_id, 0),
             ]
-            for entry in mine:
-                args += [entry.seq, entry.data, int(entry.binary), entry.message_id]
+            if mine:  # two arguments for all of them: each argument costs the pod to encode
+                args.append(
+                    "".join(f"{e.seq}:{int(e.binary)}:{e.message_id}:{len(e.data)}," for e in mine)
+                )
+                args.append(b"".join(entry.data for entry in mine))
             keys = (
                 self._stream_key(session_id),
                 self._session_key(session_id),
@@ -201,8 +204,10 @@ _CREATE = PipelinedScript(CREATE_LUA)
 CREATE_CHUNK = 500  # sessions per script call: no call holds Redis for long
 
 # KEYS: the session's stream, its hash, its grants. ARGV: max age (ms), max entries, max
-# bytes, the client seq (0: none), then per entry (in seq order) its seq, data, binary flag
-# and backend message id (0: none). Each entry goes into the stream as `<seq>-1`.
+# bytes, the client seq (0: none), then, if there are entries, their index and their data:
+# the index is `<seq>:<binary flag>:<backend message id, 0: none>:<data length>,` per entry
+# in seq order, the data all their data one after another. Each entry goes into the stream
+# as `<seq>-1`.
 #
 # Entries are appended in order while each goes above every seq persisted (the hash's
 # `last_seq`, and for XADD the stream's last id); the first that does not ends the batch,
@@ -223,21 +228,24 @@ local function raise(field, value)  -- the hash's field to value, if that is hig
   end
 end
 local refused, added, added_bytes, top_id = 0, 0, 0, '0'
-local top = '0'
-if #ARGV > 4 then top = redis.call('HGET', KEYS[2], 'last_seq') or '0' end
-for i = 5, #ARGV, 4 do
-  if not above(ARGV[i], top) then
-    refused = 1
-    break
+local top, at = '0', 1
+if #ARGV > 4 then
+  top = redis.call('HGET', KEYS[2], 'last_seq') or '0'
+  for seq, binary, message_id, length in string.gmatch(ARGV[5], '(%d+):(%d):(%d+):(%d+),') do
+    if not above(seq, top) then
+      refused = 1
+      break
+    end
+    local data = string.sub(ARGV[6], at, at + length - 1)
+    at = at + length
+    local id = redis.pcall('XADD', KEYS[1], seq .. '-1', 'd', data, 'b', binary, 'm', message_id)
+    if type(id) == 'table' and id.err then  -- the stream is ahead of the hash
+      refused = 1
+      break
+    end
+    top, added, added_bytes = seq, added + 1, added_bytes + #data
+    if above(message_id, top_id) then top_id = message_id end
   end
-  local id = redis.pcall('XADD', KEYS[1], ARGV[i] .. '-1',
-                         'd', ARGV[i + 1], 'b', ARGV[i + 2], 'm', ARGV[i + 3])
-  if type(id) == 'table' and id.err then  -- the stream is ahead of the hash
-    refused = 1
-    break
-  end
-  top, added, added_bytes = ARGV[i], added + 1, added_bytes + #ARGV[i + 1]
-  if above(ARGV[i + 3], top_id) then top_id = ARGV[i + 3] end
 end
 if added > 0 then
   local kept = redis.call('HINCRBY', KEYS[2], 'bytes', added_bytes)

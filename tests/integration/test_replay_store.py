@@ -84,6 +84,8 @@ async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counte
     await store.create([("s2", "bob")])
     batch = [*_entries("s1", range(1, 4), message_id=7), *_entries("s2", range(1, 3))]
     batch.append(Entry("s2", 3, b"\x00\xff", True, 9))
+    # an empty message, data that looks like the batch's index, the largest backend id
+    batch += [Entry("s2", 4, b"", False, 0), Entry("s2", 5, b"1:0:2:3,", False, 2**64 - 1)]
     assert await store.persist(batch, {"s1": 5}) == set()
 
     got = await store.entries("s1", after=1, upto=3)
@@ -92,7 +94,11 @@ async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counte
         (3, b"m3", False, 7),
     ]
     binary = await store.entries("s2", after=2, upto=10)
-    assert [(e.seq, e.data, e.binary, e.message_id) for e in binary] == [(3, b"\x00\xff", True, 9)]
+    assert [(e.seq, e.data, e.binary, e.message_id) for e in binary] == [
+        (3, b"\x00\xff", True, 9),
+        (4, b"", False, 0),
+        (5, b"1:0:2:3,", False, 2**64 - 1),
+    ]
     assert await store.entries("s1", after=3, upto=3) == []
     s1, s2 = await store.load("s1"), await store.load("s2")
     assert s1 is not None and s2 is not None
@@ -103,7 +109,7 @@ async def test_a_batch_of_several_sessions_is_read_back_in_order_with_its_counte
         7,
         1,
     )
-    assert (s2.user_id, s2.last_seq, s2.last_cseq, s2.backend_last_id) == ("bob", 3, 0, 9)
+    assert (s2.user_id, s2.last_seq, s2.last_cseq, s2.backend_last_id) == ("bob", 5, 0, 2**64 - 1)
     assert await store.load("nobody") is None
 
 
