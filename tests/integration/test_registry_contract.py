@@ -200,6 +200,18 @@ async def test_a_connection_is_recorded_and_found_by_id_user_and_pod(registry: R
     assert _names(await registry.connections_of_user("alice")) == ["c2"]
 
 
+async def test_a_connections_fields_come_back_as_written_whatever_text_they_hold(
+    registry: Registry,
+) -> None:
+    user = "zoë:12:ünïcode,"  # not ASCII, and what the batch's length prefixes look like
+    written = [
+        ConnectionRecord(_cid("c1", user), user, "p1", "2:ab", "websocket", 10.5, 3.25),
+        ConnectionRecord(_cid("c2", user), user, "p1", "", "sse", 11.0),  # empty routing key
+    ]
+    assert await registry.add_connections(written, ttl_s=10, max_per_user=0) == set()
+    assert [await registry.get_connection(r.connection_id) for r in written] == written
+
+
 async def test_the_per_user_quota_refuses_past_the_maximum_in_order(registry: Registry) -> None:
     batch = [_conn(f"c{n}", pod=f"p{n}") for n in range(3)]
     assert await registry.add_connections(batch, ttl_s=10, max_per_user=3) == set()

@@ -106,7 +106,15 @@ class ConnectionRecord:
 
     def field_values(self) -> tuple[str, ...]:
         """The fields' values as strings, in :meth:`field_names` order."""
-        return tuple(str(getattr(self, name)) for name in _CONNECTION_FIELDS)
+        return (
+            self.connection_id,
+            self.user_id,
+            self.shard,
+            self.backend_routing_key,
+            self.transport,
+            str(self.connected_at),
+            str(self.last_ping),
+        )
 
     def to_fields(self) -> dict[str, str]:
         return dict(zip(_CONNECTION_FIELDS, self.field_values(), strict=True))

@@ -59,12 +59,14 @@ from wsfleet.registry.signing import PodSigner
 # with its id, and the user's other records share its prefix (and slot).
 # KEYS: per connection its user's set, its record.
 # ARGV: maximum, TTL in ms, field count F, the F field names, then per connection its id
-# and its F values. Returns 1 (recorded) or 0 (refused) per connection.
+# and its F values in one argument, each as `<length in bytes>:<value>` (each argument
+# costs the pod more to encode than the script to read back).
+# Returns 1 (recorded) or 0 (refused) per connection.
 _ADD_CONNECTIONS_LUA = """
 local limit, ttl, nf = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local answers, fields, at = {}, {}, 4 + nf
 for i = 1, #KEYS, 2 do
-  local user, record, id = KEYS[i], KEYS[i + 1], ARGV[at]
+  local user, record, id, values = KEYS[i], KEYS[i + 1], ARGV[at], ARGV[at + 1]
   local admit = 1
   if limit > 0 and redis.call('SCARD', user) >= limit then
     local prefix, live = string.sub(record, 1, #record - #id), 0
@@ -80,9 +82,13 @@ for i = 1, #KEYS, 2 do
     end
   end
   if admit == 1 then
+    local pos = 1
     for f = 1, nf do
+      local colon = string.find(values, ':', pos, true)
+      local length = tonumber(string.sub(values, pos, colon - 1))
       fields[2 * f - 1] = ARGV[3 + f]
-      fields[2 * f] = ARGV[at + f]
+      fields[2 * f] = string.sub(values, colon + 1, colon + length)
+      pos = colon + length + 1
     end
     redis.call('HSET', record, unpack(fields))
     redis.call('PEXPIRE', record, ttl)
@@ -90,7 +96,7 @@ for i = 1, #KEYS, 2 do
     redis.call('PEXPIRE', user, ttl)
   end
   answers[#answers + 1] = admit
-  at = at + 1 + nf
+  at = at + 2
 end
 return answers
 """
@@ -150,6 +156,11 @@ def connection_key_prefix(namespace: str, bucket: str) -> str:
 def user_key(namespace: str, user_id: str) -> str:
     """The set of a user's connection ids (in the slot of the user's records)."""
     return f"{namespace}:{{c{user_bucket(user_id)}}}:user:{user_id}"
+
+
+def _length_prefixed(values: tuple[str, ...]) -> bytes:
+    """``<length in bytes>:<value>`` for each value, one after another."""
+    return b"".join(b"%d:%s" % (len(v), v) for v in (value.encode() for value in values))
 
 
 class RedisRegistry:
@@ -300,8 +311,7 @@ class RedisRegistry:
             args: list[object] = [*head]
             for record in group:
                 keys += (self._user_key(record.user_id), self._conn_key(record.connection_id))
-                args.append(record.connection_id)
-                args += record.field_values()
+                args += (record.connection_id, _length_prefixed(record.field_values()))
             calls.append((keys, args))
         try:  # the pods' sets optimistically, in the same round trip; the refused go next
             answers = await _ADD_CONNECTIONS.run(
