@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from unittest.mock import patch
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -119,6 +121,45 @@ def test_the_backend_span_is_a_child_of_the_span_the_gateway_sent(
     assert continued.parent is not None and format(continued.parent.span_id, "016x") == PARENT_ID
     assert dict(continued.attributes or {}) == {"wsfleet.session_id": "s"}
     assert fresh.parent is None
+
+
+@pytest.fixture
+def no_tracer_provider() -> Iterator[None]:
+    """As in a process where nobody set a tracer provider (OpenTelemetry's is set once)."""
+    with patch.object(trace, "_TRACER_PROVIDER", None):
+        yield
+
+
+@pytest.mark.usefixtures("no_tracer_provider")
+def test_without_a_tracer_the_backend_span_still_carries_the_gateways_trace() -> None:
+    assert not tracing.enabled()
+    with tracing.continued(tracing.BACKEND_OPEN_SPAN, {"traceparent": TRACEPARENT}) as span:
+        inside = get_current_span().get_span_context()
+        assert not span.is_recording()
+    assert (format(inside.trace_id, "032x"), format(inside.span_id, "016x")) == (
+        TRACE_ID,
+        PARENT_ID,
+    )
+    with tracing.continued(tracing.BACKEND_OPEN_SPAN, {}) as nothing:  # nothing to carry
+        assert not get_current_span().get_span_context().is_valid
+    assert not nothing.is_recording() and not nothing.get_span_context().is_valid
+
+
+def test_an_application_tracer_provider_makes_the_backend_span() -> None:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with (
+        patch.object(trace, "_TRACER_PROVIDER", provider),
+        tracing.continued(tracing.BACKEND_OPEN_SPAN, {}, session_id="s"),
+    ):
+        pass
+    (span,) = memory.get_finished_spans()
+    assert (span.name, span.parent, dict(span.attributes or {})) == (
+        tracing.BACKEND_OPEN_SPAN,
+        None,
+        {"wsfleet.session_id": "s"},
+    )
 
 
 def _record(connection_id: str) -> ConnectionRecord:
