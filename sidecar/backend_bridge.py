@@ -174,8 +174,15 @@ class GrpcBackendLink:
         """Queue a client message; waits only while the outbox is full (backpressure)."""
         if self._outbox.full:
             await self._outbox.wait_space()
-        message = pb.ClientMessage(session_id=session_id, seq=seq, data=data, binary=binary)
-        self._outbox.put(pb.GatewayEvent(message=message), len(data))
+        event = pb.GatewayEvent()  # filled in place: a message passed in would be copied
+        message = event.message
+        message.session_id = session_id
+        message.data = data
+        if seq:
+            message.seq = seq
+        if binary:
+            message.binary = True
+        self._outbox.put(event, len(data))
 
     def ask_publication(self, session_id: str, user_id: str, request: ChannelRequest) -> bool:
         if session_id not in self._sessions or not self.is_up or self._outbox.full:

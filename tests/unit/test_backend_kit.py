@@ -75,6 +75,24 @@ async def test_handlers_hear_events_in_order_and_replies_go_to_the_sessions_gate
     assert "s1" not in backend.sessions  # nothing to resume: forgotten
 
 
+async def test_a_message_carries_every_field_the_application_set() -> None:
+    backend, out = Recorder(), _outbox()
+    await backend._handle(_opened("s1"), out)
+    session = backend.sessions["s1"]
+    session.send("typing", droppable=True, coalesce_key="typing:ann")
+    session.send(b"\x01", durable=True)
+    session.send("")
+    sent = [e.message for e in await out.take()]
+    fields = [
+        (m.session_id, m.data, m.binary, m.droppable, m.coalesce_key, m.message_id) for m in sent
+    ]
+    assert fields == [
+        ("s1", b"typing", False, True, "typing:ann", 0),
+        ("s1", b"\x01", True, False, "", 1),
+        ("s1", b"", False, False, "", 0),
+    ]
+
+
 async def test_durable_messages_are_kept_until_persisted_and_sent_again_on_a_resume() -> None:
     backend, first, second = Recorder(), _outbox(), _outbox()
     await backend._handle(_opened("s1"), first)

@@ -137,15 +137,19 @@ class Session:
     ) -> None:
         if self._sink is None:
             return  # between pods: a durable message goes out again on the resume
-        message = pb.ServerMessage(
-            session_id=self.id,
-            data=payload,
-            binary=binary,
-            droppable=droppable,
-            coalesce_key=coalesce_key,
-            message_id=message_id,
-        )
-        self._sink.put(pb.BackendEvent(message=message), len(payload))
+        event = pb.BackendEvent()  # filled in place: a message passed in would be copied
+        message = event.message
+        message.session_id = self.id
+        message.data = payload
+        if binary:  # (a field left at its default costs nothing to leave out)
+            message.binary = True
+        if droppable:
+            message.droppable = True
+        if coalesce_key:
+            message.coalesce_key = coalesce_key
+        if message_id:
+            message.message_id = message_id
+        self._sink.put(event, len(payload))
 
 
 def _payload(data: bytes | str) -> tuple[bytes, bool]:
