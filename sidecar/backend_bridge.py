@@ -150,19 +150,21 @@ class GrpcBackendLink:
 
     def open(self, sink: SessionSink, resumed: bool = False, last_message_id: int = 0) -> None:
         info = sink.session_info()
-        session = pb.SessionInfo(  # first: a field protobuf refuses leaves no session behind
-            session_id=info.session_id,
-            user_id=info.user_id,
-            routing_key=info.routing_key,
-            transport=info.transport,
-            pod_id=info.pod_id,
-        )
-        opened = pb.SessionOpened(session=session, resumed=resumed, last_message_id=last_message_id)
+        event = pb.GatewayEvent()  # filled in place (first: a field protobuf refuses
+        opened = event.opened  # leaves no session behind)
+        session = opened.session
+        session.session_id = info.session_id
+        session.user_id = info.user_id
+        session.routing_key = info.routing_key
+        session.transport = info.transport
+        session.pod_id = info.pod_id
+        opened.resumed = resumed
+        opened.last_message_id = last_message_id
         carrier = tracing.current_carrier()  # the handshake's trace (None: not tracing)
         if carrier is not None:
             opened.trace_context.update(carrier)
         self._sessions[info.session_id] = sink
-        self._outbox.put(pb.GatewayEvent(opened=opened))
+        self._outbox.put(event)
 
     def persisted(self, session_id: str, message_id: int) -> None:
         """A watermark: only the highest of a batch is sent."""
