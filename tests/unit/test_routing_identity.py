@@ -6,11 +6,14 @@ are not UTF-8) would let a client pick its gateway while passing as its user."""
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from sidecar.admission import Refusal, hashed_user, routing_key
+from sidecar.admission import Refusal, handshake_query, hashed_user, routing_key
 from sidecar.auth import Identity
 from sidecar.core.http_head import RequestHead
 from sidecar.session_registry import SessionRegistry, UnwritableRecord
@@ -138,3 +141,12 @@ async def test_a_record_the_store_cannot_take_never_sinks_the_batch_it_would_joi
     stored = {r.connection_id for r in await registry.connections_of_user("alice")}
     assert stored == {"c-1", "c-3"}
     assert {r.connection_id for r in sessions.records} == {"c-1", "c-3"}
+
+
+@given(st.text(alphabet="ab=&%+;é 2F", max_size=24))
+def test_the_handshake_reads_any_query_as_parse_qsl_does(raw: str) -> None:
+    """The first value of each name; percent-decoded only where the query has escapes."""
+    expected: dict[str, str] = {}
+    for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
+        expected.setdefault(name, value)
+    assert handshake_query(request_for(raw)) == expected
