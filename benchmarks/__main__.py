@@ -15,6 +15,7 @@ from types import ModuleType
 
 from benchmarks import (
     autobahn,
+    bridge_writes,
     channels,
     chaos,
     envoy_chaos,
@@ -32,6 +33,10 @@ from benchmarks.report import RESULTS
 
 BENCHMARKS: dict[str, tuple[ModuleType, str]] = {
     "autobahn": (autobahn, "Autobahn TestSuite cases: wsfleet defaults, conformance profile, bare"),
+    "bridge-writes": (
+        bridge_writes,
+        "CPU per write of the backend bridge: a grpc.aio stream vs a plain asyncio stream",
+    ),
     "channels": (
         channels,
         "channel fan-out per CPU-s vs bare aiohttp, latency to the last subscriber, a gateway"

@@ -301,6 +301,21 @@ def test_redis_round_trips_reports_both_costs(tmp_path: Path) -> None:
     assert figures["per_pipeline_us"]["1000"] > figures["per_pipeline_us"]["1"]
 
 
+def test_bridge_writes_compares_grpc_with_a_plain_stream(tmp_path: Path) -> None:
+    figures = run_benchmark("bridge-writes", tmp_path)
+    measured = figures["rates"]["100"]
+    for transport in ("grpc", "stream"):
+        one = measured[transport]
+        assert one["echoed"] == one["written"] == 200  # 100 writes/s for the smoke's 2 s
+        assert_numbers(
+            figures, f"rates.100.{transport}.writer_us_per_write", f"rates.100.{transport}.cpu_s"
+        )
+        assert one["writer_us_per_write"] > 0
+    assert measured["writer_ratio"] == pytest.approx(
+        measured["grpc"]["writer_us_per_write"] / measured["stream"]["writer_us_per_write"]
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -308,6 +323,7 @@ def test_redis_round_trips_reports_both_costs(tmp_path: Path) -> None:
         (["load", "--clients", "5", "--connections", "3"], "more than --connections"),
         (["heartbeat-sweep", "--settings", "ten/20"], "expected INTERVAL/TIMEOUT"),
         (["xds-push", "--changes", "two"], "not a whole number"),
+        (["bridge-writes", "--rates", "50000"], "at most 20000 writes a second"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_reason(argv: list[str], message: str) -> None:
