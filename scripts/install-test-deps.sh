@@ -4,6 +4,8 @@
 #   chromium        runs the JavaScript SDK's browser tests (headless, DevTools protocol)
 #   prometheus      promtool checks and unit-tests the alert rules; prometheus itself runs
 #                   the dashboard's queries against a local fleet (deploy/monitoring)
+#   iptables        drops a gateway's packets on loopback: a host that vanished
+#                   (tests/integration/test_vanished_gateway.py)
 # Installs missing ones with apt-get (CI runs as root on Debian). The prometheus package
 # would start (and enable) its own service: the tests start their own Prometheus, so the
 # package's service is kept from starting and, where systemd runs, disabled.
@@ -12,6 +14,7 @@ missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi

@@ -23,7 +23,7 @@ from typing import Any
 from xds_server import type_urls
 from xds_server.certificates import LoadedCertificate
 from xds_server.membership import Endpoint, Membership
-from xds_server.policy import HashKey, Listener, Policy, Pool, Route, RouteKind
+from xds_server.policy import HashKey, Listener, Policy, Pool, Route, RouteKind, UpstreamKeepalive
 from xds_server.snapshot import DEFAULT_GROUP
 
 HCM = (
@@ -254,7 +254,7 @@ def route_entry(route: Route, policy: Policy) -> Spec:
         # No idle timer per upgraded stream (Envoy frees it: ≈ 0.4 KB per connection,
         # benchmarks/envoy_memory.py): the gateways ping every connection and close one
         # silent for 30 s, and a gateway that vanished is found by the TCP keepalive of
-        # Envoy's upstream connections (UPSTREAM_KEEPALIVE)
+        # Envoy's upstream connections (the pool's upstream_keepalive)
         action["idle_timeout"] = "0s"
     if route.max_duration_s is not None:
         action["max_stream_duration"] = {"max_stream_duration": _seconds(route.max_duration_s)}
@@ -294,11 +294,32 @@ def hash_policy(key: HashKey) -> list[Spec]:
     return policies
 
 
-UPSTREAM_KEEPALIVE = {"keepalive_time": 30, "keepalive_interval": 10, "keepalive_probes": 3}
-"""TCP keepalive on Envoy's connections to a pool's members: a connection silent for 30 s
-(a live gateway pings each WebSocket every 15 s) is probed, and reset after 3 probes 10 s
-apart go unanswered, with the client's side: how Envoy lets go of the streams of a gateway
-whose host vanished without a FIN (WebSocket routes have no stream idle timer)."""
+TCP_USER_TIMEOUT = 18  # <linux/tcp.h>: the bound on data left unacknowledged, in ms
+IPPROTO_TCP = 6
+
+
+def upstream_keepalive(keepalive: UpstreamKeepalive) -> Spec:
+    """TCP keepalive on Envoy's connections to a pool's members (a live gateway pings each
+    WebSocket every 15 s, so its connections are never silent for long)."""
+    return {
+        "keepalive_time": keepalive.time_s,
+        "keepalive_interval": keepalive.interval_s,
+        "keepalive_probes": keepalive.probes,
+    }
+
+
+def upstream_user_timeout(keepalive: UpstreamKeepalive) -> Spec:
+    """``TCP_USER_TIMEOUT`` on the same connections, set before connect: data a client sent
+    that the vanished host never acknowledges resets the connection as soon as keepalive
+    would have (keepalive does not probe while data is in flight)."""
+    return {
+        "description": "TCP_USER_TIMEOUT: reset a connection whose peer vanished",
+        "level": IPPROTO_TCP,
+        "name": TCP_USER_TIMEOUT,
+        "int_value": keepalive.dead_after_s * 1000,
+        "state": "STATE_PREBIND",
+    }
+
 
 UPSTREAM_IDLE_TIMEOUT_S = 60.0
 """Envoy closes an idle pooled connection to a gateway after this long: below the
@@ -321,7 +342,12 @@ def cluster(pool: Pool) -> Spec:
         "connect_timeout": _seconds(pool.connect_timeout_s),
         "lb_policy": pool.lb_policy.value.upper(),
         "per_connection_buffer_limit_bytes": pool.buffer_limit_bytes,
-        "upstream_connection_options": {"tcp_keepalive": UPSTREAM_KEEPALIVE},
+        "upstream_connection_options": {
+            "tcp_keepalive": upstream_keepalive(pool.upstream_keepalive)
+        },
+        "upstream_bind_config": {
+            "socket_options": [upstream_user_timeout(pool.upstream_keepalive)]
+        },
         # Envoy's default panic mode (below 50 % healthy, balance over every host, dead ones
         # included) would send new sessions to crashed gateways: never panic.
         "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},

@@ -74,6 +74,24 @@ class HealthCheck(Frozen):
     healthy_threshold: Annotated[int, Field(ge=1)] = 1
 
 
+class UpstreamKeepalive(Frozen):
+    """How Envoy lets go of a gateway whose host vanished without a FIN (no stream idle
+    timer on WebSocket routes): TCP keepalive on its connections to the pool (a connection
+    silent for ``time_s`` is probed every ``interval_s``, reset after ``probes`` go
+    unanswered), and the same bound on data it sent that stays unacknowledged
+    (``TCP_USER_TIMEOUT``: while a client sends, keepalive does not probe, and the kernel
+    would retransmit for ~15 minutes)."""
+
+    time_s: Annotated[int, Field(ge=1, le=7200)] = 30
+    interval_s: Annotated[int, Field(ge=1, le=600)] = 10
+    probes: Annotated[int, Field(ge=1, le=20)] = 3
+
+    @property
+    def dead_after_s(self) -> int:
+        """How long after a gateway's host vanished Envoy resets its connections."""
+        return self.time_s + self.interval_s * self.probes
+
+
 class OutlierDetection(Frozen):
     """Eject a gateway that keeps failing (Envoy outlier detection). Off by default: Envoy
     counts the end of an upgraded connection as a local-origin failure, so counting those
@@ -105,6 +123,7 @@ class Pool(Frozen):
     buffer_limit_bytes: BYTES = 32 * 1024  # per upstream connection
     health_check: HealthCheck | None = HealthCheck()  # null: off
     outlier_detection: OutlierDetection | None = None
+    upstream_keepalive: UpstreamKeepalive = UpstreamKeepalive()
     # Warm standby: priority 0 is the first region listed, 1 the second, ...;
     # regions not listed come after. Empty: every region is priority 0.
     locality_priority: list[NAME] = []

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from xds_server import envoy_types
 from xds_server import type_urls as T
 from xds_server.builders import NodeGroup, build_resources
 from xds_server.membership import Endpoint
-from xds_server.policy_loader import default_policy_text, load_policy_file, parse_policy
+from xds_server.policy_loader import (
+    PolicyError,
+    default_policy_text,
+    load_policy_file,
+    parse_policy,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "policy.example.yaml"
 
@@ -226,8 +233,7 @@ def test_node_group_keys_round_trip() -> None:
 
 def test_websocket_routes_have_no_stream_idle_timer_and_gateways_get_tcp_keepalive() -> None:
     """Envoy frees an upgraded stream's idle timer when its route says 0s; the gateways'
-    heartbeats and the upstream connections' TCP keepalive take its place."""
-    from xds_server.builders import UPSTREAM_KEEPALIVE
+    heartbeats and the upstream connections' TCP keepalive and user timeout take its place."""
     from xds_server.policy import RouteKind
 
     text = default_policy_text().replace(
@@ -249,22 +255,56 @@ def test_websocket_routes_have_no_stream_idle_timer_and_gateways_get_tcp_keepali
             assert action["idle_timeout"] == "120s"  # a route's own setting wins
         else:
             assert "idle_timeout" not in action, name  # Envoy's 5 min
-    keepalive = UPSTREAM_KEEPALIVE
-    # probes start only after two heartbeat intervals of silence; a dead upstream goes in 60 s
-    assert (
-        keepalive["keepalive_time"]
-        + keepalive["keepalive_probes"] * keepalive["keepalive_interval"]
-        <= 60
-    )
     for name, cluster in resources[T.CLUSTER].items():
         decoded = envoy_types.decode(T.CLUSTER, envoy_types.encode(T.CLUSTER, cluster))
+        # probes start after two heartbeat intervals of silence; a dead upstream goes in 60 s
         assert decoded["upstreamConnectionOptions"]["tcpKeepalive"] == {
             "keepaliveTime": 30,
             "keepaliveInterval": 10,
             "keepaliveProbes": 3,
         }, name
+        (option,) = decoded["upstreamBindConfig"]["socketOptions"]
+        assert (option["level"], option["name"], option["intValue"]) == (
+            "6",  # IPPROTO_TCP
+            "18",  # TCP_USER_TIMEOUT
+            "60000",  # ms: what keepalive takes, also while data waits for an ACK
+        ), name
+        assert "state" not in option  # STATE_PREBIND, the default: set before connect
+        assert "sourceAddress" not in decoded["upstreamBindConfig"]  # not bound: connect picks
     for config in resources[T.ROUTE].values():  # as Envoy reads it: 0s, not absent
         decoded = envoy_types.decode(T.ROUTE, envoy_types.encode(T.ROUTE, config))
         for route in decoded["virtualHosts"][0]["routes"]:
             if kinds[route["name"]] is RouteKind.WEBSOCKET:
                 assert route["route"]["idleTimeout"] == "0s"
+
+
+def test_a_pools_upstream_keepalive_sets_the_probes_and_the_user_timeout() -> None:
+    text = default_policy_text().replace(
+        "  - name: gateways\n",
+        "  - name: gateways\n    upstream_keepalive: {time_s: 5, interval_s: 2, probes: 4}\n",
+        1,
+    )
+    cluster = build_resources(parse_policy(text), {})[T.CLUSTER]["gateways"]
+    decoded = envoy_types.decode(T.CLUSTER, envoy_types.encode(T.CLUSTER, cluster))
+    assert decoded["upstreamConnectionOptions"]["tcpKeepalive"] == {
+        "keepaliveTime": 5,
+        "keepaliveInterval": 2,
+        "keepaliveProbes": 4,
+    }
+    assert decoded["upstreamBindConfig"]["socketOptions"][0]["intValue"] == "13000"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("{time_s: 0}", "greater than or equal to 1"),
+        ("{probes: 21}", "less than or equal to 20"),
+        ("{every_s: 3}", "upstream_keepalive.every_s: unknown key"),
+    ],
+)
+def test_a_bad_upstream_keepalive_is_refused(setting: str, message: str) -> None:
+    text = default_policy_text().replace(
+        "  - name: gateways\n", f"  - name: gateways\n    upstream_keepalive: {setting}\n", 1
+    )
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(text)
