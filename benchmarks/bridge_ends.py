@@ -118,6 +118,7 @@ async def _paced(write: Write, args: argparse.Namespace, echoes: Echoes) -> None
     deadline = started + args.max_seconds
     message = b"m" * args.size
     cpu_started, clock_started = time.process_time(), time.perf_counter()
+    written = 0
     for n in range(args.count):
         due = started + n / args.rate
         if due > loop.time():
@@ -125,12 +126,13 @@ async def _paced(write: Write, args: argparse.Namespace, echoes: Echoes) -> None
         if loop.time() > deadline:
             break
         await write(message)
+        written += 1
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(echoes.all_in.wait(), max(0.0, deadline - loop.time()))
     print(
         json.dumps(
             {
-                "written": args.count,
+                "written": written,
                 "echoed": echoes.count,
                 "seconds": time.perf_counter() - clock_started,
                 "cpu_s": time.process_time() - cpu_started,
