@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sidecar.core.channel_frames import REQUEST_TYPES, ChannelRequest, parse_request
 
@@ -35,8 +34,10 @@ class EnvelopeError(ValueError):
     """A client frame that is not a v1 message."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClientMessage:
+class ClientMessage(NamedTuple):
+    """A client's message (or control frame: a negative ``cseq``). A named tuple: one is
+    made per message, in a fifth of a frozen dataclass's time."""
+
     cseq: int
     data: bytes
     binary: bool

