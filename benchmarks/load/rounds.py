@@ -57,6 +57,20 @@ def _figure(result: dict[str, Any], path: tuple[str, str]) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _stats(values: list[float | None], spread: bool = False) -> dict[str, Any]:
+    """The values round by round and the median of those known (with ``spread``: also the
+    lowest and highest); None where none is known."""
+    known = [v for v in values if v is not None]
+    stats: dict[str, Any] = {
+        "rounds": values,
+        "median": statistics.median(known) if known else None,
+    }
+    if spread:
+        stats["lowest"] = min(known) if known else None
+        stats["highest"] = max(known) if known else None
+    return stats
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per target, each figure round by round and its median; per wsfleet target, each
     figure's ratio to the baseline's of the same round (for CPU per handshake: the
@@ -65,15 +79,9 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     rounds = min((len(results) for results in runs.values()), default=0)
     summary: dict[str, Any] = {"rounds": rounds, "targets": {}, "ratios": {}}
     for name, results in runs.items():
-        figures: dict[str, Any] = {}
-        for key, path, _ in FIGURES:
-            values = [_figure(r, path) for r in results[:rounds]]
-            known = [v for v in values if v is not None]
-            figures[key] = {
-                "rounds": values,
-                "median": statistics.median(known) if known else None,
-            }
-        summary["targets"][name] = figures
+        summary["targets"][name] = {
+            key: _stats([_figure(r, path) for r in results[:rounds]]) for key, path, _ in FIGURES
+        }
     base = runs.get(BASELINE)
     if base is None:
         return summary
@@ -82,20 +90,14 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             continue
         ratios: dict[str, Any] = {}
         for key, path, higher_is_better in FIGURES:
-            per_round = []
+            per_round: list[float | None] = []
             for ours, theirs in zip(results[:rounds], base[:rounds], strict=True):
                 a, b = _figure(ours, path), _figure(theirs, path)
                 if a is None or b is None:
                     per_round.append(None)
                 else:
                     per_round.append(ratio(a, b) if higher_is_better else ratio(b, a))
-            known = [r for r in per_round if r is not None]
-            ratios[key] = {
-                "rounds": per_round,
-                "median": statistics.median(known) if known else None,
-                "lowest": min(known) if known else None,
-                "highest": max(known) if known else None,
-            }
+            ratios[key] = _stats(per_round, spread=True)
         summary["ratios"][name] = ratios
     return summary
 
