@@ -36,7 +36,7 @@ class EnvelopeError(ValueError):
 
 class ClientMessage(NamedTuple):
     """A client's message (or control frame: a negative ``cseq``). A named tuple: one is
-    made per message, in a fifth of a frozen dataclass's time."""
+    made per message, in a third of a frozen dataclass's time."""
 
     cseq: int
     data: bytes

@@ -45,7 +45,7 @@ UNPARSED = object()  # client_frame's ``value`` when the frame is still text
 
 class Entry(NamedTuple):
     """A message kept in a session's replay buffer (protocol v1). A named tuple: one is
-    made per message, in a fifth of a frozen dataclass's time."""
+    made per message, in a third of a frozen dataclass's time."""
 
     session_id: str
     seq: int
