@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
+
+
+def refilled(tokens: float, updated: float, now: float, rate_per_s: float, burst: float) -> float:
+    """A bucket's tokens at ``now``: ``tokens`` at ``updated`` plus what ``rate_per_s``
+    adds since, at most ``burst``. A clock that steps back (``now`` not after ``updated``)
+    adds nothing; a bucket never updated (``updated`` = -inf) is full."""
+    if now > updated:
+        return min(burst, tokens + (now - updated) * rate_per_s)
+    return tokens
 
 
 @dataclass(slots=True)
@@ -19,22 +29,16 @@ class TokenBucket:
     rate_per_s: float
     burst: float
     _tokens: float = field(init=False)
-    _updated: float | None = field(init=False, default=None)
+    _updated: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
-        if not self.rate_per_s > 0:
-            raise ValueError(f"a token bucket needs a positive rate, got {self.rate_per_s}")
-        if not self.burst > 0:
-            raise ValueError(f"a token bucket needs a positive burst, got {self.burst}")
+        _check_bucket(self.rate_per_s, self.burst)
         self._tokens = self.burst
 
     def tokens(self, now: float) -> float:
         """The tokens available at ``now``."""
-        last = self._updated
-        if last is None or now > last:
-            if last is not None:
-                self._tokens = min(self.burst, self._tokens + (now - last) * self.rate_per_s)
-            self._updated = now
+        self._tokens = refilled(self._tokens, self._updated, now, self.rate_per_s, self.burst)
+        self._updated = max(self._updated, now)
         return self._tokens
 
     def take(self, amount: float, now: float) -> bool:
@@ -43,6 +47,13 @@ class TokenBucket:
             self._tokens -= amount
             return True
         return False
+
+
+def _check_bucket(rate_per_s: float, burst: float) -> None:
+    if not rate_per_s > 0:
+        raise ValueError(f"a token bucket needs a positive rate, got {rate_per_s}")
+    if not burst > 0:
+        raise ValueError(f"a token bucket needs a positive burst, got {burst}")
 
 
 class InboundVerdict(Enum):
@@ -69,6 +80,11 @@ class InboundLimits:
     rate. A message larger than ``byte_burst`` can never pass, so ``byte_burst`` should
     be at least the maximum message size. A message passes only if both buckets have
     room; one that does not pass takes nothing from either.
+
+    The two buckets are kept as numbers in this one object, not as two
+    :class:`TokenBucket` objects: every connection that has sent anything holds one, and
+    each object more per connection is one more for every pass of the cycle collector to
+    walk (three objects became one: see ``sidecar/collector.py``).
     """
 
     messages_per_s: float | None = None
@@ -76,38 +92,62 @@ class InboundLimits:
     bytes_per_s: float | None = None
     byte_burst: float | None = None
     on_exceed: OnExceed = "close"
-    _messages: TokenBucket | None = field(init=False, default=None)
-    _bytes: TokenBucket | None = field(init=False, default=None)
+    # each bucket: rate (0 = none), burst, tokens, when last refilled
+    _message_rate: float = field(init=False, default=0.0)
+    _message_burst: float = field(init=False, default=0.0)
+    _message_tokens: float = field(init=False, default=0.0)
+    _message_updated: float = field(init=False, default=-math.inf)
+    _byte_rate: float = field(init=False, default=0.0)
+    _byte_burst: float = field(init=False, default=0.0)
+    _byte_tokens: float = field(init=False, default=0.0)
+    _byte_updated: float = field(init=False, default=-math.inf)
 
     def __post_init__(self) -> None:
         if self.on_exceed not in ("close", "drop"):
             raise ValueError(f"on_exceed must be 'close' or 'drop', got {self.on_exceed!r}")
-        self._messages = _bucket("messages_per_s", self.messages_per_s, self.message_burst)
-        self._bytes = _bucket("bytes_per_s", self.bytes_per_s, self.byte_burst)
+        self._message_rate, self._message_burst = _bucket(
+            "messages_per_s", self.messages_per_s, self.message_burst
+        )
+        self._byte_rate, self._byte_burst = _bucket(
+            "bytes_per_s", self.bytes_per_s, self.byte_burst
+        )
+        self._message_tokens, self._byte_tokens = self._message_burst, self._byte_burst
 
     @property
     def unlimited(self) -> bool:
         """Whether every message passes (no rate set)."""
-        return self._messages is None and self._bytes is None
+        return not self._message_rate and not self._byte_rate
 
     def check(self, size: int, now: float, count: int = 1) -> InboundVerdict:
         """May ``count`` messages of ``size`` bytes in all, received at ``now``, pass (all
         or nothing: a POST's frames are counted together)?"""
-        messages, payload = self._messages, self._bytes
-        if (messages is None or messages.tokens(now) >= count) and (
-            payload is None or payload.tokens(now) >= size
+        message_rate, byte_rate = self._message_rate, self._byte_rate
+        if message_rate:
+            self._message_tokens = refilled(
+                self._message_tokens, self._message_updated, now, message_rate, self._message_burst
+            )
+            self._message_updated = max(self._message_updated, now)
+        if byte_rate:
+            self._byte_tokens = refilled(
+                self._byte_tokens, self._byte_updated, now, byte_rate, self._byte_burst
+            )
+            self._byte_updated = max(self._byte_updated, now)
+        if (not message_rate or self._message_tokens >= count) and (
+            not byte_rate or self._byte_tokens >= size
         ):
-            if messages is not None:
-                messages.take(count, now)
-            if payload is not None:
-                payload.take(size, now)
+            if message_rate:
+                self._message_tokens -= count
+            if byte_rate:
+                self._byte_tokens -= size
             return InboundVerdict.ALLOW
         return InboundVerdict.CLOSE if self.on_exceed == "close" else InboundVerdict.DROP
 
 
-def _bucket(name: str, rate: float | None, burst: float | None) -> TokenBucket | None:
+def _bucket(name: str, rate: float | None, burst: float | None) -> tuple[float, float]:
+    """A bucket's (rate, burst) from the settings; (0, 0) when the rate sets none."""
     if rate is None or rate == 0:
-        return None
+        return 0.0, 0.0
     if rate < 0 or (burst is not None and burst < 0):
         raise ValueError(f"{name} and its burst must not be negative, got {rate}, {burst}")
-    return TokenBucket(rate, burst or rate)
+    _check_bucket(rate, burst or rate)
+    return float(rate), float(burst or rate)
