@@ -11,8 +11,9 @@ memory (≈ 0.5-1 µs each, measured at 6,250 connections per gateway).
   runs at most once per 500 middle passes (and, as Python does, only once the objects
   that survived since the last one are a quarter of the rest).
 - **Young passes** (generation 0) walk what was allocated since the last one and still
-  lives; 10,000 more allocations than deallocations start one. Fewer would mean more passes over the same
-  objects in flight (a surge of handshakes holds tens of thousands) for the same pause.
+  lives; 10,000 more allocations than deallocations start one. Fewer would mean more
+  passes over the same objects in flight (a surge of handshakes holds tens of thousands)
+  for the same pause.
 - **Middle passes** (generation 1) walk what survived the young passes since the last
   one, once more than ``threshold1`` young passes have run since. At 10 (this project's
   setting before, Python's default): up to 110,000 objects, 60-85 ms of CPU at 25,000

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, NamedTuple
 
 from sidecar.core.channel_frames import REQUEST_TYPES, ChannelRequest, parse_request
@@ -108,9 +109,35 @@ def close(code: int, reason: str) -> str:
     return _compact({"type": "close", "code": code, "reason": reason})
 
 
+_SPACE = "[ \t\n\r]*"  # JSON's whitespace (not Python's \\s: that takes more)
+_PLAIN_MESSAGE = re.compile(
+    f'{_SPACE}\\{{{_SPACE}"type"{_SPACE}:{_SPACE}"message"{_SPACE},{_SPACE}'
+    f'(?:"cseq"{_SPACE}:{_SPACE}(0|[1-9][0-9]{{0,15}}){_SPACE},{_SPACE})?'
+    f'"data"{_SPACE}:{_SPACE}"([^"\\\\\\x00-\\x1f]*)"{_SPACE}\\}}{_SPACE}'
+)
+"""A text message as the SDKs write it (type, cseq, data, in that order; any JSON
+spacing) whose data has no escape: read without a JSON parse, in a fifth of its time.
+Such a frame reads exactly as :func:`parse_client_json` reads it."""
+
+
 def parse_client(text: str) -> ClientMessage | ChannelRequest:
     """A client's v1 frame; raises :class:`EnvelopeError` naming what is wrong, or (a
     channel request) :class:`~sidecar.core.channel_frames.Refused`."""
+    plain = _PLAIN_MESSAGE.fullmatch(text)
+    if plain is not None:  # the usual frame; anything in doubt takes the general path
+        cseq_text, data = plain.groups()
+        cseq = int(cseq_text) if cseq_text else 0
+        if cseq <= MAX_CSEQ:
+            try:
+                return ClientMessage(cseq, data.encode(), False)
+            except UnicodeEncodeError:  # a lone surrogate: the general path names it
+                pass
+    return parse_client_json(text)
+
+
+def parse_client_json(text: str) -> ClientMessage | ChannelRequest:
+    """:func:`parse_client` through the JSON parser, for any frame (what it does with all
+    but the usual one)."""
     try:
         body = json.loads(text)
     except ValueError:

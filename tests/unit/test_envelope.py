@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.core import envelope
+from sidecar.core.channel_frames import Refused
 
 
 @given(seq=st.integers(min_value=0, max_value=2**63), text=st.text())
@@ -67,3 +68,59 @@ def test_a_bad_client_frame_is_refused_with_what_is_wrong(frame: str, words: str
 
 def test_a_ping_is_recognised() -> None:
     assert envelope.parse_client('{"type": "ping"}').cseq < 0
+
+
+def _read_by_json(text: str) -> object:
+    """What the JSON parser makes of a frame: its result, or its error's text."""
+    try:
+        return envelope.parse_client_json(text)
+    except (ValueError, Refused) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def _read(text: str) -> object:
+    try:
+        return envelope.parse_client(text)
+    except (ValueError, Refused) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+_SPACING = st.sampled_from(["", " ", "\n", "\t ", "\r\n  "])
+_CSEQS = st.one_of(
+    st.none(),
+    st.integers(min_value=0, max_value=2**60),  # beyond MAX_CSEQ too
+    st.sampled_from(["01", "-0", "1.0", "1e3", "true", '"7"']),
+)
+
+
+@given(
+    cseq=_CSEQS,
+    data=st.text(),
+    spaces=st.lists(_SPACING, min_size=16, max_size=16),
+    ensure_ascii=st.booleans(),
+)
+def test_the_usual_frame_reads_as_the_json_parser_reads_it(
+    cseq: int | str | None, data: str, spaces: list[str], ensure_ascii: bool
+) -> None:
+    """The SDKs' frame (type, cseq, data) is read without a JSON parse when its data has
+    no escape: any spacing, any cseq and any data read exactly as json.loads reads them."""
+    s = iter(spaces)
+    quoted = json.dumps(data, ensure_ascii=ensure_ascii)
+    head = f'{next(s)}{{{next(s)}"type"{next(s)}:{next(s)}"message"{next(s)},{next(s)}'
+    numbered = "" if cseq is None else f'"cseq"{next(s)}:{next(s)}{cseq}{next(s)},{next(s)}'
+    text = f'{head}{numbered}"data"{next(s)}:{next(s)}{quoted}{next(s)}}}{next(s)}'
+    assert _read(text) == _read_by_json(text)
+    unescaped = "\\" not in quoted
+    if unescaped and (cseq is None or isinstance(cseq, int)):  # read without the parser
+        assert envelope._PLAIN_MESSAGE.fullmatch(text) is not None
+
+
+@given(text=st.text(alphabet='{}":, \t\\u01aeyptdcsqmg\x00\x1f\ud800', max_size=60))
+def test_any_text_reads_as_the_json_parser_reads_it(text: str) -> None:
+    assert _read(text) == _read_by_json(text)
+
+
+def test_a_frame_with_a_lone_surrogate_takes_the_named_error() -> None:
+    text = '{"type":"message","data":"a\ud800"}'
+    assert _read(text) == _read_by_json(text)
+    assert "not valid Unicode" in str(_read(text))
