@@ -116,8 +116,8 @@ _PLAIN_MESSAGE = re.compile(
     f'"data"{_SPACE}:{_SPACE}"([^"\\\\\\x00-\\x1f]*)"{_SPACE}\\}}{_SPACE}'
 )
 """A text message as the SDKs write it (type, cseq, data, in that order; any JSON
-spacing) whose data has no escape: read without a JSON parse, in a fifth of its time.
-Such a frame reads exactly as :func:`parse_client_json` reads it."""
+spacing) whose data has no escape: read without a JSON parse, in a fifth to a third of
+its time. Such a frame reads exactly as :func:`parse_client_json` reads it."""
 
 
 def parse_client(text: str) -> ClientMessage | ChannelRequest:
