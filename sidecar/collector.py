@@ -22,7 +22,7 @@ memory (≈ 0.5-1 µs each, measured at 6,250 connections per gateway).
   of the handshakes in flight are walked more often (45 ms more CPU per gateway over a run
   that opened 20,000 connections at 1,500/s and carried 2 x 15 s of traffic: 0.1 % of a
   core).
-- **A pass every second at least** (:func:`pace_passes`: young and middle together).
+- **A pass every second at least** (:class:`PassPacer`: young and middle together).
   The thresholds count allocations *minus* deallocations, but an object that replaces
   another (the read loop's waiter of every connection that spoke, a session's record at
   each registry flush) lands in the young generation while the count stays put: under
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from typing import Any
 
 COLLECTOR_THRESHOLDS = (10_000, 2, 500)  # young allocations, young passes, middle passes
-PASS_EVERY_S = 1.0  # pace_passes: at most this long between two middle passes
+PASS_EVERY_S = 1.0  # PassPacer: at most this long between two middle passes
 
 
 class PauseTimer:
@@ -85,13 +85,46 @@ def tune_collector(
     stack.callback(gc.callbacks.remove, timer)
 
 
-async def pace_passes(interval_s: float = PASS_EVERY_S) -> None:
-    """A middle pass (young and middle generations) every ``interval_s``, forever: what
-    replaced older objects since the last pass is walked a second's worth at a time, not
-    all at once by the next pass the thresholds start. A full pass still needs
-    ``COLLECTOR_THRESHOLDS[2]`` middle passes since the last one (so these alone start one
-    at most every 500 s) and the objects that survived since then to be a quarter of the
-    rest."""
-    while True:
-        await asyncio.sleep(interval_s)
-        gc.collect(1)
+class PassPacer:
+    """A middle pass (young and middle generations) whenever none has run for
+    ``interval_s``: what replaced older objects since the last pass is walked a second's
+    worth at a time, not all at once by the next pass the thresholds start. When the
+    thresholds start middle passes more often than that (a fast surge of handshakes), the
+    pacer adds none; when they start one about as often, a paced pass takes its place (it
+    sets the thresholds' counts back to zero as theirs would). A full pass still needs
+    ``COLLECTOR_THRESHOLDS[2]`` middle passes since the last one (so paced ones alone
+    start one at most every 500 s) and the objects that survived since then to be a
+    quarter of the rest.
+
+    Also a ``gc.callbacks`` entry, while :meth:`run` runs: it notes each middle or full
+    pass, whoever started it."""
+
+    __slots__ = ("_clock", "_last", "interval_s")
+
+    def __init__(
+        self, interval_s: float = PASS_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last = clock()
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "stop" and info["generation"] >= 1:
+            self._last = self._clock()
+
+    def due_in(self) -> float:
+        """Seconds until the next paced pass (0: now)."""
+        return max(0.0, self._last + self.interval_s - self._clock())
+
+    async def run(self) -> None:
+        """Pace the passes, forever."""
+        gc.callbacks.append(self)
+        try:
+            while True:
+                wait = self.due_in()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                else:
+                    gc.collect(1)  # noted by __call__: the next is interval_s away
+        finally:
+            gc.callbacks.remove(self)

@@ -28,7 +28,7 @@ from sidecar.backends import BackendBridge
 from sidecar.channel_hub import ChannelHub
 from sidecar.channel_io import PresenceWriter, history_reader, publisher
 from sidecar.channel_service import ChannelService
-from sidecar.collector import pace_passes, tune_collector
+from sidecar.collector import PassPacer, tune_collector
 from sidecar.core.channel_rules import ChannelLimits
 from sidecar.core.close_codes import CloseCode
 from sidecar.drain import Drainer
@@ -360,7 +360,7 @@ def _gateway_loops(
     paced passes, the JWKS refresh, and the second signal that hurries a drain."""
     loops = [
         gateway.sessions.run(),
-        pace_passes(),
+        PassPacer().run(),
         gateway.table.run_heartbeats(),
         gateway.table.run_keepalives(),
     ]

@@ -5,7 +5,7 @@ import contextlib
 import gc
 
 from benchmarks.scale import collector_figures, pause_buckets
-from sidecar.collector import COLLECTOR_THRESHOLDS, PauseTimer, pace_passes, tune_collector
+from sidecar.collector import COLLECTOR_THRESHOLDS, PassPacer, PauseTimer, tune_collector
 from sidecar.metrics import GatewayMetrics
 
 
@@ -91,7 +91,7 @@ async def test_paced_passes_walk_the_young_and_middle_generations_each_interval(
     enabled = gc.isenabled()
     gc.disable()  # no automatic pass: every pass seen is the pacer's
     gc.callbacks.append(seen)
-    pacer = asyncio.create_task(pace_passes(0.001))
+    pacer = asyncio.create_task(PassPacer(0.001).run())
     try:
         async with asyncio.timeout(10):
             await three_middle_passes.wait()
@@ -102,3 +102,19 @@ async def test_paced_passes_walk_the_young_and_middle_generations_each_interval(
             gc.enable()
     # middle passes (young and middle generations), never a full one
     assert 2 not in passes
+
+
+def test_a_paced_pass_is_due_an_interval_after_the_last_middle_or_full_pass() -> None:
+    now = [100.0]
+    pacer = PassPacer(1.0, lambda: now[0])
+    assert pacer.due_in() == 1.0
+    now[0] = 100.6
+    pacer("start", {"generation": 1})
+    pacer("stop", {"generation": 1, "collected": 0, "uncollectable": 0})  # a threshold's
+    now[0] = 101.2
+    assert round(pacer.due_in(), 9) == 0.4  # not at 101.0: one ran at 100.6
+    pacer("stop", {"generation": 0, "collected": 0, "uncollectable": 0})  # young: no
+    now[0] = 101.6
+    assert pacer.due_in() == 0.0
+    pacer("stop", {"generation": 2, "collected": 0, "uncollectable": 0})
+    assert pacer.due_in() == 1.0
