@@ -34,6 +34,7 @@ log = structlog.get_logger()
 
 TICK_MAX_S = 0.25
 CLOSE_WAIT_S = 5.0  # at the end, how long the last closes get to finish
+CLOSE_POLL_S = 0.05  # meanwhile, how often the table is looked at
 
 
 class Drainer:
@@ -132,6 +133,7 @@ async def close_paced(
     pending = list(pending)
     random.shuffle(pending)  # no user or age order: every cohort drains evenly
     closing: set[asyncio.Task[None]] = set()
+    closed: list[Connection] = []
     while pending:
         still = [c for c in pending if c.connection_id in table.connections]
         plan.closed(len(pending) - len(still))  # clients that left by themselves
@@ -145,11 +147,31 @@ async def close_paced(
             )
             closing.add(task)
             task.add_done_callback(closing.discard)
+            closed.append(connection)
         plan.closed(min(due, len(pending)))
         pending = pending[due:]
         if pending:
             wake = plan.next_wakeup()
             delay = TICK_MAX_S if wake is None else min(TICK_MAX_S, wake - now)
             await asyncio.sleep(max(0.005, delay))
+    await _closes_finished(table, closed, closing, loop.time() + CLOSE_WAIT_S)
+
+
+async def _closes_finished(
+    table: ConnectionTable,
+    closed: list[Connection],
+    closing: set[asyncio.Task[None]],
+    deadline: float,
+) -> None:
+    """Until the connections closed have left the table (their clients' close frames in,
+    or their lingering closes' bounds reached), at most until ``deadline``. A WebSocket's
+    close returns once its close frame is written: without this, a drain reported itself
+    over (and its last progress counted) while the last clients were still answering."""
+    loop = asyncio.get_running_loop()
     if closing:
-        await asyncio.wait(set(closing), timeout=CLOSE_WAIT_S)
+        await asyncio.wait(set(closing), timeout=max(0.0, deadline - loop.time()))
+    while loop.time() < deadline:
+        closed = [c for c in closed if c.connection_id in table.connections]
+        if not closed:
+            return
+        await asyncio.sleep(CLOSE_POLL_S)
