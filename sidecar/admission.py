@@ -83,11 +83,17 @@ def head_of(request: web.BaseRequest) -> RequestHead:
     )
 
 
+def _may_decode(text: str) -> bool:
+    """Whether percent-decoding (``+`` as a space) could change ``text``: without ``%`` or
+    ``+`` it reads as it is, and the decoder need not run."""
+    return "%" in text or "+" in text
+
+
 def handshake_query(head: RequestHead) -> dict[str, str]:
     """The request's query, parsed for the handshake only (the first value of each name)."""
     query: dict[str, str] = {}
     raw = head.raw_query
-    if "%" in raw or "+" in raw:
+    if _may_decode(raw):
         for name, value in urllib.parse.parse_qsl(raw, keep_blank_values=True):
             query.setdefault(name, value)
         return query
@@ -148,9 +154,7 @@ def _raw_query_value(raw_query: str, name: str) -> str | None:
             continue
         if value is not None:
             raise Refusal(400, "user_ambiguous", f"?{name}= is sent twice")
-        if ("%" in raw_value or "+" in raw_value) and urllib.parse.unquote_plus(
-            raw_value
-        ) != raw_value:
+        if _may_decode(raw_value) and urllib.parse.unquote_plus(raw_value) != raw_value:
             raise Refusal(
                 400,
                 "user_not_canonical",
